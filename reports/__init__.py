@@ -1,0 +1,15 @@
+"""Built-in output formats. Registered by name only: a renderer module is imported when asked for."""
+
+from scanner import hookimpl
+
+BUILTIN_FORMATS = (
+    ("table", "reports.table:render", "human-readable table grouped by subject, with fixes"),
+    ("json", "reports.json:render", "JSON document (schemas/report.schema.json)"),
+    ("junit", "reports.junit:render", "JUnit XML for CI dashboards: one suite per host, passes included"),
+)
+
+
+@hookimpl
+def vfio_scan_register_formats(register):
+    for name, target, description in BUILTIN_FORMATS:
+        register(name, target, description)

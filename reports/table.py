@@ -1,0 +1,87 @@
+"""Human output: a table per subject (host, then each device), then what to do about each problem.
+
+Readable at 100 columns: long texts wrap inside their column. Evidence is shown with ``-v``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from tabulate import tabulate
+
+WIDTH = 100
+LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP", "error": "ERROR", "waived": "WAIVED"}
+
+
+def _wrap(text: str, width: int, indent: str = "") -> str:
+    return "\n".join(textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ",
+                                   break_long_words=True, break_on_hyphens=False)) or indent
+
+
+def _header(report) -> str:
+    h = report.host
+    parts = [h.get("hostname") or "?", f"kernel {h.get('kernel') or '?'}", h.get("arch") or "?",
+             (h.get("cpu_vendor") or "unknown CPU").upper() if h.get("cpu_vendor") else "unknown CPU", h.get("source")]
+    counts = report.counts
+    tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    return f"Host {' · '.join(p for p in parts if p)}\nReadiness: {report.readiness} ({tally})"
+
+
+def _subjects(report):
+    order = []
+    for f in report.findings:
+        if f.subject not in order:
+            order.append(f.subject)
+    order.sort(key=lambda s: (s != "host", s))
+    return order
+
+
+def _fixes(report, verbose: bool) -> list:
+    lines = []
+    for f in report.findings:
+        wanted = f.status in ("fail", "warn", "error") and (f.remediation or verbose)
+        if not wanted and not (verbose and f.evidence):
+            continue
+        subject = "" if f.subject == "host" else f" {f.subject}"
+        lines.append(f"{LABEL[f.status]} {f.rule_id} {f.rule}{subject}")
+        lines.append(_wrap(f.message, WIDTH, "    "))
+        if f.observed or f.expected:
+            lines.append(_wrap(f"observed: {f.observed or '-'} | expected: {f.expected or '-'}", WIDTH, "    "))
+        if verbose:
+            for e in f.evidence:
+                lines.append(_wrap(f"evidence {e.source}: {e.value}", WIDTH, "    "))
+        if f.status in ("fail", "warn", "error"):
+            for step in f.remediation:
+                flags = [step.phase] + (["manual"] if step.manual else []) + (["reboot"] if step.requires_reboot else [])
+                lines.append(_wrap(f"fix [{', '.join(flags)}] {step.summary}", WIDTH, "    "))
+                for cmd in step.commands:
+                    lines.append(f"      $ {cmd}")
+        if f.waiver:
+            lines.append(_wrap(f"waived: {f.waiver.get('justification')} (expires {f.waiver.get('expires') or 'never'})",
+                               WIDTH, "    "))
+        lines.append("")
+    return lines
+
+
+def render_one(report, verbose: bool) -> str:
+    out = [_header(report), ""]
+    for note in report.notes:
+        out.append(_wrap(f"ERROR {note}", WIDTH))
+    for subject in _subjects(report):
+        rows = [(LABEL[f.status], f.rule_id, f.title, f.message) for f in report.findings if f.subject == subject]
+        out.append(subject)
+        out.append(tabulate(rows, headers=("status", "rule", "check", "result"), tablefmt="simple",
+                            maxcolwidths=[None, None, 30, 50]))
+        out.append("")
+    fixes = _fixes(report, verbose)
+    if fixes:
+        out.append("Details and fixes" if verbose else "What to do")
+        out.append("")
+        out.extend(fixes)
+    if any(f.status in ("fail", "warn") for f in report.findings):
+        out.append("Apply the fixes above, reboot where marked, then run 'vfio-scan scan' again.")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render(reports, options) -> str:
+    return "\n".join(render_one(r, options.get("verbose", False)) for r in reports)

@@ -1,0 +1,66 @@
+"""VFIO-003 kernel-config: the running kernel was built with the IOMMU and VFIO drivers.
+
+What: ``CONFIG_IOMMU_SUPPORT``, the vendor's IOMMU driver (``CONFIG_INTEL_IOMMU`` on Intel,
+``CONFIG_AMD_IOMMU`` on AMD), ``CONFIG_VFIO``, ``CONFIG_VFIO_PCI`` and
+``CONFIG_VFIO_IOMMU_TYPE1`` must each be ``y`` (built in) or ``m`` (module).
+
+Why: no command line or module load can add a driver the kernel was built without; this is the
+root cause behind "IOMMU capability not compiled into kernel".
+
+How: the configuration of the running release, from the first of ``/boot/config-<release>``,
+``/proc/config.gz``, ``/lib/modules/<release>/config`` and ``/lib/modules/<release>/build/.config``.
+When none is readable the rule is skipped and names the places it searched.
+
+Fix: boot a kernel that has them (every major distribution's generic kernel does), or rebuild
+with the missing options set to ``y`` or ``m``.
+"""
+
+from scanner import hookimpl
+from scanner.model import Evidence, Finding, Rule, Step
+
+COMMON = ("IOMMU_SUPPORT",)
+VFIO = ("VFIO", "VFIO_PCI", "VFIO_IOMMU_TYPE1")
+ALTERNATIVES = {"VFIO_IOMMU_TYPE1": ("IOMMUFD_VFIO_CONTAINER",)}  # iommufd can stand in for type1
+
+
+@hookimpl
+def vfio_scan_register_rules(register):
+    register(Rule(id="VFIO-003", name="kernel-config", scope="host", severity="high",
+                  title="Kernel built with IOMMU and VFIO support", check=check, docs=__doc__))
+
+
+def required_options(facts):
+    vendor = facts.cpu.vendor if facts.cpu else None
+    if facts.is_x86 or vendor:
+        vendor_opts = {"intel": [("INTEL_IOMMU",)], "amd": [("AMD_IOMMU",)]}.get(vendor, [("INTEL_IOMMU", "AMD_IOMMU")])
+    else:
+        vendor_opts = []
+    return [(o,) for o in COMMON] + vendor_opts + [(o,) + ALTERNATIVES.get(o, ()) for o in VFIO]
+
+
+def check(facts, scan):
+    kc = facts.kconfig
+    if not kc.found:
+        yield Finding.skip("no kernel configuration found; searched: " + "; ".join(kc.searched),
+                           evidence=[Evidence("kernel config", s) for s in kc.searched])
+        return
+    shown, missing = [], []
+    for choices in required_options(facts):
+        values = {o: kc.get(o) for o in choices}
+        ok = [o for o, v in values.items() if v in ("y", "m")]
+        if ok:
+            shown.append(f"CONFIG_{ok[0]}={values[ok[0]]}")
+        else:
+            missing.append(" or ".join(f"CONFIG_{o}" for o in choices))
+            shown.append(", ".join(f"CONFIG_{o}={v or 'absent'}" for o, v in values.items()))
+    evidence = [Evidence(kc.source, "; ".join(shown))]
+    if missing:
+        yield Finding.fail(f"the running kernel lacks {', '.join(missing)}",
+                           observed="; ".join(shown), expected="each option y or m", evidence=evidence,
+                           remediation=[Step(summary="Boot a kernel built with " + ", ".join(missing) +
+                                             " set to y or m (a distribution's generic kernel has them)",
+                                             phase="kernel", manual=True, requires_reboot=True, persistent=True,
+                                             action={"kind": "kernel-build", "options": missing})])
+        return
+    yield Finding.passed("the kernel has " + ", ".join(shown), observed="; ".join(shown),
+                         expected="each option y or m", evidence=evidence)

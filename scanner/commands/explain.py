@@ -1,0 +1,26 @@
+"""``vfio-scan explain RULE``: what a rule checks, why it matters, how, and how to fix it."""
+
+from __future__ import annotations
+
+import inspect
+
+from scanner.cli import UsageError
+from scanner.commands.common import add_plugin_arguments, load_registry
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("rule", metavar="RULE", help="a rule id (VFIO-004) or name (kernel-cmdline)")
+    add_plugin_arguments(parser)
+
+
+def run(args) -> int:
+    registry = load_registry(args)
+    wanted = args.rule.strip()
+    for rule in registry.sorted_rules():
+        if wanted.upper() == rule.id or wanted.lower() == rule.name:
+            print(f"{rule.id} {rule.name} — {rule.title}")
+            print(f"scope: {rule.scope} · severity: {rule.severity} · from: {rule.plugin}")
+            print()
+            print(inspect.cleandoc(rule.docs))
+            return 0
+    raise UsageError(f"no rule {wanted!r} (see 'vfio-scan rules')")

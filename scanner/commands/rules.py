@@ -1,0 +1,26 @@
+"""``vfio-scan rules``: every registered rule (built-in and plugin) with its metadata."""
+
+from __future__ import annotations
+
+import json
+
+from scanner.commands.common import add_plugin_arguments, load_registry
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
+    add_plugin_arguments(parser)
+
+
+def run(args) -> int:
+    registry = load_registry(args)
+    rules = registry.sorted_rules()
+    if args.format == "json":
+        print(json.dumps([{"id": r.id, "name": r.name, "scope": r.scope, "severity": r.severity, "title": r.title,
+                           "plugin": r.plugin} for r in rules], indent=2))
+        return 0
+    from tabulate import tabulate
+
+    print(tabulate([(r.id, r.name, r.scope, r.severity, r.title) for r in rules],
+                   headers=("id", "name", "scope", "severity", "title"), tablefmt="simple"))
+    return 0

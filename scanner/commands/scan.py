@@ -1,0 +1,77 @@
+"""``vfio-scan scan``: read a host, run every rule, report in one or more formats."""
+
+from __future__ import annotations
+
+import os
+
+from scanner.cli import UsageError
+from scanner.commands.common import add_plugin_arguments, check_writable, load_registry, write_output
+from scanner.report import FAIL_ON_CHOICES
+
+
+def add_arguments(parser) -> None:
+    src = parser.add_argument_group("what to scan")
+    src.add_argument("--root", metavar="DIR", help="scan a directory laid out like / (a captured tree) instead of this machine")
+    src.add_argument("--kernel-log", metavar="FILE", help="kernel log to use (default: dmesg or the journal; "
+                                                          "in a --root tree, its var/log/dmesg)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--format", default="table", help="table (default), json or junit, or a plugin's format")
+    out.add_argument("-o", "--output", metavar="FILE", help="write the --format output to FILE instead of stdout")
+    out.add_argument("--json", metavar="FILE", dest="json_file", help="also write the JSON report to FILE")
+    out.add_argument("--junit", metavar="FILE", dest="junit_file", help="also write the JUnit XML report to FILE")
+    out.add_argument("-v", "--verbose", action="store_true", help="show the evidence behind every finding in the table")
+    out.add_argument("--validate", action="store_true", help="validate the JSON report against its schema before writing")
+    sel = parser.add_argument_group("judgement")
+    sel.add_argument("--fail-on", choices=FAIL_ON_CHOICES, default="fail", metavar="LEVEL",
+                     help="what makes the exit code 1: 'fail' (default: any failing check), 'warn' (warnings too), "
+                          "or a severity (info, low, medium, high, critical: failing checks at or above it)")
+    sel.add_argument("--rule", action="append", default=[], metavar="ID", help="run only this rule (repeatable; id or name)")
+    sel.add_argument("--skip-rule", action="append", default=[], metavar="ID", help="do not run this rule (repeatable)")
+    add_plugin_arguments(parser)
+
+
+def make_host(args):
+    if args.kernel_log and not os.path.isfile(args.kernel_log):
+        raise UsageError(f"--kernel-log {args.kernel_log}: no such file")
+    if args.root:
+        if not os.path.isdir(args.root):
+            raise UsageError(f"--root {args.root}: no such directory")
+        from scanner.host.tree import TreeHost
+
+        return TreeHost(args.root, kernel_log_file=args.kernel_log)
+    from scanner.host.live import LiveHost
+
+    return LiveHost(kernel_log_file=args.kernel_log)
+
+
+def pick_rules(registry, args):
+    from scanner.engine import select_rules
+
+    known = {r.id for r in registry.rules.values()} | {r.name for r in registry.rules.values()}
+    for option, values in (("--rule", args.rule), ("--skip-rule", args.skip_rule)):
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise UsageError(f"{option} {unknown[0]}: no such rule (see 'vfio-scan rules')")
+    return select_rules(registry.sorted_rules(), args.rule, args.skip_rule)
+
+
+def run(args) -> int:
+    for option, path in (("-o", args.output), ("--json", args.json_file), ("--junit", args.junit_file)):
+        if path:
+            check_writable(path, option)
+    host = make_host(args)
+    registry = load_registry(args)
+    if args.format not in registry.formats:
+        raise UsageError(f"--format {args.format}: unknown format; choose from {', '.join(sorted(registry.formats))}")
+    rules = pick_rules(registry, args)
+
+    from scanner.engine import Scan
+    from scanner.output import render_all
+    from scanner.scanning import scan_host
+
+    report = scan_host(host, rules, Scan(fail_on=args.fail_on))
+    outputs = [(args.format, args.output or "-")]
+    outputs += [(fmt, path) for fmt, path in (("json", args.json_file), ("junit", args.junit_file)) if path]
+    for text, path in render_all(registry, [report], outputs, verbose=args.verbose, validate=args.validate):
+        write_output(path, text)
+    return report.exit_code

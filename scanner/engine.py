@@ -1,0 +1,65 @@
+"""The engine: run every rule over one host's facts and collect findings.
+
+Rules are pure, but plugins can be buggy: a rule that raises becomes an ``error`` finding (the
+scan goes on, exit code 3), and a rule that returns something other than findings is caught here,
+at the boundary, with the plugin's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, List, Sequence, Tuple
+
+from scanner.model import Finding, Rule
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a scan was asked to do; rules read it beside the facts.
+
+    ``targets`` are the device selectors of the scan (filled by the device-target layer).
+    """
+
+    targets: Tuple = ()
+    fail_on: str = "fail"
+    options: dict = field(default_factory=dict)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def run_rule(rule: Rule, facts, scan: Scan) -> List[Finding]:
+    if rule.scope == "device" and not scan.targets:
+        return [Finding.skip("no device targets given (select devices with --device or --class)").bind(rule)]
+    try:
+        produced = list(rule.check(facts, scan) or ())
+    except Exception as exc:
+        return [Finding.error(f"rule {rule.id} from plugin {rule.plugin or '?'} failed: {_describe(exc)}").bind(rule)]
+    findings: List[Finding] = []
+    for item in produced:
+        if not isinstance(item, Finding):
+            findings.append(Finding.error(
+                f"rule {rule.id} from plugin {rule.plugin or '?'} returned {type(item).__name__!s}, "
+                "not a Finding").bind(rule))
+            continue
+        findings.append(item.bind(rule))
+    if not findings:
+        findings.append(Finding.error(f"rule {rule.id} from plugin {rule.plugin or '?'} produced no finding").bind(rule))
+    return findings
+
+
+def run_rules(rules: Iterable[Rule], facts, scan: Scan) -> List[Finding]:
+    findings: List[Finding] = []
+    for rule in sorted(rules, key=lambda r: r.id):
+        findings.extend(run_rule(rule, facts, scan))
+    return findings
+
+
+def select_rules(rules: Sequence[Rule], only: Sequence[str] = (), skip: Sequence[str] = ()) -> List[Rule]:
+    """Rules to run: all, or those named by ``only``, minus ``skip`` (ids or names)."""
+    wanted = set(only)
+    unwanted = set(skip)
+    return [r for r in rules if (not wanted or r.id in wanted or r.name in wanted)
+            and r.id not in unwanted and r.name not in unwanted]

@@ -1,0 +1,282 @@
+"""Facts: what the host says, read once through the Host layer and parsed by pure parsers.
+
+Every property is computed on first use and cached, so all rules share one read of each file.
+A fact that could not be read keeps the reason (``facts.cmdline_read.reason``), which rules turn
+into a ``skip`` instead of a false ``fail``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from functools import cached_property
+from typing import Dict, Optional
+
+from scanner.facts.boot import BootStack, parse_default_grub
+from scanner.facts.cmdline import Cmdline, parse_cmdline
+from scanner.facts.cpu import CpuInfo, parse_cpuinfo
+from scanner.facts.interrupts import Interrupts, parse_interrupts
+from scanner.facts.iommu import IommuGroup, IommuState, group_sort_key
+from scanner.facts.kconfig import KernelConfig, parse_kconfig
+from scanner.facts.kernel_log import KernelLog, parse_kernel_log
+from scanner.facts.modules import Modules, parse_modules_builtin, parse_modules_dep, parse_proc_modules
+from scanner.host import LARGE_CAP, Listing, Read
+from scanner.model import Evidence
+
+X86 = ("x86_64", "i386", "i486", "i586", "i686", "x86")
+
+
+def evidence_of(read: Read, limit: int = 300) -> Evidence:
+    """An evidence item for a read: what the file said (trimmed), or why it said nothing."""
+    if read.ok:
+        text = read.text.strip()
+        if len(text) > limit:
+            text = text[:limit] + f"... ({len(read.text)} bytes)"
+        return Evidence(read.path, text)
+    return Evidence(read.path, f"<{read.reason}>")
+
+
+class Facts:
+    """Parsed facts of one host; see the module docstring."""
+
+    def __init__(self, host):
+        self.host = host
+
+    # -- identity -----------------------------------------------------------------------
+    @cached_property
+    def release_read(self) -> Read:
+        return self.host.read("/proc/sys/kernel/osrelease")
+
+    @cached_property
+    def release(self) -> Optional[str]:
+        text = self.release_read.value().strip()
+        return text.splitlines()[0] if text else None
+
+    @cached_property
+    def hostname(self) -> str:
+        return self.host.hostname()
+
+    @cached_property
+    def arch(self) -> Optional[str]:
+        got = self.host.read("/proc/sys/kernel/arch")
+        if got.ok and got.text.strip():
+            return got.text.strip()
+        if self.host.machine:
+            return self.host.machine
+        if self.cpu and self.cpu.vendor in ("intel", "amd"):
+            return "x86_64"
+        return None
+
+    @property
+    def is_x86(self) -> bool:
+        return (self.arch or "") in X86
+
+    @cached_property
+    def os_release(self) -> Dict[str, str]:
+        got = self.host.read("/etc/os-release")
+        if not got.ok:
+            got = self.host.read("/usr/lib/os-release")
+        data = {}
+        for line in got.value().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip().isidentifier():
+                data[key.strip()] = value.strip().strip("'\"")
+        return data
+
+    # -- CPU, firmware, command line ------------------------------------------------------
+    @cached_property
+    def cpu_read(self) -> Read:
+        return self.host.read("/proc/cpuinfo", cap=LARGE_CAP)
+
+    @cached_property
+    def cpu(self) -> Optional[CpuInfo]:
+        return parse_cpuinfo(self.cpu_read.text) if self.cpu_read.ok else None
+
+    @cached_property
+    def dev_kvm(self) -> Read:
+        return self.host.resolve("/dev/kvm")
+
+    @cached_property
+    def acpi_tables(self) -> Listing:
+        return self.host.listdir("/sys/firmware/acpi/tables")
+
+    @cached_property
+    def cmdline_read(self) -> Read:
+        return self.host.read("/proc/cmdline")
+
+    @cached_property
+    def cmdline(self) -> Optional[Cmdline]:
+        return parse_cmdline(self.cmdline_read.text) if self.cmdline_read.ok else None
+
+    def module_param(self, module: str, param: str) -> Read:
+        return self.host.read(f"/sys/module/{module}/parameters/{param}")
+
+    # -- kernel build and modules ---------------------------------------------------------
+    @cached_property
+    def kconfig(self) -> KernelConfig:
+        release = self.release
+        candidates = []
+        if release:
+            candidates += [f"/boot/config-{release}", "/proc/config.gz", f"/lib/modules/{release}/config",
+                           f"/lib/modules/{release}/build/.config"]
+        else:
+            candidates.append("/proc/config.gz")
+        searched = []
+        for path in candidates:
+            raw = self.host.read_bytes(path, cap=LARGE_CAP)
+            if not raw.ok:
+                searched.append(f"{path} ({raw.reason})")
+                continue
+            data = raw.data
+            if path.endswith(".gz"):
+                try:
+                    data = gzip.decompress(data)
+                except (OSError, EOFError, zlib.error) as exc:
+                    searched.append(f"{path} (garbled: not gzip data: {exc})")
+                    continue
+            options = parse_kconfig(data.decode("utf-8", "replace"))
+            if not options:
+                searched.append(f"{path} (garbled: no CONFIG_ lines)")
+                continue
+            return KernelConfig(options=options, source=path, searched=tuple(searched))
+        if not release:
+            searched.append(f"kernel release unknown ({self.release_read.describe()})")
+        return KernelConfig(searched=tuple(searched))
+
+    @cached_property
+    def modules(self) -> Modules:
+        notes = []
+        proc = self.host.read("/proc/modules")
+        loaded = parse_proc_modules(proc.text) if proc.ok else frozenset()
+        if not proc.ok:
+            notes.append(proc.describe())
+        builtin = installed = frozenset()
+        builtin_src = installed_src = None
+        if self.release:
+            base = f"/lib/modules/{self.release}"
+            got = self.host.read(f"{base}/modules.builtin", cap=LARGE_CAP)
+            if got.ok:
+                builtin, builtin_src = parse_modules_builtin(got.text), got.path
+            else:
+                notes.append(got.describe())
+            got = self.host.read(f"{base}/modules.dep", cap=LARGE_CAP)
+            if got.ok:
+                installed, installed_src = parse_modules_dep(got.text), got.path
+            else:
+                notes.append(got.describe())
+        else:
+            notes.append(f"kernel release unknown ({self.release_read.describe()})")
+        return Modules(loaded=loaded, builtin=builtin, installed=installed,
+                       loaded_source=proc.path if proc.ok else None, builtin_source=builtin_src,
+                       installed_source=installed_src, notes=tuple(notes))
+
+    @cached_property
+    def modules_load_config(self) -> Dict[str, frozenset]:
+        """Module names each boot-time load list asks for (``/etc/modules-load.d/*.conf``, ``/etc/modules``)."""
+        files = [f"/etc/modules-load.d/{n}" for n in self.host.listdir("/etc/modules-load.d").entries()
+                 if n.endswith(".conf")] + ["/etc/modules"]
+        found = {}
+        for path in files:
+            got = self.host.read(path)
+            if got.ok:
+                names = {line.split("#", 1)[0].strip().replace("-", "_") for line in got.text.splitlines()}
+                found[path] = frozenset(n for n in names if n)
+        return found
+
+    # -- what the running kernel shows -----------------------------------------------------
+    @cached_property
+    def kernel_log(self) -> KernelLog:
+        got = self.host.kernel_log()
+        if not got.ok:
+            return KernelLog(source=got.path, reason=got.reason)
+        return parse_kernel_log(got.text, source=got.path)
+
+    @cached_property
+    def interrupts_read(self) -> Read:
+        return self.host.read("/proc/interrupts", cap=LARGE_CAP)
+
+    @cached_property
+    def interrupts(self) -> Optional[Interrupts]:
+        return parse_interrupts(self.interrupts_read.text) if self.interrupts_read.ok else None
+
+    @cached_property
+    def iommu(self) -> IommuState:
+        units = self.host.listdir("/sys/class/iommu")
+        groups_dir = self.host.listdir("/sys/kernel/iommu_groups")
+        groups = {}
+        for number in sorted(groups_dir.entries(), key=group_sort_key):
+            base = f"/sys/kernel/iommu_groups/{number}"
+            devices = self.host.listdir(f"{base}/devices")
+            name = self.host.read(f"{base}/name")
+            gtype = self.host.read(f"{base}/type")
+            groups[number] = IommuGroup(
+                number=number,
+                devices=devices.entries(),
+                name=name.text.strip() if name.ok else None,
+                type=gtype.text.strip() if gtype.ok else None,
+            )
+        return IommuState(
+            units=units.entries(),
+            units_reason=None if units.ok or units.missing else units.reason,
+            groups=groups,
+            groups_reason=None if groups_dir.ok or groups_dir.missing else groups_dir.reason,
+        )
+
+    @cached_property
+    def xen_dom0(self) -> bool:
+        """Xen owns the IOMMU: dom0 shows no groups although passthrough works."""
+        got = self.host.read("/sys/hypervisor/type")
+        return got.ok and got.text.strip() == "xen" and self.host.exists("/proc/xen")
+
+    # -- boot configuration ------------------------------------------------------------------
+    def _exists_any(self, *paths: str) -> Optional[str]:
+        for path in paths:
+            if self.host.exists(path):
+                return path
+        return None
+
+    def _tool(self, name: str) -> Optional[str]:
+        return self._exists_any(f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}", f"/bin/{name}")
+
+    @cached_property
+    def initramfs_tool(self) -> Optional[str]:
+        for tool in ("update-initramfs", "dracut", "mkinitcpio"):
+            if self._tool(tool):
+                return tool
+        return None
+
+    @cached_property
+    def boot(self) -> BootStack:
+        tool = self.initramfs_tool
+        kernel_cmdline = self.host.read("/etc/kernel/cmdline")
+        kernel_configured = parse_cmdline(kernel_cmdline.text, "/etc/kernel/cmdline") if kernel_cmdline.ok else None
+        if self._exists_any("/run/ostree-booted", "/sysroot/ostree"):
+            return BootStack("rpm-ostree", regenerate=(), initramfs_tool=tool)
+        if self.host.exists("/etc/NIXOS"):
+            return BootStack("nixos", config_file="/etc/nixos/configuration.nix",
+                             regenerate=("nixos-rebuild boot",), initramfs_tool=tool)
+        if self._tool("proxmox-boot-tool") and kernel_cmdline.ok and self.host.exists("/etc/kernel/proxmox-boot-uuids"):
+            return BootStack("proxmox-boot-tool", config_file="/etc/kernel/cmdline",
+                             regenerate=("proxmox-boot-tool refresh",), configured=kernel_configured,
+                             initramfs_tool=tool)
+        if self._tool("kernelstub"):
+            return BootStack("kernelstub", initramfs_tool=tool)
+        grub = self.host.read("/etc/default/grub")
+        grub_configured = parse_default_grub(grub.text) if grub.ok else None
+        if self._tool("grubby"):
+            return BootStack("grubby", config_file="/etc/default/grub" if grub.ok else None,
+                             configured=grub_configured, initramfs_tool=tool)
+        if grub.ok:
+            if self._tool("update-grub"):
+                regen = ("update-grub",)
+            elif self._tool("grub2-mkconfig"):
+                regen = ("grub2-mkconfig -o /boot/grub2/grub.cfg",)
+            else:
+                regen = ("grub-mkconfig -o /boot/grub/grub.cfg",)
+            return BootStack("grub", config_file="/etc/default/grub", regenerate=regen,
+                             configured=grub_configured, initramfs_tool=tool)
+        if kernel_cmdline.ok:
+            return BootStack("kernel-cmdline", config_file="/etc/kernel/cmdline",
+                             regenerate=('kernel-install add "$(uname -r)" "/lib/modules/$(uname -r)/vmlinuz"',),
+                             configured=kernel_configured, initramfs_tool=tool)
+        return BootStack("unknown", initramfs_tool=tool)

@@ -1,0 +1,43 @@
+"""What the kernel says about its IOMMU in sysfs: units, groups, and fake (noiommu) groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class IommuGroup:
+    number: str
+    devices: Tuple[str, ...]
+    name: Optional[str] = None  # ``vfio-noiommu`` for a fake group
+    type: Optional[str] = None  # DMA | DMA-FQ | identity | blocked | unmanaged (>= 5.11)
+
+    @property
+    def is_noiommu(self) -> bool:
+        return (self.name or "").strip() == "vfio-noiommu"
+
+
+@dataclass(frozen=True)
+class IommuState:
+    units: Tuple[str, ...] = ()  # /sys/class/iommu entries: dmar0, ivhd0, smmu3.0x...
+    units_reason: Optional[str] = None  # why the units could not be listed
+    groups: Dict[str, IommuGroup] = field(default_factory=dict)
+    groups_reason: Optional[str] = None
+
+    @property
+    def noiommu_groups(self) -> Tuple[IommuGroup, ...]:
+        return tuple(g for g in self.groups.values() if g.is_noiommu)
+
+    @property
+    def real_groups(self) -> Tuple[IommuGroup, ...]:
+        return tuple(g for g in self.groups.values() if not g.is_noiommu)
+
+    @property
+    def active(self) -> bool:
+        """Translation is really running: real groups exist (the primary signal)."""
+        return bool(self.real_groups)
+
+
+def group_sort_key(number: str):
+    return (0, int(number)) if number.isdigit() else (1, number)

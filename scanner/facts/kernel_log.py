@@ -1,0 +1,59 @@
+"""Kernel log lines, whatever wrapping they come in.
+
+Accepted shapes: plain ``dmesg`` (``[    0.000000] msg``), the journal / syslog
+(``Oct 31 20:09:02 host kernel: msg`` or ISO time stamps), mail quoting (``> ``), and
+quoted-printable mail bodies (``=3D``, soft line breaks). Each line is reduced to the kernel's
+message text. The log only ever corroborates: rules decide on sysfs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Pattern, Tuple, Union
+
+_QUOTE = re.compile(r"^(?:\s*>)+ ?")
+_STAMP = re.compile(r"^\s*(?:<\d+>)?\[\s*[0-9]+\.[0-9]+\]\s?")
+_SYSLOG = re.compile(
+    r"^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT[0-9:.,+\-]+Z?)\s+\S+\s+kernel:\s?"
+)
+_QP_SOFT_BREAK = re.compile(r"=\r?\n")
+_QP_HEX = re.compile(r"=([0-9A-F]{2})")
+
+
+def _undo_quoted_printable(text: str) -> str:
+    text = _QP_SOFT_BREAK.sub("", text)
+    return _QP_HEX.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def message_of(line: str) -> str:
+    line = _QUOTE.sub("", line)
+    line = _SYSLOG.sub("", line)
+    line = _STAMP.sub("", line)
+    return line.strip()
+
+
+@dataclass(frozen=True)
+class KernelLog:
+    messages: Tuple[str, ...] = ()
+    source: Optional[str] = None
+    reason: Optional[str] = None  # why there is no log, when there is none
+
+    @property
+    def available(self) -> bool:
+        return self.reason is None
+
+    def grep(self, pattern: Union[str, Pattern]) -> List[str]:
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        return [m for m in self.messages if rx.search(m)]
+
+    def first(self, pattern: Union[str, Pattern]) -> Optional[str]:
+        found = self.grep(pattern)
+        return found[0] if found else None
+
+
+def parse_kernel_log(text: str, source: str) -> KernelLog:
+    if text.count("=3D") >= 2 or re.search(r"=\r?\n", text) and "=3D" in text:
+        text = _undo_quoted_printable(text)
+    messages = tuple(m for m in (message_of(line) for line in text.splitlines()) if m)
+    return KernelLog(messages=messages, source=source)

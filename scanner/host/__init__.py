@@ -1,0 +1,90 @@
+"""The Host layer: the only code that touches the filesystem or runs a command.
+
+Every read answers with the value *or the reason there is none* (missing, permission denied,
+garbled, too large, ...), never an exception: a scanner runs on broken hosts by definition.
+Backends: :class:`~scanner.host.tree.TreeHost` (a directory laid out like ``/``) and
+:class:`~scanner.host.live.LiveHost` (this machine). Nothing here ever writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+#: Default cap for one file: sysfs and procfs files are tiny; a larger file is suspect.
+DEFAULT_CAP = 1 << 20
+#: Kernel logs and kernel configs are legitimately larger.
+LARGE_CAP = 16 << 20
+
+MISSING = "missing"
+DENIED = "permission denied"
+
+
+@dataclass(frozen=True)
+class Read:
+    """The answer to one read: ``text`` when it worked, else ``reason`` says why not."""
+
+    path: str
+    text: Optional[str] = None
+    reason: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.text is not None
+
+    @property
+    def missing(self) -> bool:
+        return self.reason == MISSING
+
+    def value(self, default: str = "") -> str:
+        return self.text if self.text is not None else default
+
+    def describe(self) -> str:
+        """``path: reason`` for messages when the read failed."""
+        return f"{self.path}: {self.reason}" if self.reason else self.path
+
+
+@dataclass(frozen=True)
+class BytesRead:
+    path: str
+    data: Optional[bytes] = None
+    reason: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.data is not None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Names in a directory, sorted, or the reason they could not be listed."""
+
+    path: str
+    names: Optional[Tuple[str, ...]] = None
+    reason: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.names is not None
+
+    @property
+    def missing(self) -> bool:
+        return self.reason == MISSING
+
+    def entries(self) -> Tuple[str, ...]:
+        return self.names or ()
+
+
+def decode_text(path: str, data: bytes, lenient: bool = False) -> Read:
+    """Bytes to text; NUL bytes or invalid UTF-8 mean the file is garbled (unless lenient).
+
+    Kernel logs are decoded leniently: one odd byte in a device name must not hide the log.
+    """
+    if lenient:
+        return Read(path, data.replace(b"\0", b"").decode("utf-8", "replace"))
+    if b"\0" in data:
+        return Read(path, reason=f"garbled: binary data (NUL byte at offset {data.index(0)})")
+    try:
+        return Read(path, data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return Read(path, reason=f"garbled: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})")

@@ -1,0 +1,73 @@
+"""This machine, read through the same chroot-style resolver as a tree rooted at ``/``.
+
+Only the live host runs commands, and only to read the kernel log (``dmesg``, then the
+journal's kernel messages): they are read-only, bounded in time, and their failure is a reason,
+never a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from typing import Optional, Sequence
+
+from scanner.host import LARGE_CAP, Read
+from scanner.host.tree import TreeHost, read_outside_file
+
+COMMAND_TIMEOUT = 15
+
+KERNEL_LOG_COMMANDS = (
+    ("dmesg",),
+    ("journalctl", "-k", "-b", "0", "--no-pager", "-q"),
+)
+
+
+def run_command(argv: Sequence[str], timeout: int = COMMAND_TIMEOUT) -> Read:
+    """Run a read-only command; its stdout or the reason it gave none."""
+    source = " ".join(argv)
+    env = dict(os.environ, LC_ALL="C", SYSTEMD_PAGER="", PAGER="cat")
+    try:
+        proc = subprocess.run(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            timeout=timeout, env=env, check=False,
+        )
+    except FileNotFoundError:
+        return Read(source, reason="command not found")
+    except subprocess.TimeoutExpired:
+        return Read(source, reason=f"timed out after {timeout} s")
+    except OSError as exc:
+        return Read(source, reason=f"could not run: {exc.strerror or exc}")
+    err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    if proc.returncode != 0:
+        why = err[-1] if err else f"exit status {proc.returncode}"
+        return Read(source, reason=why)
+    out = proc.stdout[:LARGE_CAP].decode("utf-8", "replace")
+    if not out.strip():
+        return Read(source, reason="printed nothing" + (f" ({err[-1]})" if err else ""))
+    return Read(source, out)
+
+
+class LiveHost(TreeHost):
+    source = "live"
+
+    def __init__(self, kernel_log_file: Optional[str] = None):
+        super().__init__("/", kernel_log_file=kernel_log_file)
+        self.machine = os.uname().machine
+
+    def hostname(self) -> str:
+        return socket.gethostname() or super().hostname()
+
+    def kernel_log(self) -> Read:
+        if self.kernel_log_file:
+            return read_outside_file(self.kernel_log_file)
+        reasons = []
+        for argv in KERNEL_LOG_COMMANDS:
+            got = run_command(argv)
+            if got.ok:
+                return got
+            reasons.append(f"{got.path}: {got.reason}")
+        return Read("kernel log", reason="no readable kernel log (" + "; ".join(reasons) + ")")
+
+    def describe(self) -> str:
+        return "this machine"

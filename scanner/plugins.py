@@ -1,0 +1,184 @@
+"""Loading plugins: built-ins first, then each third-party entry point on its own.
+
+Modelled on tox and llm: one pluggy manager, built-in rule and format modules registered like any
+plugin, entry points of the group ``vfio_scan`` loaded one at a time so that a broken plugin
+costs a warning (an error under ``--strict-plugins``), never the CLI. ``VFIO_SCAN_DISABLE_PLUGINS=1``
+skips autoloading. Each plugin's hooks are called separately, so a failure is attributed to it
+and whatever it registered before failing is rolled back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import pluggy
+
+from scanner import PROJECT, hookspecs
+from scanner.model import Rule, RuleDefinitionError
+
+BUILTIN_PLUGINS = (
+    "rules.cpu_virtualization",
+    "rules.firmware_iommu",
+    "rules.kernel_config",
+    "rules.kernel_cmdline",
+    "rules.iommu_active",
+    "rules.interrupt_remapping",
+    "rules.vfio_modules",
+    "reports",
+)
+DISABLE_ENV = "VFIO_SCAN_DISABLE_PLUGINS"
+HOOKS = ("vfio_scan_register_rules", "vfio_scan_register_formats")
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    name: str
+    target: str  # "module:function"
+    description: str
+    plugin: str
+
+    def load(self):
+        """Import the renderer only now: formats cost nothing until asked for."""
+        import importlib
+
+        module, _, func = self.target.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    source: str  # "builtin" or "entry point <dist> <version>"
+    hooks: List[str] = field(default_factory=list)
+    rules: List[str] = field(default_factory=list)
+    formats: List[str] = field(default_factory=list)
+    error: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "source": self.source, "hooks": self.hooks, "rules": self.rules,
+                "formats": self.formats, "error": self.error}
+
+
+class PluginLoadError(Exception):
+    """Raised under --strict-plugins when any plugin failed."""
+
+
+@dataclass
+class Registry:
+    rules: Dict[str, Rule] = field(default_factory=dict)
+    formats: Dict[str, FormatSpec] = field(default_factory=dict)
+    plugins: List[PluginInfo] = field(default_factory=list)
+
+    @property
+    def failures(self) -> List[PluginInfo]:
+        return [p for p in self.plugins if p.error]
+
+    def sorted_rules(self) -> List[Rule]:
+        return sorted(self.rules.values(), key=lambda r: r.id)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class _Loader:
+    def __init__(self):
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.registry = Registry()
+
+    def add(self, plugin, name: str, source: str) -> None:
+        info = PluginInfo(name=name, source=source)
+        self.registry.plugins.append(info)
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # pluggy validation: wrong hook arguments and the like
+            info.error = _describe(exc)
+            return
+        unknown = [c.name for c in self.pm.get_hookcallers(plugin) or () if c.name not in HOOKS]
+        if unknown:
+            self.pm.unregister(plugin)
+            info.error = f"unknown hook(s): {', '.join(unknown)} (known: {', '.join(HOOKS)})"
+            return
+        info.hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or ())
+        try:
+            self._collect(plugin, info)
+        except Exception as exc:
+            self.pm.unregister(plugin)
+            info.error = _describe(exc)
+            info.rules, info.formats = [], []
+
+    def _collect(self, plugin, info: PluginInfo) -> None:
+        rules: List[Rule] = []
+        formats: List[FormatSpec] = []
+
+        def register_rule(rule):
+            if not isinstance(rule, Rule):
+                raise RuleDefinitionError(f"register() wants a scanner.model.Rule, got {type(rule).__name__}")
+            rule.validate()
+            if rule.id in self.registry.rules or any(r.id == rule.id for r in rules):
+                owner = self.registry.rules[rule.id].plugin if rule.id in self.registry.rules else info.name
+                raise RuleDefinitionError(f"rule id {rule.id} is already registered by {owner}")
+            object.__setattr__(rule, "plugin", info.name)
+            rules.append(rule)
+
+        def register_format(name, target, description=""):
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"format name {name!r} is not a plain word")
+            if name in self.registry.formats:
+                raise ValueError(f"format {name!r} is already registered by {self.registry.formats[name].plugin}")
+            if not isinstance(target, str) or ":" not in target:
+                raise ValueError(f"format {name!r}: target must be 'module:function', got {target!r}")
+            formats.append(FormatSpec(name, target, description, info.name))
+
+        for hook, register in ((self.pm.hook.vfio_scan_register_rules, register_rule),
+                               (self.pm.hook.vfio_scan_register_formats, register_format)):
+            for impl in hook.get_hookimpls():
+                if impl.plugin is plugin:
+                    impl.function(*[register for _ in impl.argnames])
+        for rule in rules:
+            self.registry.rules[rule.id] = rule
+        for spec in formats:
+            self.registry.formats[spec.name] = spec
+        info.rules = [r.id for r in rules]
+        info.formats = [f.name for f in formats]
+
+    def add_entry_points(self) -> None:
+        from importlib.metadata import entry_points
+
+        try:
+            eps = entry_points(group=PROJECT)
+        except TypeError:  # Python 3.9
+            eps = entry_points().get(PROJECT, [])
+        for ep in sorted(eps, key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            source = f"entry point {ep.value}" + (f" ({dist.name} {dist.version})" if dist else "")
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                self.registry.plugins.append(PluginInfo(name=ep.name, source=source, error=_describe(exc)))
+                continue
+            self.add(plugin, ep.name, source)
+
+
+def load_plugins(extra: Sequence = (), autoload: Optional[bool] = None) -> Registry:
+    """Register built-ins, then ``extra`` plugin objects (tests), then entry points.
+
+    Failures are recorded on the registry (``registry.failures``); the caller decides whether
+    they are warnings or, under ``--strict-plugins``, an error.
+    """
+    import importlib
+
+    loader = _Loader()
+    for name in BUILTIN_PLUGINS:
+        loader.add(importlib.import_module(name), name, "builtin")
+    for plugin in extra:
+        loader.add(plugin, getattr(plugin, "__name__", repr(plugin)), "inline")
+    if autoload is None:
+        autoload = os.environ.get(DISABLE_ENV, "").strip().lower() not in ("1", "true", "yes")
+    if autoload:
+        loader.add_entry_points()
+    return loader.registry

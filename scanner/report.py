@@ -1,0 +1,103 @@
+"""A report: one host's findings plus what a dashboard needs around them.
+
+Readiness and the exit code are computed here and nowhere else, so every subcommand and
+every output format agree (DESIGN: 0 ready, 1 not ready, 2 usage error, 3 incomplete).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+from scanner.model import SEVERITIES, STATUSES, Finding, severity_rank
+
+SCHEMA_VERSION = "1.0"
+FAIL_ON_CHOICES = ("warn", "fail") + SEVERITIES
+
+EXIT_READY, EXIT_NOT_READY, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+
+def is_blocking(finding: Finding, fail_on: str = "fail") -> bool:
+    """Does this finding fail the run under ``--fail-on``?
+
+    ``fail`` (default): any ``fail``. ``warn``: any ``fail`` or ``warn``. A severity: a ``fail``
+    of that severity or worse. Waived findings never block.
+    """
+    if fail_on == "warn":
+        return finding.status in ("fail", "warn")
+    if finding.status != "fail":
+        return False
+    if fail_on == "fail":
+        return True
+    return severity_rank(finding.severity or "info") >= severity_rank(fail_on)
+
+
+@dataclass
+class Report:
+    host: dict
+    findings: List[Finding]
+    started_at: str
+    duration_s: float
+    targets: List[str] = field(default_factory=list)
+    tool: dict = field(default_factory=dict)
+    fail_on: str = "fail"
+    notes: List[str] = field(default_factory=list)  # host-level problems (unreadable snapshot, ...)
+
+    @property
+    def counts(self) -> dict:
+        counts = {s: 0 for s in STATUSES}
+        for f in self.findings:
+            counts[f.status] += 1
+        return counts
+
+    @property
+    def blocking(self) -> List[Finding]:
+        return [f for f in self.findings if is_blocking(f, self.fail_on)]
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.notes) or any(f.status == "error" for f in self.findings)
+
+    @property
+    def readiness(self) -> str:
+        if self.blocking or self.incomplete:
+            return "NOT_READY"
+        if any(f.status in ("warn", "fail") for f in self.findings):
+            return "READY_WITH_WARNINGS"
+        return "READY"
+
+    @property
+    def exit_code(self) -> int:
+        """3 when the scan is incomplete (its verdict cannot be trusted), else 1 or 0."""
+        if self.incomplete:
+            return EXIT_INCOMPLETE
+        return EXIT_NOT_READY if self.blocking else EXIT_READY
+
+    def to_dict(self) -> dict:
+        summary = dict(self.counts)
+        summary["readiness"] = self.readiness
+        summary["fail_on"] = self.fail_on
+        data = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": self.tool,
+            "host": self.host,
+            "started_at": self.started_at,
+            "duration_s": round(self.duration_s, 3),
+            "targets": list(self.targets),
+            "summary": summary,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+        if self.notes:
+            data["notes"] = list(self.notes)
+        return data
+
+
+def combined_exit_code(reports: Sequence[Report]) -> int:
+    codes = [r.exit_code for r in reports] or [EXIT_READY]
+    return EXIT_INCOMPLETE if EXIT_INCOMPLETE in codes else max(codes)
+
+
+def severity_filter(findings: Sequence[Finding], minimum: Optional[str]) -> List[Finding]:
+    if not minimum:
+        return list(findings)
+    return [f for f in findings if severity_rank(f.severity or "info") >= severity_rank(minimum)]

@@ -1,0 +1,30 @@
+"""Validation and quoting of every value that reaches a shell command.
+
+Nothing read from a host (a device name, a driver, a parameter) goes into a command unless it
+matches a strict pattern here; it is then quoted with :func:`shlex.quote` all the same.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+PCI_ADDRESS = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
+KERNEL_PARAM = re.compile(r"^[A-Za-z0-9_.\-]+(=[A-Za-z0-9_.,:/+\-]+)?$")
+MODULE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+DRIVER_NAME = MODULE_NAME
+
+
+class UnsafeValue(ValueError):
+    """A value failed validation and must not reach a command."""
+
+
+def checked(value: str, pattern: re.Pattern, what: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise UnsafeValue(f"refusing to put {what} {value!r} into a command: it does not match {pattern.pattern}")
+    return value
+
+
+def quote(value: str, pattern: re.Pattern, what: str) -> str:
+    """Validate then quote (``shlex.quote`` leaves plain words unchanged)."""
+    return shlex.quote(checked(value, pattern, what))

@@ -1,0 +1,224 @@
+"""Build fixture host trees (a directory laid out like ``/``) that look like real machines.
+
+The layout follows what a real kernel shows (checked on Debian's 6.1 kernel under QEMU with an
+emulated VT-d, see ``../shared/qemu-host``): ``/sys/bus/pci/devices/<addr>`` are relative links
+into ``/sys/devices/pci0000:00/...``, a device's ``driver`` and ``iommu_group`` are relative
+links, ``/sys/kernel/iommu_groups/<n>/devices/<addr>`` link back, ``/sys/class/iommu/dmar0``
+links into ``/sys/devices/virtual/iommu``. Trees are built by code, never checked in.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RELEASE = "6.1.0-56-amd64"
+
+INTEL_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 ss ht syscall nx lm constant_tsc x2apic vmx ept"
+AMD_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 ht syscall nx lm constant_tsc svm npt"
+
+DEBIAN_KCONFIG = {
+    "IOMMU_SUPPORT": "y", "INTEL_IOMMU": "y", "AMD_IOMMU": "y", "IRQ_REMAP": "y",
+    "INTEL_IOMMU_DEFAULT_ON": "n", "INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF": "y",
+    "VFIO": "m", "VFIO_PCI": "m", "VFIO_IOMMU_TYPE1": "m", "PCI_IOV": "y",
+}
+
+DMESG_INTEL_ON = """\
+[    0.000000] Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)
+[    0.000000] Command line: console=ttyS0,115200 panic=-1 quiet intel_iommu=on iommu=pt
+[    0.038378] ACPI: DMAR 0x000000007FFE3126 000098 (v01 BOCHS  BXPC     00000001 BXPC 00000001)
+[    0.086142] DMAR: IOMMU enabled
+[    0.203868] DMAR: dmar0: reg_base_addr fed90000 ver 1:0 cap d2008c22260286 ecap f00f4a
+[    0.210809] DMAR-IR: Enabled IRQ remapping in xapic mode
+[    0.962382] iommu: Default domain type: Passthrough (set via kernel command line)
+[    1.165396] DMAR: IOMMU batching disallowed due to virtualization
+[    1.166001] pci 0000:00:00.0: Adding to iommu group 0
+[    1.166101] pci 0000:00:02.0: Adding to iommu group 1
+[    1.168799] DMAR: Intel(R) Virtualization Technology for Directed I/O
+"""
+
+INTERRUPTS_IR = """\
+           CPU0       CPU1
+  0:         44          0  IR-IO-APIC    2-edge      timer
+ 24:          0          0  DMAR-MSI    0-edge      dmar0
+ 25:        120          0  IR-PCI-MSIX-0000:00:02.0    0-edge      enp0s2-rx-0
+NMI:          0          0   Non-maskable interrupts
+"""
+
+INTERRUPTS_NO_IR = """\
+           CPU0       CPU1
+  0:         44          0   IO-APIC    2-edge      timer
+ 25:        120          0   PCI-MSI 32768-edge      enp0s2-rx-0
+NMI:          0          0   Non-maskable interrupts
+"""
+
+
+class HostTree:
+    """Write files and links under ``root`` using absolute in-tree paths (``/proc/cmdline``)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def write(self, path: str, text, mode: Optional[int] = None) -> Path:
+        target = self.path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            target.write_bytes(text)
+        else:
+            target.write_text(text)
+        if mode is not None:
+            os.chmod(target, mode)
+        return target
+
+    def mkdir(self, path: str) -> Path:
+        target = self.path(path)
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def symlink(self, path: str, target: str) -> Path:
+        """``path`` -> ``target``; a relative target is kept relative, as sysfs does."""
+        link = self.path(path)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(target, link)
+        return link
+
+    def link_to(self, path: str, target_abs: str) -> Path:
+        """A relative link from ``path`` to the in-tree absolute ``target_abs``."""
+        rel = os.path.relpath(target_abs, os.path.dirname("/" + path.lstrip("/")))
+        return self.symlink(path, rel)
+
+    def remove(self, path: str) -> None:
+        target = self.path(path)
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+
+    # -- building blocks ----------------------------------------------------------------
+    def cpu(self, vendor: str = "intel", flags: Optional[str] = None, hypervisor: bool = False) -> None:
+        vendor_id = {"intel": "GenuineIntel", "amd": "AuthenticAMD"}[vendor]
+        flags = flags if flags is not None else (INTEL_FLAGS if vendor == "intel" else AMD_FLAGS)
+        if hypervisor:
+            flags += " hypervisor"
+        block = (f"processor\t: {{n}}\nvendor_id\t: {vendor_id}\ncpu family\t: 6\n"
+                 f"model name\t: Test CPU\nflags\t\t: {flags}\n\n")
+        self.write("/proc/cpuinfo", block.format(n=0) + block.format(n=1))
+        self.write("/proc/sys/kernel/arch", "x86_64\n")
+
+    def release(self, release: str = RELEASE) -> None:
+        self.write("/proc/sys/kernel/osrelease", release + "\n")
+        self.write("/proc/sys/kernel/hostname", "testhost\n")
+
+    def cmdline(self, text: str) -> None:
+        self.write("/proc/cmdline", text + "\n")
+
+    def kconfig(self, options: Dict[str, str], where: str = "boot", release: str = RELEASE) -> None:
+        lines = [f"# CONFIG_{k} is not set" if v == "n" else f"CONFIG_{k}={v}" for k, v in options.items()]
+        text = "#\n# Automatically generated file; DO NOT EDIT.\n#\n" + "\n".join(lines) + "\n"
+        if where == "boot":
+            self.write(f"/boot/config-{release}", text)
+        elif where == "proc":
+            self.write("/proc/config.gz", gzip.compress(text.encode()))
+        else:
+            self.write(f"/lib/modules/{release}/config", text)
+
+    def modules(self, loaded: Iterable[str] = (), builtin: Iterable[str] = (), installed: Iterable[str] = (),
+                release: str = RELEASE) -> None:
+        self.write("/proc/modules", "".join(f"{m} 16384 0 - Live 0x0000000000000000\n" for m in loaded))
+        paths = {"vfio": "kernel/drivers/vfio/vfio.ko", "vfio_pci": "kernel/drivers/vfio/pci/vfio-pci.ko",
+                 "vfio_iommu_type1": "kernel/drivers/vfio/vfio_iommu_type1.ko"}
+        self.write(f"/lib/modules/{release}/modules.builtin",
+                   "".join(paths.get(m, f"kernel/drivers/misc/{m}.ko") + "\n" for m in builtin))
+        self.write(f"/lib/modules/{release}/modules.dep",
+                   "".join(paths.get(m, f"kernel/drivers/misc/{m}.ko") + ".xz:\n" for m in installed))
+        for m in loaded:
+            self.mkdir(f"/sys/module/{m}")
+
+    def acpi_tables(self, *names: str) -> None:
+        self.mkdir("/sys/firmware/acpi/tables/data")
+        for name in ("APIC", "DSDT", "FACP", "HPET", "MCFG") + names:
+            self.write(f"/sys/firmware/acpi/tables/{name}", b"", mode=0o400)
+
+    def iommu_unit(self, name: str = "dmar0") -> None:
+        self.mkdir(f"/sys/devices/virtual/iommu/{name}")
+        self.link_to(f"/sys/class/iommu/{name}", f"/sys/devices/virtual/iommu/{name}")
+
+    def pci_device(self, addr: str, vendor: str, device: str, pci_class: str, driver: Optional[str] = None,
+                   group: Optional[str] = None, parent: Optional[str] = None, **attrs: str) -> str:
+        """A PCI function under its root complex (or under ``parent``, a bridge address)."""
+        domain_bus = addr.rsplit(":", 1)[0]
+        base = f"/sys/devices/pci{addr.split(':')[0]}:00"
+        if parent:
+            base = self._device_dir(parent)
+        devdir = f"{base}/{addr}"
+        self._dirs = getattr(self, "_dirs", {})
+        self._dirs[addr] = devdir
+        self.write(f"{devdir}/vendor", f"0x{vendor}\n")
+        self.write(f"{devdir}/device", f"0x{device}\n")
+        self.write(f"{devdir}/class", f"0x{pci_class}\n")
+        self.write(f"{devdir}/driver_override", "(null)\n")
+        for key, value in attrs.items():
+            self.write(f"{devdir}/{key}", f"{value}\n")
+        self.link_to(f"/sys/bus/pci/devices/{addr}", devdir)
+        if driver:
+            self.mkdir(f"/sys/bus/pci/drivers/{driver}")
+            self.link_to(f"{devdir}/driver", f"/sys/bus/pci/drivers/{driver}")
+            self.link_to(f"/sys/bus/pci/drivers/{driver}/{addr}", devdir)
+        if group is not None:
+            self.mkdir(f"/sys/kernel/iommu_groups/{group}/devices")
+            self.write(f"/sys/kernel/iommu_groups/{group}/type", "DMA\n")
+            self.link_to(f"{devdir}/iommu_group", f"/sys/kernel/iommu_groups/{group}")
+            self.link_to(f"/sys/kernel/iommu_groups/{group}/devices/{addr}", devdir)
+        del domain_bus
+        return devdir
+
+    def _device_dir(self, addr: str) -> str:
+        return getattr(self, "_dirs", {})[addr]
+
+    def kernel_log(self, text: str) -> None:
+        self.write("/var/log/dmesg", text)
+
+    def interrupts(self, remapped: bool = True) -> None:
+        self.write("/proc/interrupts", INTERRUPTS_IR if remapped else INTERRUPTS_NO_IR)
+
+    def dev_kvm(self) -> None:
+        self.write("/dev/kvm", "")
+
+    def grub(self, default: str = "quiet", linux: str = "") -> None:
+        self.write("/etc/default/grub", f'GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT="{default}"\n'
+                                         f'GRUB_CMDLINE_LINUX="{linux}"\n')
+        self.write("/usr/sbin/update-grub", "#!/bin/sh\n", mode=0o755)
+        self.write("/usr/sbin/update-initramfs", "#!/bin/sh\n", mode=0o755)
+
+
+def ready_host(root, vendor: str = "intel", cmdline: Optional[str] = None) -> HostTree:
+    """A host where every host rule passes: modelled on the QEMU guest with intel_iommu=on iommu=pt."""
+    tree = HostTree(root)
+    tree.release()
+    tree.cpu(vendor)
+    if cmdline is None:
+        cmdline = ("BOOT_IMAGE=/boot/vmlinuz-6.1.0-56-amd64 root=/dev/sda1 ro quiet "
+                   + ("intel_iommu=on iommu=pt" if vendor == "intel" else "iommu=pt"))
+    tree.cmdline(cmdline)
+    tree.kconfig(DEBIAN_KCONFIG)
+    tree.modules(loaded=["vfio", "vfio_iommu_type1", "vfio_pci", "vfio_pci_core", "kvm_intel" if vendor == "intel" else "kvm_amd", "kvm"],
+                 builtin=[], installed=["vfio", "vfio_iommu_type1", "vfio_pci", "vfio_pci_core"])
+    tree.acpi_tables("DMAR" if vendor == "intel" else "IVRS")
+    tree.iommu_unit("dmar0" if vendor == "intel" else "ivhd0")
+    tree.pci_device("0000:00:00.0", "8086", "29c0", "060000", group="0")
+    tree.pci_device("0000:00:02.0", "8086", "10d3", "020000", driver="e1000e", group="1")
+    tree.interrupts(remapped=True)
+    tree.dev_kvm()
+    tree.kernel_log(DMESG_INTEL_ON if vendor == "intel" else
+                    "[    0.000000] Linux version 6.1.0-56-amd64\n"
+                    "[    1.038284] pci 0000:00:00.2: AMD-Vi: Found IOMMU cap 0x40\n"
+                    "[    1.038372] AMD-Vi: Interrupt remapping enabled\n")
+    tree.grub(default="quiet intel_iommu=on iommu=pt" if vendor == "intel" else "quiet iommu=pt")
+    return tree
