@@ -10,12 +10,61 @@ import textwrap
 from tabulate import tabulate
 
 WIDTH = 100
+CHECK_WIDTH = 30
 LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP", "error": "ERROR", "waived": "WAIVED"}
 
 
 def _wrap(text: str, width: int, indent: str = "") -> str:
     return "\n".join(textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ",
                                    break_long_words=True, break_on_hyphens=False)) or indent
+
+
+def _shell_words(command: str):
+    """The words of a one-line shell command, split at unquoted blanks, each kept verbatim.
+
+    None when splitting could change its meaning (a newline, a comment, unbalanced quotes).
+    """
+    words, current, quote, escaped = [], "", None, False
+    for ch in command:
+        if escaped:
+            current, escaped = current + ch, False
+        elif ch == "\\" and quote != "'":
+            current, escaped = current + ch, True
+        elif quote:
+            current += ch
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            current, quote = current + ch, ch
+        elif ch in " \t":
+            if current:
+                words.append(current)
+            current = ""
+        elif ch == "\n" or (ch == "#" and not current):
+            return None
+        else:
+            current += ch
+    if quote or escaped:
+        return None
+    return words + ([current] if current else [])
+
+
+def _command(command: str, width: int, prompt: str = "      $ ", indent: str = "          ") -> list:
+    """A fix command as lines of at most ``width`` columns, continued with `` \\`` at unquoted blanks,
+    so that it still pastes into a shell as is. A single word longer than a line stays whole."""
+    if len(prompt) + len(command) <= width:
+        return [prompt + command]
+    words = _shell_words(command)
+    if not words:
+        return [prompt + command]
+    lines, current = [], prompt + words[0]
+    for i, word in enumerate(words[1:], start=2):
+        reserve = 0 if i == len(words) else 2
+        if len(current) + 1 + len(word) + reserve <= width:
+            current += " " + word
+        else:
+            lines.append(current + " \\")
+            current = indent + word
+    return lines + [current]
 
 
 def _header(report) -> str:
@@ -55,7 +104,7 @@ def _fixes(report, verbose: bool) -> list:
                 flags = [step.phase] + (["manual"] if step.manual else []) + (["reboot"] if step.requires_reboot else [])
                 lines.append(_wrap(f"fix [{', '.join(flags)}] {step.summary}", WIDTH, "    "))
                 for cmd in step.commands:
-                    lines.append(f"      $ {cmd}")
+                    lines.extend(_command(cmd, WIDTH))
         if f.waiver:
             lines.append(_wrap(f"waived: {f.waiver.get('justification')} (expires {f.waiver.get('expires') or 'never'})",
                                WIDTH, "    "))
@@ -69,9 +118,13 @@ def render_one(report, verbose: bool) -> str:
         out.append(_wrap(f"ERROR {note}", WIDTH))
     for subject in _subjects(report):
         rows = [(LABEL[f.status], f.rule_id, f.title, f.message) for f in report.findings if f.subject == subject]
+        # tabulate pads a header by 2 and separates columns by 2: give the result what is left of WIDTH
+        status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
+        rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
+        result_w = max(20, WIDTH - status_w - rule_w - CHECK_WIDTH - 3 * 2)
         out.append(subject)
         out.append(tabulate(rows, headers=("status", "rule", "check", "result"), tablefmt="simple",
-                            maxcolwidths=[None, None, 30, 50]))
+                            maxcolwidths=[None, None, CHECK_WIDTH, result_w]))
         out.append("")
     fixes = _fixes(report, verbose)
     if fixes:

@@ -60,6 +60,17 @@ def check(facts, scan):
                            expected=f"{wanted} in /proc/cpuinfo flags and /dev/kvm present",
                            evidence=evidence, remediation=fix + [_modprobe(module)])
         return
+    if not (facts.is_x86 or cpu.vendor):  # no CPU flag to name (ARM, POWER...): /dev/kvm alone decides
+        arch = facts.arch or "this architecture"
+        if not kvm.ok:
+            yield Finding.fail(f"/dev/kvm does not exist ({kvm.reason}): KVM is not loaded, or the firmware did not "
+                               f"start the kernel with virtualization available ({arch})",
+                               observed="/dev/kvm absent", expected="/dev/kvm present",
+                               evidence=evidence, remediation=[_modprobe(module)])
+            return
+        yield Finding.passed(f"/dev/kvm exists (no CPU flag to check on {arch})",
+                             observed="/dev/kvm present", expected="/dev/kvm present", evidence=evidence)
+        return
     if not kvm.ok:
         yield Finding.fail(f"{wanted} is present but /dev/kvm does not exist ({kvm.reason}): the {module} module is not loaded",
                            observed="/dev/kvm absent", expected="/dev/kvm present",

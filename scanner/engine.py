@@ -30,6 +30,17 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _malformed(item) -> str:
+    """Why a rule's output cannot be reported as it is, or '' when it is a proper finding."""
+    if not isinstance(item, Finding):
+        return f"{type(item).__name__}, not a Finding"
+    if not isinstance(item.message, str) or not item.message.strip():
+        return "a finding without a message"
+    if not isinstance(item.subject, str) or not item.subject.strip() or any(c.isspace() for c in item.subject):
+        return f"a finding with an unusable subject {item.subject!r}"
+    return ""
+
+
 def run_rule(rule: Rule, facts, scan: Scan) -> List[Finding]:
     if rule.scope == "device" and not scan.targets:
         return [Finding.skip("no device targets given (select devices with --device or --class)").bind(rule)]
@@ -39,10 +50,11 @@ def run_rule(rule: Rule, facts, scan: Scan) -> List[Finding]:
         return [Finding.error(f"rule {rule.id} from plugin {rule.plugin or '?'} failed: {_describe(exc)}").bind(rule)]
     findings: List[Finding] = []
     for item in produced:
-        if not isinstance(item, Finding):
-            findings.append(Finding.error(
-                f"rule {rule.id} from plugin {rule.plugin or '?'} returned {type(item).__name__!s}, "
-                "not a Finding").bind(rule))
+        problem = _malformed(item)
+        if problem:
+            findings.append(Finding.error(f"rule {rule.id} from plugin {rule.plugin or '?'} returned {problem}",
+                                          subject=getattr(item, "subject", "host") if isinstance(item, Finding)
+                                          and isinstance(item.subject, str) and item.subject else "host").bind(rule))
             continue
         findings.append(item.bind(rule))
     if not findings:

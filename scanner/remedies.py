@@ -69,6 +69,20 @@ def _kernel_cmdline_commands(stack: BootStack, add: Sequence[str], remove: Seque
     return lines + list(stack.regenerate)
 
 
+#: Sub-options that switch a parameter back off (``intel_iommu=on ... intel_iommu=off``).
+_OFF_WORDS = frozenset({"off", "0", "n", "no", "false"})
+
+
+def _configured(configured, param: str) -> bool:
+    """Will the next boot get ``param``? ``on`` counts in ``on,sm_on``; a later ``off`` undoes it."""
+    key, sep, value = param.partition("=")
+    if not sep:
+        return configured.has(key)
+    items = configured.options(key)
+    decisive = [v for v in items if v == value or v.lower() in _OFF_WORDS]
+    return bool(decisive) and decisive[-1] == value
+
+
 def cmdline_steps(stack: BootStack, add: Sequence[str] = (), remove: Sequence[str] = (),
                   why: str = "") -> List[Step]:
     """Steps that change the next boot's kernel command line with the stack's own tools."""
@@ -76,7 +90,7 @@ def cmdline_steps(stack: BootStack, add: Sequence[str] = (), remove: Sequence[st
     remove = [checked(p, KERNEL_PARAM, "kernel parameter") for p in remove]
     configured = stack.configured
     if configured is not None:
-        pending = [p for p in add if p in configured.texts(p.split("=", 1)[0])]
+        pending = [p for p in add if _configured(configured, p)]
         if pending and len(pending) == len(add) and not remove:
             return [Step(
                 summary=f"{stack.config_file} already sets {' '.join(pending)} for the next boot; "
@@ -84,6 +98,12 @@ def cmdline_steps(stack: BootStack, add: Sequence[str] = (), remove: Sequence[st
                 phase="boot", commands=list(stack.regenerate), requires_reboot=True, persistent=True,
                 action={"kind": "kernel-cmdline", "stack": stack.stack, "add": [], "remove": [],
                         "config_file": stack.config_file, "regenerate": list(stack.regenerate)})]
+        # a switch-off already in the file would undo the addition at the next boot: remove it too
+        for p in add:
+            for text in configured.texts(p.partition("=")[0]):
+                items = text.partition("=")[2].split(",")
+                if any(v.lower() in _OFF_WORDS for v in items) and text not in remove and KERNEL_PARAM.match(text):
+                    remove.append(text)
     words = " ".join(add)
     gone = " ".join(remove)
     change = " and ".join(x for x in (f"add {words}" if add else "", f"remove {gone}" if remove else "") if x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from scanner.cli import UsageError
 from scanner.commands.common import add_plugin_arguments, check_writable, load_registry, write_output
@@ -66,12 +67,18 @@ def run(args) -> int:
     rules = pick_rules(registry, args)
 
     from scanner.engine import Scan
-    from scanner.output import render_all
+    from scanner.output import InvalidReport, render_all
+    from scanner.report import EXIT_INCOMPLETE
     from scanner.scanning import scan_host
 
     report = scan_host(host, rules, Scan(fail_on=args.fail_on))
     outputs = [(args.format, args.output or "-")]
     outputs += [(fmt, path) for fmt, path in (("json", args.json_file), ("junit", args.junit_file)) if path]
-    for text, path in render_all(registry, [report], outputs, verbose=args.verbose, validate=args.validate):
+    try:
+        rendered = render_all(registry, [report], outputs, verbose=args.verbose, validate=args.validate)
+    except InvalidReport as exc:  # --validate caught a report that breaks the contract: one line, exit 3
+        print(f"vfio-scan scan: error: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    for text, path in rendered:
         write_output(path, text)
     return report.exit_code

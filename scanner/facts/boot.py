@@ -55,8 +55,9 @@ def parse_default_grub(text: str, source: str = "/etc/default/grub") -> Cmdline:
             words = [m.group(2).strip("'\"")]
         value = " ".join(words)
         # ``${GRUB_CMDLINE_LINUX_DEFAULT}`` in drop-ins refers to the earlier value
+        # (whole names only: ``$GRUB_CMDLINE_LINUX`` is a prefix of ``$GRUB_CMDLINE_LINUX_DEFAULT``)
         for name, previous in values.items():
-            value = value.replace("${%s}" % name, previous).replace("$" + name, previous)
+            value = re.sub(r"\$(?:\{%s\}|%s(?![A-Za-z0-9_]))" % (name, name), lambda _m, v=previous: v, value)
         values[m.group(1)] = value
     joined = " ".join(v for k, v in sorted(values.items()) if v)
     return parse_cmdline(joined, source=source)

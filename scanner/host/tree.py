@@ -196,7 +196,11 @@ class TreeHost:
 
 
 def read_outside_file(path: str, cap: int = LARGE_CAP) -> Read:
-    """Read a file named on the command line (``--kernel-log``), leniently decoded."""
-    parent = os.path.dirname(os.path.abspath(path))
-    got = TreeHost(parent).read(os.path.basename(path), cap=cap, lenient=True)
+    """Read a file named on the command line (``--kernel-log``), leniently decoded.
+
+    The file is the user's own, on the real filesystem: a symlink to it is followed as the
+    system would (``realpath``), not confined to the link's directory like a tree's paths.
+    """
+    real = os.path.realpath(path)
+    got = TreeHost(os.path.dirname(real)).read(os.path.basename(real), cap=cap, lenient=True)
     return Read(path, got.text, got.reason)
