@@ -17,12 +17,22 @@ from scanner.model import Finding, Rule
 class Scan:
     """What a scan was asked to do; rules read it beside the facts.
 
-    ``targets`` are the device selectors of the scan (filled by the device-target layer).
+    ``targets`` are the devices the selectors matched (:class:`scanner.targets.Target`, in address
+    order); ``unmatched`` the selectors that matched nothing, which rule VFIO-010 reports.
     """
 
     targets: Tuple = ()
+    unmatched: Tuple = ()
     fail_on: str = "fail"
     options: dict = field(default_factory=dict)
+
+    @property
+    def has_targets(self) -> bool:
+        return bool(self.targets or self.unmatched)
+
+    @property
+    def target_addresses(self) -> Tuple[str, ...]:
+        return tuple(t.address for t in self.targets)
 
 
 def _describe(exc: BaseException) -> str:
@@ -42,7 +52,7 @@ def _malformed(item) -> str:
 
 
 def run_rule(rule: Rule, facts, scan: Scan) -> List[Finding]:
-    if rule.scope == "device" and not scan.targets:
+    if rule.scope == "device" and not scan.has_targets:
         return [Finding.skip("no device targets given (select devices with --device or --class)").bind(rule)]
     try:
         produced = list(rule.check(facts, scan) or ())

@@ -26,6 +26,7 @@ BUILTIN_PLUGINS = (
     "rules.iommu_active",
     "rules.interrupt_remapping",
     "rules.vfio_modules",
+    "rules.device_present",
     "reports",
 )
 DISABLE_ENV = "VFIO_SCAN_DISABLE_PLUGINS"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 from scanner import __version__
 from scanner.engine import Scan, run_rules
 from scanner.facts import Facts
 from scanner.model import Rule
 from scanner.report import Report
+from scanner.targets import resolve
 
 
 def host_info(facts: Facts) -> dict:
@@ -23,10 +25,16 @@ def host_info(facts: Facts) -> dict:
     }
 
 
-def scan_host(host, rules: Iterable[Rule], scan: Scan) -> Report:
+def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (), vfs: Mapping[str, int] = None
+              ) -> Report:
+    """Scan one host. ``selectors``/``vfs`` (parsed by :mod:`scanner.targets`) are matched against
+    the host's own devices here, so the same request works on every host of a fleet."""
     started = datetime.now(timezone.utc).astimezone()
     clock = time.perf_counter()
     facts = Facts(host)
+    if selectors or vfs:
+        targets, unmatched = resolve(selectors, vfs or {}, facts.pci)
+        scan = replace(scan, targets=tuple(targets), unmatched=tuple(unmatched))
     findings = run_rules(rules, facts, scan)
     return Report(
         host=host_info(facts),

@@ -166,6 +166,8 @@ class HostTree:
         self.write(f"{devdir}/driver_override", "(null)\n")
         for key, value in attrs.items():
             self.write(f"{devdir}/{key}", f"{value}\n")
+        if pci_class.startswith("0604"):
+            self.mkdir(f"{devdir}/pci_bus")  # bridges have a secondary bus
         self.link_to(f"/sys/bus/pci/devices/{addr}", devdir)
         if driver:
             self.mkdir(f"/sys/bus/pci/drivers/{driver}")
@@ -181,6 +183,56 @@ class HostTree:
 
     def _device_dir(self, addr: str) -> str:
         return getattr(self, "_dirs", {})[addr]
+
+    def device_dir(self, addr: str) -> str:
+        """The in-tree ``/sys/devices/...`` directory of a device built here."""
+        return self._device_dir(addr)
+
+    def bind(self, addr: str, driver: Optional[str]) -> None:
+        """Re-point a device's ``driver`` link (None: unbind)."""
+        devdir = self._device_dir(addr)
+        self.remove(f"{devdir}/driver")
+        if driver:
+            self.mkdir(f"/sys/bus/pci/drivers/{driver}")
+            self.link_to(f"{devdir}/driver", f"/sys/bus/pci/drivers/{driver}")
+            self.link_to(f"/sys/bus/pci/drivers/{driver}/{addr}", devdir)
+        if driver == "vfio-pci":
+            group = os.path.basename(os.readlink(self.path(f"{devdir}/iommu_group")))
+            self.write(f"/dev/vfio/{group}", "")
+
+    def enable_vfs(self, pf: str, count: int, first_group: int, vf_device: str, driver: Optional[str] = None) -> list:
+        """Create ``count`` VFs of ``pf`` (``virtfnN`` / ``physfn`` links), each in its own IOMMU group."""
+        devdir = self._device_dir(pf)
+        domain, bus, rest = pf.split(":")
+        slot, func = rest.split(".")
+        vendor = self.path(f"{devdir}/vendor").read_text().strip()[2:]
+        offset_file, stride_file = self.path(f"{devdir}/sriov_offset"), self.path(f"{devdir}/sriov_stride")
+        offset = int(offset_file.read_text()) if offset_file.exists() else 1
+        stride = int(stride_file.read_text()) if stride_file.exists() else 1
+        routing_id = (int(bus, 16) << 8) | (int(slot, 16) << 3) | int(func)
+        self.write(f"{devdir}/sriov_numvfs", f"{count}\n")
+        made = []
+        for n in range(count):
+            rid = routing_id + offset + n * stride  # where the kernel puts VF n (PCIe SR-IOV routing ids)
+            vf = f"{domain}:{rid >> 8:02x}:{(rid >> 3) & 0x1f:02x}.{rid & 7}"
+            parent = os.path.dirname(devdir)
+            vfdir = f"{parent}/{vf}"
+            self._dirs[vf] = vfdir
+            for key, value in (("vendor", f"0x{vendor}"), ("device", f"0x{vf_device}"), ("class", "0x020000"),
+                               ("driver_override", "(null)"), ("reset_method", "flr")):
+                self.write(f"{vfdir}/{key}", value + "\n")
+            self.link_to(f"{vfdir}/physfn", devdir)
+            self.link_to(f"{devdir}/virtfn{n}", vfdir)
+            self.link_to(f"/sys/bus/pci/devices/{vf}", vfdir)
+            group = str(first_group + n)
+            self.mkdir(f"/sys/kernel/iommu_groups/{group}/devices")
+            self.write(f"/sys/kernel/iommu_groups/{group}/type", "DMA\n")
+            self.link_to(f"{vfdir}/iommu_group", f"/sys/kernel/iommu_groups/{group}")
+            self.link_to(f"/sys/kernel/iommu_groups/{group}/devices/{vf}", vfdir)
+            if driver:
+                self.bind(vf, driver)
+            made.append(vf)
+        return made
 
     def kernel_log(self, text: str) -> None:
         self.write("/var/log/dmesg", text)
@@ -221,4 +273,55 @@ def ready_host(root, vendor: str = "intel", cmdline: Optional[str] = None) -> Ho
                     "[    1.038284] pci 0000:00:00.2: AMD-Vi: Found IOMMU cap 0x40\n"
                     "[    1.038372] AMD-Vi: Interrupt remapping enabled\n")
     tree.grub(default="quiet intel_iommu=on iommu=pt" if vendor == "intel" else "quiet iommu=pt")
+    return tree
+
+
+def workstation(root, vendor: str = "intel") -> HostTree:
+    """A ready Intel desktop with the devices people pass through, laid out as real sysfs does.
+
+    Groups (as on real client chipsets): the CPU root port shares group 1 with the GPU and its
+    HDMI audio; the PCH functions 00:1f.* (LPC, audio, SMBus, the on-board NIC carrying the
+    default route) share group 5; an SR-IOV NIC (I350, 7 VFs max) and the root-filesystem NVMe
+    sit behind their own root ports; two identical e1000 behind a PCIe-to-PCI bridge share group
+    11, as in the QEMU test machine.
+    """
+    tree = ready_host(root, vendor=vendor)
+    for gone in ("/sys/bus/pci/devices/0000:00:02.0", "/sys/kernel/iommu_groups/1/devices/0000:00:02.0"):
+        tree.remove(gone)
+    tree.pci_device("0000:00:01.0", "8086", "1901", "060400", driver="pcieport", group="1")
+    tree.pci_device("0000:01:00.0", "10de", "2204", "030000", driver="nvidia", group="1", parent="0000:00:01.0",
+                    boot_vga="0", reset_method="bus", subsystem_vendor="0x1458", subsystem_device="0x403b")
+    tree.pci_device("0000:01:00.1", "10de", "1aef", "040300", driver="snd_hda_intel", group="1",
+                    parent="0000:00:01.0", reset_method="bus")
+    tree.pci_device("0000:00:02.0", "8086", "3e92", "030000", driver="i915", group="2", boot_vga="1",
+                    reset_method="flr")
+    tree.pci_device("0000:00:14.0", "8086", "a36d", "0c0330", driver="xhci_hcd", group="3", reset_method="pm")
+    tree.pci_device("0000:00:17.0", "8086", "a352", "010601", driver="ahci", group="4", reset_method="")
+    tree.pci_device("0000:00:1f.0", "8086", "a305", "060100", group="5")
+    tree.pci_device("0000:00:1f.3", "8086", "a348", "040300", driver="snd_hda_intel", group="5", reset_method="flr")
+    tree.pci_device("0000:00:1f.4", "8086", "a323", "0c0500", driver="i801_smbus", group="5")
+    tree.pci_device("0000:00:1f.6", "8086", "15bc", "020000", driver="e1000e", group="5", reset_method="flr")
+    tree.pci_device("0000:00:1c.0", "8086", "a33c", "060400", driver="pcieport", group="6")
+    tree.pci_device("0000:02:00.0", "8086", "1521", "020000", driver="igb", group="7", parent="0000:00:1c.0",
+                    reset_method="flr bus", sriov_totalvfs="7", sriov_numvfs="0", sriov_drivers_autoprobe="1",
+                    sriov_offset="128", sriov_stride="4", sriov_vf_device="1520")
+    tree.pci_device("0000:00:1d.0", "8086", "a330", "060400", driver="pcieport", group="8")
+    nvme = tree.pci_device("0000:03:00.0", "144d", "a808", "010802", driver="nvme", group="9",
+                           parent="0000:00:1d.0", reset_method="flr bus")
+    tree.pci_device("0000:00:06.0", "8086", "1905", "060400", driver="pcieport", group="10")
+    tree.pci_device("0000:05:00.0", "1b36", "000e", "060400", group="11", parent="0000:00:06.0")
+    tree.pci_device("0000:06:01.0", "8086", "100e", "020000", driver="e1000", group="11", parent="0000:05:00.0",
+                    reset_method="bus")
+    tree.pci_device("0000:06:02.0", "8086", "100e", "020000", driver="e1000", group="11", parent="0000:05:00.0",
+                    reset_method="bus")
+    # what the host itself runs on: the default route and the root filesystem
+    tree.write("/proc/net/route", "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n"
+                                  "eno1\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\n"
+                                  "eno1\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\n")
+    tree.link_to("/sys/class/net/eno1/device", tree.device_dir("0000:00:1f.6"))
+    tree.mkdir(f"{nvme}/nvme/nvme0/nvme0n1")
+    tree.link_to("/sys/dev/block/259:0", f"{nvme}/nvme/nvme0/nvme0n1")
+    tree.write("/proc/self/mountinfo", "22 1 259:0 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw\n"
+                                       "23 22 0:21 / /proc rw,nosuid shared:12 - proc proc rw\n")
+    tree.write("/dev/vfio/vfio", "")
     return tree

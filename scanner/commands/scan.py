@@ -15,6 +15,8 @@ def add_arguments(parser) -> None:
     src.add_argument("--root", metavar="DIR", help="scan a directory laid out like / (a captured tree) instead of this machine")
     src.add_argument("--kernel-log", metavar="FILE", help="kernel log to use (default: dmesg or the journal; "
                                                           "in a --root tree, its var/log/dmesg)")
+    dev = parser.add_argument_group("device targets")
+    add_target_arguments(dev)
     out = parser.add_argument_group("output")
     out.add_argument("--format", default="table", help="table (default), json or junit, or a plugin's format")
     out.add_argument("-o", "--output", metavar="FILE", help="write the --format output to FILE instead of stdout")
@@ -29,6 +31,26 @@ def add_arguments(parser) -> None:
     sel.add_argument("--rule", action="append", default=[], metavar="ID", help="run only this rule (repeatable; id or name)")
     sel.add_argument("--skip-rule", action="append", default=[], metavar="ID", help="do not run this rule (repeatable)")
     add_plugin_arguments(parser)
+
+
+def add_target_arguments(group) -> None:
+    group.add_argument("--device", action="append", default=[], metavar="SEL",
+                       help="a device to pass through: 0000:01:00.0, 01:00.0, or vendor:device ids such as "
+                            "10de:2204 (every match); repeatable")
+    group.add_argument("--class", dest="pci_class", action="append", default=[], metavar="PREFIX",
+                       help="every device whose class code starts with PREFIX (0300 = VGA, 02 = network); repeatable")
+    group.add_argument("--vfs", action="append", default=[], metavar="PF=N",
+                       help="ask for N SR-IOV virtual functions on the physical function PF (0000:3b:00.0=8)")
+
+
+def parse_targets(args):
+    """Selectors from the command line; a malformed one is a usage error naming the accepted forms."""
+    from scanner.targets import SelectorError, parse_all
+
+    try:
+        return parse_all(args.device, args.pci_class, args.vfs)
+    except SelectorError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def make_host(args):
@@ -60,6 +82,7 @@ def run(args) -> int:
     for option, path in (("-o", args.output), ("--json", args.json_file), ("--junit", args.junit_file)):
         if path:
             check_writable(path, option)
+    selectors, vfs = parse_targets(args)
     host = make_host(args)
     registry = load_registry(args)
     if args.format not in registry.formats:
@@ -71,7 +94,7 @@ def run(args) -> int:
     from scanner.report import EXIT_INCOMPLETE
     from scanner.scanning import scan_host
 
-    report = scan_host(host, rules, Scan(fail_on=args.fail_on))
+    report = scan_host(host, rules, Scan(fail_on=args.fail_on), selectors=selectors, vfs=vfs)
     outputs = [(args.format, args.output or "-")]
     outputs += [(fmt, path) for fmt, path in (("json", args.json_file), ("junit", args.junit_file)) if path]
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from functools import cached_property
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from scanner.facts.boot import BootStack, parse_default_grub
 from scanner.facts.cmdline import Cmdline, parse_cmdline
@@ -20,6 +20,14 @@ from scanner.facts.iommu import IommuGroup, IommuState, group_sort_key
 from scanner.facts.kconfig import KernelConfig, parse_kconfig
 from scanner.facts.kernel_log import KernelLog, parse_kernel_log
 from scanner.facts.modules import Modules, parse_modules_builtin, parse_modules_dep, parse_proc_modules
+from scanner.facts.pci import (
+    ADDRESS,
+    PciDevice,
+    parse_hex_id,
+    parse_int,
+    parse_override,
+    parse_reset_method,
+)
 from scanner.host import LARGE_CAP, Listing, Read
 from scanner.model import Evidence
 
@@ -228,6 +236,118 @@ class Facts:
         got = self.host.read("/sys/hypervisor/type")
         return got.ok and got.text.strip() == "xen" and self.host.exists("/proc/xen")
 
+    # -- PCI devices -------------------------------------------------------------------------
+    @cached_property
+    def pci_listing(self) -> Listing:
+        return self.host.listdir("/sys/bus/pci/devices")
+
+    @cached_property
+    def pci(self) -> Dict[str, PciDevice]:
+        """Every PCI function by address; names that are not PCI addresses are ignored."""
+        devices = {}
+        for name in self.pci_listing.entries():
+            if ADDRESS.match(name):
+                devices[name] = self._read_pci_device(name)
+        return devices
+
+    def _link_name(self, path: str) -> Optional[str]:
+        got = self.host.resolve(path)
+        return got.text.rstrip("/").rsplit("/", 1)[-1] if got.ok and got.text != path else None
+
+    def _read_pci_device(self, address: str) -> PciDevice:
+        base = f"/sys/bus/pci/devices/{address}"
+        notes = []
+
+        def attr(name: str) -> Optional[str]:
+            got = self.host.read(f"{base}/{name}")
+            if got.ok:
+                return got.text
+            if not got.missing:
+                notes.append(f"{base}/{name}: {got.reason}")
+            return None
+
+        def hex_attr(name: str, width: int) -> Optional[str]:
+            text = attr(name)
+            value = parse_hex_id(text, width)
+            if text is not None and value is None:
+                notes.append(f"{base}/{name}: garbled: {text.strip()[:40]!r}")
+            return value
+
+        def int_attr(name: str) -> Optional[int]:
+            text = attr(name)
+            value = parse_int(text)
+            if text is not None and value is None:
+                notes.append(f"{base}/{name}: garbled: {text.strip()[:40]!r}")
+            return value
+
+        listing = self.host.listdir(base)
+        names = set(listing.entries())
+        virtfns = sorted((n for n in names if n.startswith("virtfn") and n[6:].isdigit()), key=lambda n: int(n[6:]))
+        boot_vga = attr("boot_vga") if "boot_vga" in names else None
+        return PciDevice(
+            address=address,
+            vendor=hex_attr("vendor", 4),
+            device=hex_attr("device", 4),
+            pci_class=hex_attr("class", 6),
+            subsystem_vendor=hex_attr("subsystem_vendor", 4) if "subsystem_vendor" in names else None,
+            subsystem_device=hex_attr("subsystem_device", 4) if "subsystem_device" in names else None,
+            driver=self._link_name(f"{base}/driver") if "driver" in names else None,
+            driver_override=parse_override(attr("driver_override")) if "driver_override" in names else None,
+            iommu_group=self._link_name(f"{base}/iommu_group") if "iommu_group" in names else None,
+            sriov_totalvfs=int_attr("sriov_totalvfs") if "sriov_totalvfs" in names else None,
+            sriov_numvfs=int_attr("sriov_numvfs") if "sriov_numvfs" in names else None,
+            sriov_drivers_autoprobe=int_attr("sriov_drivers_autoprobe") if "sriov_drivers_autoprobe" in names else None,
+            physfn=self._link_name(f"{base}/physfn") if "physfn" in names else None,
+            virtfns=tuple(v for v in (self._link_name(f"{base}/{n}") for n in virtfns) if v),
+            boot_vga=(boot_vga.strip() == "1") if boot_vga is not None else None,
+            reset_method=parse_reset_method(attr("reset_method")) if "reset_method" in names else None,
+            has_reset="reset" in names,
+            has_pci_bus="pci_bus" in names,
+            notes=tuple(notes),
+        )
+
+    def devices_in_group(self, group: str) -> List[str]:
+        """Addresses in an IOMMU group, from the group's own ``devices`` directory."""
+        found = self.iommu.groups.get(group)
+        return list(found.devices) if found else []
+
+    @cached_property
+    def dev_vfio(self) -> Listing:
+        return self.host.listdir("/dev/vfio")
+
+    # -- what the host itself depends on -------------------------------------------------------
+    def _pci_address_of(self, sysfs_path: str) -> Optional[str]:
+        """The PCI function a sysfs device path sits under (the last PCI address in its path)."""
+        got = self.host.resolve(sysfs_path)
+        if not got.ok:
+            return None
+        found = [part for part in got.text.split("/") if ADDRESS.match(part)]
+        return found[-1] if found else None
+
+    @cached_property
+    def default_route_devices(self) -> Dict[str, str]:
+        """PCI address -> interface for interfaces that carry a default route (``/proc/net/route``)."""
+        found = {}
+        for line in self.host.read("/proc/net/route").value().splitlines()[1:]:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1] == "00000000":
+                address = self._pci_address_of(f"/sys/class/net/{parts[0]}/device")
+                if address:
+                    found[address] = parts[0]
+        return found
+
+    @cached_property
+    def root_fs_devices(self) -> Dict[str, str]:
+        """PCI address -> block device for the device holding ``/`` (from ``/proc/self/mountinfo``)."""
+        found = {}
+        for line in self.host.read("/proc/self/mountinfo").value().splitlines():
+            parts = line.split()
+            if len(parts) > 4 and parts[4] == "/" and ":" in parts[2]:
+                address = self._pci_address_of(f"/sys/dev/block/{parts[2]}")
+                if address:
+                    found[address] = parts[2]
+        return found
+
     # -- boot configuration ------------------------------------------------------------------
     def _exists_any(self, *paths: str) -> Optional[str]:
         for path in paths:
@@ -237,6 +357,10 @@ class Facts:
 
     def _tool(self, name: str) -> Optional[str]:
         return self._exists_any(f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}", f"/bin/{name}")
+
+    def has_tool(self, name: str) -> bool:
+        """Is a command installed on the scanned host (looked up in its sbin/bin directories)?"""
+        return self._tool(name) is not None
 
     @cached_property
     def initramfs_tool(self) -> Optional[str]:

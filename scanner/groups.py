@@ -1,0 +1,91 @@
+"""IOMMU group membership, classified the way passthrough needs it.
+
+A device can only be handed to a VM together with its whole IOMMU group. Every other member is
+one of: a **bridge** or root port (class 0x0604: stays on the host, never bound to vfio), a
+**sibling** function of the same slot (a GPU's HDMI audio, its USB-C controller: must go to the
+VM too), another **target** of the same scan, or an **unrelated** endpoint (a NIC that happens to
+share the group: it must be given up too, or the card moved to another slot). The group is
+*viable* for VFIO when every non-bridge member is bound to a vfio driver, to pci-stub, or to
+nothing (QEMU: "group N is not viable").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Tuple
+
+from scanner.facts.pci import PciDevice, is_vfio_driver
+
+#: Drivers the kernel's vfio core accepts beside vfio drivers for the other members of a group.
+HARMLESS_DRIVERS = ("pci-stub",)
+
+
+@dataclass(frozen=True)
+class Member:
+    address: str
+    role: str  # target | bridge | sibling | unrelated
+    device: Optional[PciDevice]  # None when the group lists an address sysfs does not show
+
+    @property
+    def driver(self) -> Optional[str]:
+        return self.device.driver if self.device else None
+
+    @property
+    def holds_group(self) -> bool:
+        """Bound to a host driver, which makes the group not viable for VFIO."""
+        if self.role == "bridge":
+            return False
+        return bool(self.driver) and not is_vfio_driver(self.driver) and self.driver not in HARMLESS_DRIVERS
+
+
+@dataclass(frozen=True)
+class GroupView:
+    number: str
+    members: Tuple[Member, ...]
+
+    def with_role(self, *roles: str) -> List[Member]:
+        return [m for m in self.members if m.role in roles]
+
+    @property
+    def blockers(self) -> List[Member]:
+        """Members other than the targets that are bound to a host driver."""
+        return [m for m in self.members if m.role != "target" and m.holds_group]
+
+    @property
+    def endpoints(self) -> List[Member]:
+        return [m for m in self.members if m.role != "bridge"]
+
+
+def classify(facts, group: str, targets: Iterable[str] = ()) -> GroupView:
+    """Members of IOMMU group ``group`` relative to ``targets`` (the devices to pass through)."""
+    targets = set(targets)
+    slots = {a.rsplit(".", 1)[0] for a in targets}
+    members = []
+    for address in facts.devices_in_group(group):
+        device = facts.pci.get(address)
+        if address in targets:
+            role = "target"
+        elif device is not None and device.is_bridge:
+            role = "bridge"
+        elif address.rsplit(".", 1)[0] in slots:
+            role = "sibling"
+        else:
+            role = "unrelated"
+        members.append(Member(address, role, device))
+    return GroupView(group, tuple(members))
+
+
+def verdict(view: GroupView) -> str:
+    """What the ``groups`` command says of a group with no particular target."""
+    endpoints = view.endpoints
+    if not endpoints:
+        return "bridges only"
+    slots = {m.address.rsplit(".", 1)[0] for m in endpoints}
+    if len(endpoints) == 1:
+        shape = "isolated"
+    elif len(slots) == 1:
+        shape = "one slot: pass all its functions together"
+    else:
+        shape = "shared by unrelated devices: pass them all, or move the card"
+    viable = all(not m.holds_group for m in view.members)
+    return f"{shape}; {'ready for vfio' if viable else 'in use by host drivers'}"
