@@ -159,3 +159,9 @@ def unreadable_cmdline_host(root):
     tree = ready_host(root)
     tree.remove("/proc/cmdline")
     return tree
+
+
+#: Every built-in rule, host rules first; extend when a rule is added.
+HOST_IDS = [f"VFIO-00{n}" for n in range(1, 8)]
+DEVICE_IDS = ["VFIO-010"]
+BUILTIN_IDS = HOST_IDS + DEVICE_IDS

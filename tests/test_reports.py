@@ -16,7 +16,7 @@ from datetime import datetime
 import jsonschema
 import pytest
 
-from clihelpers import (ACME_RULE, RAISING_PLUGIN, by_rule, load_schema, make_plugin, no_dmar_host,
+from clihelpers import (BUILTIN_IDS, HOST_IDS, ACME_RULE, RAISING_PLUGIN, by_rule, load_schema, make_plugin, no_dmar_host,
                         no_iommu_request_host, plugin_with_rule, run_cli, scan_json, stderr_lines,
                         unreadable_cmdline_host, warn_only_host)
 from hosttree import ready_host
@@ -74,7 +74,7 @@ def test_json_validates(any_tree, validator):
     assert schema_errors(validator, doc) == []
     assert doc["tool"] == {"name": "vfio-scan", "version": "0.1.0"}
     assert doc["host"]["source"] == "root"
-    assert len(doc["findings"]) == 7
+    assert len(doc["findings"]) == len(BUILTIN_IDS)
     counts = {s: sum(1 for f in doc["findings"] if f["status"] == s) for s in ("pass", "fail", "warn", "skip", "error")}
     assert {s: doc["summary"][s] for s in counts} == counts
 
@@ -193,7 +193,7 @@ def test_junit_document_shape(any_tree):
     float(suite.get("time"))
     doc = scan_json(root)[1]
     cases = suite.findall("testcase")
-    assert len(cases) == len(doc["findings"]) == 7  # passes included
+    assert len(cases) == len(doc["findings"]) == len(BUILTIN_IDS)  # passes included
     keys = [(c.get("classname"), c.get("name")) for c in cases]
     assert len(set(keys)) == len(keys)
     for case, finding in zip(cases, doc["findings"]):
@@ -201,7 +201,7 @@ def test_junit_document_shape(any_tree):
         assert case.get("name") == f"{finding['rule_id']} {finding['title']}"
     # the counts a dashboard shows agree with the report
     summary = doc["summary"]
-    assert int(suite.get("tests")) == 7
+    assert int(suite.get("tests")) == len(BUILTIN_IDS)
     assert int(suite.get("failures")) == summary["fail"] == len(suite.findall("testcase/failure"))
     assert int(suite.get("errors")) == summary["error"]
     assert int(suite.get("skipped")) == summary["skip"] == len(suite.findall("testcase/skipped"))
@@ -212,7 +212,11 @@ def test_junit_passes_are_plain_testcases(intel_host):
     proc, xml_root = junit_of(intel_host.root)
     assert proc.returncode == 0
     for case in xml_root.iter("testcase"):
-        assert [child.tag for child in case if child.tag in ("failure", "error", "skipped")] == []
+        outcome = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        if case.get("name").split()[0] in HOST_IDS:
+            assert outcome == []
+        else:  # device rules without --device are skipped, and say why
+            assert outcome == ["skipped"] and "no device targets" in case.find("skipped").get("message")
 
 
 def test_junit_failure_has_observed_expected_and_fix(tmp_path):
@@ -276,7 +280,7 @@ def test_junit_error(intel_host, tmp_path):
     error = cases_by_rule(suite)["ACME-100"].find("error")
     assert error is not None and "exploded" in error.get("message")
     assert suite.get("errors") == "1"
-    assert len(suite.findall("testcase")) == 8
+    assert len(suite.findall("testcase")) == len(BUILTIN_IDS) + 1
 
 
 def test_junit_dotted_hostname(tmp_path):
@@ -306,9 +310,9 @@ def test_junit_one_suite_per_host(tmp_path):
     suites = xml_root.findall("testsuite")
     assert [s.get("name") for s in suites] == ["vfio-scan:alpha", "vfio-scan:beta.lab"]
     assert [s.get("hostname") for s in suites] == ["alpha", "beta.lab"]
-    assert [len(s.findall("testcase")) for s in suites] == [7, 7]
+    assert [len(s.findall("testcase")) for s in suites] == [len(BUILTIN_IDS)] * 2
     assert [len(s.findall("testcase/failure")) for s in suites] == [0, 1]
-    assert xml_root.get("tests") == "14" and xml_root.get("failures") == "1"
+    assert xml_root.get("tests") == str(2 * len(BUILTIN_IDS)) and xml_root.get("failures") == "1"
     assert {c.get("classname").rpartition(".")[0] for c in suites[1].findall("testcase")} == {"beta_lab"}
 
 
@@ -478,7 +482,7 @@ def test_table_ready_host_has_no_fixes(intel_host):
     out = run_cli("scan", "--root", intel_host.root).stdout
     assert "What to do" not in out
     assert not any(line.strip().startswith("$ ") for line in out.splitlines())
-    assert out.count("PASS") == 7
+    assert out.count("PASS") == len(HOST_IDS)
 
 
 def test_table_verbose_shows_evidence(tmp_path):
