@@ -85,7 +85,8 @@ def check(facts, scan):
                        remediation=[_firmware_fix(),
                                     modprobe_option_step("vfio_iommu_type1", "allow_unsafe_interrupts=1", UNSAFE_CONF,
                                                          "Last resort, knowingly unsafe: let VFIO run without "
-                                                         "interrupt remapping (a guest could forge interrupts)")])
+                                                         "interrupt remapping (a guest could forge interrupts)",
+                                                         initramfs=facts.initramfs_tool)])
 
 
 def _firmware_fix() -> Step:

@@ -21,6 +21,8 @@ COMMANDS = {
     "rules": ("rules", "list the rules: id, name, scope, severity, title"),
     "explain": ("explain", "explain one rule: what it checks, why, how, and how to fix it"),
     "plugins": ("plugins", "list loaded plugins, where they came from, and what failed to load"),
+    "groups": ("groups", "list every IOMMU group with its devices, drivers and a passthrough verdict"),
+    "qemu-args": ("qemu_args", "print the QEMU -device vfio-pci arguments for devices that are ready to pass through"),
 }
 
 

@@ -67,7 +67,9 @@ def run_rule(rule: Rule, facts, scan: Scan) -> List[Finding]:
                                           and isinstance(item.subject, str) and item.subject else "host").bind(rule))
             continue
         findings.append(item.bind(rule))
-    if not findings:
+    if not findings and rule.scope == "device" and not scan.targets:
+        findings.append(Finding.skip("no selected device exists on this host (see VFIO-010)").bind(rule))
+    elif not findings:
         findings.append(Finding.error(f"rule {rule.id} from plugin {rule.plugin or '?'} produced no finding").bind(rule))
     return findings
 

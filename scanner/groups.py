@@ -80,6 +80,8 @@ def verdict(view: GroupView) -> str:
     endpoints = view.endpoints
     if not endpoints:
         return "bridges only"
+    if all(m.device is not None and (m.device.pci_class or "").startswith("0600") for m in endpoints):
+        return "host bridge: stays with the host"
     slots = {m.address.rsplit(".", 1)[0] for m in endpoints}
     if len(endpoints) == 1:
         shape = "isolated"

@@ -27,6 +27,11 @@ BUILTIN_PLUGINS = (
     "rules.interrupt_remapping",
     "rules.vfio_modules",
     "rules.device_present",
+    "rules.sriov_pf",
+    "rules.group_isolation",
+    "rules.driver_binding",
+    "rules.device_reset",
+    "rules.boot_vga",
     "reports",
 )
 DISABLE_ENV = "VFIO_SCAN_DISABLE_PLUGINS"

@@ -159,11 +159,11 @@ def modules_steps(missing: Sequence[str], persist: Sequence[str] = VFIO_MODULES)
     ]
 
 
-def modprobe_option_step(module: str, option: str, conf: str, summary: str) -> Step:
+def modprobe_option_step(module: str, option: str, conf: str, summary: str, initramfs: Optional[str] = None) -> Step:
     """An ``options MODULE X=Y`` line in /etc/modprobe.d (used for last-resort overrides)."""
     module = checked(module, MODULE_NAME, "module name")
     checked(option, KERNEL_PARAM, "module option")
     line = f"options {module} {option}"
     return Step(summary=summary, phase="modules", persistent=True, requires_reboot=True,
                 commands=[f"echo {shlex.quote(line)} > {conf}"], undo=[f"rm -f {conf}"],
-                action={"kind": "modprobe-options", "file": conf, "line": line})
+                action={"kind": "modprobe-options", "file": conf, "line": line, "initramfs": initramfs})

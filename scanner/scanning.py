@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from scanner import __version__
 from scanner.engine import Scan, run_rules
@@ -25,13 +25,17 @@ def host_info(facts: Facts) -> dict:
     }
 
 
-def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (), vfs: Mapping[str, int] = None
-              ) -> Report:
+def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (), vfs: Mapping[str, int] = None,
+              facts: Optional[Facts] = None) -> Report:
     """Scan one host. ``selectors``/``vfs`` (parsed by :mod:`scanner.targets`) are matched against
-    the host's own devices here, so the same request works on every host of a fleet."""
+    the host's own devices here, so the same request works on every host of a fleet.
+
+    ``facts`` lets a caller keep the very facts the rules judged (``qemu-args`` builds its
+    arguments from them); by default they are made here from ``host``.
+    """
     started = datetime.now(timezone.utc).astimezone()
     clock = time.perf_counter()
-    facts = Facts(host)
+    facts = facts if facts is not None else Facts(host)
     if selectors or vfs:
         targets, unmatched = resolve(selectors, vfs or {}, facts.pci)
         scan = replace(scan, targets=tuple(targets), unmatched=tuple(unmatched))

@@ -163,5 +163,5 @@ def unreadable_cmdline_host(root):
 
 #: Every built-in rule, host rules first; extend when a rule is added.
 HOST_IDS = [f"VFIO-00{n}" for n in range(1, 8)]
-DEVICE_IDS = ["VFIO-010"]
+DEVICE_IDS = ["VFIO-010", "VFIO-011", "VFIO-012", "VFIO-013", "VFIO-014", "VFIO-015"]
 BUILTIN_IDS = HOST_IDS + DEVICE_IDS

@@ -1,5 +1,7 @@
 """Shared fixtures: fixture host trees built by code, and the real inputs in ../shared/data."""
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,3 +34,13 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool a test needs: skipped when absent, but a failure under CI (which installs it)."""
+    found = shutil.which(name)
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed, and .ci/run should have installed it")
+        pytest.skip(f"{name} is not installed")
+    return found

@@ -308,7 +308,7 @@ def test_plugins_lists_builtins():
     plugins = {p["name"]: p for p in json.loads(proc.stdout)}
     assert plugins["rules.kernel_cmdline"]["rules"] == ["VFIO-004"]
     assert plugins["rules.kernel_cmdline"]["source"] == "builtin"
-    assert sorted(plugins["reports"]["formats"]) == ["json", "junit", "table"]
+    assert sorted(plugins["reports"]["formats"]) == ["json", "junit", "script", "table"]
     assert all(p["error"] is None for p in plugins.values())
 
 

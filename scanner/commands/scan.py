@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from scanner.cli import UsageError
-from scanner.commands.common import add_plugin_arguments, check_writable, load_registry, write_output
+from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_target_arguments, check_writable,
+                                     load_registry, make_host, parse_targets, write_output)
 from scanner.report import FAIL_ON_CHOICES
 
 
 def add_arguments(parser) -> None:
     src = parser.add_argument_group("what to scan")
-    src.add_argument("--root", metavar="DIR", help="scan a directory laid out like / (a captured tree) instead of this machine")
-    src.add_argument("--kernel-log", metavar="FILE", help="kernel log to use (default: dmesg or the journal; "
-                                                          "in a --root tree, its var/log/dmesg)")
+    add_host_arguments(src)
     dev = parser.add_argument_group("device targets")
     add_target_arguments(dev)
     out = parser.add_argument_group("output")
@@ -31,40 +29,6 @@ def add_arguments(parser) -> None:
     sel.add_argument("--rule", action="append", default=[], metavar="ID", help="run only this rule (repeatable; id or name)")
     sel.add_argument("--skip-rule", action="append", default=[], metavar="ID", help="do not run this rule (repeatable)")
     add_plugin_arguments(parser)
-
-
-def add_target_arguments(group) -> None:
-    group.add_argument("--device", action="append", default=[], metavar="SEL",
-                       help="a device to pass through: 0000:01:00.0, 01:00.0, or vendor:device ids such as "
-                            "10de:2204 (every match); repeatable")
-    group.add_argument("--class", dest="pci_class", action="append", default=[], metavar="PREFIX",
-                       help="every device whose class code starts with PREFIX (0300 = VGA, 02 = network); repeatable")
-    group.add_argument("--vfs", action="append", default=[], metavar="PF=N",
-                       help="ask for N SR-IOV virtual functions on the physical function PF (0000:3b:00.0=8)")
-
-
-def parse_targets(args):
-    """Selectors from the command line; a malformed one is a usage error naming the accepted forms."""
-    from scanner.targets import SelectorError, parse_all
-
-    try:
-        return parse_all(args.device, args.pci_class, args.vfs)
-    except SelectorError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def make_host(args):
-    if args.kernel_log and not os.path.isfile(args.kernel_log):
-        raise UsageError(f"--kernel-log {args.kernel_log}: no such file")
-    if args.root:
-        if not os.path.isdir(args.root):
-            raise UsageError(f"--root {args.root}: no such directory")
-        from scanner.host.tree import TreeHost
-
-        return TreeHost(args.root, kernel_log_file=args.kernel_log)
-    from scanner.host.live import LiveHost
-
-    return LiveHost(kernel_log_file=args.kernel_log)
 
 
 def pick_rules(registry, args):

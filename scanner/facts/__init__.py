@@ -20,6 +20,7 @@ from scanner.facts.iommu import IommuGroup, IommuState, group_sort_key
 from scanner.facts.kconfig import KernelConfig, parse_kconfig
 from scanner.facts.kernel_log import KernelLog, parse_kernel_log
 from scanner.facts.modules import Modules, parse_modules_builtin, parse_modules_dep, parse_proc_modules
+from scanner.facts.pciids import PCI_IDS_PATHS, PciIds, gunzip, parse_pci_ids
 from scanner.facts.pci import (
     ADDRESS,
     PciDevice,
@@ -28,7 +29,7 @@ from scanner.facts.pci import (
     parse_override,
     parse_reset_method,
 )
-from scanner.host import LARGE_CAP, Listing, Read
+from scanner.host import LARGE_CAP, MISSING, Listing, Read
 from scanner.model import Evidence
 
 X86 = ("x86_64", "i386", "i486", "i586", "i686", "x86")
@@ -222,6 +223,7 @@ class Facts:
                 devices=devices.entries(),
                 name=name.text.strip() if name.ok else None,
                 type=gtype.text.strip() if gtype.ok else None,
+                devices_reason=None if devices.ok else devices.reason,
             )
         return IommuState(
             units=units.entries(),
@@ -306,6 +308,33 @@ class Facts:
             notes=tuple(notes),
         )
 
+    @cached_property
+    def pci_ids(self) -> PciIds:
+        """Vendor and device names from the scanned host's own ``pci.ids`` (plain or ``.gz``).
+
+        Empty (``found`` false, with a note saying where it looked) when none is installed or
+        none is readable: names are a nicety, numeric ids are shown instead.
+        """
+        searched = []
+        for path in [p + suffix for p in PCI_IDS_PATHS for suffix in ("", ".gz")]:
+            raw = self.host.read_bytes(path, cap=LARGE_CAP)
+            if not raw.ok:
+                if raw.reason != MISSING:
+                    searched.append(f"{path}: {raw.reason}")
+                continue
+            data = raw.data
+            if path.endswith(".gz"):
+                data, why = gunzip(data, LARGE_CAP)
+                if data is None:
+                    searched.append(f"{path}: {why}")
+                    continue
+            ids = parse_pci_ids(data.replace(b"\0", b"").decode("utf-8", "replace"), source=path)
+            if ids.found:
+                return PciIds(ids.vendors, ids.devices, path, tuple(searched) + ids.notes)
+            searched.append(f"{path}: garbled: no vendor lines")
+        where = ", ".join(PCI_IDS_PATHS)
+        return PciIds(notes=(f"no usable pci.ids in {where} (nor .gz)",) + tuple(searched))
+
     def devices_in_group(self, group: str) -> List[str]:
         """Addresses in an IOMMU group, from the group's own ``devices`` directory."""
         found = self.iommu.groups.get(group)
@@ -326,27 +355,101 @@ class Facts:
 
     @cached_property
     def default_route_devices(self) -> Dict[str, str]:
-        """PCI address -> interface for interfaces that carry a default route (``/proc/net/route``)."""
-        found = {}
+        """PCI address -> interface for interfaces that carry a default route.
+
+        IPv4 (``/proc/net/route``) and IPv6 (``/proc/net/ipv6_route``). A route on a bridge, bond
+        or VLAN (``vmbr0`` on a Proxmox host) is followed down its ``lower_*`` links to the NIC
+        that really carries it: the value then reads ``enp3s0 (under vmbr0)``.
+        """
+        interfaces = []
         for line in self.host.read("/proc/net/route").value().splitlines()[1:]:
             parts = line.split()
             if len(parts) >= 2 and parts[1] == "00000000":
-                address = self._pci_address_of(f"/sys/class/net/{parts[0]}/device")
-                if address:
-                    found[address] = parts[0]
+                interfaces.append(parts[0])
+        for line in self.host.read("/proc/net/ipv6_route").value().splitlines():
+            parts = line.split()
+            # dest, prefix length, src, src prefix, next hop, metric, refcnt, use, flags, iface
+            if len(parts) >= 10 and parts[0] == "0" * 32 and parts[1] == "00" and parts[9] != "lo":
+                flags = int(parts[8], 16) if all(c in "0123456789abcdefABCDEF" for c in parts[8]) else 0
+                if flags & 0x1 and not flags & 0x200:  # RTF_UP, not RTF_REJECT
+                    interfaces.append(parts[9])
+        found: Dict[str, str] = {}
+        for iface in dict.fromkeys(interfaces):
+            for address, leaf in self._net_pci_devices(iface, depth=0):
+                found.setdefault(address, leaf if leaf == iface else f"{leaf} (under {iface})")
+        return found
+
+    @staticmethod
+    def _plain_name(name: str) -> bool:
+        return bool(name) and "/" not in name and name not in (".", "..")
+
+    def _net_pci_devices(self, iface: str, depth: int) -> List[tuple]:
+        """(PCI address, interface) pairs under a network interface, through bridges/bonds/VLANs."""
+        if depth > 6 or not self._plain_name(iface):
+            return []
+        address = self._pci_address_of(f"/sys/class/net/{iface}/device")
+        if address:
+            return [(address, iface)]
+        found = []
+        for name in self.host.listdir(f"/sys/class/net/{iface}").entries():
+            if name.startswith("lower_"):
+                found += self._net_pci_devices(name[len("lower_"):], depth + 1)
         return found
 
     @cached_property
     def root_fs_devices(self) -> Dict[str, str]:
-        """PCI address -> block device for the device holding ``/`` (from ``/proc/self/mountinfo``)."""
-        found = {}
+        """PCI address -> block device for the device(s) holding ``/`` (``/proc/self/mountinfo``).
+
+        Followed through device-mapper and MD layers (LVM, LUKS, RAID: ``slaves/``), NVMe
+        multipath heads (``multipath/``) and partitions; a btrfs root shows an anonymous ``0:NN``
+        device, so its mount source (``/dev/nvme0n1p3``, ``/dev/mapper/NAME``) is used instead.
+        """
+        found: Dict[str, str] = {}
         for line in self.host.read("/proc/self/mountinfo").value().splitlines():
             parts = line.split()
-            if len(parts) > 4 and parts[4] == "/" and ":" in parts[2]:
-                address = self._pci_address_of(f"/sys/dev/block/{parts[2]}")
-                if address:
-                    found[address] = parts[2]
+            if len(parts) <= 4 or parts[4] != "/" or ":" not in parts[2]:
+                continue
+            addresses = self._block_pci_devices(f"/sys/dev/block/{parts[2]}", depth=0)
+            sep = parts.index("-", 6) if "-" in parts[6:] else len(parts)
+            source = parts[sep + 2] if len(parts) > sep + 2 else ""  # after "- fstype"
+            if not addresses and source.startswith("/dev/"):
+                name = source.rsplit("/", 1)[-1]
+                if source.startswith("/dev/mapper/"):
+                    name = self._dm_by_name(name) or name
+                addresses = self._block_pci_devices(f"/sys/class/block/{name}", depth=0)
+            for address in addresses:
+                found.setdefault(address, parts[2] + (f" ({source})" if source.startswith("/dev/") else ""))
         return found
+
+    def _dm_by_name(self, name: str) -> Optional[str]:
+        """``dm-N`` for a device-mapper name (``/dev/mapper/NAME``)."""
+        for entry in self.host.listdir("/sys/class/block").entries():
+            if entry.startswith("dm-") and self.host.read(f"/sys/class/block/{entry}/dm/name").value().strip() == name:
+                return entry
+        return None
+
+    def _block_pci_devices(self, path: str, depth: int) -> List[str]:
+        """PCI functions under a block device, through its slaves, multipath paths and parent disk."""
+        if depth > 8:
+            return []
+        address = self._pci_address_of(path)
+        if address:
+            return [address]
+        found: List[str] = []
+        for sub in ("slaves", "multipath"):
+            for name in self.host.listdir(f"{path}/{sub}").entries():
+                if self._plain_name(name):
+                    found += self._block_pci_devices(f"{path}/{sub}/{name}", depth + 1)
+        if not found and self.host.exists(f"{path}/partition"):
+            found = self._block_pci_devices(f"{path}/..", depth + 1)
+        return list(dict.fromkeys(found))
+
+    def driver_module(self, driver: str) -> Optional[str]:
+        """The module a PCI driver comes from (``/sys/bus/pci/drivers/<driver>/module``): ``xhci_hcd``
+        is in ``xhci_pci``, ``i801_smbus`` in ``i2c_i801``. None when built in or unknown."""
+        if not self._plain_name(driver or ""):
+            return None
+        return self._link_name(f"/sys/bus/pci/drivers/{driver}/module")
 
     # -- boot configuration ------------------------------------------------------------------
     def _exists_any(self, *paths: str) -> Optional[str]:

@@ -12,6 +12,7 @@ class IommuGroup:
     devices: Tuple[str, ...]
     name: Optional[str] = None  # ``vfio-noiommu`` for a fake group
     type: Optional[str] = None  # DMA | DMA-FQ | identity | blocked | unmanaged (>= 5.11)
+    devices_reason: Optional[str] = None  # why ``devices/`` could not be listed (then ``devices`` is empty)
 
     @property
     def is_noiommu(self) -> bool:

@@ -121,11 +121,30 @@ CLASS_NAMES = {
 }
 
 
-def class_name(pci_class: Optional[str]) -> str:
-    """``030000`` -> ``VGA compatible controller`` (or ``class 0xNNNN`` when unknown)."""
+#: Names of the base classes (the first byte), for a subclass CLASS_NAMES does not know (as lspci does).
+BASE_CLASS_NAMES = {
+    "00": "Unclassified device", "01": "Mass storage controller", "02": "Network controller",
+    "03": "Display controller", "04": "Multimedia controller", "05": "Memory controller", "06": "Bridge",
+    "07": "Communication controller", "08": "Generic system peripheral", "09": "Input device controller",
+    "0a": "Docking station", "0b": "Processor", "0c": "Serial bus controller", "0d": "Wireless controller",
+    "0e": "Intelligent controller", "0f": "Satellite communications controller", "10": "Encryption controller",
+    "11": "Signal processing controller", "12": "Processing accelerators", "13": "Non-Essential Instrumentation",
+    "40": "Coprocessor", "ff": "Unassigned class",
+}
+
+
+def class_name(pci_class: Optional[str], base_fallback: bool = False) -> str:
+    """``030000`` -> ``VGA compatible controller`` (or ``class 0xNNNN`` when unknown).
+
+    With ``base_fallback``, an unknown subclass of a known base class gets the base class's name
+    (``000200`` -> ``Unclassified device``, as lspci prints it).
+    """
     if not pci_class:
         return "unknown class"
-    return CLASS_NAMES.get(pci_class[:4]) or f"class 0x{pci_class[:4]}"
+    known = CLASS_NAMES.get(pci_class[:4])
+    if not known and base_fallback:
+        known = BASE_CLASS_NAMES.get(pci_class[:2])
+    return known or f"class 0x{pci_class[:4]}"
 
 
 def describe(device: PciDevice) -> str:

@@ -1,0 +1,156 @@
+"""VFIO-013 driver-binding: the target is bound to vfio-pci and /dev/vfio/GROUP exists.
+
+What: each target's ``driver`` link names ``vfio-pci`` (or a vendor variant driver such as
+``mlx5_vfio_pci``, ``nvgrace_gpu_vfio_pci``), and the vfio group node ``/dev/vfio/<group>`` that
+QEMU opens exists.
+
+Why: QEMU's ``-device vfio-pci,host=0000:01:00.0`` fails unless the device is on a vfio driver
+("vfio 0000:01:00.0: no iommu_group found" or "failed to open /dev/vfio/1"). A device bound to
+vfio-pci without its ``/dev/vfio/<group>`` node means /dev is not the host's devtmpfs (a
+container or chroot that was not given /dev/vfio), or a kernel that offers only the iommufd
+device nodes (``CONFIG_VFIO_GROUP`` unset: ``/dev/vfio/devices/vfioN``, QEMU needs ``iommufd``).
+The node exists as soon as one device of the group is on vfio-pci, even when the group is not
+yet viable: the other members are VFIO-012's business.
+
+How: ``/sys/bus/pci/devices/<addr>/driver`` and ``driver_override``, ``/dev/vfio``,
+``/proc/modules`` for vfio_pci, the host's tools (driverctl, the initramfs tool), and what the
+host itself runs on (the default route's NIC, followed through bridges and bonds; the root
+filesystem's disk, followed through LVM, LUKS and RAID).
+
+Fix, now (phase binding), for exactly that device::
+
+    modprobe vfio-pci                                              # when not loaded
+    echo vfio-pci > /sys/bus/pci/devices/ADDR/driver_override
+    echo ADDR > /sys/bus/pci/devices/ADDR/driver/unbind            # when bound
+    echo ADDR > /sys/bus/pci/drivers_probe
+
+(undo: ``echo > .../driver_override``, unbind, ``drivers_probe``: the host driver takes it back).
+Never ``echo VVVV DDDD > /sys/bus/pci/drivers/vfio-pci/new_id``: it binds *every* device with
+those ids, now and on hotplug, including an identical card the host keeps.
+
+Fix, at every boot: ``driverctl set-override ADDR vfio-pci`` where driverctl is installed;
+otherwise ``options vfio-pci ids=VVVV:DDDD`` plus ``softdep <host driver> pre: vfio-pci`` in one
+``/etc/modprobe.d/vfio.conf`` and the initramfs rebuild of the detected tool
+(``update-initramfs -u -k all``, ``dracut -f --regenerate-all``, ``mkinitcpio -P``), then a
+reboot (``vfio-pci.ids=`` on the kernel command line when vfio-pci is built in). When another
+device with the same vendor:device stays on the host, ``ids=`` would take it too: then a udev
+rule sets ``driver_override`` for that one address instead. If the host driver is loaded from
+the initramfs, vfio-pci must be there too (dracut follows the softdep; with initramfs-tools
+list ``vfio_pci`` in /etc/initramfs-tools/modules, with mkinitcpio in ``MODULES=``).
+
+A target that carries the host's default route or its root filesystem is never given a
+command: binding it cuts the host's own network or disk. The finding says so first, and the
+step is manual (its action carries ``host_critical``, so the script export refuses it).
+"""
+
+from scanner import hookimpl
+from scanner.binding import bind_now_step, critical_evidence, host_critical, persistent_steps, vfio_pci_loaded
+from scanner.facts.pci import describe, is_vfio_driver
+from scanner.model import Evidence, Finding, Rule, Step
+
+EXPECTED = "bound to vfio-pci (or a *_vfio_pci variant) and /dev/vfio/{group} present"
+
+
+@hookimpl
+def vfio_scan_register_rules(register):
+    register(Rule(id="VFIO-013", name="driver-binding", scope="device", severity="high",
+                  title="Device bound to vfio-pci", check=check, docs=__doc__))
+
+
+def check(facts, scan):
+    for target in scan.targets:
+        yield judge(facts, scan, target.address)
+
+
+def _evidence(facts, device):
+    base = f"/sys/bus/pci/devices/{device.address}"
+    evidence = [Evidence(f"{base}/driver", device.driver or "<no driver bound>"),
+                Evidence(f"{base}/driver_override", device.driver_override or "(null)")]
+    listing = facts.dev_vfio
+    evidence.append(Evidence(listing.path, " ".join(listing.entries()) if listing.ok else f"<{listing.reason}>"))
+    evidence += [Evidence("sysfs", note) for note in device.notes]
+    return evidence
+
+
+def judge(facts, scan, address):
+    device = facts.pci[address]
+    group = device.iommu_group
+    evidence = _evidence(facts, device)
+    expected = EXPECTED.format(group=group or "GROUP")
+    observed = f"driver {device.driver or '(none)'}; driver_override {device.driver_override or '(null)'}"
+    dev_vfio = facts.dev_vfio
+    node = f"/dev/vfio/{group}" if group else None
+
+    if device.is_bridge:
+        return Finding.fail(f"{describe(device)} is a bridge: bridges stay on the host and vfio-pci refuses "
+                            "them (probe fails with error -22); pass the endpoints behind it instead",
+                            subject=address, observed=observed, expected="an endpoint device",
+                            evidence=evidence,
+                            remediation=[Step(summary=f"Pass the devices behind bridge {address}, not the bridge "
+                                                      "('vfio-scan groups' lists them)", phase="binding",
+                                              manual=True, action={"kind": "not-passable", "address": address,
+                                                                   "reason": "bridge"})])
+
+    if is_vfio_driver(device.driver):
+        if not group:
+            return Finding.fail(f"bound to {device.driver} but in no IOMMU group: the IOMMU does not run "
+                                "(see VFIO-005)", subject=address, observed=observed, expected=expected,
+                                evidence=evidence, remediation=[_see_iommu()])
+        observed += f"; {node} {'present' if group in dev_vfio.entries() else 'absent'}"
+        if dev_vfio.ok and group in dev_vfio.entries():
+            return Finding.passed(f"bound to {device.driver}; {node} exists", subject=address,
+                                  observed=observed, expected=expected, evidence=evidence)
+        if dev_vfio.ok and f"noiommu-{group}" in dev_vfio.entries():
+            return Finding.fail(f"bound to {device.driver}, but only /dev/vfio/noiommu-{group} exists: unsafe "
+                                "no-IOMMU mode, no DMA protection, never fit for a VM (see VFIO-005)",
+                                subject=address, observed=observed, expected=expected, evidence=evidence,
+                                remediation=[_see_iommu()])
+        if not dev_vfio.ok and not dev_vfio.missing:
+            return Finding.skip(f"bound to {device.driver}; cannot list /dev/vfio to check for {node} "
+                                f"({dev_vfio.reason})", subject=address, observed=observed, expected=expected,
+                                evidence=evidence)
+        cdev = "devices" in dev_vfio.entries()
+        why = ("this kernel offers only iommufd device nodes (/dev/vfio/devices/): QEMU must use "
+               "iommufd instead of the group" if cdev else
+               "QEMU cannot open the group: /dev here is not the host's devtmpfs (a container or chroot "
+               "without /dev/vfio), or the node was removed")
+        return Finding.fail(f"bound to {device.driver}, but {node} does not exist: {why}", subject=address,
+                            observed=observed, expected=expected, evidence=evidence,
+                            remediation=[Step(summary=f"Make {node} available where QEMU runs (bind-mount the "
+                                                      "host's /dev/vfio into the container, or check that /dev "
+                                                      "is devtmpfs)", phase="access", manual=True,
+                                              action={"kind": "dev-vfio", "address": address, "group": group})])
+
+    if not group:
+        return Finding.fail(f"not on vfio-pci ({_current(device)}), and in no IOMMU group: vfio-pci would refuse "
+                            "it (probe fails with error -22); the IOMMU must run first (see VFIO-005)",
+                            subject=address, observed=observed, expected=expected, evidence=evidence,
+                            remediation=[_see_iommu()])
+
+    critical = host_critical(facts, address)
+    if critical:
+        evidence += critical_evidence(facts, address)
+        return Finding.fail(f"HOST DEVICE: {address} is what this host runs on — {critical}. It is not on vfio-pci "
+                            f"({_current(device)}) and no command is offered: free it first (move the host's network "
+                            "or root filesystem elsewhere) or pass another device",
+                            subject=address, observed=observed, expected=expected, evidence=evidence,
+                            remediation=[bind_now_step(facts, device, role="target", for_target=address)])
+
+    message = f"not on vfio-pci: {_current(device)}"
+    if device.driver_override and device.driver_override != "vfio-pci":
+        message += f"; driver_override is {device.driver_override}"
+    if not device.driver and device.driver_override == "vfio-pci" and not vfio_pci_loaded(facts):
+        message += " (driver_override already names vfio-pci, but vfio_pci is not loaded)"
+    message += f"; QEMU needs it on vfio-pci with {node}"
+    return Finding.fail(message, subject=address, observed=observed, expected=expected, evidence=evidence,
+                        remediation=[bind_now_step(facts, device, role="target", for_target=address)]
+                        + persistent_steps(facts, scan, device))
+
+
+def _current(device):
+    return f"bound to {device.driver}" if device.driver else "no driver bound"
+
+
+def _see_iommu():
+    return Step(summary="Get the IOMMU running first (see VFIO-005 and VFIO-004), reboot, then run vfio-scan again",
+                phase="kernel", manual=True, action={"kind": "see-rule", "rules": ["VFIO-005"]})

@@ -1,0 +1,205 @@
+"""VFIO-012 group-isolation: nothing else in the target's IOMMU group is held by the host.
+
+What: a device goes to a VM together with its whole IOMMU group. Every other member of the
+target's group is classified: a **bridge** or root port (class 0x0604, or a ``pci_bus``
+directory: it stays on the host on pcieport and is never bound to vfio, nor given to the VM), a
+**sibling function** of the same slot (a GPU's HDMI audio, its USB-C controller: it goes to the
+VM too), **another target** of the scan, or an **unrelated** endpoint that happens to share the
+group. The group is viable when every non-bridge member is on a vfio driver, on pci-stub, or on
+no driver at all.
+
+Why: otherwise QEMU stops with "vfio 0000:01:00.0: group 1 is not viable. Please ensure all
+devices within the iommu_group are bound to their vfio bus driver." — and a guide that only
+binds the GPU and its audio misses the USB-C controller of the same card.
+
+How: ``/sys/kernel/iommu_groups/<group>/devices``, each member's class, slot and driver link;
+the default-route NIC and root-filesystem disk of the host; ``pcie_acs_override`` on the kernel
+command line (or the kernel log's "PCIe ACS overrides enabled"), reported as a security
+downgrade: it splits groups the hardware cannot isolate, so devices may still reach each other
+by peer-to-peer DMA.
+
+Fix: bind each blocking member to vfio-pci too — the same runtime steps as VFIO-013, one device
+each (a sibling function must go to the VM anyway: add it with ``--device`` so its binding is
+checked and persisted) — or move the card to a slot with an IOMMU group of its own
+(``vfio-scan groups`` shows them; CPU-attached slots are usually better isolated than chipset
+ones). A member that carries the host's default route or its root filesystem is never offered
+for binding: the only fix is another slot. A target without an IOMMU group fails here pointing
+at VFIO-005.
+"""
+
+from dataclasses import replace
+
+from scanner import hookimpl
+from scanner.binding import bind_now_step, critical_evidence, host_critical, label
+from scanner.groups import HARMLESS_DRIVERS, classify
+from scanner.facts.pci import class_name, is_vfio_driver
+from scanner.model import Evidence, Finding, Rule, Step
+
+ROLE_TEXT = {
+    "target": "another target of this scan",
+    "bridge": "bridge: stays on the host, never bound to vfio nor given to the VM",
+    "sibling": "sibling function of the same slot: goes to the VM too",
+    "unrelated": "unrelated device sharing the group",
+}
+
+
+@hookimpl
+def vfio_scan_register_rules(register):
+    register(Rule(id="VFIO-012", name="group-isolation", scope="device", severity="high",
+                  title="IOMMU group viable for passthrough", check=check, docs=__doc__))
+
+
+def acs_override(facts):
+    """Evidence of an active ACS override, or None."""
+    cl = facts.cmdline
+    if cl is not None and cl.has("pcie_acs_override"):
+        return Evidence(cl.source, " ".join(cl.texts("pcie_acs_override")))
+    line = facts.kernel_log.first(r"PCIe ACS overrides enabled")
+    return Evidence(facts.kernel_log.source or "kernel log", line) if line else None
+
+
+def check(facts, scan):
+    override = acs_override(facts)
+    for target in scan.targets:
+        finding = judge(facts, scan, target.address)
+        if override is not None and finding.status in ("pass", "fail"):
+            finding = _with_override(finding, override)
+        yield finding
+
+
+def _with_override(finding, override):
+    note = ("pcie_acs_override is active: a security downgrade — it splits IOMMU groups the hardware cannot "
+            "isolate, so this group may look smaller than it is and devices can still reach each other by "
+            "peer-to-peer DMA")
+    if finding.status == "pass":
+        return replace(finding, status="warn", severity="medium", message=f"{finding.message}; but {note}",
+                       evidence=finding.evidence + (override,))
+    return replace(finding, message=f"{finding.message}; also, {note}", evidence=finding.evidence + (override,))
+
+
+def _role_of(member):
+    if member.role == "bridge" and member.device is not None:
+        return (f"bridge ({class_name(member.device.pci_class)}): stays on the host, never bound to vfio nor "
+                "given to the VM")
+    return ROLE_TEXT[member.role]
+
+
+def _state(member):
+    return f"on {member.driver}" if member.driver else "no driver"
+
+
+def judge(facts, scan, address):
+    device = facts.pci[address]
+    group = device.iommu_group
+    if not group:
+        return Finding.fail("in no IOMMU group: the IOMMU does not run for this device, so it cannot be passed "
+                            "through (see VFIO-005)", subject=address, observed="no iommu_group link",
+                            expected="an IOMMU group", evidence=[Evidence(f"/sys/bus/pci/devices/{address}/iommu_group",
+                                                                          "<missing>")],
+                            remediation=[Step(summary="Get the IOMMU running first (see VFIO-005), reboot, then "
+                                                      "run vfio-scan again", phase="kernel", manual=True,
+                                              action={"kind": "see-rule", "rules": ["VFIO-005"]})])
+    if device.is_bridge:
+        return Finding.skip(f"not applicable: {address} is a bridge, which stays on the host and is never passed "
+                            "through (see VFIO-013)", subject=address)
+    info = facts.iommu.groups.get(group)
+    listing = f"/sys/kernel/iommu_groups/{group}/devices"
+    if info is None or getattr(info, "devices_reason", None):
+        why = getattr(info, "devices_reason", None) or "not listed under /sys/kernel/iommu_groups"
+        return Finding.skip(f"cannot list IOMMU group {group} ({why})", subject=address,
+                            evidence=[Evidence(listing, f"<{why}>")])
+
+    view = classify(facts, group, scan.target_addresses)
+    others = [m for m in view.members if m.address != address]
+    evidence = [Evidence(listing, " ".join(m.address for m in view.members))]
+    evidence += [Evidence(f"{listing}/{m.address}", f"{label(m.device, m.address)}: {_role_of(m)}")
+                 for m in others]
+    observed = f"group {group}: " + (", ".join(f"{m.address} {m.role} ({_state(m)})" for m in others)
+                                     or "only this device")
+    expected = "every other endpoint of the group is a bridge, on vfio-pci or unbound"
+
+    blockers = view.blockers
+    if not blockers:
+        return Finding.passed(_passing_message(group, device, others), subject=address, observed=observed,
+                              expected=expected, evidence=evidence)
+
+    critical = {m.address: host_critical(facts, m.address) for m in blockers}
+    named = "; ".join(f"{label(m.device, m.address)} — {ROLE_TEXT[m.role]}" for m in blockers)
+    message = (f"IOMMU group {group} is not viable: {len(blockers)} other device(s) on host drivers: {named}. "
+               f"QEMU would refuse it (\"group {group} is not viable\")")
+    for member_address, why in critical.items():
+        if why:
+            message += (f". {member_address} is the host's own: {why}; the only fix is a slot (or a device) "
+                        "with an IOMMU group of its own")
+            evidence += critical_evidence(facts, member_address)
+
+    remediation = []
+    own = host_critical(facts, address)
+    if own:
+        message += f". The target itself is the host's own ({own}; see VFIO-013), so nothing is offered for binding"
+    for m in blockers:
+        if own or any(critical.values()):
+            break  # the group can never be given to a VM here: giving up other members would be for nothing
+        if m.role == "sibling":
+            summary = (f"Bind sibling function {label(m.device, m.address)} to vfio-pci now: it goes to the VM "
+                       f"with {address} (add --device {m.address} so its binding is checked and kept at boot)")
+        else:
+            summary = (f"Or give {label(m.device, m.address)} to vfio-pci too: bind it now (the host loses it "
+                       f"while it is bound; {ROLE_TEXT[m.role]})")
+        remediation.append(bind_now_step(facts, m.device, role=m.role, for_target=address, summary=summary))
+    movable = [m for m in blockers if m.role != "sibling"]
+    if movable:
+        remediation.append(_move_step(address, group, movable, critical))
+    elif any(critical.values()):
+        remediation.append(_move_step(address, group, blockers, critical))
+    return Finding.fail(message, subject=address, observed=observed, expected=expected, evidence=evidence,
+                        remediation=remediation)
+
+
+def _move_step(address, group, members, critical):
+    onboard = address.split(":")[1] == "00"
+    names = ", ".join(m.address for m in members)
+    held = {a: why for a, why in critical.items() if why}
+    if onboard:
+        move = (f"{address} is built into the board or chipset (bus 00) and cannot be moved: to pass a device "
+                f"like it, use an add-in card in a slot with an IOMMU group of its own ('vfio-scan groups')")
+    else:
+        move = (f"move the card at {address} to a slot whose IOMMU group it does not share with {names} "
+                "('vfio-scan groups' shows the groups; CPU-attached slots are usually better isolated)")
+    if held:
+        summary = f"{', '.join(held)} must stay with the host, so the only fix is this: {move}"
+    elif onboard:
+        summary = move
+    else:
+        summary = "Or " + move
+    return Step(summary=summary, phase="binding", manual=True,
+                action={"kind": "move-slot", "address": address, "group": group,
+                        "members": [m.address for m in members], "host_critical": held or None})
+
+
+def _passing_message(group, device, others):
+    pending = [m.address for m in others if m.role == "target" and m.holds_group]
+    if device.driver and not is_vfio_driver(device.driver) and device.driver not in HARMLESS_DRIVERS:
+        pending.insert(0, device.address)
+    viable = (f"the group is viable once {', '.join(pending)} {'is' if len(pending) == 1 else 'are'} on vfio-pci "
+              "(see VFIO-013)") if pending else "the group is viable"
+    if not others:
+        return f"alone in IOMMU group {group}"
+    parts = []
+    bridges = [m for m in others if m.role == "bridge"]
+    targets = [m for m in others if m.role == "target"]
+    siblings = [m for m in others if m.role == "sibling"]
+    unrelated = [m for m in others if m.role == "unrelated"]
+    if bridges:
+        parts.append(f"bridge(s) {', '.join(m.address for m in bridges)} (stay on the host, never bound)")
+    if targets:
+        parts.append(f"target(s) {', '.join(m.address for m in targets)} of this scan")
+    if siblings:
+        parts.append(f"its sibling function(s) {', '.join(f'{m.address} ({_state(m)})' for m in siblings)}, "
+                     "which go to the VM too")
+    if unrelated:
+        parts.append(f"unrelated device(s) {', '.join(f'{m.address} ({_state(m)})' for m in unrelated)}, "
+                     "which do not hold the group (unbound or on vfio)")
+    if not (targets or siblings or unrelated):
+        return f"alone in IOMMU group {group} but for " + parts[0]
+    return f"shares IOMMU group {group} with " + "; ".join(parts) + "; " + viable

@@ -1,0 +1,250 @@
+"""Remediation steps that bind one PCI function to vfio-pci, now and at every boot.
+
+Used by VFIO-013 (driver-binding) for a target and by VFIO-012 (group-isolation) for the other
+members of a target's IOMMU group. Every step has human commands (each address, driver and
+module name validated against :mod:`scanner.shell` patterns and quoted) and an ``action`` in
+machine form for the remediation-script export:
+
+``{"kind": "bind-vfio", "address", "current_driver", "driver_override", "group", "load_module",
+"host_critical": None | why, "role", "for_target"}``
+    The runtime binding (phase ``binding``): ``modprobe vfio-pci`` when it is not loaded, then
+    ``driver_override`` + unbind (only when bound) + ``drivers_probe`` for that device only. When
+    ``host_critical`` is set (the device carries the host's default route or its root
+    filesystem) the step is manual with no commands, and an exporter must refuse it.
+``{"kind": "driverctl", "address", "driver": "vfio-pci"}``
+    Persistent, per device, where the host has driverctl.
+``{"kind": "vfio-ids", "ids", "softdeps", "file", "lines", "initramfs", "addresses"}``
+    Persistent by vendor:device ids in one ``/etc/modprobe.d/vfio.conf`` (written whole, for every
+    target of the scan whose ids are safe to claim), then the initramfs rebuild; requires a reboot.
+``{"kind": "udev-driver-override", "address", "file", "rule"}``
+    Persistent, per device, when ``ids=`` would also take a device that stays on the host.
+
+Never ``new_id``: ``echo VVVV DDDD > /sys/bus/pci/drivers/vfio-pci/new_id`` binds every device
+with those ids, now and on hotplug, including the twin that the host still uses.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from scanner.facts.pci import PciDevice, class_name, is_vfio_driver
+from scanner.model import Evidence, Step
+from scanner.remedies import cmdline_steps
+from scanner.shell import MODULE_NAME, PCI_ADDRESS, UnsafeValue, checked, quote
+
+VFIO_DRIVER = "vfio-pci"
+MODPROBE_FILE = "/etc/modprobe.d/vfio.conf"
+UDEV_DIR = "/etc/udev/rules.d"
+#: vendor:device as the kernel's ``ids=`` parameter takes it.
+PCI_IDS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
+INITRAMFS_COMMANDS = {
+    "update-initramfs": "update-initramfs -u -k all",
+    "dracut": "dracut -f --regenerate-all",
+    "mkinitcpio": "mkinitcpio -P",
+}
+
+
+def sysfs_device(address: str) -> str:
+    return f"/sys/bus/pci/devices/{quote(address, PCI_ADDRESS, 'PCI address')}"
+
+
+def host_critical(facts, address: str) -> Optional[str]:
+    """Why the host itself needs this device (its default route, its root filesystem), or None."""
+    reasons = []
+    iface = facts.default_route_devices.get(address)
+    if iface:
+        reasons.append(f"it carries the host's default route ({iface}): binding it to vfio-pci cuts this "
+                       "host's network")
+    disk = facts.root_fs_devices.get(address)
+    if disk:
+        reasons.append(f"it holds the host's root filesystem (block device {disk}): binding it to vfio-pci "
+                       "takes the disk away from the running host")
+    return "; ".join(reasons) or None
+
+
+def critical_evidence(facts, address: str) -> List[Evidence]:
+    """Where :func:`host_critical` read it: the route table, the mount table."""
+    evidence = []
+    if address in facts.default_route_devices:
+        evidence.append(Evidence("/proc/net/route, /proc/net/ipv6_route",
+                                 f"default route via {facts.default_route_devices[address]}"))
+    if address in facts.root_fs_devices:
+        evidence.append(Evidence("/proc/self/mountinfo", f"/ on {facts.root_fs_devices[address]}"))
+    return evidence
+
+
+def vfio_pci_loaded(facts) -> bool:
+    return facts.modules.state("vfio_pci") in ("loaded", "builtin")
+
+
+def label(device: Optional[PciDevice], address: str) -> str:
+    """``0000:01:00.1 (10de:1aef Audio device, driver snd_hda_intel)``."""
+    if device is None:
+        return f"{address} (not listed in /sys/bus/pci/devices)"
+    driver = f"driver {device.driver}" if device.driver else "no driver"
+    return f"{address} ({device.ids} {class_name(device.pci_class)}, {driver})"
+
+
+def runtime_commands(facts, device: PciDevice) -> Tuple[List[str], List[str]]:
+    """(commands, undo) binding ``device`` to vfio-pci now, for that device only."""
+    addr = quote(device.address, PCI_ADDRESS, "PCI address")
+    base = sysfs_device(device.address)
+    commands = []
+    if not vfio_pci_loaded(facts):
+        commands.append("modprobe vfio-pci")
+    commands.append(f"echo {VFIO_DRIVER} > {base}/driver_override")
+    if device.driver:
+        commands.append(f"echo {addr} > {base}/driver/unbind")
+    commands.append(f"echo {addr} > /sys/bus/pci/drivers_probe")
+    undo = [f"echo > {base}/driver_override",
+            f"echo {addr} > {base}/driver/unbind",
+            f"echo {addr} > /sys/bus/pci/drivers_probe"]
+    return commands, undo
+
+
+def bind_now_step(facts, device: PciDevice, role: Optional[str] = None, for_target: Optional[str] = None,
+                  summary: Optional[str] = None) -> Step:
+    """The runtime binding of one device (phase ``binding``); manual and empty when host-critical."""
+    critical = host_critical(facts, device.address)
+    action = {"kind": "bind-vfio", "address": device.address, "current_driver": device.driver,
+              "driver_override": device.driver_override, "group": device.iommu_group,
+              "load_module": not vfio_pci_loaded(facts), "host_critical": critical,
+              "role": role, "for_target": for_target}
+    if critical:
+        return Step(summary=f"Do NOT bind {device.address} to vfio-pci on this host: {critical}. Move the host's "
+                            "network or root filesystem to another device first, or use another device",
+                    phase="binding", manual=True, action=action)
+    commands, undo = runtime_commands(facts, device)
+    if summary is None:
+        now = f"it is on {device.driver}" if device.driver else "it has no driver"
+        summary = (f"Bind {device.address} to vfio-pci now ({now}; driver_override for this device only, "
+                   "lost at reboot)")
+    return Step(summary=summary, phase="binding", commands=commands, undo=undo, action=action)
+
+
+def same_ids_on_host(facts, device: PciDevice, targets: Sequence[str]) -> List[PciDevice]:
+    """Other devices with the same vendor:device that stay on the host (not targets, not on vfio)."""
+    return [d for a, d in sorted(facts.pci.items())
+            if a != device.address and a not in targets and d.ids == device.ids and not is_vfio_driver(d.driver)]
+
+
+def ids_safe(facts, device: PciDevice, targets: Sequence[str]) -> bool:
+    """Can ``ids=`` claim this device without taking a device the host keeps?"""
+    return bool(PCI_IDS.match(device.ids)) and not same_ids_on_host(facts, device, targets)
+
+
+def softdep_module(facts, driver: Optional[str]) -> Tuple[Optional[str], str]:
+    """(module to order after vfio-pci, note) for a host driver; None when no softdep can help."""
+    if not driver or is_vfio_driver(driver) or driver == "pci-stub":
+        return None, ""
+    module = facts.driver_module(driver) or driver.replace("-", "_")
+    if not MODULE_NAME.match(module):
+        return None, f"host driver {driver!r} cannot be named in a softdep line"
+    if facts.modules.state(module) == "builtin":
+        return None, (f"{driver} is built into the kernel, so vfio-pci cannot be loaded before it: "
+                      "ids= alone may lose the race")
+    return module, ""
+
+
+def persistent_steps(facts, scan, device: PciDevice) -> List[Step]:
+    """Keep ``device`` on vfio-pci at every boot: driverctl, else ids= + softdep, else a udev rule."""
+    address = device.address
+    addr = quote(address, PCI_ADDRESS, "PCI address")
+    targets = list(scan.target_addresses)
+    if facts.has_tool("driverctl"):
+        return [Step(summary=f"Keep {address} on vfio-pci at every boot with driverctl (per device; it also "
+                             "re-binds the device now)",
+                     phase="binding", persistent=True,
+                     commands=[f"driverctl set-override {addr} {VFIO_DRIVER}"],
+                     undo=[f"driverctl unset-override {addr}"],
+                     action={"kind": "driverctl", "address": address, "driver": VFIO_DRIVER})]
+    if not ids_safe(facts, device, targets):
+        return [udev_step(facts, device, targets)]
+    ids, softdeps, notes = boot_ids(facts, scan)
+    if facts.modules.state("vfio_pci") == "builtin":
+        words = ",".join(ids)
+        return cmdline_steps(facts.boot, add=[f"vfio-pci.ids={words}"],
+                             why=f"vfio-pci is built into this kernel, so it takes its ids from the command line; "
+                                 f"keeps {', '.join(ids)} on vfio-pci at boot")
+    lines = [f"options vfio-pci ids={','.join(ids)}"] + [f"softdep {m} pre: vfio-pci" for m in softdeps]
+    tool = facts.initramfs_tool
+    rebuild = INITRAMFS_COMMANDS.get(tool or "")
+    commands = ["printf '%s\\n' " + " ".join(shlex.quote(line) for line in lines) + f" > {MODPROBE_FILE}"]
+    undo = [f"rm -f {MODPROBE_FILE}"]
+    if rebuild:
+        commands.append(rebuild)
+        undo.append(rebuild)
+    summary = (f"Keep {', '.join(ids)} on vfio-pci at every boot: {' / '.join(lines)} in {MODPROBE_FILE} "
+               f"(one file for every target of this scan)")
+    summary += f", then {rebuild} and reboot" if rebuild else \
+        ", then rebuild the initramfs with your distribution's tool (none detected) and reboot"
+    if notes:
+        summary += "; " + "; ".join(notes)
+    return [Step(summary=summary, phase="binding", persistent=True, requires_reboot=True,
+                 commands=commands, undo=undo,
+                 action={"kind": "vfio-ids", "ids": ids, "softdeps": softdeps, "file": MODPROBE_FILE,
+                         "lines": lines, "initramfs": tool, "addresses": boot_ids_addresses(facts, scan)})]
+
+
+def _boot_candidates(facts, scan) -> List[PciDevice]:
+    """Targets that ``ids=`` may claim: safe ids, not needed by the host itself."""
+    targets = list(scan.target_addresses)
+    found = []
+    for address in targets:
+        device = facts.pci.get(address)
+        if device is not None and not device.is_bridge and ids_safe(facts, device, targets) \
+                and not host_critical(facts, address):
+            found.append(device)
+    return found
+
+
+def boot_ids_addresses(facts, scan) -> List[str]:
+    return [d.address for d in _boot_candidates(facts, scan)]
+
+
+def boot_ids(facts, scan) -> Tuple[List[str], List[str], List[str]]:
+    """(ids, softdep modules, notes) for the one modprobe.d file shared by every target of the scan."""
+    ids: Dict[str, None] = {}
+    softdeps: Dict[str, None] = {}
+    notes: List[str] = []
+    for device in _boot_candidates(facts, scan):
+        ids[device.ids] = None
+        module, note = softdep_module(facts, device.driver)
+        if module:
+            softdeps[module] = None
+        if note and note not in notes:
+            notes.append(note)
+    return list(ids), sorted(softdeps), notes
+
+
+def udev_file(address: str) -> str:
+    checked(address, PCI_ADDRESS, "PCI address")
+    return f"{UDEV_DIR}/70-vfio-pci-{address.replace(':', '-')}.rules"
+
+
+def udev_step(facts, device: PciDevice, targets: Sequence[str]) -> Step:
+    """A per-device udev rule setting driver_override at boot (when ``ids=`` would take a twin)."""
+    address = device.address
+    checked(address, PCI_ADDRESS, "PCI address")
+    rule = (f'ACTION=="add", SUBSYSTEM=="pci", KERNEL=="{address}", ATTR{{driver_override}}="{VFIO_DRIVER}", '
+            f'RUN{{builtin}}+="kmod load vfio-pci"')
+    path = udev_file(address)
+    twins = same_ids_on_host(facts, device, targets)
+    if twins:
+        why = (f"ids={device.ids} would also take {', '.join(label(t, t.address) for t in twins)}, which stays on "
+               "the host, so bind by address, never by ids")
+    else:
+        why = f"its ids ({device.ids}) cannot be used in ids=, so bind by address"
+    return Step(summary=f"Keep {address} on vfio-pci at every boot: {why}; a udev rule sets its driver_override "
+                        f"when it appears ({path}); if its host driver still takes it first at boot, install "
+                        "driverctl, which also re-binds it",
+                phase="binding", persistent=True,
+                commands=[f"printf '%s\\n' {shlex.quote(rule)} > {path}"], undo=[f"rm -f {path}"],
+                action={"kind": "udev-driver-override", "address": address, "file": path, "rule": rule,
+                        "twins": [t.address for t in twins]})
+
+
+__all__ = ["VFIO_DRIVER", "MODPROBE_FILE", "INITRAMFS_COMMANDS", "host_critical", "critical_evidence", "bind_now_step",
+           "persistent_steps", "same_ids_on_host", "ids_safe", "runtime_commands", "label", "UnsafeValue"]

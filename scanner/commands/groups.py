@@ -1,0 +1,227 @@
+"""``vfio-scan groups``: every IOMMU group with its devices and a verdict, as a table or JSON.
+
+What the IOMMU-group loop of every passthrough guide prints::
+
+    for d in /sys/kernel/iommu_groups/*/devices/*; do n=${d#*/iommu_groups/*}; n=${n%%/*}
+        printf 'IOMMU Group %s ' "$n"; lspci -nns "${d##*/}"; done
+
+read once through the Host layer (``--root DIR`` works on a captured tree) without spawning
+lspci per device. Vendor and device names come from the scanned host's own ``pci.ids`` when one
+is installed (``Facts.pci_ids``); without it the numeric ids and the built-in class names are shown.
+
+Each group gets the verdict of :func:`scanner.groups.verdict`: its shape (isolated, one slot,
+shared by unrelated devices, bridges only) and whether host drivers hold it.
+
+Exit codes: 0 groups listed; 1 no IOMMU groups (the IOMMU is not active; one line on stderr, and
+in JSON a document with no groups); 3 the groups could not be read (the reason on stderr).
+
+JSON (``--format json``, ``schemas/groups.schema.json``)::
+
+    {"schema_version": "1.0", "tool": {...}, "host": {hostname, kernel, arch, cpu_vendor, source},
+     "pci_ids": "/usr/share/misc/pci.ids" | null,
+     "groups": [{"group": 1, "type": "DMA" | null, "verdict": "...",
+                 "devices": [{"address", "vendor", "device", "class", "class_name",
+                              "vendor_name", "device_name", "driver", "bridge"}]}],
+     "ungrouped": [device, ...]}          # PCI functions in no IOMMU group (an AMD IOMMU itself...)
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from typing import List, Optional
+
+from scanner.commands.common import add_host_arguments, make_host
+
+SCHEMA_VERSION = "1.0"
+WIDTH = 100
+EXIT_LISTED, EXIT_NO_GROUPS, EXIT_INCOMPLETE = 0, 1, 3
+NOIOMMU_VERDICT = "vfio-noiommu fake group: no DMA isolation, never fit for a VM (see VFIO-005)"
+NOT_ACTIVE = ("no IOMMU groups: the IOMMU is not active on this host, so no device can be passed through "
+              "(see 'vfio-scan explain VFIO-005'; 'vfio-scan scan' shows why)")
+
+
+def add_arguments(parser) -> None:
+    src = parser.add_argument_group("what to read")
+    add_host_arguments(src, kernel_log=False)
+    parser.add_argument("--format", choices=("table", "json"), default="table",
+                        help="table (default) or json (schemas/groups.schema.json)")
+
+
+# -- the document ------------------------------------------------------------------------------
+
+def device_entry(facts, address: str) -> dict:
+    """One device as the JSON shows it; a group member sysfs does not list keeps only its address."""
+    from scanner.facts.pci import class_name
+
+    device = facts.pci.get(address)
+    ids = facts.pci_ids
+    vendor = device.vendor if device else None
+    dev = device.device if device else None
+    return {
+        "address": address,
+        "vendor": vendor,
+        "device": dev,
+        "class": device.pci_class if device else None,
+        "class_name": class_name(device.pci_class if device else None, base_fallback=True),
+        "vendor_name": ids.vendor_name(vendor),
+        "device_name": ids.device_name(vendor, dev),
+        "driver": device.driver if device else None,
+        "bridge": bool(device and device.is_bridge),
+    }
+
+
+def group_verdict(facts, group) -> str:
+    from scanner.groups import classify, verdict
+
+    if group.devices_reason:
+        return f"devices unreadable ({group.devices_reason})"
+    if group.is_noiommu:
+        return NOIOMMU_VERDICT
+    if not group.devices:
+        return "no devices"
+    return verdict(classify(facts, group.number))
+
+
+def groups_document(facts) -> dict:
+    """The whole answer as a JSON-ready dict (the table is rendered from it too)."""
+    from scanner import __version__
+    from scanner.scanning import host_info
+
+    groups, grouped = [], set()
+    for number, group in facts.iommu.groups.items():  # already in numeric order
+        if not number.isdigit():
+            continue  # the kernel names groups by number only; anything else is not a group
+        grouped.update(group.devices)
+        groups.append({
+            "group": int(number),
+            "type": group.type,
+            "verdict": group_verdict(facts, group),
+            "devices": [device_entry(facts, a) for a in group.devices],
+        })
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "vfio-scan", "version": __version__},
+        "host": host_info(facts),
+        "pci_ids": facts.pci_ids.source,
+        "groups": groups,
+        "ungrouped": [device_entry(facts, a) for a in sorted(facts.pci) if a not in grouped],
+    }
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+def _ids(entry: dict) -> str:
+    if not entry["vendor"] and not entry["device"]:
+        return "-"
+    return f"{entry['vendor'] or '????'}:{entry['device'] or '????'}"
+
+
+def _name(entry: dict) -> str:
+    """``NVIDIA Corporation GA102 [GeForce RTX 3090]``, or ``... Device 2204`` as lspci says it."""
+    if not entry["vendor_name"]:
+        return ""
+    return f"{entry['vendor_name']} {entry['device_name'] or 'Device ' + (entry['device'] or '????')}"
+
+
+def _rows(entries: List[dict]) -> List[tuple]:
+    return [(e["address"], _ids(e), e["class_name"], e["driver"] or "-", _name(e)) for e in entries]
+
+
+def _layout(rows: List[tuple]) -> List[int]:
+    heads = ("address", "ids", "class", "driver")
+    return [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(heads)]
+
+
+def _format_row(row: tuple, widths: List[int]) -> List[str]:
+    """``address ids class driver`` on one line; the vendor and device name, when known, on the next
+    lines under the ids, where it has the width of the table to itself."""
+    lines = [("  " + "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths))).rstrip()]
+    if row[4]:
+        indent = " " * (2 + widths[0] + 2)
+        lines += textwrap.wrap(row[4], WIDTH, initial_indent=indent, subsequent_indent=indent + "  ",
+                               break_on_hyphens=False)
+    return lines
+
+
+def render_table(doc: dict) -> str:
+    host = doc["host"]
+    who = " · ".join(p for p in (host.get("hostname"), f"kernel {host.get('kernel') or '?'}", host.get("source")) if p)
+    out = [f"IOMMU groups of {who}"]
+    with_names = bool(doc["pci_ids"])
+    if with_names:
+        out.append(f"Names from {doc['pci_ids']}")
+    else:
+        out.append("No pci.ids on this host: numeric ids only (install pciutils or hwdata for names)")
+    every = [e for g in doc["groups"] for e in g["devices"]] + doc["ungrouped"]
+    all_rows = _rows(every)
+    widths = _layout(all_rows)
+    head = ("address", "ids", "class", "driver")
+    out.append("")
+    out.append(("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths))).rstrip())
+    for group in doc["groups"]:
+        title = f"Group {group['group']}" + (f" ({group['type']})" if group["type"] else "") + f": {group['verdict']}"
+        out.append("")
+        out.extend(textwrap.wrap(title, WIDTH, subsequent_indent="    "))
+        for row in _rows(group["devices"]):
+            out.extend(_format_row(row, widths))
+    if doc["groups"] and doc["ungrouped"]:
+        out.append("")
+        out.append("In no IOMMU group (cannot be passed through):")
+        for row in _rows(doc["ungrouped"]):
+            out.extend(_format_row(row, widths))
+    devices = sum(len(g["devices"]) for g in doc["groups"])
+    out.append("")
+    out.append(f"{len(doc['groups'])} IOMMU groups, {devices} devices in them")
+    return "\n".join(out) + "\n"
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+def _no_groups_line(facts) -> str:
+    if facts.xen_dom0:
+        return ("no IOMMU groups: this is a Xen dom0, where the Xen hypervisor owns the IOMMU "
+                "(assign devices with 'xl pci-assignable-add')")
+    return NOT_ACTIVE
+
+
+def run(args) -> int:
+    from scanner.facts import Facts
+
+    facts = Facts(make_host(args))
+    state = facts.iommu
+    if state.groups_reason:
+        print(f"vfio-scan groups: error: cannot list /sys/kernel/iommu_groups: {state.groups_reason}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    doc = groups_document(facts)
+    problem: Optional[str] = None
+    code = EXIT_LISTED
+    if not doc["groups"]:
+        problem, code = _no_groups_line(facts), EXIT_NO_GROUPS
+    elif not state.real_groups:
+        problem = ("the IOMMU is not active: every IOMMU group is a vfio-noiommu fake, with no DMA isolation "
+                   "(see 'vfio-scan explain VFIO-005')")
+        code = EXIT_NO_GROUPS
+    unreadable = [g for g in state.groups.values() if g.devices_reason]
+    if doc["groups"] or args.format == "json":
+        _write(render_json(doc) if args.format == "json" else render_table(doc))
+    if problem:
+        print(f"vfio-scan groups: {problem}", file=sys.stderr)
+    for group in unreadable:
+        print(f"vfio-scan groups: error: cannot list /sys/kernel/iommu_groups/{group.number}/devices: "
+              f"{group.devices_reason}", file=sys.stderr)
+    return EXIT_INCOMPLETE if unreadable else code
+
+
+def render_json(doc: dict) -> str:
+    import json
+
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def _write(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:  # an ASCII-only terminal and a name with an accent in pci.ids
+        sys.stdout.write(text.encode("ascii", "replace").decode("ascii"))
+    sys.stdout.flush()

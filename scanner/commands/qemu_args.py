@@ -1,0 +1,161 @@
+"""``vfio-scan qemu-args --device SEL [--class PREFIX]``: the QEMU arguments, once nothing blocks.
+
+Runs the full scan (host and device rules) for the selected targets. When no finding fails or
+errors, prints on stdout one line of QEMU arguments::
+
+    -device vfio-pci,host=0000:01:00.0,multifunction=on -device vfio-pci,host=0000:01:00.1
+
+one ``-device vfio-pci,host=ADDRESS`` for each target and for each sibling function that must go
+with it (a non-bridge member of the target's IOMMU group in the same slot: a GPU's HDMI audio, its
+USB-C controller), in address order, with ``multifunction=on`` on function 0 of a slot passed with
+its siblings. Warnings are printed on stderr as cautions and do not block.
+
+Otherwise nothing is printed on stdout; stderr lists what blocks, one ``RULE-ID SUBJECT: message``
+per line. Beside the rules, the command checks from the same facts what QEMU itself needs of every
+device it is given (bound to a vfio driver, in a real IOMMU group whose other endpoints no host
+driver holds), so it never prints a line QEMU would refuse; those lines are tagged ``qemu-args``.
+
+Exit codes: 0 arguments printed, 1 blocked, 2 usage error (no --device/--class, a malformed one),
+3 scan incomplete (a rule errored: its verdict cannot be trusted, nothing is printed).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Dict, List, Sequence, Tuple
+
+from scanner.cli import UsageError
+from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_target_arguments, load_registry,
+                                     make_host, parse_targets)
+
+EXIT_READY, EXIT_BLOCKED, EXIT_INCOMPLETE = 0, 1, 3
+PROG = "vfio-scan qemu-args"
+
+
+def add_arguments(parser) -> None:
+    src = parser.add_argument_group("what to scan")
+    add_host_arguments(src)
+    dev = parser.add_argument_group("devices to pass through (at least one)")
+    add_target_arguments(dev, vfs=False)
+    add_plugin_arguments(parser)
+
+
+# -- what QEMU will be given ------------------------------------------------------------------
+
+def passthrough_set(facts, targets: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """(addresses to hand to QEMU in order, problems as (subject, message)) for ``targets``.
+
+    The addresses are the targets plus their sibling functions; a problem is anything that makes
+    QEMU refuse one of them, found from the facts alone (the rules say the same, with the fix).
+    """
+    from scanner.facts.pci import is_vfio_driver
+    from scanner.groups import classify
+
+    chosen: Dict[str, str] = {}  # address -> why it is passed ("target" or "sibling of X")
+    problems: List[Tuple[str, str]] = []
+    seen_groups = set()
+    held_all = []  # members on host drivers, named once in their group's line
+    for address in targets:
+        chosen.setdefault(address, "target")
+        device = facts.pci.get(address)
+        group = device.iommu_group if device else None
+        if group is None or group not in facts.iommu.groups:
+            problems.append((address, "in no IOMMU group: VFIO cannot open it (see VFIO-005)"))
+            continue
+        if group in seen_groups:
+            continue
+        seen_groups.add(group)
+        if facts.iommu.groups[group].is_noiommu:
+            problems.append((address, f"IOMMU group {group} is a vfio-noiommu fake group (see VFIO-005)"))
+            continue
+        view = classify(facts, group, targets)
+        for member in view.with_role("sibling"):
+            slot_target = next(t for t in targets if t.rsplit(".", 1)[0] == member.address.rsplit(".", 1)[0])
+            chosen.setdefault(member.address, f"sibling function of {slot_target}")
+        held = view.blockers
+        held_all.extend(held)
+        if held:
+            names = ", ".join(f"{m.address} ({m.driver})" for m in held)
+            problems.append((address, f"IOMMU group {group} is not viable: {names} still on host drivers; "
+                                      "QEMU refuses the whole group (see VFIO-012)"))
+    held_elsewhere = {m.address for m in held_all}
+    for address, why in sorted(chosen.items()):
+        device = facts.pci.get(address)
+        driver = device.driver if device else None
+        if device is not None and not is_vfio_driver(driver) and address not in held_elsewhere:
+            bound = f"bound to {driver}" if driver else "bound to no driver"
+            role = "" if why == "target" else f"{why}, in the same IOMMU group, must be passed too; "
+            problems.append((address, f"{role}{bound}, not vfio-pci: QEMU cannot open it (see VFIO-013)"))
+    return sorted(chosen), problems
+
+
+def qemu_arguments(addresses: Sequence[str]) -> str:
+    """``-device vfio-pci,host=...`` for each address (validated), ``multifunction=on`` on function 0
+    of a slot passed with more than one function."""
+    from scanner.shell import PCI_ADDRESS, checked
+
+    slots: Dict[str, List[str]] = {}
+    for address in addresses:
+        checked(address, PCI_ADDRESS, "PCI address")
+        slots.setdefault(address.rsplit(".", 1)[0], []).append(address)
+    words = []
+    for address in addresses:
+        slot, function = address.rsplit(".", 1)
+        multi = ",multifunction=on" if function == "0" and len(slots[slot]) > 1 else ""
+        words.append(f"-device vfio-pci,host={address}{multi}")
+    return " ".join(words)
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+def _line(finding) -> str:
+    return f"  {finding.rule_id} {finding.subject}: {finding.message}"
+
+
+def run(args) -> int:
+    selectors, _ = parse_targets(args)
+    if not selectors:
+        raise UsageError("name the devices to pass through with --device (0000:01:00.0, 01:00.0 or 10de:2204) "
+                         "or --class (0300)")
+    host = make_host(args)
+    registry = load_registry(args)
+
+    from scanner.engine import Scan
+    from scanner.facts import Facts
+    from scanner.scanning import scan_host
+    from scanner.shell import UnsafeValue
+
+    facts = Facts(host)
+    report = scan_host(host, registry.sorted_rules(), Scan(), selectors=selectors, facts=facts)
+    for finding in report.findings:
+        if finding.status == "warn":
+            print(f"{PROG}: caution: {finding.rule_id} {finding.subject}: {finding.message}", file=sys.stderr)
+    errors = [f for f in report.findings if f.status == "error"]
+    if errors or report.notes:
+        print(f"{PROG}: scan incomplete, no arguments printed; a rule could not judge:", file=sys.stderr)
+        for finding in errors:
+            print(_line(finding), file=sys.stderr)
+        for note in report.notes:
+            print(f"  {note}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    blocking = [f for f in report.findings if f.status == "fail"]
+    targets = list(report.targets)
+    if blocking:
+        print(f"{PROG}: not ready for passthrough, no arguments printed; blocked by:", file=sys.stderr)
+        for finding in blocking:
+            print(_line(finding), file=sys.stderr)
+        return EXIT_BLOCKED
+    addresses, problems = passthrough_set(facts, targets)
+    if problems or not addresses:
+        print(f"{PROG}: not ready for passthrough, no arguments printed; blocked by:", file=sys.stderr)
+        for subject, message in problems or [("-", "no device selected")]:
+            print(f"  qemu-args {subject}: {message}", file=sys.stderr)
+        return EXIT_BLOCKED
+    try:
+        line = qemu_arguments(addresses)
+    except UnsafeValue as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    return EXIT_READY

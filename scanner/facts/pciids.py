@@ -1,0 +1,122 @@
+"""Human names of PCI vendors and devices from the system's ``pci.ids`` (pciutils / hwdata).
+
+The format (https://pci-ids.ucw.cz/)::
+
+    # comment
+    10de  NVIDIA Corporation                       vendor: 4 hex digits, two spaces, name
+    <TAB>2204  GA102 [GeForce RTX 3090]            device of the vendor above: one tab
+    <TAB><TAB>1458 403b  GeForce RTX 3090 ...      subsystem: two tabs (ignored here)
+    C 03  Display controller                       the class section (ignored here: the
+    <TAB>00  VGA compatible controller             built-in class names are used instead)
+
+:func:`parse_pci_ids` is pure and never raises: junk lines are skipped and counted in a note,
+a device line before any vendor is ignored, a duplicate keeps the first entry (as the file is
+meant to be read), and control characters in names are replaced so that a hostile file cannot
+drive the terminal. The Facts layer finds and reads the file (``Facts.pci_ids``).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+#: Where distributions install it, in the order lspci's builds look (Debian/Ubuntu's pciutils and
+#: pci.ids packages, Fedora/Arch's hwdata, older or hand-built pciutils); a ``.gz`` of each is tried too.
+PCI_IDS_PATHS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids")
+
+_VENDOR = re.compile(r"^([0-9A-Fa-f]{4})\s+(\S.*)$")
+_DEVICE = re.compile(r"^\t([0-9A-Fa-f]{4})\s+(\S.*)$")
+_SECTION = re.compile(r"^[A-Z] ")  # "C 03  Display controller" (and any other lettered section)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True)
+class PciIds:
+    """Vendor and device names by lower-case hex id; empty when no pci.ids was found."""
+
+    vendors: Dict[str, str] = field(default_factory=dict)
+    devices: Dict[Tuple[str, str], str] = field(default_factory=dict)
+    source: Optional[str] = None  # the file the names came from
+    notes: Tuple[str, ...] = ()  # what was skipped, or why there are no names
+
+    @property
+    def found(self) -> bool:
+        return bool(self.vendors)
+
+    def vendor_name(self, vendor: Optional[str]) -> Optional[str]:
+        return self.vendors.get(vendor.lower()) if vendor else None
+
+    def device_name(self, vendor: Optional[str], device: Optional[str]) -> Optional[str]:
+        if not vendor or not device:
+            return None
+        return self.devices.get((vendor.lower(), device.lower()))
+
+    def describe(self, vendor: Optional[str], device: Optional[str]) -> Optional[str]:
+        """``NVIDIA Corporation GA102 [GeForce RTX 3090]`` as lspci prints it; ``Device 2204``
+        stands in for a device the file does not know; None when the vendor is unknown too."""
+        vname = self.vendor_name(vendor)
+        if not vname:
+            return None
+        dname = self.device_name(vendor, device)
+        return f"{vname} {dname}" if dname else f"{vname} Device {device or '????'}"
+
+
+def _clean(name: str) -> str:
+    return _CONTROL.sub("?", name).strip()
+
+
+def parse_pci_ids(text: str, source: Optional[str] = None) -> PciIds:
+    """Vendors and devices from the text of a pci.ids file; see the module docstring."""
+    vendors: Dict[str, str] = {}
+    devices: Dict[Tuple[str, str], str] = {}
+    vendor: Optional[str] = None  # the vendor the following device lines belong to
+    in_vendors = True  # False inside the class section (or any other lettered section)
+    junk, first_junk = 0, None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.rstrip("\r\n ")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line.startswith("\t"):
+            m = _VENDOR.match(line)
+            if m:
+                in_vendors = True
+                vendor = m.group(1).lower()
+                name = _clean(m.group(2))
+                if name:
+                    vendors.setdefault(vendor, name)
+                continue
+            vendor = None
+            if _SECTION.match(line):
+                in_vendors = False
+                continue
+        elif line.startswith("\t\t") or not in_vendors:
+            continue  # subsystems, and the sub-entries of the class section
+        else:
+            m = _DEVICE.match(line)
+            if m and vendor:
+                name = _clean(m.group(2))
+                if name:
+                    devices.setdefault((vendor, m.group(1).lower()), name)
+                continue
+            if m:
+                continue  # a device line with no vendor above it (after junk): nothing to file it under
+        junk += 1
+        first_junk = first_junk or number
+    notes = (f"skipped {junk} unparseable line(s), the first at line {first_junk}",) if junk else ()
+    return PciIds(vendors=vendors, devices=devices, source=source, notes=notes)
+
+
+def gunzip(data: bytes, cap: int) -> Tuple[Optional[bytes], Optional[str]]:
+    """Decompress a ``.gz`` file of at most ``cap`` bytes: (data, None) or (None, why not)."""
+    try:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = inflater.decompress(data, cap + 1)
+    except zlib.error as exc:
+        return None, f"garbled: not gzip data ({exc})"
+    if len(out) > cap:
+        return None, f"too large: over the {cap}-byte cap once decompressed"
+    if not inflater.eof:
+        return None, "garbled: truncated gzip data"
+    return out, None

@@ -1,0 +1,106 @@
+"""Run generated remediation scripts against fixture trees, with shims for the commands a tree cannot run.
+
+``Shims`` puts fake ``update-grub``, ``modprobe``, ``dracut``, ... first on ``PATH``; each records its
+arguments in a log. ``fake_reboot`` plays the kernel's part after a run (the next boot's command
+line, the modules ``modprobe`` loaded, the drivers ``driver_override`` asked for), so a rescan of
+the tree shows what the host would look like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from scanner.engine import Scan
+from scanner.facts.boot import parse_default_grub
+from scanner.host.tree import TreeHost
+from scanner.plugins import load_plugins
+from scanner.scanning import scan_host
+from scanner.targets import parse_all
+
+from reports.script import render_report
+
+SHIMMED = ("update-grub", "grub-mkconfig", "grub2-mkconfig", "grubby", "kernelstub", "rpm-ostree", "proxmox-boot-tool",
+           "kernel-install", "modprobe", "update-initramfs", "dracut", "mkinitcpio", "driverctl", "udevadm",
+           "systemctl")
+
+
+class Shims:
+    def __init__(self, base: Path):
+        self.dir = Path(base) / "shims"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = Path(base) / "calls.log"
+        for name in SHIMMED:
+            shim = self.dir / name
+            shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "{name} $*" >> {shlex.quote(str(self.log))}\n')
+            shim.chmod(0o755)
+
+    def calls(self) -> list:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def reset(self) -> None:
+        if self.log.exists():
+            self.log.unlink()
+
+
+def scan(root, devices=(), vfs=(), fail_on="fail"):
+    selectors, requests = parse_all(devices=devices, vfs=vfs)
+    registry = load_plugins(autoload=False)
+    return scan_host(TreeHost(str(root)), registry.sorted_rules(), Scan(fail_on=fail_on), selectors=selectors,
+                     vfs=requests)
+
+
+def script_for(root, **kw) -> str:
+    return render_report(scan(root, **kw))
+
+
+def run_script(script: str, root, shims: Shims, dry_run: bool = False) -> subprocess.CompletedProcess:
+    path = Path(shims.dir).parent / "fix.sh"
+    path.write_text(script)
+    env = dict(os.environ, ROOT=str(root), DRY_RUN="1" if dry_run else "0",
+               PATH=f"{shims.dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    return subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def fingerprint(root) -> dict:
+    """Content (or link target) of every path in a tree: equal fingerprints mean nothing changed."""
+    found = {}
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                found[rel] = "link:" + os.readlink(p)
+            elif p.is_file():
+                found[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                found[rel] = "dir"
+    return found
+
+
+def fake_reboot(root, shims: Shims) -> None:
+    """What the kernel and a reboot would do with what the script changed."""
+    root = Path(root)
+    grub = root / "etc/default/grub"
+    if grub.exists():
+        configured = parse_default_grub(grub.read_text())
+        (root / "proc/cmdline").write_text("BOOT_IMAGE=/boot/vmlinuz root=/dev/sda1 ro " + configured.raw + "\n")
+    loaded = [c.split()[1:] for c in shims.calls() if c.startswith("modprobe ")]
+    modules = root / "proc/modules"
+    text = modules.read_text() if modules.exists() else ""
+    for args in loaded:
+        for name in (a for a in args if not a.startswith("-")):
+            name = name.replace("-", "_")
+            if f"\n{name} " not in "\n" + text:
+                text += f"{name} 16384 0 - Live 0x0000000000000000\n"
+    modules.write_text(text)
+
+
+def copy_tree(src, dst) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return Path(dst)

@@ -1,0 +1,251 @@
+"""``vfio-scan qemu-args``: the QEMU ``-device vfio-pci`` line when nothing blocks, what blocks otherwise.
+
+Runs the real CLI on the workstation fixture (tests/hosttree.py): group 1 holds the CPU root port,
+the GPU 0000:01:00.0 (nvidia) and its HDMI audio 0000:01:00.1 (snd_hda_intel); group 11 a
+PCIe-to-PCI bridge with two e1000 in different slots; the I350 0000:02:00.0 is alone in group 7.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clihelpers import DMESG_INTEL_ON, RAISING_PLUGIN, make_plugin, run_cli, stderr_lines
+from hosttree import workstation
+
+from scanner.commands.qemu_args import qemu_arguments
+from scanner.shell import UnsafeValue
+
+GPU, AUDIO = "0000:01:00.0", "0000:01:00.1"
+GPU_LINE = f"-device vfio-pci,host={GPU},multifunction=on -device vfio-pci,host={AUDIO}\n"
+BLOCKED_HEADER = "vfio-scan qemu-args: not ready for passthrough, no arguments printed; blocked by:"
+
+
+@pytest.fixture(scope="module")
+def registered_rules():
+    return {r["id"] for r in json.loads(run_cli("rules", "--format", "json").stdout)}
+
+
+@pytest.fixture
+def ws(tmp_path):
+    return workstation(tmp_path / "ws")
+
+
+@pytest.fixture
+def gpu_ready(ws):
+    """The GPU and its audio function both on vfio-pci (which also creates /dev/vfio/1)."""
+    ws.bind(GPU, "vfio-pci")
+    ws.bind(AUDIO, "vfio-pci")
+    return ws
+
+
+def qemu_args(root, *selectors, **kw):
+    proc = run_cli("qemu-args", "--root", root, *selectors, **kw)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def blocking_lines(proc) -> list:
+    """The ``RULE-ID SUBJECT: message`` lines under the 'blocked by' header."""
+    lines = stderr_lines(proc)
+    assert BLOCKED_HEADER in lines, proc.stderr
+    return [line.strip() for line in lines[lines.index(BLOCKED_HEADER) + 1:] if line.startswith("  ")]
+
+
+def assert_blocked(proc, subject, *needles: str) -> list:
+    """Exit 1, nothing on stdout, a blocking line about ``subject`` (any subject when None)."""
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    lines = blocking_lines(proc)
+    assert lines, proc.stderr
+    naming = [line for line in lines if subject is None or line.split(" ", 2)[1].rstrip(":") == subject]
+    assert naming, f"no blocking line names {subject}: {lines}"
+    for needle in needles:
+        assert any(needle in line for line in lines), (needle, lines)
+    return lines
+
+
+# -- ready: exactly the arguments ------------------------------------------------------------------
+
+@pytest.mark.parametrize("selector", [GPU, "01:00.0", "10de:2204"])
+def test_gpu_with_its_audio_on_vfio(gpu_ready, selector):
+    proc = qemu_args(gpu_ready.root, "--device", selector)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == GPU_LINE
+    assert proc.stderr == ""
+
+
+def test_both_functions_named_give_the_same_line(gpu_ready):
+    proc = qemu_args(gpu_ready.root, "--device", AUDIO, "--device", GPU)
+    assert (proc.returncode, proc.stdout) == (0, GPU_LINE), proc.stderr
+
+
+def test_class_selector(gpu_ready):
+    """--class 0302 (3D controller) matches nothing here; --class 030000's prefix 0300 takes the iGPU too."""
+    proc = qemu_args(gpu_ready.root, "--class", "0300")
+    assert_blocked(proc, "0000:00:02.0")  # the iGPU is on i915
+    gpu_ready.bind("0000:00:02.0", "vfio-pci")
+    proc = qemu_args(gpu_ready.root, "--class", "0300")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "-device vfio-pci,host=0000:00:02.0 " + GPU_LINE
+
+
+def test_single_function_device_has_no_multifunction(ws):
+    ws.bind("0000:02:00.0", "vfio-pci")
+    proc = qemu_args(ws.root, "--device", "02:00.0")
+    assert (proc.returncode, proc.stdout) == (0, "-device vfio-pci,host=0000:02:00.0\n"), proc.stderr
+
+
+def test_several_targets_in_address_order(gpu_ready):
+    gpu_ready.bind("0000:02:00.0", "vfio-pci")
+    proc = qemu_args(gpu_ready.root, "--device", "02:00.0", "--device", "01:00.0")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == GPU_LINE.rstrip("\n") + " -device vfio-pci,host=0000:02:00.0\n"
+
+
+def test_unrelated_group_member_is_not_passed(ws):
+    """Group 11: both e1000 on vfio-pci makes the group viable; only the target is handed to QEMU."""
+    ws.bind("0000:06:01.0", "vfio-pci")
+    ws.bind("0000:06:02.0", "vfio-pci")
+    proc = qemu_args(ws.root, "--device", "06:01.0")
+    assert (proc.returncode, proc.stdout) == (0, "-device vfio-pci,host=0000:06:01.0\n"), proc.stderr
+
+
+def test_warnings_are_cautions_on_stderr(gpu_ready):
+    """No interrupt remapping: VFIO-006 warns; the arguments are printed all the same."""
+    gpu_ready.interrupts(remapped=False)
+    gpu_ready.kernel_log(DMESG_INTEL_ON.replace("[    0.210809] DMAR-IR: Enabled IRQ remapping in xapic mode\n", ""))
+    proc = qemu_args(gpu_ready.root, "--device", GPU)
+    assert (proc.returncode, proc.stdout) == (0, GPU_LINE), proc.stderr
+    cautions = stderr_lines(proc)
+    assert cautions and all(line.startswith("vfio-scan qemu-args: caution: ") for line in cautions)
+    assert any(line.startswith("vfio-scan qemu-args: caution: VFIO-006 host: ") for line in cautions), cautions
+
+
+# -- blocked: nothing on stdout, exit 1, what blocks on stderr --------------------------------------
+
+def test_gpu_still_on_nvidia(ws, registered_rules):
+    ws.bind(AUDIO, "vfio-pci")
+    proc = qemu_args(ws.root, "--device", GPU)
+    lines = assert_blocked(proc, GPU, "nvidia")
+    if "VFIO-013" in registered_rules:
+        assert any(line.startswith(f"VFIO-013 {GPU}: ") for line in lines), lines
+
+
+def test_audio_still_on_the_host_driver(ws, registered_rules):
+    ws.bind(GPU, "vfio-pci")
+    proc = qemu_args(ws.root, "--device", GPU)
+    lines = assert_blocked(proc, None)
+    assert any(AUDIO in line and "snd_hda_intel" in line for line in lines), lines
+    if "VFIO-012" in registered_rules:
+        assert any(line.startswith("VFIO-012 ") and AUDIO in line for line in lines), lines
+
+
+def test_sibling_without_driver_must_still_be_bound(ws):
+    """An unbound audio function keeps the group viable, but QEMU cannot be handed it: blocked, named."""
+    ws.bind(GPU, "vfio-pci")
+    ws.bind(AUDIO, None)
+    proc = qemu_args(ws.root, "--device", GPU)
+    assert_blocked(proc, AUDIO, "vfio-pci")
+
+
+def test_unrelated_member_on_a_host_driver(ws):
+    ws.bind("0000:06:01.0", "vfio-pci")
+    proc = qemu_args(ws.root, "--device", "06:01.0")
+    assert_blocked(proc, "0000:06:01.0", "0000:06:02.0", "e1000")
+
+
+def test_host_rule_failure_blocks(gpu_ready):
+    gpu_ready.remove("/sys/firmware/acpi/tables/DMAR")
+    proc = qemu_args(gpu_ready.root, "--device", GPU)
+    lines = assert_blocked(proc, "host")
+    assert any(line.startswith("VFIO-002 host: ") for line in lines), lines
+
+
+def test_selector_matching_nothing_blocks(gpu_ready):
+    proc = qemu_args(gpu_ready.root, "--device", GPU, "--device", "0a:00.0")
+    lines = assert_blocked(proc, "0000:0a:00.0")
+    assert any(line.startswith("VFIO-010 0000:0a:00.0: ") for line in lines), lines
+
+
+def test_no_iommu_blocks(gpu_ready):
+    import shutil
+
+    shutil.rmtree(gpu_ready.path("/sys/kernel/iommu_groups"))
+    proc = qemu_args(gpu_ready.root, "--device", GPU)
+    lines = assert_blocked(proc, "host")
+    assert any(line.startswith("VFIO-005 host: ") for line in lines), lines
+
+
+def test_rule_error_is_exit_3_and_prints_nothing(gpu_ready, tmp_path):
+    where = make_plugin(tmp_path / "plugins", RAISING_PLUGIN)
+    proc = run_cli("qemu-args", "--root", gpu_ready.root, "--device", GPU, pythonpath=where)
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    assert any(line.strip().startswith("ACME-100 host: ") for line in stderr_lines(proc)), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# -- usage errors ----------------------------------------------------------------------------------
+
+def _usage_error(proc, *needles):
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = stderr_lines(proc)
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+    assert proc.stdout == ""
+
+
+def test_no_device_is_a_usage_error(gpu_ready):
+    _usage_error(run_cli("qemu-args", "--root", gpu_ready.root), "--device")
+
+
+def test_malformed_device_is_a_usage_error(gpu_ready):
+    _usage_error(run_cli("qemu-args", "--root", gpu_ready.root, "--device", "01:00"), "--device", "01:00")
+
+
+def test_missing_root_is_a_usage_error(tmp_path):
+    _usage_error(run_cli("qemu-args", "--root", tmp_path / "nope", "--device", GPU), "--root")
+
+
+def test_help():
+    proc = run_cli("qemu-args", "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: vfio-scan qemu-args")
+    for option in ("--device", "--class", "--root"):
+        assert option in proc.stdout
+
+
+# -- the argument builder ----------------------------------------------------------------------------
+
+def test_arguments_validate_every_address():
+    assert qemu_arguments(["0000:01:00.0"]) == "-device vfio-pci,host=0000:01:00.0"
+    for bad in ("0000:01:00.0,romfile=/etc/shadow", "01:00.0", "0000:01:00.0 -daemonize", "../../x"):
+        with pytest.raises(UnsafeValue):
+            qemu_arguments([bad])
+
+
+def test_multifunction_only_on_function_0_of_a_shared_slot():
+    assert qemu_arguments(["0000:01:00.0", "0000:01:00.1", "0000:02:00.0"]) == (
+        "-device vfio-pci,host=0000:01:00.0,multifunction=on -device vfio-pci,host=0000:01:00.1 "
+        "-device vfio-pci,host=0000:02:00.0")
+    assert qemu_arguments(["0000:01:00.1", "0000:01:00.2"]) == (
+        "-device vfio-pci,host=0000:01:00.1 -device vfio-pci,host=0000:01:00.2")
+
+
+# -- this machine -------------------------------------------------------------------------------------
+
+def test_this_machine_without_iommu_is_blocked():
+    from pathlib import Path
+
+    groups = Path("/sys/kernel/iommu_groups")
+    if groups.is_dir() and any(groups.iterdir()):
+        pytest.skip("this machine has IOMMU groups")
+    devices = sorted(p.name for p in Path("/sys/bus/pci/devices").iterdir()) if Path("/sys/bus/pci/devices").is_dir() else []
+    if not devices:
+        pytest.skip("this machine shows no PCI devices")
+    proc = run_cli("qemu-args", "--device", devices[-1])
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert any(line.startswith("VFIO-005 host: ") for line in blocking_lines(proc)), proc.stderr
