@@ -15,10 +15,11 @@ quoted; an action that fails validation is not emitted as code but as a NO AUTOM
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Dict, List, Tuple
 
-from reports import script_actions
+from reports import script_actions, script_devices
 from scanner.model import PHASES
 from scanner.report import is_blocking
 from scanner.shell import UnsafeValue
@@ -90,7 +91,7 @@ module_loaded() {
 
 # needs_reboot WHY: remember that a reboot is needed
 needs_reboot() { REBOOT_REASONS+=("$1"); }
-'''
+''' + script_devices.DEVICE_FUNCTIONS
 
 
 def _steps_by_phase(report, fail_on: str) -> Dict[str, List[Tuple[object, object]]]:
@@ -183,8 +184,16 @@ def _step_lines(finding, step, context) -> List[str]:
         others = [r for r in step.action.get("rules") or () if r in context.fixed_rules and r != finding.rule_id]
         if others:
             return [f"# follows from {', '.join(others)} in this script (after the reboot)"]
+    action = step.action or {}
+    if action.get("kind") == "bind-vfio" and action.get("host_critical"):
+        return [f"# NO AUTOMATED FIX: {finding.rule_id} {_comment(finding.subject)} — {_comment(step.summary)}"
+                ] + script_devices.refusal(action)
     body = None
     if not step.manual and step.action:
+        key = json.dumps(step.action, sort_keys=True, default=str)
+        if key in context.emitted:
+            return ["# already done above (the same step serves several findings)"]
+        context.emitted.add(key)
         try:
             body = script_actions.emit(step.action, context)
         except UnsafeValue as exc:
@@ -197,5 +206,5 @@ def render(reports, options) -> str:
         from scanner.cli import UsageError
 
         raise UsageError("a remediation script is written for one host at a time")
-    return render_report(reports[0], options.get("fail_on", "fail"))
+    return render_report(reports[0], reports[0].fail_on)
 

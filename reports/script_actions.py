@@ -38,6 +38,8 @@ class Context:
     initramfs: Optional[str] = None  # tool name, when some step needs a rebuild
     initramfs_used: bool = False  # some block may set INITRAMFS_CHANGED
     fixed_rules: set = field(default_factory=set)  # rule ids this script has blocks for
+    device_functions: bool = False  # some block uses the per-device shell functions
+    emitted: set = field(default_factory=set)  # actions already written (one step can serve several findings)
 
 
 def _ere(param: str) -> str:
@@ -163,10 +165,15 @@ def _modprobe(action, ctx) -> List[str]:
     return lines
 
 
+def write_file_lines(path: str, lines: List[str]) -> List[str]:
+    """A ``write_file`` call giving ``path`` exactly these lines (each quoted)."""
+    words = " ".join(shlex.quote(line) for line in lines)
+    return [f"write_file {_file(path)} \"$(printf '%s\\n' {words})\""]
+
+
 def _modules_load(action, ctx) -> List[str]:
-    path = _file(action["file"])
-    names = " ".join(checked(m, MODULE_NAME, "module name") for m in action.get("modules") or ())
-    return [f"write_file {path} \"$(printf '%s\\n' {names})\""]
+    names = [checked(m, MODULE_NAME, "module name") for m in action.get("modules") or ()]
+    return write_file_lines(action["file"], names)
 
 
 def _modprobe_options(action, ctx) -> List[str]:
@@ -222,4 +229,4 @@ def after_all(ctx: Context) -> List[str]:
              "fi", ""])
 
 
-__all__ = ["Context", "emit", "after_phase", "register"]
+__all__ = ["Context", "emit", "after_phase", "after_all", "register", "write_file_lines"]

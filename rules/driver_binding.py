@@ -59,6 +59,9 @@ def vfio_scan_register_rules(register):
 
 def check(facts, scan):
     for target in scan.targets:
+        if not target.for_passthrough:
+            yield Finding.skip(target.stays_on_host_reason(), subject=target.address)
+            continue
         yield judge(facts, scan, target.address)
 
 

@@ -61,6 +61,9 @@ def acs_override(facts):
 def check(facts, scan):
     override = acs_override(facts)
     for target in scan.targets:
+        if not target.for_passthrough:
+            yield Finding.skip(target.stays_on_host_reason(), subject=target.address)
+            continue
         finding = judge(facts, scan, target.address)
         if override is not None and finding.status in ("pass", "fail"):
             finding = _with_override(finding, override)

@@ -192,7 +192,7 @@ def _boot_candidates(facts, scan) -> List[PciDevice]:
     """Targets that ``ids=`` may claim: safe ids, not needed by the host itself."""
     targets = list(scan.target_addresses)
     found = []
-    for address in targets:
+    for address in (t.address for t in scan.targets if t.for_passthrough):
         device = facts.pci.get(address)
         if device is not None and not device.is_bridge and ids_safe(facts, device, targets) \
                 and not host_critical(facts, address):

@@ -22,6 +22,7 @@ COMMANDS = {
     "explain": ("explain", "explain one rule: what it checks, why, how, and how to fix it"),
     "plugins": ("plugins", "list loaded plugins, where they came from, and what failed to load"),
     "groups": ("groups", "list every IOMMU group with its devices, drivers and a passthrough verdict"),
+    "fix": ("fix", "write a reviewed remediation script (bash, dry-run by default) for what a scan finds"),
     "qemu-args": ("qemu_args", "print the QEMU -device vfio-pci arguments for devices that are ready to pass through"),
 }
 

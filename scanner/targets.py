@@ -28,16 +28,30 @@ class SelectorError(ValueError):
 
 @dataclass(frozen=True)
 class Selector:
-    kind: str  # address | ids | class
-    value: str  # normalized: 0000:01:00.0 | 10de:2204 | 0300
+    kind: str  # address | ids | class | match
+    value: str  # normalized: 0000:01:00.0 | 10de:2204 | 0300 | vendor=10de,device=2204
     text: str  # as typed
+    driver: Optional[str] = None  # the driver the selected devices must be on (a policy's ``driver``)
+    vfs: Optional[int] = None  # VFs the selected PFs must have enabled (a policy's ``vfs``)
+    fields: Tuple[Tuple[str, str], ...] = ()  # kind "match": (PciDevice attribute, value) pairs, all must hold
 
     def matches(self, device) -> bool:
         if self.kind == "address":
             return device.address == self.value
         if self.kind == "ids":
             return device.ids == self.value
+        if self.kind == "match":
+            return all(_field_matches(device, attr, value) for attr, value in self.fields)
         return bool(device.pci_class) and device.pci_class.startswith(self.value)
+
+    @property
+    def specificity(self) -> int:
+        """How precisely it names a device: an address, then ids, then a class (for conflicting drivers)."""
+        if self.kind == "address":
+            return 3
+        if self.kind == "ids" or (self.kind == "match" and any(a == "device" for a, _ in self.fields)):
+            return 2
+        return 1
 
     def __str__(self) -> str:
         return self.text
@@ -48,9 +62,27 @@ class Target:
     address: str
     selectors: Tuple[str, ...]  # what the user typed that selected it
     vfs: Optional[int] = None  # requested number of VFs (only for PFs given with --vfs)
+    expected_driver: Optional[str] = None  # a policy's ``driver`` (None: vfio-pci, or the host's for a PF with vfs)
 
     def __str__(self) -> str:
         return self.address
+
+    @property
+    def for_passthrough(self) -> bool:
+        """Is the device itself to be handed to a VM? A PF asked for VFs stays on its host driver,
+        and so does a device a policy expects on a host driver (``driver = "ixgbe"``)."""
+        if self.expected_driver:
+            from scanner.facts.pci import is_vfio_driver
+
+            return is_vfio_driver(self.expected_driver)
+        return self.vfs is None
+
+    def stays_on_host_reason(self) -> str:
+        if self.expected_driver:
+            return (f"{self.address} stays on the host: the policy expects it on {self.expected_driver}, "
+                    "not passed through")
+        return (f"{self.address} is the physical function asked to create {self.vfs} VFs (--vfs): it stays on its "
+                "host driver, and its VFs are what goes to VMs")
 
 
 def normalize_address(text: str) -> Optional[str]:
@@ -88,14 +120,62 @@ def parse_vfs(text: str) -> Tuple[str, int]:
     return address, int(count)
 
 
+#: The keys of a policy target's ``match`` and the device attribute each one compares.
+MATCH_FIELDS = {"vendor": "vendor", "device": "device", "class": "pci_class",
+                "subsystem_vendor": "subsystem_vendor", "subsystem_device": "subsystem_device"}
+HEX4 = re.compile(r"^(0x)?[0-9a-fA-F]{4}$")
+
+
+def _field_matches(device, key: str, value: str) -> bool:
+    have = getattr(device, MATCH_FIELDS[key], None)
+    if not have:
+        return False
+    return have.startswith(value) if key == "class" else have == value
+
+
+def parse_match(match: Mapping[str, str], driver: Optional[str] = None, vfs: Optional[int] = None) -> Selector:
+    """A policy target's ``match`` table (vendor, device, class prefix, subsystem ids; all must hold)."""
+    fields = []
+    for key in MATCH_FIELDS:
+        if key not in match:
+            continue
+        value = str(match[key]).strip().lower()
+        if not (CLASS if key == "class" else HEX4).match(value):
+            raise SelectorError(f"match {key} {match[key]!r}: expected "
+                                + ("a class-code prefix of 2 to 6 hex digits" if key == "class" else "4 hex digits"))
+        fields.append((key, value[2:] if value.startswith("0x") else value))
+    unknown = sorted(set(match) - set(MATCH_FIELDS))
+    if unknown or not fields:
+        raise SelectorError(f"match: expected some of {', '.join(MATCH_FIELDS)}"
+                            + (f", not {unknown[0]!r}" if unknown else ""))
+    text = ",".join(f"{k}={v}" for k, v in fields)
+    return Selector("match", text, text, driver=driver, vfs=vfs, fields=tuple(fields))
+
+
+def policy_selector(address: Optional[str] = None, match: Optional[Mapping[str, str]] = None,
+                    driver: Optional[str] = None, vfs: Optional[int] = None) -> Selector:
+    """A policy's target: an ``address`` or a ``match``, with the expected driver and VF count."""
+    if address is not None:
+        normalized = normalize_address(str(address))
+        if not normalized:
+            raise SelectorError(f"address {address!r}: expected a full PCI address (0000:01:00.0) or a short one "
+                                "(01:00.0)")
+        return Selector("address", normalized, normalized, driver=driver, vfs=vfs)
+    return parse_match(match or {}, driver=driver, vfs=vfs)
+
+
 def resolve(selectors: Sequence[Selector], vfs: Mapping[str, int], devices: Mapping[str, object]
             ) -> Tuple[List[Target], List[Selector]]:
     """Match selectors against the host's devices: (targets in address order, unmatched selectors).
 
     A ``--vfs`` address is a target even when no ``--device`` names it; if it does not exist it
-    is reported as unmatched.
+    is reported as unmatched. When several selectors name a driver (or a VF count) for one device,
+    the most specific one wins (an address over ids over a class), the first one among equals;
+    ``--vfs`` wins over a policy's ``vfs``.
     """
     chosen: Dict[str, List[str]] = {}
+    drivers: Dict[str, Selector] = {}
+    counts: Dict[str, Selector] = {}
     unmatched: List[Selector] = []
     for sel in selectors:
         hits = [a for a, d in devices.items() if sel.matches(d)]
@@ -103,12 +183,16 @@ def resolve(selectors: Sequence[Selector], vfs: Mapping[str, int], devices: Mapp
             unmatched.append(sel)
         for a in hits:
             chosen.setdefault(a, []).append(sel.text)
+            for wanted, pick in ((sel.driver, drivers), (sel.vfs, counts)):
+                if wanted is not None and (a not in pick or sel.specificity > pick[a].specificity):
+                    pick[a] = sel
     for address in vfs:
         if address in devices:
             chosen.setdefault(address, []).append(f"--vfs {address}={vfs[address]}")
         elif not any(s.kind == "address" and s.value == address for s in unmatched):
             unmatched.append(Selector("address", address, address))
-    targets = [Target(a, tuple(chosen[a]), vfs.get(a)) for a in sorted(chosen)]
+    targets = [Target(a, tuple(chosen[a]), vfs[a] if a in vfs else (counts[a].vfs if a in counts else None),
+                      drivers[a].driver if a in drivers else None) for a in sorted(chosen)]
     return targets, unmatched
 
 

@@ -104,3 +104,25 @@ def fake_reboot(root, shims: Shims) -> None:
 def copy_tree(src, dst) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return Path(dst)
+
+
+def fake_kernel(root) -> None:
+    """What the kernel does after the script's sysfs writes: drivers_probe honours driver_override."""
+    root = Path(root)
+    devices = root / "sys/bus/pci/devices"
+    for entry in sorted(devices.iterdir()):
+        real = Path(os.path.realpath(entry))
+        override = real / "driver_override"
+        if not override.exists() or override.read_text().strip() != "vfio-pci":
+            continue
+        link = real / "driver"
+        if link.is_symlink() and os.path.basename(os.readlink(link)) == "vfio-pci":
+            continue
+        if link.is_symlink():
+            link.unlink()
+        drivers = root / "sys/bus/pci/drivers/vfio-pci"
+        drivers.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(drivers, real), link)
+        group = os.path.basename(os.readlink(real / "iommu_group"))
+        (root / "dev/vfio").mkdir(parents=True, exist_ok=True)
+        (root / "dev/vfio" / group).write_text("")

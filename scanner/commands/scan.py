@@ -20,6 +20,8 @@ def add_arguments(parser) -> None:
     out.add_argument("-o", "--output", metavar="FILE", help="write the --format output to FILE instead of stdout")
     out.add_argument("--json", metavar="FILE", dest="json_file", help="also write the JSON report to FILE")
     out.add_argument("--junit", metavar="FILE", dest="junit_file", help="also write the JUnit XML report to FILE")
+    out.add_argument("--script", metavar="FILE", dest="script_file",
+                     help="also write the remediation script (bash, dry-run by default) to FILE")
     out.add_argument("-v", "--verbose", action="store_true", help="show the evidence behind every finding in the table")
     out.add_argument("--validate", action="store_true", help="validate the JSON report against its schema before writing")
     sel = parser.add_argument_group("judgement")
@@ -43,7 +45,9 @@ def pick_rules(registry, args):
 
 
 def run(args) -> int:
-    for option, path in (("-o", args.output), ("--json", args.json_file), ("--junit", args.junit_file)):
+    extra = (("json", "--json", args.json_file), ("junit", "--junit", args.junit_file),
+             ("script", "--script", args.script_file))
+    for option, path in [("-o", args.output)] + [(opt, path) for _, opt, path in extra]:
         if path:
             check_writable(path, option)
     selectors, vfs = parse_targets(args)
@@ -60,11 +64,11 @@ def run(args) -> int:
 
     report = scan_host(host, rules, Scan(fail_on=args.fail_on), selectors=selectors, vfs=vfs)
     outputs = [(args.format, args.output or "-")]
-    outputs += [(fmt, path) for fmt, path in (("json", args.json_file), ("junit", args.junit_file)) if path]
+    outputs += [(fmt, path) for fmt, _, path in extra if path]
     try:
         rendered = render_all(registry, [report], outputs, verbose=args.verbose, validate=args.validate)
     except InvalidReport as exc:  # --validate caught a report that breaks the contract: one line, exit 3
-        print(f"vfio-scan scan: error: {exc}", file=sys.stderr)
+        print(f"vfio-scan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
     for text, path in rendered:
         write_output(path, text)
