@@ -7,24 +7,24 @@ import json
 from scanner.report import SCHEMA_VERSION
 
 
-def document(reports) -> dict:
-    if len(reports) == 1:
+def document(reports, fleet: bool = False) -> dict:
+    """One report's document, or the fleet document (schemas/fleet.schema.json) for several hosts or ``fleet``."""
+    if len(reports) == 1 and not fleet:
         return reports[0].to_dict()
+    from scanner.fleet.summary import fleet_summary
+
     return {
         "schema_version": SCHEMA_VERSION,
         "hosts": [r.to_dict() for r in reports],
-        "summary": {
-            "hosts": len(reports),
-            "readiness": {state: sum(1 for r in reports if r.readiness == state)
-                          for state in ("READY", "READY_WITH_WARNINGS", "NOT_READY")},
-        },
+        "summary": fleet_summary(reports),
     }
 
 
 def render(reports, options) -> str:
-    doc = document(reports)
+    fleet = bool(options.get("fleet")) or len(reports) > 1
+    doc = document(reports, fleet)
     if options.get("validate"):
         from scanner.output import validate_document
 
-        validate_document(doc, "report" if len(reports) == 1 else "fleet")
+        validate_document(doc, "fleet" if fleet else "report")
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

@@ -41,9 +41,14 @@ def details(f) -> str:
     return clean("\n".join(lines))
 
 
+def run_name(report) -> str:
+    """The host's name in this run: a fleet's label for it (unique: inventory name, snapshot file), else its hostname."""
+    return report.host.get("label") or report.host.get("hostname") or "host"
+
+
 def testcase(report, f, fail_on: str) -> TestCase:
     name = f"{f.rule_id} {f.title}" + ("" if f.subject == "host" else f" {f.subject}")
-    case = TestCase(name=clean(name), classname=f"{host_slug(report.host.get('hostname'))}.{f.rule or 'rule'}",
+    case = TestCase(name=clean(name), classname=f"{host_slug(run_name(report))}.{f.rule or 'rule'}",
                     stdout=details(f) if f.status in ("pass", "warn") else None)
     message = clean(f.message) or f"{f.rule_id} {f.status}"
     if f.status == "fail" or (f.status == "warn" and fail_on == "warn"):
@@ -62,7 +67,7 @@ def testcase(report, f, fail_on: str) -> TestCase:
 
 
 def suite(report, index: int) -> TestSuite:
-    host = report.host.get("hostname") or "host"
+    host = run_name(report)
     cases = [testcase(report, f, report.fail_on) for f in report.findings]
     seen = {}
     for case in cases:  # GitLab keeps only the first of duplicate names: make them unique
@@ -73,7 +78,8 @@ def suite(report, index: int) -> TestSuite:
     props = {"vfio-scan.version": report.tool.get("version", ""), "kernel": report.host.get("kernel") or "",
              "arch": report.host.get("arch") or "", "cpu_vendor": report.host.get("cpu_vendor") or "",
              "readiness": report.readiness, "source": report.host.get("source") or ""}
-    ts = TestSuite(name=clean(f"vfio-scan:{host}"), test_cases=cases, hostname=clean(host), id=index,
+    ts = TestSuite(name=clean(f"vfio-scan:{host}"), test_cases=cases,
+                   hostname=clean(report.host.get("hostname") or host), id=index,
                    timestamp=report.started_at, properties=props)
     for note in report.notes:  # a host that could not be scanned is an error, never a silent gap
         err = TestCase(name="host scan", classname=f"{host_slug(host)}.scan")

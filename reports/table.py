@@ -112,12 +112,50 @@ def _fixes(report, verbose: bool) -> list:
     return lines
 
 
+def _result(f) -> str:
+    """A row's result: the message, and first for a waived finding what was waived, why and until when."""
+    if f.status != "waived" or not f.waiver:
+        return f.message
+    w = f.waiver
+    until = f"until {w.get('expires')}" if w.get("expires") else "no expiry"
+    return f"({f.original_status or 'finding'} waived, {until}: {w.get('justification')}) {f.message}"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _policy(report) -> list:
+    """The policy used, and the waivers that expired or covered nothing on this host."""
+    info = report.policy
+    if not info:
+        return []
+    expired, unused = info.get("expired_waivers") or [], info.get("unused_waivers") or []
+    waived = sum(1 for f in report.findings if f.status == "waived")
+    lines = [_wrap(f"Policy {info.get('file')} (waivers judged on {info.get('date')}): "
+                   f"{_count(waived, 'finding')} waived, {_count(len(expired), 'expired waiver')}, "
+                   f"{_count(len(unused), 'unused waiver')}", WIDTH)]
+
+    def what(w):
+        subject = f" {w['subject']}" if w.get("subject") else ""
+        host = f" on hosts {w['host']}" if w.get("host") else ""
+        return f"{w['rule']}{subject}{host} [{w.get('source') or ''}]"
+
+    for w in expired:
+        again = ", ".join(w.get("would_cover") or []) or "nothing on this host"
+        lines.append(_wrap(f"EXPIRED waiver {what(w)}: last day {w.get('expires')}; counts again: {again}", WIDTH, "  "))
+    for w in unused:
+        lines.append(_wrap(f"UNUSED waiver {what(w)}: {w.get('reason')}; remove it if the gap is closed", WIDTH, "  "))
+    return lines + [""]
+
+
 def render_one(report, verbose: bool) -> str:
     out = [_header(report), ""]
+    out.extend(_policy(report))
     for note in report.notes:
         out.append(_wrap(f"ERROR {note}", WIDTH))
     for subject in _subjects(report):
-        rows = [(LABEL[f.status], f.rule_id, f.title, f.message) for f in report.findings if f.subject == subject]
+        rows = [(LABEL[f.status], f.rule_id, f.title, _result(f)) for f in report.findings if f.subject == subject]
         # tabulate pads a header by 2 and separates columns by 2: give the result what is left of WIDTH
         status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
         rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
@@ -137,4 +175,8 @@ def render_one(report, verbose: bool) -> str:
 
 
 def render(reports, options) -> str:
+    if options.get("fleet") or len(reports) > 1:  # many hosts: one hosts x rules matrix (reports/matrix.py)
+        from reports.matrix import render_fleet
+
+        return render_fleet(reports, options)
     return "\n".join(render_one(r, options.get("verbose", False)) for r in reports)

@@ -13,6 +13,8 @@ How: the first processor's ``flags`` line, and the ``/dev/kvm`` node. Kernel log
 Fix: enable VT-x / SVM in the firmware setup, then ``modprobe kvm_intel`` (or ``kvm_amd``).
 """
 
+from dataclasses import replace
+
 from scanner import hookimpl
 from scanner.facts import evidence_of
 from scanner.model import Evidence, Finding, Rule, Step
@@ -56,9 +58,15 @@ def check(facts, scan):
                                 "(e.g. QEMU -cpu host with kvm_intel nested=1 / kvm_amd nested=1 on the host)",
                         phase="firmware", manual=True, requires_reboot=True, persistent=True,
                         action={"kind": "firmware", "feature": "nested-virtualization"})]
+        # Without the flag kvm_intel/kvm_amd refuse to load ("Operation not supported"): loading comes
+        # after the firmware change and its reboot, so it is a manual follow-up, never a script command
+        # that would fail and stop the remediation script (seen on a real 6.1 kernel without VT-x).
+        after = replace(_modprobe(module), manual=True,
+                        summary=f"After that reboot, load the {module} module if udev has not (it creates /dev/kvm); "
+                                f"it cannot load while the CPU lacks {wanted}")
         yield Finding.fail(message, observed=f"no {wanted} flag" + ("" if kvm.ok else ", no /dev/kvm"),
                            expected=f"{wanted} in /proc/cpuinfo flags and /dev/kvm present",
-                           evidence=evidence, remediation=fix + [_modprobe(module)])
+                           evidence=evidence, remediation=fix + [after])
         return
     if not (facts.is_x86 or cpu.vendor):  # no CPU flag to name (ARM, POWER...): /dev/kvm alone decides
         arch = facts.arch or "this architecture"

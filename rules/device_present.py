@@ -41,7 +41,7 @@ def check(facts, scan):
             yield Finding.skip(f"cannot list PCI devices ({listing.path}: {listing.reason})", subject=subject)
             continue
         what = {"address": "no PCI device at this address", "ids": "no PCI device with these vendor:device ids",
-                "class": "no PCI device of this class"}[selector.kind]
+                "class": "no PCI device of this class", "match": "no PCI device matches"}[selector.kind]
         yield Finding.fail(f"{what} ({selector.text}); {len(facts.pci)} PCI devices on this host",
                            subject=subject, observed="no match", expected="at least one matching device",
                            evidence=[Evidence(listing.path, f"{len(facts.pci)} devices")],

@@ -17,6 +17,9 @@ How: ``/sys/bus/pci/devices/<addr>/driver`` and ``driver_override``, ``/dev/vfio
 host itself runs on (the default route's NIC, followed through bridges and bonds; the root
 filesystem's disk, followed through LVM, LUKS and RAID).
 
+A policy target may name another driver (``driver = "ixgbe"`` for a PF that stays on the host,
+or one vfio variant): that target then passes when it is bound to exactly that driver.
+
 Fix, now (phase binding), for exactly that device::
 
     modprobe vfio-pci                                              # when not loaded
@@ -44,9 +47,11 @@ step is manual (its action carries ``host_critical``, so the script export refus
 """
 
 from scanner import hookimpl
-from scanner.binding import bind_now_step, critical_evidence, host_critical, persistent_steps, vfio_pci_loaded
+from scanner.binding import (bind_now_step, critical_evidence, host_critical, persistent_steps, sysfs_device,
+                             vfio_pci_loaded)
 from scanner.facts.pci import describe, is_vfio_driver
 from scanner.model import Evidence, Finding, Rule, Step
+from scanner.shell import DRIVER_NAME, PCI_ADDRESS, quote
 
 EXPECTED = "bound to vfio-pci (or a *_vfio_pci variant) and /dev/vfio/{group} present"
 
@@ -59,6 +64,11 @@ def vfio_scan_register_rules(register):
 
 def check(facts, scan):
     for target in scan.targets:
+        expected = target.expected_driver  # set by a policy target's ``driver``; None means vfio-pci
+        if expected and expected != "vfio-pci" and (facts.pci[target.address].driver != expected
+                                                    or not is_vfio_driver(expected)):
+            yield judge_expected(facts, target.address, expected)
+            continue
         if not target.for_passthrough:
             yield Finding.skip(target.stays_on_host_reason(), subject=target.address)
             continue
@@ -148,6 +158,29 @@ def judge(facts, scan, address):
     return Finding.fail(message, subject=address, observed=observed, expected=expected, evidence=evidence,
                         remediation=[bind_now_step(facts, device, role="target", for_target=address)]
                         + persistent_steps(facts, scan, device))
+
+
+def judge_expected(facts, address, expected):
+    """A target a policy expects on another driver than vfio-pci: a PF kept on ``ixgbe``, a NIC the
+    host keeps, or one vfio variant driver. Passes when bound to exactly that driver."""
+    device = facts.pci[address]
+    evidence = _evidence(facts, device)
+    observed = f"driver {device.driver or '(none)'}; driver_override {device.driver_override or '(null)'}"
+    wanted = f"bound to {expected} (the policy's driver for this device)"
+    if device.driver == expected:
+        return Finding.passed(f"bound to {expected}, as the policy expects", subject=address, observed=observed,
+                              expected=wanted, evidence=evidence)
+    base = sysfs_device(address)
+    addr = quote(address, PCI_ADDRESS, "PCI address")
+    commands = [f"echo {quote(expected, DRIVER_NAME, 'driver')} > {base}/driver_override"]
+    if device.driver:
+        commands.append(f"echo {addr} > {base}/driver/unbind")
+    commands.append(f"echo {addr} > /sys/bus/pci/drivers_probe")
+    step = Step(summary=f"Bind {address} to {expected} now (driver_override for this device only, lost at reboot; "
+                        f"'driverctl set-override {address} {expected}' keeps it)", phase="binding",
+                commands=commands, undo=[f"echo > {base}/driver_override"])
+    return Finding.fail(f"not on {expected}, the driver the policy expects: {_current(device)}", subject=address,
+                        observed=observed, expected=wanted, evidence=evidence, remediation=[step])
 
 
 def _current(device):

@@ -114,6 +114,16 @@ def judge(facts, scan, address):
 
     view = classify(facts, group, scan.target_addresses)
     others = [m for m in view.members if m.address != address]
+    if len(others) == len(view.members):  # the group's own listing does not name the device: sysfs is garbled
+        return Finding.skip(f"IOMMU group {group} does not list {address} among its devices: cannot tell who "
+                            "shares the group", subject=address,
+                            evidence=[Evidence(listing, " ".join(m.address for m in view.members) or "(empty)")])
+    unknown = [m for m in others if m.role != "bridge" and m.device is not None and m.device.reason]
+    if unknown:  # an unreadable driver link is not "no driver": the group's viability cannot be told
+        return Finding.skip(f"cannot tell whether IOMMU group {group} is viable: the state of "
+                            f"{', '.join(m.address for m in unknown)} cannot be read", subject=address,
+                            evidence=[Evidence(f"/sys/bus/pci/devices/{m.address}", f"<{m.device.reason}>")
+                                      for m in unknown])
     evidence = [Evidence(listing, " ".join(m.address for m in view.members))]
     evidence += [Evidence(f"{listing}/{m.address}", f"{label(m.device, m.address)}: {_role_of(m)}")
                  for m in others]

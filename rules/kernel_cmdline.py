@@ -21,6 +21,7 @@ Fix: the detected boot stack's own commands (GRUB + update-grub/grub2-mkconfig, 
 then a reboot.
 """
 
+import re
 from dataclasses import replace
 
 from scanner import hookimpl
@@ -104,7 +105,8 @@ def check(facts, scan):
                                         observed=" ".join(cl.texts("amd_iommu")) or "amd_iommu not set"))
         invalid = [o for o in cl.options("amd_iommu") if o not in AMD_VALID]
         for opt in invalid:
-            logged = facts.kernel_log.first(rf"AMD-Vi: Unknown option - '{opt}'")
+            # the option is the host's text: a pattern made of it must be escaped ("(" was an error)
+            logged = facts.kernel_log.first(rf"AMD-Vi: Unknown option - '{re.escape(opt)}'")
             parts.append(Finding.warn(
                 f"amd_iommu={opt} is not a valid option: the kernel answers \"AMD-Vi: Unknown option - '{opt}'\" "
                 "and ignores it (AMD-Vi needs no switch to be on)", observed=f"amd_iommu={opt}",

@@ -64,6 +64,11 @@ def check(facts, scan):
                                              phase="kernel", manual=True, requires_reboot=True,
                                              action={"kind": "see-rule", "rules": ["VFIO-003"]})])
         return
+    if missing and mods.loaded_source is None:  # /proc/modules unreadable: "not loaded" would be a guess
+        yield Finding.skip(f"cannot tell whether {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                           f"loaded: " + "; ".join(mods.notes), observed=shown, expected="each loaded or built in",
+                           evidence=evidence)
+        return
     if missing:
         unsure = [n for n in missing if states[n] == "unknown"]
         note = f" (could not check the modules tree for {', '.join(unsure)})" if unsure else ""

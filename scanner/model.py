@@ -17,8 +17,8 @@ PHASES = ("firmware", "kernel", "boot", "modules", "sriov", "binding", "access")
 SCOPES = ("host", "device")
 
 #: Built-in rules are ``VFIO-NNN``; third-party plugins use their own prefix (``ACME-100``).
-RULE_ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]{1,15}-[0-9]{3,4}$")
-RULE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+RULE_ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]{1,15}-[0-9]{3,4}\Z")  # \Z: "$" would let "ACME-100\n" through
+RULE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*\Z")
 
 #: How bad each status is when several problems are folded into one finding.
 _STATUS_WEIGHT = {"pass": 0, "skip": 1, "waived": 1, "warn": 2, "fail": 3, "error": 4}

@@ -85,7 +85,20 @@ def _configured(configured, param: str) -> bool:
 
 def cmdline_steps(stack: BootStack, add: Sequence[str] = (), remove: Sequence[str] = (),
                   why: str = "") -> List[Step]:
-    """Steps that change the next boot's kernel command line with the stack's own tools."""
+    """Steps that change the next boot's kernel command line with the stack's own tools.
+
+    A parameter read from the host that is unfit for a command (``intel_iommu=off,$(...)``) makes
+    the whole change a manual step that names it: refused, not quoted into a command, and not a
+    crash of the rule (which still reports what it found).
+    """
+    unsafe = [p for p in list(add) + list(remove) if not (isinstance(p, str) and KERNEL_PARAM.match(p))]
+    if unsafe:
+        shown = ", ".join(repr(p) for p in unsafe)
+        return [Step(summary=f"On the kernel command line ({stack.name}), by hand: "
+                             + " and ".join(x for x in (f"add {' '.join(map(str, add))}" if add else "",
+                                                        f"remove {' '.join(map(str, remove))}" if remove else "") if x)
+                             + f"; then reboot (no command is offered: {shown} cannot be put into one safely)",
+                     phase="boot", manual=True, requires_reboot=True, persistent=True)]
     add = [checked(p, KERNEL_PARAM, "kernel parameter") for p in add]
     remove = [checked(p, KERNEL_PARAM, "kernel parameter") for p in remove]
     configured = stack.configured

@@ -42,6 +42,7 @@ class Report:
     tool: dict = field(default_factory=dict)
     fail_on: str = "fail"
     notes: List[str] = field(default_factory=list)  # host-level problems (unreadable snapshot, ...)
+    policy: Optional[dict] = None  # {file, date, waivers, expired_waivers, unused_waivers} with --policy
 
     @property
     def counts(self) -> dict:
@@ -89,6 +90,8 @@ class Report:
         }
         if self.notes:
             data["notes"] = list(self.notes)
+        if self.policy is not None:
+            data["policy"] = dict(self.policy)
         return data
 
 

@@ -40,6 +40,9 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
         targets, unmatched = resolve(selectors, vfs or {}, facts.pci)
         scan = replace(scan, targets=tuple(targets), unmatched=tuple(unmatched))
     findings = run_rules(rules, facts, scan)
+    policy_info = None
+    if scan.policy is not None:  # severities and waivers: one place, after every rule ran
+        findings, policy_info = scan.policy.apply(findings, facts.hostname)
     return Report(
         host=host_info(facts),
         findings=findings,
@@ -48,4 +51,5 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
         targets=[str(t) for t in scan.targets],
         tool={"name": "vfio-scan", "version": __version__},
         fail_on=scan.fail_on,
+        policy=policy_info,
     )

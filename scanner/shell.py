@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 import shlex
 
-PCI_ADDRESS = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
-KERNEL_PARAM = re.compile(r"^[A-Za-z0-9_.\-]+(=[A-Za-z0-9_.,:/+\-]+)?$")
-MODULE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+# ``\Z``, not ``$``: ``$`` also matches before a trailing newline, so "0000:01:00.0\n" (a directory
+# name in a hostile tree) would pass and end a script line where it is interpolated.
+PCI_ADDRESS = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]\Z")
+KERNEL_PARAM = re.compile(r"^[A-Za-z0-9_.\-]+(=[A-Za-z0-9_.,:/+\-]+)?\Z")
+MODULE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}\Z")
 DRIVER_NAME = MODULE_NAME
 
 

@@ -5,6 +5,10 @@ Accepted selectors (``--device``): a full address ``0000:01:00.0``, a short one 
 class-code prefix; ``--vfs 0000:3b:00.0=8`` asks for 8 virtual functions on that PF (and makes it
 a target). A malformed selector is a usage error; a selector that matches nothing is reported by
 rule VFIO-010, not a crash.
+
+A policy file's targets (:func:`policy_selector`) are selectors too: an address, or a ``match`` on
+vendor, device, class prefix and subsystem ids, each with the driver the device must be on and,
+for a PF, the VFs it must have; the command line's selectors are added to them.
 """
 
 from __future__ import annotations
@@ -115,7 +119,8 @@ def parse_class(text: str) -> Selector:
 def parse_vfs(text: str) -> Tuple[str, int]:
     addr, sep, count = (text or "").partition("=")
     address = normalize_address(addr)
-    if not sep or not address or not count.strip().isdigit() or int(count) > MAX_VFS:
+    if not sep or not address or not (count.strip().isascii() and count.strip().isdigit()) \
+            or len(count.strip()) > 6 or int(count) > MAX_VFS:
         raise SelectorError(f"--vfs {text!r}: expected ADDRESS=COUNT, e.g. 0000:3b:00.0=8")
     return address, int(count)
 

@@ -1,7 +1,5 @@
 """Shared fixtures: fixture host trees built by code, and the real inputs in ../shared/data."""
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hosttree import SHARED_DATA, HostTree, ready_host  # noqa: E402
+from systools import require_tool  # noqa: E402,F401  (kept importable from here)
 
 
 @pytest.fixture
@@ -35,12 +34,3 @@ def shared_data():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
 
-
-def require_tool(name: str) -> str:
-    """Path of a system tool a test needs: skipped when absent, but a failure under CI (which installs it)."""
-    found = shutil.which(name)
-    if not found:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed, and .ci/run should have installed it")
-        pytest.skip(f"{name} is not installed")
-    return found

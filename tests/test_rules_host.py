@@ -90,7 +90,9 @@ def test_001_intel_without_vmx_fails_with_firmware_and_modprobe(intel):
     assert "VT-x" in firmware.summary and "firmware" in firmware.summary
     assert firmware.commands == ()
     assert modprobe.commands == ("modprobe kvm_intel",)
-    assert not modprobe.manual
+    # kvm_intel refuses to load without vmx ("Operation not supported", seen on a real 6.1 kernel):
+    # a manual follow-up after the firmware change, never a script command that would stop the script
+    assert modprobe.manual and "after" in modprobe.summary.lower()
 
 
 def test_001_amd_without_svm_names_svm_mode_and_kvm_amd(amd):

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from conftest import require_tool
+from systools import require_tool
 from hosttree import workstation
 from scriptrun import Shims, fake_kernel, fake_reboot, fingerprint, run_script, scan, script_for
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import require_tool
+from systools import require_tool
 from hosttree import ready_host
 from scriptrun import Shims, fake_reboot, fingerprint, run_script, scan, script_for
 

@@ -3,24 +3,61 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from scanner.cli import UsageError
 
 
 def add_host_arguments(group, kernel_log: bool = True) -> None:
-    """``--root DIR`` (and ``--kernel-log FILE``): what :func:`make_host` reads."""
+    """``--root DIR`` (and ``--kernel-log FILE``), ``--snapshot FILE``: what :func:`make_host` reads."""
     group.add_argument("--root", metavar="DIR", help="read a directory laid out like / (a captured tree) instead of "
                                                      "this machine")
     if kernel_log:
         group.add_argument("--kernel-log", metavar="FILE", help="kernel log to use (default: dmesg or the journal; "
                                                                 "in a --root tree, its var/log/dmesg)")
+    group.add_argument("--snapshot", nargs="+", action="extend", metavar="FILE",
+                       help="read a snapshot made by 'vfio-scan collect' (or fleet --save-snapshots) instead of this "
+                            "machine; 'scan' takes several files or directories of *.json, one host each")
+
+
+def _snapshot_jobs(args):
+    """The ``--snapshot`` hosts (scanner/snapshots.py), or None; refused beside --root/--kernel-log."""
+    if not getattr(args, "snapshot", None):
+        return None
+    if getattr(args, "root", None) or getattr(args, "kernel_log", None):
+        raise UsageError("--snapshot cannot be combined with --root or --kernel-log (a snapshot carries its own "
+                         "kernel log)")
+    from scanner.snapshots import snapshot_jobs
+
+    return snapshot_jobs(args.snapshot)
+
+
+def host_set(args):
+    """The hosts a scan reads (scanner/hostset.py): ``vfio-scan fleet``'s, one per ``--snapshot`` file, or
+    :func:`make_host`'s one. Usage errors (exit 2) are raised here, before any scanning."""
+    from scanner.hostset import HostJob, HostSet
+
+    preset = getattr(args, "host_set", None)  # set by 'vfio-scan fleet'
+    if preset is not None:
+        return preset
+    jobs = _snapshot_jobs(args)
+    if jobs is not None:
+        return HostSet(jobs)
+    host = make_host(args)
+    return HostSet([HostJob(None, lambda: host, source=host.source)])
 
 
 def make_host(args):
-    """The host a command reads: ``--root DIR`` or this machine; a bad path is a usage error."""
+    """The host a command reads: ``--root DIR``, one ``--snapshot FILE``, or this machine; a bad path is a usage error."""
     kernel_log = getattr(args, "kernel_log", None)
     root = getattr(args, "root", None)
+    jobs = _snapshot_jobs(args)
+    if jobs is not None:
+        if len(jobs) != 1:
+            raise UsageError(f"--snapshot: this command reads one host, and {len(jobs)} snapshots were given "
+                             "('vfio-scan scan' reads many)")
+        return jobs[0].load()
     if kernel_log and not os.path.isfile(kernel_log):
         raise UsageError(f"--kernel-log {kernel_log}: no such file")
     if root:
@@ -53,6 +90,67 @@ def parse_targets(args):
         return parse_all(args.device, args.pci_class, getattr(args, "vfs", ()))
     except SelectorError as exc:
         raise UsageError(str(exc)) from None
+
+
+def add_policy_arguments(group, severity: bool = True) -> None:
+    """``--policy FILE`` (and ``--severity ID=LEVEL``): what :func:`load_policy` reads."""
+    group.add_argument("--policy", metavar="FILE",
+                       help="judge the host against a policy file (TOML or JSON: targets and their drivers, rules, "
+                            "severities, fail_on, waivers); the command line adds to it and wins over it")
+    group.add_argument("--as-of", metavar="DATE",
+                       help="judge waiver expiry as of DATE (YYYY-MM-DD) instead of today: what fails once waivers "
+                            "have expired")
+    if severity:
+        group.add_argument("--severity", action="append", default=[], metavar="ID=LEVEL",
+                           help="give a rule another severity, e.g. VFIO-006=critical (repeatable; wins over the policy)")
+
+
+def load_policy(args, registry):
+    """``--policy FILE`` merged with ``--rule``, ``--skip-rule``, ``--severity`` and ``--fail-on``.
+
+    The file is validated (schema, dates, rule ids against the loaded rules) before any scanning;
+    a problem is a usage error naming the file, where in it and what. Without a file the result
+    is an empty policy carrying the command line's choices.
+    """
+    from scanner.model import SEVERITIES
+    from scanner.policy import merge_cli
+    from scanner.policy_file import PolicyError
+    from scanner.policy_file import load_policy as read_policy
+
+    to_id = {r.name: r.id for r in registry.rules.values()}
+    to_id.update({r.id: r.id for r in registry.rules.values()})
+    policy = None
+    if getattr(args, "policy", None):
+        try:
+            policy = read_policy(args.policy, known_rules={r.id for r in registry.rules.values()})
+        except PolicyError as exc:
+            raise UsageError(str(exc)) from None
+    severity = {}
+    for item in getattr(args, "severity", None) or ():
+        rule, sep, level = item.partition("=")
+        rule, level = rule.strip(), level.strip().lower()
+        if not sep:
+            raise UsageError(f"--severity {item}: expected RULE=LEVEL, e.g. VFIO-006=critical")
+        if rule not in to_id:
+            raise UsageError(f"--severity {item}: no such rule {rule!r} (see 'vfio-scan rules')")
+        if level not in SEVERITIES:
+            raise UsageError(f"--severity {item}: LEVEL is one of {', '.join(SEVERITIES)}")
+        severity[to_id[rule]] = level
+    only = [to_id.get(r, r) for r in getattr(args, "rule", None) or ()]
+    skip = [to_id.get(r, r) for r in getattr(args, "skip_rule", None) or ()]
+    merged = merge_cli(policy, only, skip, severity, getattr(args, "fail_on", None))
+    as_of = getattr(args, "as_of", None)
+    if as_of:
+        from dataclasses import replace
+        from datetime import date
+
+        try:
+            if not re.match(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", as_of.strip()):
+                raise ValueError(as_of)
+            merged = replace(merged, today=date.fromisoformat(as_of.strip()))
+        except ValueError:
+            raise UsageError(f"--as-of {as_of}: expected a date YYYY-MM-DD") from None
+    return merged
 
 
 def add_plugin_arguments(parser) -> None:

@@ -90,7 +90,7 @@ def groups_document(facts) -> dict:
 
     groups, grouped = [], set()
     for number, group in facts.iommu.groups.items():  # already in numeric order
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit() and len(number) <= 20):  # "²" is isdigit(), yet no int
             continue  # the kernel names groups by number only; anything else is not a group
         grouped.update(group.devices)
         groups.append({

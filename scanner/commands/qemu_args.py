@@ -15,8 +15,11 @@ per line. Beside the rules, the command checks from the same facts what QEMU its
 device it is given (bound to a vfio driver, in a real IOMMU group whose other endpoints no host
 driver holds), so it never prints a line QEMU would refuse; those lines are tagged ``qemu-args``.
 
-Exit codes: 0 arguments printed, 1 blocked, 2 usage error (no --device/--class, a malformed one),
-3 scan incomplete (a rule errored: its verdict cannot be trusted, nothing is printed).
+With ``--policy FILE`` the policy's targets are added (those it keeps on a host driver are not
+handed to QEMU), with its rule selection, severities and waivers; its ``fail_on`` does not apply.
+
+Exit codes: 0 arguments printed, 1 blocked, 2 usage error (no --device/--class, a malformed one,
+an invalid policy), 3 scan incomplete (a rule errored: its verdict cannot be trusted, nothing is printed).
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import sys
 from typing import Dict, List, Sequence, Tuple
 
 from scanner.cli import UsageError
-from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_target_arguments, load_registry,
-                                     make_host, parse_targets)
+from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
+                                     load_policy, load_registry, make_host, parse_targets)
 
 EXIT_READY, EXIT_BLOCKED, EXIT_INCOMPLETE = 0, 1, 3
 PROG = "vfio-scan qemu-args"
@@ -37,6 +40,8 @@ def add_arguments(parser) -> None:
     add_host_arguments(src)
     dev = parser.add_argument_group("devices to pass through (at least one)")
     add_target_arguments(dev, vfs=False)
+    pol = parser.add_argument_group("policy")
+    add_policy_arguments(pol, severity=False)
     add_plugin_arguments(parser)
 
 
@@ -114,19 +119,22 @@ def _line(finding) -> str:
 
 def run(args) -> int:
     selectors, _ = parse_targets(args)
-    if not selectors:
-        raise UsageError("name the devices to pass through with --device (0000:01:00.0, 01:00.0 or 10de:2204) "
-                         "or --class (0300)")
     host = make_host(args)
     registry = load_registry(args)
+    policy = load_policy(args, registry)  # its targets, rules, severities and waivers; fail_on does not apply here
+    selectors = list(policy.targets) + list(selectors)
+    if not selectors:
+        raise UsageError("name the devices to pass through with --device (0000:01:00.0, 01:00.0 or 10de:2204) "
+                         "or --class (0300), or give a --policy with targets")
 
-    from scanner.engine import Scan
+    from scanner.engine import Scan, select_rules
     from scanner.facts import Facts
     from scanner.scanning import scan_host
     from scanner.shell import UnsafeValue
 
     facts = Facts(host)
-    report = scan_host(host, registry.sorted_rules(), Scan(), selectors=selectors, facts=facts)
+    rules = select_rules(registry.sorted_rules(), policy.only, policy.skip)
+    report = scan_host(host, rules, Scan(policy=policy), selectors=selectors, facts=facts)
     for finding in report.findings:
         if finding.status == "warn":
             print(f"{PROG}: caution: {finding.rule_id} {finding.subject}: {finding.message}", file=sys.stderr)
@@ -139,7 +147,9 @@ def run(args) -> int:
             print(f"  {note}", file=sys.stderr)
         return EXIT_INCOMPLETE
     blocking = [f for f in report.findings if f.status == "fail"]
-    targets = list(report.targets)
+    from scanner.targets import resolve
+
+    targets = [t.address for t in resolve(selectors, {}, facts.pci)[0] if t.for_passthrough]  # not those kept on the host
     if blocking:
         print(f"{PROG}: not ready for passthrough, no arguments printed; blocked by:", file=sys.stderr)
         for finding in blocking:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import sys
 
 from scanner.cli import UsageError
-from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_target_arguments, check_writable,
-                                     load_registry, make_host, parse_targets, write_output)
+from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
+                                     check_writable, host_set, load_policy, load_registry, parse_targets, write_output)
 from scanner.report import FAIL_ON_CHOICES
 
 
-def add_arguments(parser) -> None:
-    src = parser.add_argument_group("what to scan")
-    add_host_arguments(src)
+def add_arguments(parser, hosts: bool = True) -> None:
+    """Every scan option; ``hosts=False`` leaves out where hosts come from ('vfio-scan fleet' has its own)."""
+    if hosts:
+        src = parser.add_argument_group("what to scan")
+        add_host_arguments(src)
     dev = parser.add_argument_group("device targets")
     add_target_arguments(dev)
     out = parser.add_argument_group("output")
@@ -25,15 +27,17 @@ def add_arguments(parser) -> None:
     out.add_argument("-v", "--verbose", action="store_true", help="show the evidence behind every finding in the table")
     out.add_argument("--validate", action="store_true", help="validate the JSON report against its schema before writing")
     sel = parser.add_argument_group("judgement")
-    sel.add_argument("--fail-on", choices=FAIL_ON_CHOICES, default="fail", metavar="LEVEL",
-                     help="what makes the exit code 1: 'fail' (default: any failing check), 'warn' (warnings too), "
-                          "or a severity (info, low, medium, high, critical: failing checks at or above it)")
+    sel.add_argument("--fail-on", choices=FAIL_ON_CHOICES, default=None, metavar="LEVEL",
+                     help="what makes the exit code 1: 'fail' (default: any failing check; or the policy's fail_on), "
+                          "'warn' (warnings too), or a severity (info, low, medium, high, critical: failing checks at "
+                          "or above it)")
     sel.add_argument("--rule", action="append", default=[], metavar="ID", help="run only this rule (repeatable; id or name)")
     sel.add_argument("--skip-rule", action="append", default=[], metavar="ID", help="do not run this rule (repeatable)")
+    add_policy_arguments(sel)
     add_plugin_arguments(parser)
 
 
-def pick_rules(registry, args):
+def pick_rules(registry, args, policy=None):
     from scanner.engine import select_rules
 
     known = {r.id for r in registry.rules.values()} | {r.name for r in registry.rules.values()}
@@ -41,6 +45,8 @@ def pick_rules(registry, args):
         unknown = [v for v in values if v not in known]
         if unknown:
             raise UsageError(f"{option} {unknown[0]}: no such rule (see 'vfio-scan rules')")
+    if policy is not None:  # --rule/--skip-rule already merged into the policy's only/skip
+        return select_rules(registry.sorted_rules(), policy.only, policy.skip)
     return select_rules(registry.sorted_rules(), args.rule, args.skip_rule)
 
 
@@ -51,25 +57,29 @@ def run(args) -> int:
         if path:
             check_writable(path, option)
     selectors, vfs = parse_targets(args)
-    host = make_host(args)
+    hosts = host_set(args)  # one host, one per --snapshot file, or vfio-scan fleet's
     registry = load_registry(args)
     if args.format not in registry.formats:
         raise UsageError(f"--format {args.format}: unknown format; choose from {', '.join(sorted(registry.formats))}")
-    rules = pick_rules(registry, args)
+    policy = load_policy(args, registry)  # validated here, before any scanning
+    rules = pick_rules(registry, args, policy)
+    selectors = list(policy.targets) + list(selectors)  # command-line targets add to the policy's
 
     from scanner.engine import Scan
     from scanner.output import InvalidReport, render_all
-    from scanner.report import EXIT_INCOMPLETE
+    from scanner.report import EXIT_INCOMPLETE, combined_exit_code
     from scanner.scanning import scan_host
 
-    report = scan_host(host, rules, Scan(fail_on=args.fail_on), selectors=selectors, vfs=vfs)
+    scan = Scan(fail_on=policy.fail_on or "fail", policy=policy)
+    reports = hosts.scan(lambda host: scan_host(host, rules, scan, selectors=selectors, vfs=vfs), fail_on=scan.fail_on)
     outputs = [(args.format, args.output or "-")]
     outputs += [(fmt, path) for fmt, _, path in extra if path]
     try:
-        rendered = render_all(registry, [report], outputs, verbose=args.verbose, validate=args.validate)
+        rendered = render_all(registry, reports, outputs, verbose=args.verbose, validate=args.validate,
+                              fleet=hosts.fleet)
     except InvalidReport as exc:  # --validate caught a report that breaks the contract: one line, exit 3
         print(f"vfio-scan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
     for text, path in rendered:
         write_output(path, text)
-    return report.exit_code
+    return combined_exit_code(reports)

@@ -7,10 +7,8 @@ into a ``skip`` instead of a false ``fail``.
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from functools import cached_property
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from scanner.facts.boot import BootStack, parse_default_grub
 from scanner.facts.cmdline import Cmdline, parse_cmdline
@@ -95,7 +93,11 @@ class Facts:
     # -- CPU, firmware, command line ------------------------------------------------------
     @cached_property
     def cpu_read(self) -> Read:
-        return self.host.read("/proc/cpuinfo", cap=LARGE_CAP)
+        got = self.host.read("/proc/cpuinfo", cap=LARGE_CAP)
+        if got.ok and not any(sep and key.strip() for key, sep, _ in (line.partition(":") for line in got.text.splitlines())):
+            # an empty or junk file says nothing about the CPU: not "no vmx flag"
+            return Read(got.path, reason="garbled: no 'key: value' line" if got.text.strip() else "garbled: empty")
+        return got
 
     @cached_property
     def cpu(self) -> Optional[CpuInfo]:
@@ -138,10 +140,11 @@ class Facts:
                 continue
             data = raw.data
             if path.endswith(".gz"):
-                try:
-                    data = gzip.decompress(data)
-                except (OSError, EOFError, zlib.error) as exc:
-                    searched.append(f"{path} (garbled: not gzip data: {exc})")
+                # capped like every read: an unbounded gzip.decompress of a small file can take
+                # gigabytes (a "gzip bomb" in a captured tree)
+                data, why = gunzip(data, LARGE_CAP)
+                if data is None:
+                    searched.append(f"{path} ({why})")
                     continue
             options = parse_kconfig(data.decode("utf-8", "replace"))
             if not options:
@@ -157,6 +160,8 @@ class Facts:
         notes = []
         proc = self.host.read("/proc/modules")
         loaded = parse_proc_modules(proc.text) if proc.ok else frozenset()
+        if proc.ok and not loaded and proc.text.strip():  # text, but not one module line: junk, not "none loaded"
+            proc = Read(proc.path, reason="garbled: no module lines")
         if not proc.ok:
             notes.append(proc.describe())
         builtin = installed = frozenset()
@@ -252,9 +257,25 @@ class Facts:
                 devices[name] = self._read_pci_device(name)
         return devices
 
-    def _link_name(self, path: str) -> Optional[str]:
+    def _link_target(self, path: str) -> Tuple[Optional[str], Optional[str]]:
+        """(last component of what the link at ``path`` points to, None), or (None, why there is none).
+
+        A ``driver`` or ``iommu_group`` that is a plain file or directory instead of a link is
+        garbage, not a driver named ``driver``: comparing with the path itself is not enough, since
+        ``/sys/bus/pci/devices/<addr>`` is a link and resolves elsewhere.
+        """
         got = self.host.resolve(path)
-        return got.text.rstrip("/").rsplit("/", 1)[-1] if got.ok and got.text != path else None
+        if not got.ok:
+            return None, got.reason
+        parent, _, leaf = path.rstrip("/").rpartition("/")
+        where = self.host.resolve(parent or "/")
+        if got.text == path or (where.ok and got.text == where.text.rstrip("/") + "/" + leaf):
+            return None, "not a symlink"
+        name = got.text.rstrip("/").rsplit("/", 1)[-1]
+        return (name, None) if name else (None, "not a symlink")
+
+    def _link_name(self, path: str) -> Optional[str]:
+        return self._link_target(path)[0]
 
     def _read_pci_device(self, address: str) -> PciDevice:
         base = f"/sys/bus/pci/devices/{address}"
@@ -266,6 +287,8 @@ class Facts:
                 return got.text
             if not got.missing:
                 notes.append(f"{base}/{name}: {got.reason}")
+            elif name in names:  # listed, yet missing: a dangling link, not an absent attribute
+                notes.append(f"{base}/{name}: {got.reason} (a dangling link)")
             return None
 
         def hex_attr(name: str, width: int) -> Optional[str]:
@@ -284,8 +307,23 @@ class Facts:
 
         listing = self.host.listdir(base)
         names = set(listing.entries())
-        virtfns = sorted((n for n in names if n.startswith("virtfn") and n[6:].isdigit()), key=lambda n: int(n[6:]))
+        # what makes the device's state unknowable: its directory, its driver or its group link
+        problems = [] if listing.ok else [f"{base}: {listing.reason}"]
+        if listing.ok and not names & {"vendor", "device", "class"}:
+            problems.append(f"{base}: not a PCI device directory (no vendor, device or class)")
+
+        def link(name: str, vital: bool = False) -> Optional[str]:
+            value, why = self._link_target(f"{base}/{name}")
+            if why:
+                (problems if vital else notes).append(f"{base}/{name}: {why}")
+            return value
+        virtfns = sorted((n for n in names if n.startswith("virtfn") and n[6:].isascii() and n[6:].isdigit()
+                          and len(n) <= 16),
+                         key=lambda n: int(n[6:]))
         boot_vga = attr("boot_vga") if "boot_vga" in names else None
+        if boot_vga is not None and boot_vga.strip() not in ("0", "1"):
+            notes.append(f"{base}/boot_vga: garbled: {boot_vga.strip()[:40]!r}")
+            boot_vga = None
         return PciDevice(
             address=address,
             vendor=hex_attr("vendor", 4),
@@ -293,19 +331,20 @@ class Facts:
             pci_class=hex_attr("class", 6),
             subsystem_vendor=hex_attr("subsystem_vendor", 4) if "subsystem_vendor" in names else None,
             subsystem_device=hex_attr("subsystem_device", 4) if "subsystem_device" in names else None,
-            driver=self._link_name(f"{base}/driver") if "driver" in names else None,
+            driver=link("driver", vital=True) if "driver" in names else None,
             driver_override=parse_override(attr("driver_override")) if "driver_override" in names else None,
-            iommu_group=self._link_name(f"{base}/iommu_group") if "iommu_group" in names else None,
+            iommu_group=link("iommu_group", vital=True) if "iommu_group" in names else None,
             sriov_totalvfs=int_attr("sriov_totalvfs") if "sriov_totalvfs" in names else None,
             sriov_numvfs=int_attr("sriov_numvfs") if "sriov_numvfs" in names else None,
             sriov_drivers_autoprobe=int_attr("sriov_drivers_autoprobe") if "sriov_drivers_autoprobe" in names else None,
-            physfn=self._link_name(f"{base}/physfn") if "physfn" in names else None,
-            virtfns=tuple(v for v in (self._link_name(f"{base}/{n}") for n in virtfns) if v),
+            physfn=link("physfn") if "physfn" in names else None,
+            virtfns=tuple(v for v in (link(n) for n in virtfns) if v),
             boot_vga=(boot_vga.strip() == "1") if boot_vga is not None else None,
             reset_method=parse_reset_method(attr("reset_method")) if "reset_method" in names else None,
             has_reset="reset" in names,
             has_pci_bus="pci_bus" in names,
             notes=tuple(notes),
+            reason="; ".join(problems) or None,
         )
 
     @cached_property
@@ -334,6 +373,14 @@ class Facts:
             searched.append(f"{path}: garbled: no vendor lines")
         where = ", ".join(PCI_IDS_PATHS)
         return PciIds(notes=(f"no usable pci.ids in {where} (nor .gz)",) + tuple(searched))
+
+    def device_reason(self, address: str) -> Optional[str]:
+        """Why a listed PCI function's state cannot be read (its directory, driver or group link), or None.
+
+        No device rule can judge such a device: the engine reports a ``skip`` with this reason.
+        """
+        device = self.pci.get(address)
+        return device.reason if device is not None else None
 
     def devices_in_group(self, group: str) -> List[str]:
         """Addresses in an IOMMU group, from the group's own ``devices`` directory."""

@@ -41,4 +41,5 @@ class IommuState:
 
 
 def group_sort_key(number: str):
-    return (0, int(number)) if number.isdigit() else (1, number)
+    # ASCII digits of a sane length only: "²" is isdigit() and 5000 digits are too, but int() refuses both
+    return (0, int(number)) if number.isascii() and number.isdigit() and len(number) <= 20 else (1, number)

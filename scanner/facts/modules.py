@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Tuple
 
 _KO = re.compile(r"([^/\s:]+)\.ko(?:\.(?:xz|gz|zst|bz2))?$")
+#: Where a ``.ko`` name may start in a line: its start, or after ``/``, a blank or ``:``. Searching
+#: for _KO from every position instead is quadratic: a 1 MiB line without ``.ko`` hung the scan.
+_KO_IN_LINE = re.compile(r"(?:^|[/\s:])[^/\s:]+\.ko(?:\.(?:xz|gz|zst|bz2))?$")
 
 
 def module_name(path_or_name: str) -> str:
@@ -35,7 +38,7 @@ def parse_proc_modules(text: str) -> FrozenSet[str]:
 
 def parse_modules_builtin(text: str) -> FrozenSet[str]:
     """Names from ``modules.builtin`` (one ``kernel/.../name.ko`` path per line)."""
-    return frozenset(module_name(line) for line in text.splitlines() if _KO.search(line.strip()))
+    return frozenset(module_name(line) for line in text.splitlines() if _KO_IN_LINE.search(line.strip()))
 
 
 def parse_modules_dep(text: str) -> FrozenSet[str]:
@@ -43,7 +46,7 @@ def parse_modules_dep(text: str) -> FrozenSet[str]:
     names = set()
     for line in text.splitlines():
         head = line.split(":", 1)[0].strip()
-        if _KO.search(head):
+        if _KO_IN_LINE.search(head):
             names.add(module_name(head))
     return frozenset(names)
 

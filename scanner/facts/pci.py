@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-ADDRESS = re.compile(r"^(?P<domain>[0-9a-f]{4,8}):(?P<bus>[0-9a-f]{2}):(?P<slot>[0-1][0-9a-f])\.(?P<func>[0-7])$")
+# ``\Z``, not ``$`` (which also matches before a trailing newline: "0000:01:00.0\n" is no address)
+ADDRESS = re.compile(r"^(?P<domain>[0-9a-f]{4,8}):(?P<bus>[0-9a-f]{2}):(?P<slot>[0-1][0-9a-f])\.(?P<func>[0-7])\Z")
 _HEX_ID = re.compile(r"^(?:0x)?([0-9a-fA-F]{1,8})$")
 
 #: PCI class codes (base class + subclass) that are bridges: they stay on the host, never bound to vfio.
@@ -37,7 +38,9 @@ def parse_int(text: Optional[str]) -> Optional[int]:
     if text is None:
         return None
     value = text.strip()
-    return int(value) if value.isdigit() else None
+    # ASCII digits only ("²" is isdigit(), yet int() refuses it) and a sane length (int() refuses
+    # over 4300 digits): garbage is None, never an exception
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 20 else None
 
 
 def parse_override(text: Optional[str]) -> Optional[str]:
@@ -81,6 +84,10 @@ class PciDevice:
     has_reset: bool = False  # the older ``reset`` file
     has_pci_bus: bool = False  # a bridge's ``pci_bus`` directory
     notes: Tuple[str, ...] = field(default=())
+    #: why the device's state is unknown (its directory, ``driver`` or ``iommu_group`` link is
+    #: unreadable or garbage): then ``driver`` None does not mean unbound, nor ``iommu_group`` None
+    #: "in no group"
+    reason: Optional[str] = None
 
     @property
     def ids(self) -> str:

@@ -60,6 +60,20 @@ class TreeHost:
     def _os_path(self, parts: Components) -> str:
         return os.path.join(self.root, *parts) if parts else self.root
 
+    # The two filesystem primitives the walk needs; a snapshot (scanner/host/snapshot.py) answers
+    # them from recorded entries, so both backends share one walk and resolve paths identically.
+    def _lstat_mode(self, parts: Components) -> int:
+        try:
+            return os.lstat(self._os_path(parts)).st_mode
+        except OSError as exc:
+            raise _Unresolvable(_reason_for(exc)) from None
+
+    def _readlink(self, parts: Components) -> str:
+        try:
+            return os.readlink(self._os_path(parts))
+        except OSError as exc:
+            raise _Unresolvable(_reason_for(exc)) from None
+
     def _walk(self, pending: list, resolved: list, follow_last: bool) -> Components:
         hops = 0
         while pending:
@@ -71,23 +85,17 @@ class TreeHost:
                     resolved.pop()
                 continue
             candidate = resolved + [name]
-            try:
-                st = os.lstat(self._os_path(tuple(candidate)))
-            except OSError as exc:
-                raise _Unresolvable(_reason_for(exc)) from None
-            if stat.S_ISLNK(st.st_mode) and (pending or follow_last):
+            mode = self._lstat_mode(tuple(candidate))
+            if stat.S_ISLNK(mode) and (pending or follow_last):
                 hops += 1
                 if hops > MAX_LINK_HOPS:
                     raise _Unresolvable("symlink loop")
-                try:
-                    target = os.readlink(self._os_path(tuple(candidate)))
-                except OSError as exc:
-                    raise _Unresolvable(_reason_for(exc)) from None
+                target = self._readlink(tuple(candidate))
                 if target.startswith("/"):
                     resolved = []
                 pending[:0] = target.split("/")
                 continue
-            if pending and not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+            if pending and not stat.S_ISDIR(mode) and not stat.S_ISLNK(mode):
                 raise _Unresolvable(MISSING)  # a path through a regular file
             resolved = candidate
         return tuple(resolved)

@@ -1,0 +1,117 @@
+"""The table for many hosts: a hosts x rules matrix, a per-rule summary, then what could not be scanned.
+
+Why a matrix: with forty hosts, forty one-host tables hide the answer to "which hosts are ready,
+and what blocks the others". Each row is a host, each column a rule (ids shortened to their
+number when every rule shares the ``VFIO-`` prefix), each cell the host's worst outcome for that
+rule. Readable at 100 columns: long host names are shortened in the middle, and when the rules do
+not fit even then in one row the matrix continues in another block with the host column repeated. ``-v``
+appends every host's own table, evidence and fixes.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from scanner.fleet.summary import fleet_summary, host_name, outcome, rules_seen
+
+WIDTH = 100
+MIN_HOST_WIDTH, MAX_HOST_WIDTH = 16, 40  # the host column shrinks (to 16) before the rules wrap into a new block
+CELL = {"pass": "ok", "fail": "FAIL", "warn": "warn", "skip": "skip", "error": "ERR", "waived": "wvd", None: "-"}
+STATE = {"READY": "ready", "READY_WITH_WARNINGS": "warnings", "NOT_READY": "NOT READY"}
+
+
+def shorten(text: str, width: int) -> str:
+    """``gpu-node-0042.rack7.dc1.example.com`` -> ``gpu-node-0042.r…example.com`` (both ends kept)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2 + (width - 1) % 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def column_names(rule_ids) -> list:
+    prefixes = {r.split("-", 1)[0] for r in rule_ids}
+    if len(prefixes) == 1 and all("-" in r for r in rule_ids):
+        return [r.split("-", 1)[1] for r in rule_ids]
+    return list(rule_ids)
+
+
+def state_of(report) -> str:
+    if report.notes:
+        return "UNSCANNED"
+    if report.incomplete:
+        return "INCOMPLETE"
+    return STATE.get(report.readiness, report.readiness)
+
+
+def matrix(reports) -> list:
+    rules = rules_seen(reports)
+    ids = [r[0] for r in rules]
+    names = column_names(ids)
+    state_w = max([len("state")] + [len(state_of(r)) for r in reports])
+    widths = [max(len(n), 4) for n in names]
+    natural = max([len("host")] + [len(host_name(r)) for r in reports])
+    fits_all = WIDTH - 2 - state_w - sum(w + 1 for w in widths)  # what is left for the host column
+    host_w = min(natural, max(MIN_HOST_WIDTH, fits_all), MAX_HOST_WIDTH)
+    room = WIDTH - host_w - 2 - state_w  # each rule column takes its width and the blank before it
+    blocks, current, used = [], [], 0
+    for index, width in enumerate(widths):
+        if current and used + width + 1 > room:
+            blocks.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += width + 1
+    blocks.append(current)
+    lines = []
+    for block in blocks:
+        head = f"{'host':<{host_w}}  {'state':<{state_w}} " + " ".join(f"{names[i]:>{widths[i]}}" for i in block)
+        lines += [head.rstrip(), "-" * len(head.rstrip())]
+        for report in reports:
+            cells = " ".join(f"{CELL[outcome(report, ids[i])]:>{widths[i]}}" for i in block)
+            lines.append(f"{shorten(host_name(report), host_w):<{host_w}}  {state_of(report):<{state_w}} {cells}".rstrip())
+        lines.append("")
+    legend = "  ".join(f"{name}\u00a0{rule}" for name, (_, rule, _t) in zip(names, rules))  # keep pairs whole
+    lines += [line.replace("\u00a0", " ") for line in
+              textwrap.wrap("Rules: " + legend, WIDTH, subsequent_indent="  ", break_on_hyphens=False)]
+    lines.append("Cells: ok pass, FAIL fail, warn warning, skip skipped, ERR the rule errored, wvd waived, "
+                 "- not run")
+    return lines
+
+
+def per_rule(reports, summary: dict) -> list:
+    lines = []
+    total = summary["hosts"]
+    for rule in summary["rules"]:
+        for status in ("fail", "error", "warn", "waived"):
+            count = rule["hosts"][status]
+            if not count:
+                continue
+            who = [host_name(r) for r in reports if outcome(r, rule["rule_id"]) == status]
+            shown = ", ".join(who[:8]) + (f" (+{len(who) - 8} more)" if len(who) > 8 else "")
+            verb = {"fail": "fail", "error": "error on", "warn": "warn on", "waived": "waive"}[status]
+            lines += textwrap.wrap(f"{count}/{total} hosts {verb} {rule['rule_id']} {rule['rule']}: {shown}", WIDTH,
+                                   subsequent_indent="    ", break_on_hyphens=False)
+    return lines or ["No rule fails, errors or warns on any host."]
+
+
+def render_fleet(reports, options) -> str:
+    summary = fleet_summary(reports)
+    counts = summary["readiness"]
+    out = [f"Fleet: {summary['hosts']} hosts: {counts['READY']} ready, {counts['READY_WITH_WARNINGS']} ready with "
+           f"warnings, {counts['NOT_READY']} not ready"
+           + (f" ({len([r for r in reports if r.notes])} could not be scanned)" if summary["host_errors"] else ""), ""]
+    out += matrix(reports)
+    out += ["", "Per rule"]
+    out += ["  " + line for line in per_rule(reports, summary)]
+    if summary["host_errors"]:
+        out += ["", "Could not be scanned"]
+        for item in summary["host_errors"]:
+            out += textwrap.wrap(f"{item['host']}: {item['reason']}", WIDTH, initial_indent="  ",
+                                 subsequent_indent="      ", break_on_hyphens=False)
+    if options.get("verbose"):
+        from reports.table import render_one
+
+        for report in reports:
+            out += ["", "=" * WIDTH, f"[{host_name(report)}]", render_one(report, True).rstrip()]
+    else:
+        out += ["", "Each host's findings and fixes: add -v, or use --format json."]
+    return "\n".join(out).rstrip() + "\n"

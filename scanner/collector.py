@@ -1,0 +1,549 @@
+#!/usr/bin/env python3
+"""vfio-scan's collector: one JSON snapshot of exactly what the rules read on a host.
+
+Why it stands alone: it must run on the ``python3`` of a host where nothing is installed --
+``ssh host python3 - < collector.py > host.json``, ``vfio-scan fleet``, Ansible's ``script``
+module -- from Python 3.6 on (RHEL 8's platform-python). So this file imports nothing from
+vfio-scan and nothing outside the standard library, and keeps to Python 3.6 syntax (no
+f-strings at all, so that an older interpreter reaches the clear version check below instead
+of a SyntaxError). ``vfio-scan collect`` imports this same module in-process.
+
+What it captures is ``CAPTURE``: the paths scanner/facts reads, as patterns (``*`` globs over
+directory listings, ``{a,b}`` alternatives, ``<release>`` for the kernel release). Every path is
+resolved like a chroot, exactly as scanner/host/tree.py does, and every step is recorded: each
+directory, each symlink with its target, or the reason a step failed (missing, permission
+denied, symlink loop). The snapshot host (scanner/host/snapshot.py) replays the same walk over
+these records, so a scan of a snapshot answers every read as a scan of the host would have,
+reasons included. Files are read with the same size caps as the scanner; a directory's
+listing makes the absence of its other names implicit, which keeps snapshots small.
+
+Nothing is ever written on the host (except ``-o FILE`` when asked); the kernel log is read with
+``dmesg``, then ``journalctl -k -b 0``, each bounded in time.
+"""
+
+import argparse
+import base64
+import datetime
+import errno
+import fnmatch
+import json
+import os
+import re
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+FORMAT = "vfio-scan-snapshot"
+SNAPSHOT_VERSION = "1.0"
+COLLECTOR_VERSION = "1.0"
+
+DEFAULT_CAP = 1 << 20  # the scanner's caps (scanner/host/__init__.py): sysfs/procfs files are tiny
+LARGE_CAP = 16 << 20  # kernel configs, logs, pci.ids, cpuinfo of big machines
+MAX_LINK_HOPS = 40  # the kernel's own limit (ELOOP)
+MAX_ENTRIES = 250000  # a runaway tree (thousands of block devices) cannot grow a snapshot forever
+MAX_TOTAL_BYTES = 256 << 20
+COMMAND_TIMEOUT = 15
+MISSING = "missing"
+DENIED = "permission denied"
+
+# What the Facts layer reads (scanner/facts/__init__.py), as (kind, pattern, cap). Kinds: "read"
+# a file, "list" a directory, "resolve" a path (exists, links, is_dir), "blockdev" a block device
+# and what it sits on (slaves/, multipath/, the disk of a partition). tests/test_collector.py
+# fails when the scanner reads something this list does not capture.
+TOOLS = ("update-initramfs,dracut,mkinitcpio,proxmox-boot-tool,kernelstub,grubby,update-grub,"
+         "grub2-mkconfig,driverctl")
+PCI_ATTRS = ("vendor,device,class,subsystem_vendor,subsystem_device,driver_override,sriov_totalvfs,"
+             "sriov_numvfs,sriov_drivers_autoprobe,boot_vga,reset_method")
+CAPTURE = (
+    # identity
+    ("read", "/proc/sys/kernel/{osrelease,hostname,arch}", DEFAULT_CAP),
+    ("read", "/etc/hostname", DEFAULT_CAP),
+    ("read", "/{etc,usr/lib}/os-release", DEFAULT_CAP),
+    # CPU, firmware, command line
+    ("read", "/proc/cpuinfo", LARGE_CAP),
+    ("resolve", "/dev/kvm", None),
+    ("list", "/sys/firmware/acpi/tables", None),
+    ("read", "/proc/cmdline", DEFAULT_CAP),
+    ("read", "/sys/module/{vfio*,kvm*}/parameters/*", DEFAULT_CAP),
+    # kernel build and modules
+    ("read", "/boot/config-<release>", LARGE_CAP),
+    ("read", "/proc/config.gz", LARGE_CAP),
+    ("read", "/lib/modules/<release>/{config,build/.config}", LARGE_CAP),
+    ("read", "/proc/modules", DEFAULT_CAP),
+    ("read", "/lib/modules/<release>/{modules.builtin,modules.dep}", LARGE_CAP),
+    ("read", "/etc/modules-load.d/*.conf", DEFAULT_CAP),
+    ("read", "/etc/modules", DEFAULT_CAP),
+    # what the running kernel shows
+    ("read", "/proc/interrupts", LARGE_CAP),
+    ("list", "/sys/class/iommu", None),
+    ("list", "/sys/kernel/iommu_groups/*/devices", None),
+    ("read", "/sys/kernel/iommu_groups/*/{name,type}", DEFAULT_CAP),
+    ("read", "/sys/hypervisor/type", DEFAULT_CAP),
+    ("resolve", "/proc/xen", None),
+    # PCI devices
+    ("list", "/sys/bus/pci/devices/*", None),
+    ("read", "/sys/bus/pci/devices/*/{" + PCI_ATTRS + "}", DEFAULT_CAP),
+    ("resolve", "/sys/bus/pci/devices/*/{driver,iommu_group,physfn,virtfn*}", None),
+    ("resolve", "/sys/bus/pci/drivers/*/module", None),
+    ("read", "/usr/share/{misc/pci.ids,hwdata/pci.ids,pci.ids}{,.gz}", LARGE_CAP),
+    ("list", "/dev/vfio", None),
+    # what the host itself depends on: the default route's NIC, the root filesystem's disk
+    ("read", "/proc/net/{route,ipv6_route}", DEFAULT_CAP),
+    ("list", "/sys/class/net/*", None),
+    ("resolve", "/sys/class/net/*/device", None),
+    ("read", "/proc/self/mountinfo", DEFAULT_CAP),
+    ("blockdev", "/sys/{dev,class}/block/*", None),
+    ("read", "/sys/class/block/dm-*/dm/name", DEFAULT_CAP),
+    # boot configuration and the tools that change it
+    ("read", "/etc/kernel/cmdline", DEFAULT_CAP),
+    ("read", "/etc/default/grub", DEFAULT_CAP),
+    ("resolve", "/{run/ostree-booted,sysroot/ostree,etc/NIXOS,etc/kernel/proxmox-boot-uuids}", None),
+    ("resolve", "/{usr/sbin,usr/bin,sbin,bin}/{" + TOOLS + "}", None),
+)
+
+KERNEL_LOG_COMMANDS = (
+    ("dmesg",),
+    ("journalctl", "-k", "-b", "0", "--no-pager", "-q"),
+)
+
+
+class Unresolvable(Exception):
+    def __init__(self, reason):
+        Exception.__init__(self, reason)
+        self.reason = reason
+
+
+def reason_for(exc):
+    """The scanner's words for an OSError (scanner/host/tree.py: the same strings)."""
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return MISSING
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return DENIED
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    return "unreadable: %s" % (exc.strerror or exc)
+
+
+def _text(raw):
+    """Bytes from the filesystem as the scanner's str (UTF-8, odd bytes kept as surrogates)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _raw(text):
+    return text.encode("utf-8", "surrogateescape")
+
+
+def key_of(parts):
+    return "/" + "/".join(parts)
+
+
+def expand_braces(pattern):
+    """``/a/{b,c}/d`` -> ``/a/b/d``, ``/a/c/d`` (no nesting; that is all CAPTURE needs)."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if not match:
+        return [pattern]
+    out = []
+    for choice in match.group(1).split(","):
+        out += expand_braces(pattern[:match.start()] + choice + pattern[match.end():])
+    return out
+
+
+def release_of(text):
+    """The kernel release as scanner/facts reads it: the first line of osrelease, stripped."""
+    text = (text or "").strip()
+    return text.splitlines()[0] if text else None
+
+
+class Collector(object):
+    """Walks a root (``/`` or a captured tree) and records what CAPTURE asks for."""
+
+    def __init__(self, root="/", max_entries=None, max_total_bytes=None):
+        self.root = os.path.abspath(root)
+        self._root_raw = _raw(self.root)
+        self.entries = {"/": {"type": "dir"}}
+        self.notes = []
+        self.max_entries = MAX_ENTRIES if max_entries is None else max_entries
+        self.bytes_left = MAX_TOTAL_BYTES if max_total_bytes is None else max_total_bytes
+        self._dir_cache = {}
+
+    # -- recording lstat/readlink, then the scanner's own walk ---------------------------------
+    def _os_path(self, parts):
+        return os.path.join(self._root_raw, *[_raw(p) for p in parts]) if parts else self._root_raw
+
+    def _record(self, key, entry):
+        if key not in self.entries:
+            if len(self.entries) >= self.max_entries:
+                if not any(n.startswith("entry limit") for n in self.notes):
+                    self.notes.append("entry limit reached: only the first %d paths were recorded" % self.max_entries)
+                return entry
+            self.entries[key] = entry
+        return self.entries[key]
+
+    def _lookup(self, parts):
+        key = key_of(parts)
+        if key in self.entries:
+            return self.entries[key]
+        path = self._os_path(parts)
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError as exc:
+            reason = reason_for(exc)
+            entry = {"type": "missing"} if reason == MISSING else {"type": "error", "reason": reason}
+            return self._record(key, entry)
+        if stat.S_ISLNK(mode):
+            try:
+                entry = {"type": "link", "target": _text(os.readlink(path))}
+            except OSError as exc:
+                entry = {"type": "link", "link_error": reason_for(exc)}
+        elif stat.S_ISDIR(mode):
+            entry = {"type": "dir"}
+        elif stat.S_ISREG(mode):
+            entry = {"type": "file"}
+        else:
+            entry = {"type": "other"}
+        return self._record(key, entry)
+
+    def _walk(self, pending, resolved, follow_last):
+        """scanner/host/tree.py's TreeHost._walk, step for step, over recorded lookups."""
+        hops = 0
+        while pending:
+            name = pending.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = resolved + [name]
+            entry = self._lookup(tuple(candidate))
+            kind = entry["type"]
+            if kind == "missing":
+                raise Unresolvable(MISSING)
+            if kind == "error":
+                raise Unresolvable(entry["reason"])
+            if kind == "link" and (pending or follow_last):
+                hops += 1
+                if hops > MAX_LINK_HOPS:
+                    raise Unresolvable("symlink loop")
+                if "link_error" in entry:
+                    raise Unresolvable(entry["link_error"])
+                target = entry["target"]
+                if target.startswith("/"):
+                    resolved = []
+                pending[:0] = target.split("/")
+                continue
+            if pending and kind not in ("dir", "link"):
+                raise Unresolvable(MISSING)
+            resolved = candidate
+        return tuple(resolved)
+
+    def _resolve_dir(self, path):
+        cached = self._dir_cache.get(path)
+        if cached is None:
+            cached = self._walk(path.split("/"), [], True)
+            self._dir_cache[path] = cached
+        return cached
+
+    def _resolve(self, path):
+        path = "/" + path.strip("/")
+        parent, _, leaf = path.rpartition("/")
+        base = self._resolve_dir(parent) if parent else ()
+        return self._walk([leaf], list(base), True)
+
+    # -- the three probes ----------------------------------------------------------------------
+    def resolve(self, path):
+        """Resolve ``path``; its canonical in-root path, or None (the reason is recorded)."""
+        try:
+            return key_of(self._resolve(path))
+        except Unresolvable:
+            return None
+
+    def listdir(self, path):
+        """Names in a directory (recorded), or None."""
+        try:
+            parts = self._resolve(path)
+        except Unresolvable:
+            return None
+        entry = self.entries.get(key_of(parts))
+        if entry is None:
+            return None
+        if "names" not in entry and "list_error" not in entry:
+            try:
+                entry["names"] = sorted(_text(n) for n in os.listdir(self._os_path(parts)))
+            except OSError as exc:
+                entry["list_error"] = "not a directory" if exc.errno == errno.ENOTDIR else reason_for(exc)
+        return entry.get("names")
+
+    def read(self, path, cap=DEFAULT_CAP):
+        """Read a file (recorded with its cap); its bytes, or None."""
+        try:
+            parts = self._resolve(path)
+        except Unresolvable:
+            return None
+        entry = self.entries.get(key_of(parts))
+        if entry is None:
+            return None
+        if entry.get("cap", -1) < cap:
+            for field in ("text", "base64", "read_error", "cap"):
+                entry.pop(field, None)
+            entry.update(self._read_file(self._os_path(parts), cap))
+        return self.data_of(entry)
+
+    @staticmethod
+    def data_of(entry):
+        if "text" in entry:
+            return entry["text"].encode("utf-8")
+        if "base64" in entry:
+            return base64.b64decode(entry["base64"])
+        return None
+
+    def _read_file(self, real, cap):
+        """scanner/host/tree.py's read_bytes after resolution: no links, no blocking, a cap."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(real, flags)
+        except OSError as exc:
+            if exc.errno == errno.EISDIR:
+                return {"read_error": "not a regular file (a directory)", "cap": cap}
+            return {"read_error": reason_for(exc), "cap": cap}
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                return {"read_error": "not a regular file (a directory)", "cap": cap}
+            if not stat.S_ISREG(mode):
+                return {"read_error": "not a regular file", "cap": cap}
+            chunks, size = [], 0
+            while size <= cap:
+                chunk = os.read(fd, min(1 << 16, cap + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > cap:
+                return {"read_error": "too large: over the %d-byte cap" % cap, "cap": cap}
+            if size > self.bytes_left:
+                self.notes.append("total size cap reached: %s not collected" % _text(real))
+                return {"read_error": "not collected: the snapshot's total size cap was reached", "cap": cap}
+            self.bytes_left -= size
+            data = b"".join(chunks)
+            try:
+                return {"text": data.decode("utf-8"), "cap": cap}
+            except UnicodeDecodeError:
+                return {"base64": base64.b64encode(data).decode("ascii"), "cap": cap}
+        except OSError as exc:
+            return {"read_error": reason_for(exc), "cap": cap}
+        finally:
+            os.close(fd)
+
+    # -- patterns ------------------------------------------------------------------------------
+    def expand(self, pattern):
+        """Concrete paths for a pattern: glob components are matched against recorded listings."""
+        paths = [""]
+        for part in pattern.strip("/").split("/"):
+            if not any(c in part for c in "*?["):
+                paths = [p + "/" + part for p in paths]
+                continue
+            found = []
+            for prefix in paths:
+                names = self.listdir(prefix or "/") or []
+                found += [prefix + "/" + n for n in names if fnmatch.fnmatchcase(n, part)]
+            paths = found
+        return paths
+
+    def capture(self, kind, pattern, cap, release):
+        for concrete in expand_braces(pattern):
+            if "<release>" in concrete:
+                if not release:
+                    continue
+                concrete = concrete.replace("<release>", release)
+            for path in self.expand(concrete):
+                if kind == "read":
+                    self.read(path, cap)
+                elif kind == "list":
+                    self.listdir(path)
+                elif kind == "resolve":
+                    self.resolve(path)
+                elif kind == "blockdev":
+                    self.block_device(path, 0, set())
+
+    def block_device(self, path, depth, seen):
+        """A block device and what it sits on, as scanner/facts follows them to a PCI disk."""
+        canonical = self.resolve(path)
+        if canonical is None or canonical in seen or depth > 8:
+            return
+        seen.add(canonical)
+        self.listdir(canonical)
+        for sub in ("slaves", "multipath"):
+            for name in self.listdir(canonical + "/" + sub) or []:
+                self.block_device(canonical + "/" + sub + "/" + name, depth + 1, seen)
+        if self.resolve(canonical + "/partition"):
+            self.block_device(canonical + "/..", depth + 1, seen)
+
+    def compact(self):
+        """Drop 'missing' records that a recorded listing of their directory already implies."""
+        for key in [k for k, e in self.entries.items() if e["type"] == "missing"]:
+            parent, _, name = key.rpartition("/")
+            listing = self.entries.get(parent or "/", {}).get("names")
+            if listing is not None and name not in listing:
+                del self.entries[key]
+
+    # -- the host's identity and its kernel log ---------------------------------------------
+    def read_text(self, path, cap=DEFAULT_CAP):
+        """Strict text, as the scanner's Host.read: None when missing, binary or not UTF-8."""
+        data = self.read(path, cap)
+        if data is None or b"\0" in data:
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def tree_hostname(self):
+        for path in ("/proc/sys/kernel/hostname", "/etc/hostname"):
+            text = self.read_text(path)
+            if text and text.strip():
+                return text.strip().splitlines()[0]
+        return os.path.basename(self.root.rstrip("/")) or "root"
+
+    def tree_kernel_log(self):
+        path = "/var/log/dmesg"
+        data = self.read(path, LARGE_CAP)
+        if data is not None:
+            return {"source": path, "text": lenient(data)}
+        reason = self.reason(path, LARGE_CAP)
+        return {"source": path, "reason": "no kernel log in the tree (%s: %s); give one with --kernel-log FILE"
+                                          % (path, reason)}
+
+    def reason(self, path, cap):
+        """Why a read of ``path`` gave nothing (after :meth:`read`)."""
+        try:
+            parts = self._resolve(path)
+        except Unresolvable as exc:
+            return exc.reason
+        entry = self.entries.get(key_of(parts), {})
+        return entry.get("read_error", "unreadable")
+
+
+def lenient(data):
+    """Kernel logs are decoded leniently by the scanner: one odd byte must not hide the log."""
+    return data.replace(b"\0", b"").decode("utf-8", "replace")
+
+
+def read_outside_file(path):
+    """``--kernel-log FILE``: the user's own file, symlinks followed as the system does."""
+    real = os.path.realpath(path)
+    helper = Collector(os.path.dirname(real))
+    data = helper.read(os.path.basename(real), LARGE_CAP)
+    if data is not None:
+        return {"source": path, "text": lenient(data)}
+    return {"source": path, "reason": helper.reason(os.path.basename(real), LARGE_CAP)}
+
+
+def run_command(argv, timeout=COMMAND_TIMEOUT):
+    """A read-only command's output, or why there is none (scanner/host/live.py's words)."""
+    source = " ".join(argv)
+    env = dict(os.environ, LC_ALL="C", SYSTEMD_PAGER="", PAGER="cat")
+    try:
+        proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=timeout, env=env, check=False)
+    except FileNotFoundError:
+        return {"source": source, "reason": "command not found"}
+    except subprocess.TimeoutExpired:
+        return {"source": source, "reason": "timed out after %d s" % timeout}
+    except OSError as exc:
+        return {"source": source, "reason": "could not run: %s" % (exc.strerror or exc)}
+    err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    if proc.returncode != 0:
+        return {"source": source, "reason": err[-1] if err else "exit status %d" % proc.returncode}
+    out = proc.stdout[:LARGE_CAP].decode("utf-8", "replace")
+    if not out.strip():
+        return {"source": source, "reason": "printed nothing" + (" (%s)" % err[-1] if err else "")}
+    return {"source": source, "text": out}
+
+
+def live_kernel_log():
+    reasons = []
+    for argv in KERNEL_LOG_COMMANDS:
+        got = run_command(argv)
+        if "text" in got:
+            return got
+        reasons.append("%s: %s" % (got["source"], got["reason"]))
+    return {"source": "kernel log", "reason": "no readable kernel log (" + "; ".join(reasons) + ")"}
+
+
+def now_iso():
+    """The local time with its zone, ISO 8601 (2024-05-01T12:00:00+02:00)."""
+    return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def collect(root=None, kernel_log_file=None):
+    """The snapshot of ``root`` (a captured tree) or, without one, of this machine, as a dict."""
+    started = time.time()
+    collector = Collector(root or "/")
+    release = release_of(collector.read_text("/proc/sys/kernel/osrelease"))
+    for kind, pattern, cap in CAPTURE:
+        collector.capture(kind, pattern, cap, release)
+    if kernel_log_file:
+        kernel_log = read_outside_file(kernel_log_file)
+    elif root:
+        kernel_log = collector.tree_kernel_log()
+    else:
+        kernel_log = live_kernel_log()
+    if root:
+        hostname, machine = collector.tree_hostname(), None
+    else:
+        hostname, machine = socket.gethostname() or collector.tree_hostname(), os.uname()[4]
+        release = release or os.uname()[2]
+    collector.compact()
+    return {
+        "format": FORMAT,
+        "snapshot_version": SNAPSHOT_VERSION,
+        "collector": {"version": COLLECTOR_VERSION, "python": "%d.%d.%d" % tuple(sys.version_info[:3])},
+        "collected_at": now_iso(),
+        "duration_s": round(time.time() - started, 3),
+        "source": "root" if root else "live",
+        "root": collector.root,
+        "hostname": hostname,
+        "machine": machine,
+        "kernel_release": release,
+        "kernel_log": kernel_log,
+        "notes": collector.notes,
+        "entries": collector.entries,
+    }
+
+
+def dumps(snapshot):
+    """The snapshot as JSON text: ASCII only (any locale can print it), sorted, one entry a line."""
+    return json.dumps(snapshot, ensure_ascii=True, sort_keys=True, indent=0) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="vfio-scan-collector",
+                                     description="Write a vfio-scan snapshot of this host (JSON) to stdout or -o FILE.")
+    parser.add_argument("--root", metavar="DIR", help="snapshot a directory laid out like / instead of this machine")
+    parser.add_argument("--kernel-log", metavar="FILE", help="the kernel log to record (default: dmesg or the "
+                                                             "journal; in a --root tree, its var/log/dmesg)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the snapshot to FILE instead of stdout")
+    parser.add_argument("--version", action="version", version="vfio-scan collector " + COLLECTOR_VERSION)
+    args = parser.parse_args(argv)
+    if args.root and not os.path.isdir(args.root):
+        parser.exit(2, "vfio-scan collector: error: --root %s: no such directory\n" % args.root)
+    if args.kernel_log and not os.path.isfile(args.kernel_log):
+        parser.exit(2, "vfio-scan collector: error: --kernel-log %s: no such file\n" % args.kernel_log)
+    text = dumps(collect(args.root, args.kernel_log))
+    if args.output and args.output != "-":
+        with open(args.output, "w") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.version_info < (3, 6):
+        sys.stderr.write("vfio-scan collector: needs Python 3.6 or newer, this is %s\n" % sys.version.split()[0])
+        sys.exit(2)
+    sys.exit(main())

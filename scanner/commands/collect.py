@@ -1,0 +1,59 @@
+"""``vfio-scan collect``: write a snapshot of this machine (or a tree) for ``scan --snapshot`` elsewhere, later.
+
+It runs the very collector that ``vfio-scan fleet`` pipes to remote hosts (scanner/collector.py),
+in-process, then checks the result against schemas/snapshot.schema.json before writing it.
+``--print-script`` prints that collector, to run by hand where vfio-scan is not installed:
+``ssh host python3 - < collector.py > host.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from scanner.cli import UsageError
+from scanner.commands.common import check_writable, write_output
+from scanner.report import EXIT_INCOMPLETE
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the snapshot to FILE (default: stdout)")
+    parser.add_argument("--root", metavar="DIR", help="snapshot a directory laid out like / (a captured tree) "
+                                                      "instead of this machine")
+    parser.add_argument("--kernel-log", metavar="FILE", help="kernel log to record (default: dmesg or the journal; "
+                                                             "in a --root tree, its var/log/dmesg)")
+    parser.add_argument("--print-script", action="store_true",
+                        help="print the stand-alone collector (Python 3.6+, stdlib only) instead of running it")
+
+
+def run(args) -> int:
+    from scanner import collector
+
+    if args.print_script:
+        from scanner.fleet.remote import collector_source
+
+        write_output(args.output or "-", collector_source().decode("utf-8"))
+        return 0
+    if args.output:
+        check_writable(args.output, "-o")
+    if args.root and not os.path.isdir(args.root):
+        raise UsageError(f"--root {args.root}: no such directory")
+    if args.kernel_log and not os.path.isfile(args.kernel_log):
+        raise UsageError(f"--kernel-log {args.kernel_log}: no such file")
+
+    from scanner.host.snapshot import SnapshotError, parse_snapshot
+
+    snapshot = collector.collect(args.root, args.kernel_log)
+    text = collector.dumps(snapshot)
+    try:
+        parse_snapshot(text, "the snapshot just collected")
+    except SnapshotError as exc:  # a collector bug: say so, write nothing
+        print(f"vfio-scan collect: error: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    write_output(args.output or "-", text)
+    for note in snapshot["notes"]:
+        print(f"vfio-scan collect: warning: {note}", file=sys.stderr)
+    if args.output and args.output != "-":
+        print(f"vfio-scan collect: wrote {args.output}: {snapshot['hostname']}, {len(snapshot['entries'])} paths, "
+              f"{len(text) // 1024} KiB", file=sys.stderr)
+    return 0

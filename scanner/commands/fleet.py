@@ -1,0 +1,110 @@
+"""``vfio-scan fleet``: scan many hosts over ssh into one merged report.
+
+Hosts come from the command line, a hosts file or an Ansible inventory (scanner/fleet/inventory.py).
+On each, the collector runs over the system's ``ssh`` (scanner/fleet/remote.py), ``--parallel``
+at a time, each with its own ``--timeout``; the snapshot is scanned as soon as it arrives and
+then dropped. Everything after the hosts -- device targets, rules, ``--policy``, ``--fail-on``,
+formats and output files -- is ``vfio-scan scan``'s own code path, so a fleet is judged exactly as
+``scan --snapshot`` of the same snapshots would be. An unreachable host or a failed collection
+is a host-level error in the report (exit 3); every other host is still reported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import partial
+
+from scanner.cli import UsageError
+from scanner.commands import scan
+
+
+def add_arguments(parser) -> None:
+    src = parser.add_argument_group("hosts")
+    src.add_argument("hosts", nargs="*", metavar="HOST", help="[user@]host[:port] to scan (IPv6: [addr]:port)")
+    src.add_argument("--hosts-file", action="append", default=[], metavar="FILE",
+                     help="one [user@]host[:port] a line, # comments (repeatable)")
+    src.add_argument("-i", "--inventory", action="append", default=[], metavar="FILE",
+                     help="an Ansible inventory: INI, or YAML (.yml/.yaml; needs PyYAML); groups, ansible_host, "
+                          "ansible_port, ansible_user, ansible_ssh_private_key_file, ansible_python_interpreter, "
+                          "vfio_scan_root (repeatable)")
+    src.add_argument("--limit", action="append", default=[], metavar="PATTERN",
+                     help="only these hosts or groups (globs, comma-separated; repeatable)")
+    con = parser.add_argument_group("connection")
+    con.add_argument("--parallel", type=int, default=10, metavar="N", help="hosts collected at once (default 10)")
+    con.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                     help="per host, for connecting and collecting (default 120)")
+    con.add_argument("--ssh-option", action="append", default=[], metavar="OPTION=VALUE",
+                     help="passed to ssh as -o OPTION=VALUE, before vfio-scan's own (repeatable)")
+    con.add_argument("--ssh-config", metavar="FILE", help="ssh configuration file (ssh -F FILE)")
+    con.add_argument("--python", default="python3", metavar="CMD",
+                     help="the host's Python 3.6+ (default python3; an inventory's ansible_python_interpreter wins)")
+    con.add_argument("--sudo", action="store_true", help="run the collector with 'sudo -n' (root sees more)")
+    con.add_argument("--save-snapshots", metavar="DIR",
+                     help="keep each host's snapshot as DIR/HOST.json, to scan again with 'scan --snapshot DIR'")
+    scan.add_arguments(parser, hosts=False)
+
+
+def gather_hosts(args) -> list:
+    """Every host asked for, in order, once each (by name); a bad file or host is a usage error."""
+    from scanner.fleet.inventory import InventoryError, limit, make_host, parse_host_spec, read_inventory
+
+    hosts = []
+    try:
+        for spec in args.hosts:
+            try:
+                parse_host_spec(spec)
+            except ValueError as exc:
+                raise InventoryError(f"HOST {exc}") from None
+            hosts.append(make_host(spec, {}))
+        for path in args.hosts_file:
+            hosts += read_inventory(path, hosts_file=True)
+        for path in args.inventory:
+            hosts += read_inventory(path)
+    except InventoryError as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    unique = list({h.name: h for h in hosts}.values())
+    chosen = limit(unique, args.limit)
+    if not chosen:
+        raise UsageError("no hosts to scan: give HOST arguments, --hosts-file or -i INVENTORY"
+                         + (" (--limit matched none)" if unique else ""))
+    return chosen
+
+
+def run(args) -> int:
+    from scanner.fleet.progress import Progress
+    from scanner.fleet.remote import RemoteOptions, snapshot_host
+    from scanner.hostset import HostJob, HostSet
+
+    if args.parallel < 1:
+        raise UsageError("--parallel N: N must be 1 or more")
+    if args.timeout <= 0:
+        raise UsageError("--timeout SECONDS: must be more than 0")
+    for option in args.ssh_option:
+        if "=" not in option or option.startswith("-"):
+            raise UsageError(f"--ssh-option {option}: expected OPTION=VALUE, e.g. ConnectTimeout=5")
+    if args.ssh_config and not os.path.isfile(args.ssh_config):
+        raise UsageError(f"--ssh-config {args.ssh_config}: no such file")
+    if args.save_snapshots:
+        try:
+            os.makedirs(args.save_snapshots, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--save-snapshots {args.save_snapshots}: {exc.strerror or exc}") from None
+        if not os.access(args.save_snapshots, os.W_OK):
+            raise UsageError(f"--save-snapshots {args.save_snapshots}: not writable")
+    hosts = gather_hosts(args)
+    options = RemoteOptions(timeout=args.timeout, ssh_options=args.ssh_option, ssh_config=args.ssh_config,
+                            python=args.python, sudo=args.sudo, save_dir=args.save_snapshots)
+    progress = Progress() if Progress.wanted() else None
+    jobs = [HostJob(h.name, partial(snapshot_host, h, options)) for h in hosts]
+    args.host_set = HostSet(jobs, parallel=args.parallel, fleet=True, progress=progress)
+    if progress:
+        progress.start(len(jobs))
+    try:
+        return scan.run(args)
+    finally:
+        if progress:
+            progress.finish()
+            sys.stderr.flush()

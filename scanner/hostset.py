@@ -1,0 +1,93 @@
+"""The hosts one run scans, and how each becomes a report even when it cannot be read.
+
+A scan reads one host (this machine, ``--root DIR``) or many (``--snapshot FILE...``,
+``vfio-scan fleet``). A many-host run never stops at a broken host: a snapshot that is not JSON,
+an unreachable ssh host or a failed collection becomes a report whose ``notes`` say why (exit
+3), and every other host is still scanned and reported. Each host is loaded only when its turn
+comes and dropped once scanned, so a fleet of hundreds does not hold every snapshot in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, List, Optional, Sequence
+
+from scanner import __version__
+from scanner.report import Report
+
+
+class HostUnavailable(Exception):
+    """A host that could not be read at all (its snapshot, its ssh connection, its collector)."""
+
+
+@dataclass
+class HostJob:
+    """One host: ``load()`` returns a Host (the scanner/host interface) or raises HostUnavailable."""
+
+    label: Optional[str]  # how the run names it (inventory name, snapshot file); None for a lone host
+    load: Callable[[], object]
+    source: str = "snapshot"
+
+
+def unavailable_report(job: HostJob, reason: str, fail_on: str) -> Report:
+    """The report of a host that could not be scanned: no findings, the reason in ``notes``."""
+    return Report(
+        host={"hostname": job.label or "?", "kernel": None, "arch": None, "cpu_vendor": None, "source": job.source,
+              "label": job.label or "?"},
+        findings=[],
+        started_at=datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        duration_s=0.0,
+        tool={"name": "vfio-scan", "version": __version__},
+        fail_on=fail_on,
+        notes=[reason],
+    )
+
+
+class HostSet:
+    """The hosts of one run, scanned one by one or ``parallel`` at a time, reports in input order.
+
+    ``fleet`` asks the renderers for the merged fleet output even for a single host (what
+    ``vfio-scan fleet`` promises a script); ``progress`` is told ``(done, total, job, report)``.
+    """
+
+    def __init__(self, jobs: Sequence[HostJob], parallel: int = 1, fleet: bool = False,
+                 progress: Optional[Callable] = None):
+        self.jobs = list(jobs)
+        self.parallel = max(1, parallel)
+        self.fleet = fleet or len(self.jobs) > 1
+        self.progress = progress
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def scan(self, scan_one: Callable[[object], Report], fail_on: str = "fail") -> List[Report]:
+        def one(job: HostJob) -> Report:
+            report = self._scan_job(job, scan_one, fail_on)
+            if self.progress:
+                with self._lock:
+                    self._done += 1
+                    self.progress(self._done, len(self.jobs), job, report)
+            return report
+
+        if self.parallel == 1 or len(self.jobs) == 1:
+            return [one(job) for job in self.jobs]
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(self.jobs))) as pool:
+            return list(pool.map(one, self.jobs))
+
+    @staticmethod
+    def _scan_job(job: HostJob, scan_one, fail_on: str) -> Report:
+        try:
+            host = job.load()
+        except HostUnavailable as exc:
+            return unavailable_report(job, str(exc), fail_on)
+        try:
+            report = scan_one(host)
+        except Exception as exc:  # in a many-host run, a bug must cost one host, never the whole report
+            if job.label is None:
+                raise
+            return unavailable_report(job, f"internal error while scanning: {type(exc).__name__}: {exc}", fail_on)
+        if job.label:
+            report.host["label"] = job.label
+        return report
