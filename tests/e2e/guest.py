@@ -74,13 +74,38 @@ def harness() -> Path:
 
 def vfio_scan_command() -> List[str]:
     """How the guest runs vfio-scan: the console script installed beside this Python (the venv's),
-    else ``python -m scanner``. The guest sees the host's / except /tmp, so neither may live there."""
+    else ``python -m scanner``. The guest sees the host's / except /tmp; a checkout or venv there
+    (a CI clone, say) is staged under /var/tmp first and run from that copy."""
     script = Path(sys.executable).with_name("vfio-scan")
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "scanner"]
-    for path in (command[0], str(CHECKOUT)):
-        if Path(path).resolve().is_relative_to("/tmp"):
-            unavailable(f"{path} is under /tmp, which the guest does not see (its /tmp is a fresh tmpfs)")
+    if any(Path(p).resolve().is_relative_to("/tmp") for p in (command[0], str(CHECKOUT), sys.prefix)):
+        return staged_command()
     return command
+
+
+STAGE_ROOT = Path("/var/tmp/vfio-scan-e2e")
+
+
+def staged_command() -> List[str]:
+    """Copy the package and the venv's libraries where the guest can see them; run them from there."""
+    import hashlib
+    import shutil
+    import sysconfig
+
+    stage = STAGE_ROOT / hashlib.sha256(str(CHECKOUT).encode()).hexdigest()[:12]
+    if stage.exists():
+        shutil.rmtree(stage)
+    ignore = shutil.ignore_patterns("__pycache__", "ansible*", "hypothesis*", "pip", "pip-*", "setuptools*")
+    try:
+        for package in ("scanner", "rules", "reports", "schemas"):
+            shutil.copytree(CHECKOUT / package, stage / "src" / package, ignore=ignore)
+        shutil.copytree(sysconfig.get_paths()["purelib"], stage / "site", ignore=ignore)
+    except OSError as exc:
+        unavailable(f"cannot stage the checkout under {STAGE_ROOT} for the guest: {exc}")
+    python = os.path.realpath(sys.executable)
+    if Path(python).is_relative_to("/tmp"):
+        unavailable(f"the Python interpreter {python} is under /tmp, which the guest does not see")
+    return ["env", f"PYTHONPATH={stage / 'src'}:{stage / 'site'}", python, "-m", "scanner"]
 
 
 #: The start of every guest script: helpers, then the scenario's body. Bash, run as root in the guest.
