@@ -137,3 +137,16 @@ def test_ssh_command_line():
     [plain] = parse_hosts_file("gpu02\n")
     assert collector_command(plain, RemoteOptions(sudo=True, python="python3")) == ["sudo", "-n", "python3", "-"]
     assert safe_name("root@10.0.0.1:2222") == "root@10.0.0.1_2222" and safe_name("../..") == "_"
+
+
+def test_non_ascii_digits_as_port_are_refused_not_a_crash(tmp_path):
+    from scanner.fleet.inventory import read_inventory
+
+    inv = tmp_path / "hosts.ini"
+    inv.write_text("[gpu]\nnode1 ansible_port=\u00b2\n")
+    try:
+        read_inventory(str(inv))
+    except Exception as exc:  # a clear refusal naming the value, never a crash from int()
+        assert "ansible_port" in str(exc)
+    else:
+        raise AssertionError("a superscript digit was accepted as a port")

@@ -167,7 +167,7 @@ def make_host(name: str, variables: Dict[str, str], groups: Tuple[str, ...] = ()
         host.address = address
     port_text = host.var("ansible_port", "ansible_ssh_port")
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5) or not 0 < int(port_text) < 65536:
             raise ValueError(f"{name}: ansible_port {port_text!r} is not a port number")
         host.port = int(port_text)
     host.user = host.var("ansible_user", "ansible_ssh_user") or host.user
