@@ -82,7 +82,7 @@ def check(facts, scan):
     for target in scan.targets:
         device = facts.pci[target.address]
         path = f"/sys/bus/pci/devices/{target.address}/boot_vga"
-        unreadable = [n for n in device.notes if "/boot_vga:" in n]
+        unreadable = device.unreadable("boot_vga")
         if unreadable:
             yield Finding.skip(f"cannot read boot_vga ({'; '.join(unreadable)})", subject=target.address)
             continue

@@ -79,7 +79,7 @@ def check(facts, scan):
     for target in scan.targets:
         device = facts.pci[target.address]
         base = f"/sys/bus/pci/devices/{target.address}"
-        unreadable = [n for n in device.notes if "/reset_method:" in n]
+        unreadable = device.unreadable("reset_method")
         if unreadable:
             yield Finding.skip(f"cannot read reset_method ({'; '.join(unreadable)})", subject=target.address)
             continue

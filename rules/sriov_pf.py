@@ -59,10 +59,6 @@ def _evidence(device):
     return items
 
 
-def _unreadable(device):
-    return [n for n in device.notes if any(f"/{name}:" in n for name in SRIOV_FILES)]
-
-
 def _vf_finding(facts, target, device):
     pf = facts.pci.get(device.physfn)
     index = f"virtfn{pf.virtfns.index(target.address)} " if pf and target.address in pf.virtfns else ""
@@ -133,7 +129,7 @@ def check(facts, scan):
                                subject=target.address, evidence=evidence)
             continue
         wanted, total, current = target.vfs, device.sriov_totalvfs, device.sriov_numvfs
-        unreadable = _unreadable(device)
+        unreadable = device.unreadable(*SRIOV_FILES)
         if unreadable:
             yield Finding.skip(f"cannot read the SR-IOV state ({'; '.join(unreadable)})", subject=target.address,
                                evidence=evidence)

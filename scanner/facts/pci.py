@@ -109,6 +109,10 @@ class PciDevice:
     def is_pf(self) -> bool:
         return bool(self.sriov_totalvfs)
 
+    def unreadable(self, *attributes: str) -> list:
+        """Notes for those attributes that exist but could not be read (a rule skips on them)."""
+        return [n for n in self.notes if any(f"/{name}:" in n for name in attributes)]
+
 
 #: Names of common PCI classes (class + subclass), used when no pci.ids is installed.
 CLASS_NAMES = {
