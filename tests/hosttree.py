@@ -151,10 +151,14 @@ class HostTree:
         self.link_to(f"/sys/class/iommu/{name}", f"/sys/devices/virtual/iommu/{name}")
 
     def pci_device(self, addr: str, vendor: str, device: str, pci_class: str, driver: Optional[str] = None,
-                   group: Optional[str] = None, parent: Optional[str] = None, **attrs: str) -> str:
-        """A PCI function under its root complex (or under ``parent``, a bridge address)."""
+                   group: Optional[str] = None, parent: Optional[str] = None, root_bus: str = "00",
+                   **attrs: str) -> str:
+        """A PCI function under its root complex (or under ``parent``, a bridge address).
+
+        ``root_bus``: the root bus of its host bridge, ``pci0000:<root_bus>`` (servers have several).
+        """
         domain_bus = addr.rsplit(":", 1)[0]
-        base = f"/sys/devices/pci{addr.split(':')[0]}:00"
+        base = f"/sys/devices/pci{addr.split(':')[0]}:{root_bus}"
         if parent:
             base = self._device_dir(parent)
         devdir = f"{base}/{addr}"

@@ -46,14 +46,32 @@ def parse_snapshot(text: str, where: str) -> dict:
     version = str(document.get("snapshot_version", ""))
     if not version.startswith("1."):
         raise SnapshotError(f"{where}: snapshot_version {version or '?'} is not one this vfio-scan reads (1.x)")
-    from scanner.output import schema_validator
+    from scanner.host.snapshot_entries import entries_are_valid
 
-    validator = schema_validator("snapshot")
-    error = min(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)), default=None)
+    validator = _validator()
+    entries = document.get("entries")
+    # the bulk (entries) is checked in plain Python; jsonschema checks the rest, and everything
+    # again when that finds a fault, so that the message is the schema's own
+    envelope = dict(document, entries={}) if "entries" in document else document
+    error = None
+    if not entries_are_valid(entries) or not validator.is_valid(envelope):
+        error = min(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)), default=None)
     if error is not None:
         at = "/" + "/".join(str(p) for p in error.absolute_path)
         raise SnapshotError(f"{where}: does not match schemas/snapshot.schema.json at {at}: {error.message}")
     return document
+
+
+_VALIDATORS: list = []
+
+
+def _validator():
+    """The snapshot schema's validator, built once per process (a fleet loads many snapshots)."""
+    if not _VALIDATORS:
+        from scanner.output import schema_validator
+
+        _VALIDATORS.append(schema_validator("snapshot"))
+    return _VALIDATORS[0]
 
 
 def load_snapshot(path: str) -> dict:

@@ -1,0 +1,92 @@
+"""The benchmarks' generators and runner work (on the smallest sizes): no timing is asserted here.
+
+Speed is measured by ``benchmarks/run.py`` alone; these tests only make sure that what it
+measures is what it claims: trees of exactly N functions laid out as sysfs is, a fleet of
+snapshots that scan, a floor that reads the collector's own list of paths, and a runner that
+writes every section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clihelpers import REPO, run_cli
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import floor  # noqa: E402
+import treegen  # noqa: E402
+from scanner import collector  # noqa: E402
+
+
+def groups_of(tree: Path) -> list:
+    done = run_cli("groups", "--root", tree, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["groups"]
+
+
+@pytest.mark.parametrize("functions", [10, 37, 100])
+def test_a_tree_has_exactly_the_functions_asked_for_all_in_iommu_groups(tmp_path, functions):
+    info = treegen.build(tmp_path / "tree", functions, pci_ids=False)
+    listed = sorted((tmp_path / "tree/sys/bus/pci/devices").iterdir())
+    assert info.functions == len(listed) == functions
+    grouped = [d["address"] for g in groups_of(tmp_path / "tree") for d in g["devices"]]
+    assert sorted(grouped) == [p.name for p in listed]
+
+
+def test_a_tree_has_groups_of_mixed_sizes_and_sriov_vfs_linked_to_their_pf(tmp_path):
+    info = treegen.build(tmp_path / "tree", 100, pci_ids=False)
+    sizes = sorted(len(g["devices"]) for g in groups_of(tmp_path / "tree"))
+    assert sizes[-1] == 5 and 4 in sizes and 3 in sizes and sizes[0] == 1  # bridge, chipset, GPU, VFs
+    assert info.physical_functions == 2 and info.virtual_functions == 100 - 10 - 6 - 3
+    devices = tmp_path / "tree/sys/bus/pci/devices"
+    pf = devices / "0000:10:00.0"
+    assert int((pf / "sriov_numvfs").read_text()) == len(list(pf.glob("virtfn*"))) > 0
+    first_vf = (pf / "virtfn0").resolve()
+    assert (first_vf / "physfn").resolve() == pf.resolve()
+    assert (devices / first_vf.name).resolve() == first_vf
+
+
+def test_a_scan_with_every_device_a_target_judges_every_device(tmp_path):
+    treegen.build(tmp_path / "tree", 37, pci_ids=False)
+    targets = [a for c in treegen.TARGET_CLASSES for a in ("--class", c)]
+    done = run_cli("scan", "--root", tmp_path / "tree", "--format", "json", "--rule", "VFIO-010", *targets)
+    assert done.returncode in (0, 1), done.stderr
+    judged = {f["subject"] for f in json.loads(done.stdout)["findings"] if f["status"] == "pass"}
+    assert len(judged) == 37
+
+
+def test_the_floor_reads_exactly_the_paths_the_collector_captures():
+    assert floor.PATTERNS == tuple((kind, pattern) for kind, pattern, _cap in collector.CAPTURE)
+
+
+def test_the_floor_reads_more_with_device_targets(tmp_path):
+    treegen.build(tmp_path / "tree", 10, pci_ids=False)
+
+    def paths(*extra):
+        done = subprocess.run([sys.executable, str(REPO / "benchmarks/floor.py"), str(tmp_path / "tree"), *extra],
+                              capture_output=True, text=True, check=True)
+        return int(done.stdout.split()[0])
+    assert paths("--devices") > paths() + 10 * 5
+
+
+def test_the_runner_writes_every_section_on_the_smallest_sizes(tmp_path):
+    output = tmp_path / "RESULTS.md"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/run.py"), "--sizes", "10", "--runs", "1",
+                           "--hosts", "8", "--loop-budget", "5", "--work", str(tmp_path / "work"),
+                           "--output", str(output)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    text = output.read_text()
+    for heading in ("## Targets", "## Trees", "## IOMMU groups", "## This machine", "## Fleet: 8 snapshots"):
+        assert heading in text
+    assert "| 10 | host rules |" in text and "| 10 | every device a target |" in text
+    assert "`vfio-scan --version` under 60 ms" in text
+    fleet_row = [line for line in text.splitlines() if line.startswith("| 8 |")]
+    assert fleet_row and "| 8 | ok |" in fleet_row[0]  # 8 JUnit suites, one per host
+    snapshots = sorted((tmp_path / "work").glob("fleet-*/snapshots/*.json"))
+    assert [p.name for p in snapshots] == [f"node-{n:04d}.json" for n in range(1, 9)]
