@@ -55,7 +55,7 @@ def build_templates(directory: Path) -> list:
     trees = []
     for functions in (10, 40, 300):
         path = directory / f"server-{functions}"
-        treegen.build(path, functions, pci_ids=False)
+        treegen.build(path, functions)
         trees.append(path)
     for name, spoil in (("ready", None), ("no-intel-iommu", _no_intel_iommu), ("no-vfio", _no_vfio_modules),
                         ("no-irq-remapping", _no_interrupt_remapping), ("no-kvm", _no_kvm)):

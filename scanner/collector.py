@@ -26,6 +26,8 @@ import base64
 import datetime
 import errno
 import fnmatch
+import gzip
+import io
 import json
 import os
 import re
@@ -102,6 +104,12 @@ CAPTURE = (
     ("resolve", "/{run/ostree-booted,sysroot/ostree,etc/NIXOS,etc/kernel/proxmox-boot-uuids}", None),
     ("resolve", "/{usr/sbin,usr/bin,sbin,bin}/{" + TOOLS + "}", None),
 )
+
+PCI_IDS_FILES = "/usr/share/{misc/pci.ids,hwdata/pci.ids,pci.ids}{,.gz}"  # as in CAPTURE
+# scanner/facts/pciids.py's line shapes: the excerpt keeps exactly what its parser would read
+_IDS_VENDOR = re.compile(r"^([0-9A-Fa-f]{4})\s+(\S.*)$")
+_IDS_DEVICE = re.compile(r"^\t([0-9A-Fa-f]{4})\s+(\S.*)$")
+_IDS_SECTION = re.compile(r"^[A-Z] ")
 
 KERNEL_LOG_COMMANDS = (
     ("dmesg",),
@@ -381,6 +389,57 @@ class Collector(object):
         if self.resolve(canonical + "/partition"):
             self.block_device(canonical + "/..", depth + 1, seen)
 
+    def host_pci_ids(self):
+        """(vendor, device) of every PCI function listed, lower-case hex, as the scanner parses them."""
+        present = set()
+        for name in self.listdir("/sys/bus/pci/devices") or []:
+            ids = [(self.read_text("/sys/bus/pci/devices/%s/%s" % (name, attr)) or "").strip().lower()
+                   for attr in ("vendor", "device")]
+            ids = [i[2:] if i.startswith("0x") else i for i in ids]
+            if all(len(i) == 4 and all(c in "0123456789abcdef" for c in i) for i in ids):
+                present.add((ids[0], ids[1]))
+        return present
+
+    def shrink_pci_ids(self):
+        """Keep only the pci.ids lines that name this host's devices (see :func:`pci_ids_excerpt`).
+
+        The whole file is 1.4 MB, nearly all of a snapshot, and the scanner only ever looks up
+        the names of the devices the host has (``vfio-scan groups``): a fleet of a thousand
+        snapshots would otherwise carry and parse 1.4 GB of names it never shows.
+        """
+        present = None
+        for path in expand_braces(PCI_IDS_FILES):
+            canonical = self.resolve(path)
+            entry = self.entries.get(canonical) if canonical else None
+            if not entry or entry.get("type") != "file" or "read_error" in entry:
+                continue
+            data = self.data_of(entry)
+            if data is None:
+                continue
+            if canonical.endswith(".gz"):
+                try:
+                    data = gzip.decompress(data)
+                except (OSError, EOFError, ValueError):
+                    continue
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if present is None:
+                present = self.host_pci_ids()
+            excerpt = pci_ids_excerpt(text, present)
+            if excerpt is None:
+                continue
+            for field in ("text", "base64"):
+                entry.pop(field, None)
+            if canonical.endswith(".gz"):
+                packed = io.BytesIO()
+                with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as handle:  # 3.6 has no compress(mtime=)
+                    handle.write(excerpt.encode("utf-8"))
+                entry["base64"] = base64.b64encode(packed.getvalue()).decode("ascii")
+            else:
+                entry["text"] = excerpt
+
     def compact(self):
         """Drop 'missing' records that a recorded listing of their directory already implies."""
         for key in [k for k, e in self.entries.items() if e["type"] == "missing"]:
@@ -473,6 +532,49 @@ def live_kernel_log():
     return {"source": "kernel log", "reason": "no readable kernel log (" + "; ".join(reasons) + ")"}
 
 
+def pci_ids_excerpt(text, present):
+    """The lines of a pci.ids text that name the devices ``present``, or None to keep it whole.
+
+    Mirrors scanner/facts/pciids.py's parser line for line, so the excerpt gives the same
+    vendor and device names for these devices: a kept vendor's line and its kept device lines,
+    in their order (the first of duplicates still wins); subsystem lines and the class section,
+    which the parser skips, go. A file the parser would find junk in is kept whole, so that its
+    note about skipped lines stays the same.
+    """
+    vendors = set(v for v, _ in present)
+    kept = []
+    vendor, in_vendors = None, True
+    for raw in text.splitlines():
+        line = raw.rstrip("\r\n ")
+        if "\0" in raw:
+            return None
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line.startswith("\t"):
+            match = _IDS_VENDOR.match(line)
+            if match:
+                in_vendors, vendor = True, match.group(1).lower()
+                if vendor in vendors:
+                    kept.append(raw)
+                continue
+            vendor = None
+            if _IDS_SECTION.match(line):
+                in_vendors = False
+                continue
+            return None
+        if line.startswith("\t\t") or not in_vendors:
+            continue
+        match = _IDS_DEVICE.match(line)
+        if match and vendor:
+            if vendor in vendors and (vendor, match.group(1).lower()) in present:
+                kept.append(raw)
+            continue
+        if not match:
+            return None
+    header = "# The lines of this host's devices, kept by vfio-scan's collector (of %d lines)" % len(text.splitlines())
+    return "\n".join([header] + kept) + "\n"
+
+
 def now_iso():
     """The local time with its zone, ISO 8601 (2024-05-01T12:00:00+02:00)."""
     return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
@@ -496,6 +598,7 @@ def collect(root=None, kernel_log_file=None):
     else:
         hostname, machine = socket.gethostname() or collector.tree_hostname(), os.uname()[4]
         release = release or os.uname()[2]
+    collector.shrink_pci_ids()
     collector.compact()
     return {
         "format": FORMAT,

@@ -115,9 +115,14 @@ def replay(root, snapshot) -> SnapshotHost:
     assert len(recording.calls) > 10
     snap = SnapshotHost(snapshot)
     for method, args in recording.calls:
+        if args and "/pci.ids" in str(args[0]):
+            continue  # cut down to the host's devices: tests/test_collector_pciids.py compares the names
         want = getattr(TreeHost(root), method)(*args)
         got = getattr(snap, method)(*args)
         assert got == want, f"{method}{args}: tree says {want!r}, snapshot says {got!r}"
+    assert Facts(snap).pci_ids.devices == {
+        ids: name for ids, name in Facts(TreeHost(root)).pci_ids.devices.items()
+        if ids in {(d.vendor, d.device) for d in Facts(TreeHost(root)).pci.values()}}
     assert not snap.uncollected, f"the scan read paths the collector did not record: {sorted(snap.uncollected)}"
     return snap
 
