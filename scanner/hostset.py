@@ -9,14 +9,12 @@ comes and dropped once scanned, so a fleet of hundreds does not hold every snaps
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import _thread  # threading.Lock is _thread.allocate_lock; threading itself is imported only for a pool
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable, List, Optional, Sequence
 
 from scanner import __version__
-from scanner.report import Report
+from scanner.report import Report, local_timestamp
 
 
 class HostUnavailable(Exception):
@@ -38,7 +36,7 @@ def unavailable_report(job: HostJob, reason: str, fail_on: str) -> Report:
         host={"hostname": job.label or "?", "kernel": None, "arch": None, "cpu_vendor": None, "source": job.source,
               "label": job.label or "?"},
         findings=[],
-        started_at=datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        started_at=local_timestamp(),
         duration_s=0.0,
         tool={"name": "vfio-scan", "version": __version__},
         fail_on=fail_on,
@@ -60,7 +58,7 @@ class HostSet:
         self.fleet = fleet or len(self.jobs) > 1
         self.progress = progress
         self._done = 0
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def scan(self, scan_one: Callable[[object], Report], fail_on: str = "fail") -> List[Report]:
         def one(job: HostJob) -> Report:
@@ -73,6 +71,10 @@ class HostSet:
 
         if self.parallel == 1 or len(self.jobs) == 1:
             return [one(job) for job in self.jobs]
+        # Imported here: only fleets and multi-snapshot runs scan in parallel, and
+        # concurrent.futures (with logging, threading, queue) is a noticeable part of a lone scan's start-up.
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(self.parallel, len(self.jobs))) as pool:
             return list(pool.map(one, self.jobs))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Iterable, List, Sequence, Tuple
 
 from scanner.report import Report
@@ -13,6 +12,7 @@ class InvalidReport(Exception):
 
 
 def load_schema(name: str) -> dict:
+    import json  # here: only validation reads a schema (the json format imports json itself)
     from importlib import resources
 
     return json.loads(resources.files("schemas").joinpath(f"{name}.schema.json").read_text(encoding="utf-8"))

@@ -40,6 +40,8 @@ HOOKS = ("vfio_scan_register_rules", "vfio_scan_register_formats")
 
 @dataclass(frozen=True)
 class FormatSpec:
+    """An output format: its name, the ``module:function`` that renders it, and the plugin that gave it."""
+
     name: str
     target: str  # "module:function"
     description: str
@@ -55,6 +57,8 @@ class FormatSpec:
 
 @dataclass
 class PluginInfo:
+    """One plugin as ``vfio-scan plugins`` lists it: where it came from, what it gave, or why it failed."""
+
     name: str
     source: str  # "builtin" or "entry point <dist> <version>"
     hooks: List[str] = field(default_factory=list)
@@ -73,6 +77,8 @@ class PluginLoadError(Exception):
 
 @dataclass
 class Registry:
+    """Everything the plugins registered: rules by id, formats by name, and every plugin."""
+
     rules: Dict[str, Rule] = field(default_factory=dict)
     formats: Dict[str, FormatSpec] = field(default_factory=dict)
     plugins: List[PluginInfo] = field(default_factory=list)
@@ -153,12 +159,11 @@ class _Loader:
         info.formats = [f.name for f in formats]
 
     def add_entry_points(self) -> None:
-        from importlib.metadata import entry_points
+        # scanner.entrypoints finds what importlib.metadata.entry_points(group=...) finds, without
+        # importing importlib.metadata (which alone costs more than scanning a small machine).
+        from scanner.entrypoints import entry_points
 
-        try:
-            eps = entry_points(group=PROJECT)
-        except TypeError:  # Python 3.9
-            eps = entry_points().get(PROJECT, [])
+        eps = entry_points(PROJECT)
         for ep in sorted(eps, key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
             source = f"entry point {ep.value}" + (f" ({dist.name} {dist.version})" if dist else "")

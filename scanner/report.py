@@ -34,6 +34,8 @@ def is_blocking(finding: Finding, fail_on: str = "fail") -> bool:
 
 @dataclass
 class Report:
+    """One host's scan: its findings, and what the outputs show around them."""
+
     host: dict
     findings: List[Finding]
     started_at: str
@@ -93,6 +95,22 @@ class Report:
         if self.policy is not None:
             data["policy"] = dict(self.policy)
         return data
+
+
+def local_timestamp(ns: Optional[int] = None) -> str:
+    """Now (or ``ns`` since the epoch) in local time with its UTC offset, to the second: exactly what
+    ``datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")`` writes, from :mod:`time`,
+    because importing datetime is a noticeable part of a lone scan's start-up."""
+    import time
+
+    secs = (time.time_ns() if ns is None else ns) // 1_000_000_000  # what isoformat(timespec="seconds") keeps
+    local = time.localtime(secs)
+    sign = "-" if local.tm_gmtoff < 0 else "+"
+    minutes, seconds = divmod(abs(local.tm_gmtoff), 60)
+    hours, minutes = divmod(minutes, 60)
+    text = (f"{local.tm_year:04d}-{local.tm_mon:02d}-{local.tm_mday:02d}T{local.tm_hour:02d}:{local.tm_min:02d}:"
+            f"{min(local.tm_sec, 59):02d}{sign}{hours:02d}:{minutes:02d}")  # datetime clamps a leap second
+    return text + (f":{seconds:02d}" if seconds else "")
 
 
 def combined_exit_code(reports: Sequence[Report]) -> int:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Iterable, Mapping, Optional, Sequence
 
 from scanner import __version__
 from scanner.engine import Scan, run_rules
 from scanner.facts import Facts
 from scanner.model import Rule
-from scanner.report import Report
-from scanner.targets import resolve
+from scanner.report import Report, local_timestamp
 
 
 def host_info(facts: Facts) -> dict:
@@ -33,10 +31,12 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
     ``facts`` lets a caller keep the very facts the rules judged (``qemu-args`` builds its
     arguments from them); by default they are made here from ``host``.
     """
-    started = datetime.now(timezone.utc).astimezone()
+    started = local_timestamp()
     clock = time.perf_counter()
     facts = facts if facts is not None else Facts(host)
     if selectors or vfs:
+        from scanner.targets import resolve  # a scan without targets needs none of it
+
         targets, unmatched = resolve(selectors, vfs or {}, facts.pci)
         scan = replace(scan, targets=tuple(targets), unmatched=tuple(unmatched))
     findings = run_rules(rules, facts, scan)
@@ -46,7 +46,7 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
     return Report(
         host=host_info(facts),
         findings=findings,
-        started_at=started.isoformat(timespec="seconds"),
+        started_at=started,
         duration_s=time.perf_counter() - clock,
         targets=[str(t) for t in scan.targets],
         tool={"name": "vfio-scan", "version": __version__},

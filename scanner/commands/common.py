@@ -84,10 +84,13 @@ def add_target_arguments(group, vfs: bool = True) -> None:
 
 def parse_targets(args):
     """Selectors from the command line; a malformed one is a usage error naming the accepted forms."""
+    devices, classes, vfs = args.device, args.pci_class, getattr(args, "vfs", ())
+    if not (devices or classes or vfs):  # parse_all's answer for nothing, without importing scanner.targets
+        return [], {}
     from scanner.targets import SelectorError, parse_all
 
     try:
-        return parse_all(args.device, args.pci_class, getattr(args, "vfs", ()))
+        return parse_all(devices, classes, vfs)
     except SelectorError as exc:
         raise UsageError(str(exc)) from None
 
@@ -114,13 +117,15 @@ def load_policy(args, registry):
     """
     from scanner.model import SEVERITIES
     from scanner.policy import merge_cli
-    from scanner.policy_file import PolicyError
-    from scanner.policy_file import load_policy as read_policy
 
     to_id = {r.name: r.id for r in registry.rules.values()}
     to_id.update({r.id: r.id for r in registry.rules.values()})
     policy = None
     if getattr(args, "policy", None):
+        # Only a policy file needs its reader (TOML, difflib, the validator): imported here.
+        from scanner.policy_file import PolicyError
+        from scanner.policy_file import load_policy as read_policy
+
         try:
             policy = read_policy(args.policy, known_rules={r.id for r in registry.rules.values()})
         except PolicyError as exc:
@@ -160,9 +165,11 @@ def add_plugin_arguments(parser) -> None:
 
 def load_registry(args):
     """Load plugins; print one warning per failed plugin, or fail under --strict-plugins."""
+    from scanner.cli import end_of_startup
     from scanner.plugins import load_plugins
 
     registry = load_plugins()
+    end_of_startup()  # what follows (a scan, maybe of many hosts) runs with cyclic GC on
     for info in registry.failures:
         line = f"plugin {info.name!r} ({info.source}) failed to load: {info.error}"
         if getattr(args, "strict_plugins", False):

@@ -31,6 +31,8 @@ _GRUB_VAR = re.compile(r"^\s*(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(.*)$")
 
 @dataclass(frozen=True)
 class BootStack:
+    """How this host boots: the boot stack, the file its next boot's parameters live in, and what applies it."""
+
     stack: str  # a key of STACKS
     config_file: Optional[str] = None  # the file that holds the next boot's parameters
     regenerate: Tuple[str, ...] = ()  # command(s) that apply the edited file

@@ -26,6 +26,8 @@ def truthy(value: Optional[str]) -> bool:
 
 @dataclass(frozen=True)
 class Param:
+    """One parameter of a kernel command line, in the order it appeared."""
+
     key: str  # normalized name
     raw_key: str  # as written
     value: Optional[str]  # None for a bare flag such as ``quiet``
@@ -38,6 +40,8 @@ class Param:
 
 @dataclass(frozen=True)
 class Cmdline:
+    """A parsed kernel command line: its parameters, and what follows ``--`` (for init)."""
+
     raw: str
     params: Tuple[Param, ...]
     init_args: Tuple[str, ...] = ()

@@ -16,6 +16,8 @@ VENDORS = {
 
 @dataclass(frozen=True)
 class CpuInfo:
+    """The CPU as ``/proc/cpuinfo`` describes it: vendor and feature flags."""
+
     vendor: Optional[str]  # intel | amd | None (unknown, or not x86)
     vendor_id: Optional[str]  # as the CPU reports it
     flags: FrozenSet[str]

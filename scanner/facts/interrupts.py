@@ -12,6 +12,8 @@ _MSI = re.compile(r"PCI-MSI|DMAR-MSI|IO-APIC")
 
 @dataclass(frozen=True)
 class Interrupts:
+    """What ``/proc/interrupts`` says about interrupt remapping."""
+
     remapped: Tuple[str, ...]  # lines whose chip is ``IR-...``
     msi_or_ioapic: int  # lines routed through MSI or the IO-APIC (where IR would show)
     lines: int

@@ -8,6 +8,8 @@ from typing import Dict, Optional, Tuple
 
 @dataclass(frozen=True)
 class IommuGroup:
+    """One IOMMU group: its number, its devices (PCI addresses) and its type."""
+
     number: str
     devices: Tuple[str, ...]
     name: Optional[str] = None  # ``vfio-noiommu`` for a fake group
@@ -21,6 +23,8 @@ class IommuGroup:
 
 @dataclass(frozen=True)
 class IommuState:
+    """The IOMMU units and groups the kernel exposes in sysfs, or why they could not be listed."""
+
     units: Tuple[str, ...] = ()  # /sys/class/iommu entries: dmar0, ivhd0, smmu3.0x...
     units_reason: Optional[str] = None  # why the units could not be listed
     groups: Dict[str, IommuGroup] = field(default_factory=dict)

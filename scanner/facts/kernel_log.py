@@ -37,6 +37,8 @@ def message_of(line: str) -> str:
 
 @dataclass(frozen=True)
 class KernelLog:
+    """The kernel log's messages, where they came from, or why there are none."""
+
     messages: Tuple[str, ...] = ()
     source: Optional[str] = None
     reason: Optional[str] = None  # why there is no log, when there is none

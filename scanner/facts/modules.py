@@ -53,6 +53,8 @@ def parse_modules_dep(text: str) -> FrozenSet[str]:
 
 @dataclass(frozen=True)
 class Modules:
+    """Kernel modules: loaded, built in and installed for the running release."""
+
     loaded: FrozenSet[str] = frozenset()
     builtin: FrozenSet[str] = frozenset()
     installed: FrozenSet[str] = frozenset()

@@ -65,6 +65,8 @@ def slot_of(address: str) -> str:
 
 @dataclass(frozen=True)
 class PciDevice:
+    """One PCI function as sysfs describes it."""
+
     address: str
     vendor: Optional[str] = None  # "10de"
     device: Optional[str] = None  # "2204"

@@ -18,7 +18,6 @@ drive the terminal. The Facts layer finds and reads the file (``Facts.pci_ids``)
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -110,6 +109,8 @@ def parse_pci_ids(text: str, source: Optional[str] = None) -> PciIds:
 
 def gunzip(data: bytes, cap: int) -> Tuple[Optional[bytes], Optional[str]]:
     """Decompress a ``.gz`` file of at most ``cap`` bytes: (data, None) or (None, why not)."""
+    import zlib  # here: only /proc/config.gz and pci.ids.gz need it
+
     try:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         out = inflater.decompress(data, cap + 1)

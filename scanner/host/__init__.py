@@ -46,6 +46,8 @@ class Read:
 
 @dataclass(frozen=True)
 class BytesRead:
+    """The answer to one binary read: ``data`` when it worked, else ``reason`` says why not."""
+
     path: str
     data: Optional[bytes] = None
     reason: Optional[str] = None

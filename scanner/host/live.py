@@ -8,8 +8,6 @@ never a crash.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 from typing import Optional, Sequence
 
 from scanner.host import LARGE_CAP, Read
@@ -25,6 +23,8 @@ KERNEL_LOG_COMMANDS = (
 
 def run_command(argv: Sequence[str], timeout: int = COMMAND_TIMEOUT) -> Read:
     """Run a read-only command; its stdout or the reason it gave none."""
+    import subprocess  # here: only reading the kernel log runs a command
+
     source = " ".join(argv)
     env = dict(os.environ, LC_ALL="C", SYSTEMD_PAGER="", PAGER="cat")
     try:
@@ -56,7 +56,8 @@ class LiveHost(TreeHost):
         self.machine = os.uname().machine
 
     def hostname(self) -> str:
-        return socket.gethostname() or super().hostname()
+        # What socket.gethostname() answers (glibc reads it from uname(2)), without importing socket.
+        return os.uname().nodename or super().hostname()
 
     def kernel_log(self) -> Read:
         if self.kernel_log_file:
