@@ -134,7 +134,10 @@ def _header(report, addressed) -> List[str]:
 
 def _comment(text) -> str:
     """Text safe inside a ``#`` comment: one line, no control characters."""
-    return "".join(ch if ch.isprintable() else "?" for ch in str(text or "")).strip()
+    text = str(text or "")
+    if text.isprintable():  # the usual case, without a Python step per character
+        return text.strip()
+    return "".join(ch if ch.isprintable() else "?" for ch in text).strip()
 
 
 def _manual(finding, step, why: str = "") -> List[str]:
@@ -150,10 +153,11 @@ def _manual(finding, step, why: str = "") -> List[str]:
 
 def render_report(report, fail_on: str = "fail") -> str:
     phases = _steps_by_phase(report, fail_on)
-    addressed = []
+    addressed, seen = [], set()  # by identity (findings hold dicts), in one pass
     for items in phases.values():
         for finding, _ in items:
-            if not any(finding is seen for seen in addressed):
+            if id(finding) not in seen:
+                seen.add(id(finding))
                 addressed.append(finding)
     out = _header(report, addressed) + [PREAMBLE]
     context = script_actions.Context(report=report, fixed_rules={f.rule_id for f in addressed})
@@ -193,7 +197,7 @@ def _step_lines(finding, step, context) -> List[str]:
                 ] + script_devices.refusal(action)
     body = None
     if not step.manual and step.action:
-        key = json.dumps(step.action, sort_keys=True, default=str)
+        key = _action_key(step.action, context)
         if key in context.emitted:
             return ["# already done above (the same step serves several findings)"]
         context.emitted.add(key)
@@ -202,6 +206,21 @@ def _step_lines(finding, step, context) -> List[str]:
         except UnsafeValue as exc:
             body = _manual(finding, step, f"refused: {exc}")
     return body if body is not None else _manual(finding, step)
+
+
+def _action_key(action, context) -> str:
+    """``json.dumps(action, sort_keys=True, default=str)``: what makes two steps the same.
+
+    Kept per action object: one step shared by many findings (every target's ``vfio-ids`` step,
+    :func:`scanner.binding.persistent_steps`, with the scan's whole list of addresses) is encoded
+    once, not once per target, which made a script for thousands of targets quadratic.
+    """
+    known = context.encoded.get(id(action))
+    if known is not None and known[0] is action:
+        return known[1]
+    key = json.dumps(action, sort_keys=True, default=str)
+    context.encoded[id(action)] = (action, key)
+    return key
 
 
 def render(reports, options) -> str:

@@ -40,6 +40,7 @@ class Context:
     fixed_rules: set = field(default_factory=set)  # rule ids this script has blocks for
     device_functions: bool = False  # some block uses the per-device shell functions
     emitted: set = field(default_factory=set)  # actions already written (one step can serve several findings)
+    encoded: dict = field(default_factory=dict)  # id(action) -> (action, its JSON): one action many steps share
 
 
 def _ere(param: str) -> str:

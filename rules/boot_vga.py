@@ -106,8 +106,7 @@ def check(facts, scan):
                    "and the guest may show no picture")
         if cant_reserve:
             message += "; the kernel log shows it"
-        others = [a for a, d in facts.pci.items()
-                  if a != target.address and d.pci_class and d.pci_class.startswith("03")]
+        others = [a for a in facts.pci_index.displays if a != target.address]  # class 03, indexed once
         if active and not missing:
             message += f"; {' '.join(active)} already active on the command line, only the firmware choice is left"
         else:

@@ -80,9 +80,22 @@ def _evidence(facts, device):
     evidence = [Evidence(f"{base}/driver", device.driver or "<no driver bound>"),
                 Evidence(f"{base}/driver_override", device.driver_override or "(null)")]
     listing = facts.dev_vfio
-    evidence.append(Evidence(listing.path, " ".join(listing.entries()) if listing.ok else f"<{listing.reason}>"))
+    evidence.append(Evidence(listing.path, _listed(listing) if listing.ok else f"<{listing.reason}>"))
     evidence += [Evidence("sysfs", note) for note in device.notes]
     return evidence
+
+
+_LAST_LISTED = (None, "")
+
+
+def _listed(listing):
+    """``/dev/vfio``'s names in one line: the same for every target of a scan, and as long as there are
+    vfio groups, so joined once per listing rather than once per target."""
+    global _LAST_LISTED
+    last = _LAST_LISTED
+    if last[0] is not listing:
+        last = _LAST_LISTED = (listing, " ".join(listing.entries()))
+    return last[1]
 
 
 def judge(facts, scan, address):

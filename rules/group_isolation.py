@@ -112,7 +112,7 @@ def judge(facts, scan, address):
         return Finding.skip(f"cannot list IOMMU group {group} ({why})", subject=address,
                             evidence=[Evidence(listing, f"<{why}>")])
 
-    view = classify(facts, group, scan.target_addresses)
+    view = classify(facts, group, scan.target_set)
     others = [m for m in view.members if m.address != address]
     if len(others) == len(view.members):  # the group's own listing does not name the device: sysfs is garbled
         return Finding.skip(f"IOMMU group {group} does not list {address} among its devices: cannot tell who "

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, Optional, Tuple
 
 from scanner.facts.pci import PciDevice, class_name, is_vfio_driver
 from scanner.model import Evidence, Step
@@ -124,15 +124,22 @@ def bind_now_step(facts, device: PciDevice, role: Optional[str] = None, for_targ
     return Step(summary=summary, phase="binding", commands=commands, undo=undo, action=action)
 
 
-def same_ids_on_host(facts, device: PciDevice, targets: Sequence[str]) -> List[PciDevice]:
+def _kept_on_host(facts, device: PciDevice, targets: Collection[str]) -> List[PciDevice]:
+    """Devices with ``device``'s ids that stay on the host, from the index (not a scan of every device
+    for every target); ``targets`` best as the scan's ``target_set``, which is not copied."""
+    wanted = targets if isinstance(targets, frozenset) else frozenset(targets)
+    return facts.pci_index.kept_on_host(device.ids, wanted)
+
+
+def same_ids_on_host(facts, device: PciDevice, targets: Collection[str]) -> List[PciDevice]:
     """Other devices with the same vendor:device that stay on the host (not targets, not on vfio)."""
-    return [d for a, d in sorted(facts.pci.items())
-            if a != device.address and a not in targets and d.ids == device.ids and not is_vfio_driver(d.driver)]
+    return [d for d in _kept_on_host(facts, device, targets) if d.address != device.address]
 
 
-def ids_safe(facts, device: PciDevice, targets: Sequence[str]) -> bool:
+def ids_safe(facts, device: PciDevice, targets: Collection[str]) -> bool:
     """Can ``ids=`` claim this device without taking a device the host keeps?"""
-    return bool(PCI_IDS.match(device.ids)) and not same_ids_on_host(facts, device, targets)
+    return bool(PCI_IDS.match(device.ids)) and not any(
+        d.address != device.address for d in _kept_on_host(facts, device, targets))
 
 
 def softdep_module(facts, driver: Optional[str]) -> Tuple[Optional[str], str]:
@@ -152,7 +159,7 @@ def persistent_steps(facts, scan, device: PciDevice) -> List[Step]:
     """Keep ``device`` on vfio-pci at every boot: driverctl, else ids= + softdep, else a udev rule."""
     address = device.address
     addr = quote(address, PCI_ADDRESS, "PCI address")
-    targets = list(scan.target_addresses)
+    targets = scan.target_set
     if facts.has_tool("driverctl"):
         return [Step(summary=f"Keep {address} on vfio-pci at every boot with driverctl (per device; it also "
                              "re-binds the device now)",
@@ -162,6 +169,25 @@ def persistent_steps(facts, scan, device: PciDevice) -> List[Step]:
                      action={"kind": "driverctl", "address": address, "driver": VFIO_DRIVER})]
     if not ids_safe(facts, device, targets):
         return [udev_step(facts, device, targets)]
+    return list(_per_scan(facts, scan, "boot-steps", lambda: tuple(_boot_steps(facts, scan))))
+
+
+def _per_scan(facts, scan, name: str, make):
+    """``make()``, made once per scan and host: what is the same for every target of a scan is not
+    worked out again for each of its (maybe thousands of) targets. The result is shared: never mutate it."""
+    key = (name, id(facts))
+    kept = scan.memo.get(key)
+    if kept is not None and kept[0] is facts:
+        return kept[1]
+    made = make()
+    scan.memo[key] = (facts, made)
+    return made
+
+
+def _boot_steps(facts, scan) -> List[Step]:
+    """``ids=`` + softdep in one modprobe.d file (or on the command line when vfio-pci is built in)
+    for every target ``ids=`` may claim. The same steps for each of them, hence made once
+    (:func:`_per_scan`): one action a script export sees once, not thousands of equal ones."""
     ids, softdeps, notes = boot_ids(facts, scan)
     if facts.modules.state("vfio_pci") == "builtin":
         words = ",".join(ids)
@@ -188,35 +214,46 @@ def persistent_steps(facts, scan, device: PciDevice) -> List[Step]:
                          "lines": lines, "initramfs": tool, "addresses": boot_ids_addresses(facts, scan)})]
 
 
-def _boot_candidates(facts, scan) -> List[PciDevice]:
-    """Targets that ``ids=`` may claim: safe ids, not needed by the host itself."""
-    targets = list(scan.target_addresses)
-    found = []
-    for address in (t.address for t in scan.targets if t.for_passthrough):
-        device = facts.pci.get(address)
-        if device is not None and not device.is_bridge and ids_safe(facts, device, targets) \
-                and not host_critical(facts, address):
-            found.append(device)
-    return found
+def _boot_plan(facts, scan) -> Tuple[List[str], List[str], List[str], List[str]]:
+    """(ids, softdep modules, notes, addresses) of the one modprobe.d file shared by every target
+    (made once per scan, :func:`_per_scan`)."""
+    return _per_scan(facts, scan, "boot-plan", lambda: _make_boot_plan(facts, scan))
 
 
-def boot_ids_addresses(facts, scan) -> List[str]:
-    return [d.address for d in _boot_candidates(facts, scan)]
-
-
-def boot_ids(facts, scan) -> Tuple[List[str], List[str], List[str]]:
-    """(ids, softdep modules, notes) for the one modprobe.d file shared by every target of the scan."""
+def _make_boot_plan(facts, scan) -> Tuple[List[str], List[str], List[str], List[str]]:
+    targets = scan.target_set
     ids: Dict[str, None] = {}
     softdeps: Dict[str, None] = {}
     notes: List[str] = []
-    for device in _boot_candidates(facts, scan):
+    addresses: List[str] = []
+    softdep_of: Dict[Optional[str], Tuple[Optional[str], str]] = {}  # thousands of VFs, a few drivers
+    for address in (t.address for t in scan.targets if t.for_passthrough):
+        device = facts.pci.get(address)  # a candidate: safe ids, not needed by the host itself
+        if device is None or device.is_bridge or not ids_safe(facts, device, targets) \
+                or host_critical(facts, address):
+            continue
+        addresses.append(address)
         ids[device.ids] = None
-        module, note = softdep_module(facts, device.driver)
+        if device.driver not in softdep_of:
+            softdep_of[device.driver] = softdep_module(facts, device.driver)
+        module, note = softdep_of[device.driver]
         if module:
             softdeps[module] = None
         if note and note not in notes:
             notes.append(note)
-    return list(ids), sorted(softdeps), notes
+    return list(ids), sorted(softdeps), notes, addresses
+
+
+def boot_ids_addresses(facts, scan) -> List[str]:
+    """The targets ``ids=`` claims; one list shared by every step of the scan (never mutate it: a
+    copy per target would make the memory quadratic in the number of targets)."""
+    return _boot_plan(facts, scan)[3]
+
+
+def boot_ids(facts, scan) -> Tuple[List[str], List[str], List[str]]:
+    """(ids, softdep modules, notes) for the one modprobe.d file shared by every target of the scan."""
+    ids, softdeps, notes, _ = _boot_plan(facts, scan)
+    return list(ids), list(softdeps), list(notes)
 
 
 def udev_file(address: str) -> str:
@@ -224,7 +261,7 @@ def udev_file(address: str) -> str:
     return f"{UDEV_DIR}/70-vfio-pci-{address.replace(':', '-')}.rules"
 
 
-def udev_step(facts, device: PciDevice, targets: Sequence[str]) -> Step:
+def udev_step(facts, device: PciDevice, targets: Collection[str]) -> Step:
     """A per-device udev rule setting driver_override at boot (when ``ids=`` would take a twin)."""
     address = device.address
     checked(address, PCI_ADDRESS, "PCI address")

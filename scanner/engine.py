@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from functools import cached_property
+from typing import Any, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from scanner.model import PHASES, SEVERITIES, STATUSES, Evidence, Finding, Rule, Step
 
@@ -34,9 +35,22 @@ class Scan:
     def has_targets(self) -> bool:
         return bool(self.targets or self.unmatched)
 
-    @property
+    # Cached, not recomputed: device rules and their helpers ask for these once per target, and a
+    # scan may have thousands of targets (a frozen dataclass still has a __dict__ to cache in).
+    @cached_property
     def target_addresses(self) -> Tuple[str, ...]:
         return tuple(t.address for t in self.targets)
+
+    @cached_property
+    def target_set(self) -> FrozenSet[str]:
+        """The targets' addresses as a set, for membership tests (a frozenset keeps its hash)."""
+        return frozenset(self.target_addresses)
+
+    @cached_property
+    def memo(self) -> dict:
+        """What helpers derive from this scan's targets once rather than once per target
+        (:func:`scanner.binding._per_scan`); a new Scan (``dataclasses.replace``) starts empty."""
+        return {}
 
 
 def _describe(exc: BaseException) -> str:
@@ -46,7 +60,8 @@ def _describe(exc: BaseException) -> str:
 
 def _usable_subject(subject) -> bool:
     """``host``, a PCI address, a selector: one printable word (it names JUnit cases and script comments)."""
-    return isinstance(subject, str) and bool(subject) and all(c.isprintable() and not c.isspace() for c in subject)
+    # split() cuts at exactly the characters isspace() names: one piece, the subject itself, means none
+    return isinstance(subject, str) and bool(subject) and subject.isprintable() and subject.split() == [subject]
 
 
 def _malformed_step(step) -> str:

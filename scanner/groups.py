@@ -12,7 +12,8 @@ nothing (QEMU: "group N is not viable").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from functools import lru_cache
+from typing import FrozenSet, Iterable, List, Optional, Tuple
 
 from scanner.facts.pci import PciDevice, is_vfio_driver
 
@@ -57,9 +58,13 @@ class GroupView:
 
 
 def classify(facts, group: str, targets: Iterable[str] = ()) -> GroupView:
-    """Members of IOMMU group ``group`` relative to ``targets`` (the devices to pass through)."""
-    targets = set(targets)
-    slots = {a.rsplit(".", 1)[0] for a in targets}
+    """Members of IOMMU group ``group`` relative to ``targets`` (the devices to pass through).
+
+    Called once per target: give ``targets`` as a frozenset (the scan's ``target_set``), so that
+    neither it nor its slots are rebuilt each time.
+    """
+    targets = targets if isinstance(targets, frozenset) else frozenset(targets)
+    slots = _slots(targets)
     members = []
     for address in facts.devices_in_group(group):
         device = facts.pci.get(address)
@@ -73,6 +78,12 @@ def classify(facts, group: str, targets: Iterable[str] = ()) -> GroupView:
             role = "unrelated"
         members.append(Member(address, role, device))
     return GroupView(group, tuple(members))
+
+
+@lru_cache(maxsize=4)
+def _slots(targets: FrozenSet[str]) -> FrozenSet[str]:
+    """The slots (``0000:01:00``) of these addresses; cached by set, as :func:`classify` runs per target."""
+    return frozenset(a.rsplit(".", 1)[0] for a in targets)
 
 
 def verdict(view: GroupView) -> str:

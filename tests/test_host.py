@@ -245,6 +245,20 @@ def test_hop_limit_is_the_kernels(tree, host):
     assert host.read(f"/chain/l{MAX_LINK_HOPS}").reason == "symlink loop"
 
 
+def test_hop_limit_counts_a_whole_path_through_directories_read_before(tree, host):
+    # 30 links lead to /d, 10 more to /d/e: 40 in one path still resolve, 41 are a loop, also
+    # when /d and the shorter paths were read before (their walks are remembered, not their hops)
+    tree.write("/d/e/f", "end\n")
+    for n in range(30):
+        tree.symlink(f"/l{n}", "d" if n == 0 else f"l{n - 1}")
+    for n in range(11):
+        tree.symlink(f"/d/m{n}", "e" if n == 0 else f"m{n - 1}")
+    assert host.read("/l29/e/f").text == "end\n"
+    assert host.read("/l29/m9/f").text == "end\n"
+    assert host.read("/l29/m10/f").reason == "symlink loop"
+    assert host.read("/d/m10/f").text == "end\n"
+
+
 def test_dangling_link_is_missing(tree, host):
     tree.mkdir("/dev")
     tree.symlink("/dev/kvm", "/dev/nowhere")

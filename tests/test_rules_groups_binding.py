@@ -385,6 +385,24 @@ def test_both_twins_as_targets_may_use_ids(ws):
     assert found[("VFIO-012", NIC_A)].status == "pass"
 
 
+def test_twins_in_other_groups_count_for_every_target(ws):
+    """ids= is judged against every device of the host, whatever its IOMMU group: one twin left on
+    the host keeps each target to a udev rule naming it, a twin already on vfio-pci is no obstacle,
+    and once every twin is a target they all get the same one modprobe.d step naming all of them."""
+    third, on_vfio = "0000:07:00.0", "0000:08:00.0"
+    ws.pci_device(third, "8086", "100e", "020000", driver="e1000", group="21")
+    ws.pci_device(on_vfio, "8086", "100e", "020000", driver="vfio-pci", group="22")
+    found = scan(ws, "06:01.0", "06:02.0")
+    for nic in (NIC_A, NIC_B):
+        boot = found[("VFIO-013", nic)].remediation[1]
+        assert boot.action["kind"] == "udev-driver-override" and boot.action["twins"] == [third]
+    found = scan(ws, "8086:100e")
+    steps = [found[("VFIO-013", nic)].remediation[1] for nic in (NIC_A, NIC_B, third)]
+    assert [s.action["kind"] for s in steps] == ["vfio-ids"] * 3 and steps[1] == steps[0] == steps[2]
+    assert steps[0].action["ids"] == ["8086:100e"] and steps[0].action["softdeps"] == ["e1000"]
+    assert steps[0].action["addresses"] == [NIC_A, NIC_B, third, on_vfio]
+
+
 @pytest.mark.parametrize("tool, rebuild", [("dracut", "dracut -f --regenerate-all"), ("mkinitcpio", "mkinitcpio -P"),
                                            (None, None)])
 def test_initramfs_rebuild_of_the_detected_tool(ws, tool, rebuild):

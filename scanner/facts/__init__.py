@@ -257,18 +257,20 @@ class Facts:
                 devices[name] = self._read_pci_device(name)
         return devices
 
-    def _link_target(self, path: str) -> Tuple[Optional[str], Optional[str]]:
+    def _link_target(self, path: str, where: Optional[Read] = None) -> Tuple[Optional[str], Optional[str]]:
         """(last component of what the link at ``path`` points to, None), or (None, why there is none).
 
         A ``driver`` or ``iommu_group`` that is a plain file or directory instead of a link is
         garbage, not a driver named ``driver``: comparing with the path itself is not enough, since
-        ``/sys/bus/pci/devices/<addr>`` is a link and resolves elsewhere.
+        ``/sys/bus/pci/devices/<addr>`` is a link and resolves elsewhere. ``where``: the parent
+        directory already resolved, when the caller reads several links of one directory.
         """
         got = self.host.resolve(path)
         if not got.ok:
             return None, got.reason
         parent, _, leaf = path.rstrip("/").rpartition("/")
-        where = self.host.resolve(parent or "/")
+        if where is None:
+            where = self.host.resolve(parent or "/")
         if got.text == path or (where.ok and got.text == where.text.rstrip("/") + "/" + leaf):
             return None, "not a symlink"
         name = got.text.rstrip("/").rsplit("/", 1)[-1]
@@ -312,8 +314,12 @@ class Facts:
         if listing.ok and not names & {"vendor", "device", "class"}:
             problems.append(f"{base}: not a PCI device directory (no vendor, device or class)")
 
+        resolved_base = []  # resolved once for all of the device's links (a virtfn link per VF of a PF)
+
         def link(name: str, vital: bool = False) -> Optional[str]:
-            value, why = self._link_target(f"{base}/{name}")
+            if not resolved_base:
+                resolved_base.append(self.host.resolve(base))
+            value, why = self._link_target(f"{base}/{name}", resolved_base[0])
             if why:
                 (problems if vital else notes).append(f"{base}/{name}: {why}")
             return value
@@ -381,6 +387,14 @@ class Facts:
         """
         device = self.pci.get(address)
         return device.reason if device is not None else None
+
+    @cached_property
+    def pci_index(self):
+        """Devices by vendor:device ids, the displays, ...: built once, so that per-target questions
+        do not scan every device again (:class:`scanner.facts.pci_index.PciIndex`)."""
+        from scanner.facts.pci_index import PciIndex
+
+        return PciIndex(self.pci)
 
     def devices_in_group(self, group: str) -> List[str]:
         """Addresses in an IOMMU group, from the group's own ``devices`` directory."""

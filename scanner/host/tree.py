@@ -25,8 +25,11 @@ from scanner.host import (
 )
 
 MAX_LINK_HOPS = 40  # the kernel's own limit (ELOOP)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 Components = Tuple[str, ...]
+#: Where a walk stands: (components, links followed so far, ended on a non-directory).
+_State = Tuple[Components, int, bool]
 
 
 class _Unresolvable(Exception):
@@ -50,6 +53,11 @@ class TreeHost:
 
     source = "root"
     machine: Optional[str] = None  # only the live host knows its architecture without reading
+    #: components -> lstat mode of the directories met so far: a walk would lstat each component
+    #: again, though a scan passes through the same few directories (``sys/bus/pci/drivers/...``,
+    #: ``sys/devices/pci0000:00``) thousands of times. Links, files and failures are not kept: a
+    #: link is walked about once (``_dir_state`` keeps walked directories), a file read once.
+    _known: Optional[dict] = None
 
     def __init__(self, root: str, kernel_log_file: Optional[str] = None):
         self.root = os.path.abspath(root)
@@ -58,7 +66,10 @@ class TreeHost:
 
     # -- path resolution --------------------------------------------------------------
     def _os_path(self, parts: Components) -> str:
-        return os.path.join(self.root, *parts) if parts else self.root
+        # os.path.join, minus its cost: every part is one plain name (never empty, never with "/")
+        if not parts:
+            return self.root
+        return (self.root if self.root.endswith("/") else self.root + "/") + "/".join(parts)
 
     # The two filesystem primitives the walk needs; a snapshot (scanner/host/snapshot.py) answers
     # them from recorded entries, so both backends share one walk and resolve paths identically.
@@ -74,45 +85,99 @@ class TreeHost:
         except OSError as exc:
             raise _Unresolvable(_reason_for(exc)) from None
 
-    def _walk(self, pending: list, resolved: list, follow_last: bool) -> Components:
-        hops = 0
+    def _walk(self, pending: list, resolved: Components, follow_last: bool) -> Components:
+        return self._advance(pending, resolved, 0, follow_last)[0]
+
+    def _advance(self, pending: list, resolved: Components, hops: int, follow_last: bool) -> _State:
+        """The walk: (components, links followed so far, whether it ended on a non-directory).
+
+        ``hops`` and the last flag let :meth:`_dir_state` go on from a walked prefix exactly where
+        a walk of the whole path would be at that point (see there).
+        """
+        known = self._known
+        if known is None:
+            known = self._known = {}
+        pending = pending[::-1]  # a stack: the next name last
+        on_file = False
         while pending:
-            name = pending.pop(0)
+            name = pending.pop()
+            on_file = False
             if name in ("", "."):
                 continue
             if name == "..":
-                if resolved:
-                    resolved.pop()
+                resolved = resolved[:-1]
                 continue
-            candidate = resolved + [name]
-            mode = self._lstat_mode(tuple(candidate))
+            key = resolved + (name,)
+            mode = known.get(key)
+            if mode is None:
+                mode = self._lstat_mode(key)
+                if stat.S_ISDIR(mode):
+                    known[key] = mode
             if stat.S_ISLNK(mode) and (pending or follow_last):
                 hops += 1
                 if hops > MAX_LINK_HOPS:
                     raise _Unresolvable("symlink loop")
-                target = self._readlink(tuple(candidate))
+                target = self._readlink(key)
                 if target.startswith("/"):
-                    resolved = []
-                pending[:0] = target.split("/")
+                    resolved = ()
+                pending.extend(reversed(target.split("/")))
                 continue
-            if pending and not stat.S_ISDIR(mode) and not stat.S_ISLNK(mode):
-                raise _Unresolvable(MISSING)  # a path through a regular file
-            resolved = candidate
-        return tuple(resolved)
+            if not stat.S_ISDIR(mode) and not stat.S_ISLNK(mode):
+                if pending:
+                    raise _Unresolvable(MISSING)  # a path through a regular file
+                on_file = True
+            resolved = key
+        return resolved, hops, on_file
+
+    def _dir_state(self, path: str) -> _State:
+        """What ``_advance(path.split("/"), (), 0, True)`` returns, one component at a time from
+        the longest prefix already walked (raises _Unresolvable).
+
+        Why: a scan reads some twenty attributes of each of thousands of devices under the same
+        few directories; walking each directory from the root again (an ``lstat`` per component,
+        a ``readlink`` per link) was most of a scan's time. The answer is the same as the whole
+        walk's: after a prefix, a whole walk is in the very state the prefix's walk ended in (the
+        same components, the same hop count toward the loop limit), except that a prefix ending
+        on a regular file is "missing" as soon as anything follows it -- the flag in the state.
+        A failure is kept too: a prefix that cannot be walked fails every path under it with the
+        same reason.
+        """
+        cache = self._dir_cache
+        chain = []  # (path, name): from ``path`` up to the first prefix already walked
+        while True:
+            state = cache.get(path)
+            if state is not None:
+                break
+            if not path:
+                state = ((), 0, False)  # the root
+                break
+            parent, _, name = path.rpartition("/")
+            chain.append((path, name))
+            path = parent
+        for path, name in reversed(chain):
+            if isinstance(state, str):
+                break
+            if state[2]:
+                state = MISSING  # a path through a regular file
+            else:
+                try:
+                    state = self._advance([name], state[0], state[1], True)
+                except _Unresolvable as exc:
+                    state = exc.reason
+            cache[path] = state
+        if isinstance(state, str):
+            raise _Unresolvable(state)
+        return state
 
     def _resolve_dir(self, path: str) -> Components:
-        cached = self._dir_cache.get(path)
-        if cached is None:
-            cached = self._walk(path.split("/"), [], follow_last=True)
-            self._dir_cache[path] = cached
-        return cached
+        return self._dir_state(path)[0]
 
     def _resolve(self, path: str, follow_last: bool = True) -> Components:
         """Components of ``path`` inside the root, every link followed (raises _Unresolvable)."""
         path = "/" + path.strip("/")
         parent, _, leaf = path.rpartition("/")
         base = self._resolve_dir(parent) if parent else ()
-        return self._walk([leaf], list(base), follow_last)
+        return self._walk([leaf], base, follow_last)
 
     # -- the read interface -----------------------------------------------------------
     def resolve(self, path: str) -> Read:
@@ -131,13 +196,31 @@ class TreeHost:
         except _Unresolvable:
             return False
 
+    def _open(self, path: str) -> int:
+        """A descriptor for ``path``, opened without following a link, without blocking.
+
+        Raises _Unresolvable (the walk's reason) or OSError (the open's). A plain last name is
+        opened straight in its resolved directory, without an lstat first (most of a scan's
+        reads, one system call less each): the open refuses a link itself (O_NOFOLLOW), which is
+        then walked like any other, and a missing or unreachable file fails the open with the very
+        errno, hence the reason, the lstat would have given.
+        """
+        clean = "/" + path.strip("/")
+        parent, _, leaf = clean.rpartition("/")
+        if leaf not in ("", ".", ".."):
+            base = self._resolve_dir(parent) if parent else ()
+            try:
+                return os.open(self._os_path(base + (leaf,)), _OPEN_FLAGS)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.EMLINK):  # EMLINK: the BSDs' word for it
+                    raise
+        return os.open(self._os_path(self._resolve(path)), _OPEN_FLAGS)
+
     def read_bytes(self, path: str, cap: int = DEFAULT_CAP) -> BytesRead:
         try:
-            real = self._os_path(self._resolve(path))
+            fd = self._open(path)
         except _Unresolvable as exc:
             return BytesRead(path, reason=exc.reason)
-        try:
-            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             if exc.errno == errno.EISDIR:
                 return BytesRead(path, reason="not a regular file (a directory)")

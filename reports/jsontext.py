@@ -1,0 +1,120 @@
+"""Indented JSON: the very text of ``json.dumps(doc, indent=2, ensure_ascii=False)``, made faster.
+
+Why: the standard library writes indented JSON in pure Python, a generator step per value, and
+the report of a scan of thousands of devices has millions of values. Worse, every target's
+``vfio-ids`` step carries the scan's one list of addresses (scanner/binding.py), so that list is
+written once per target. Here a list of strings is joined in one step, and a list met again at
+the same depth is written once and its text reused.
+
+Only plain values take this path (dicts with ``str`` keys, lists, tuples, ``str``, ``int``,
+finite ``float``, ``bool``, ``None``, shallow): anything else, or a reference cycle, leaves the
+whole document to ``json.dumps``, so the text, or the error, is always the standard library's.
+"""
+
+from __future__ import annotations
+
+import json
+from json.encoder import encode_basestring
+from typing import List
+
+INDENT = "  "
+#: lists of strings at least this long are remembered once written (by identity and depth)
+SHARED_MIN = 8
+#: deeper documents go to json.dumps, whose recursion limit then decides as it always did
+MAX_DEPTH = 64
+_INFINITY = float("inf")
+
+
+class _NotPlain(Exception):
+    """A value this module leaves to json.dumps."""
+
+
+def dumps(doc, end: str = "") -> str:
+    """``json.dumps(doc, indent=2, ensure_ascii=False) + end`` (``end`` joined, not copied on)."""
+    out: List[str] = []
+    try:
+        _value(doc, 0, out, {}, set())
+    except _NotPlain:
+        return json.dumps(doc, indent=2, ensure_ascii=False) + end
+    out.append(end)
+    return "".join(out)
+
+
+def _value(o, level: int, out: List[str], known: dict, active: set) -> None:
+    kind = type(o)
+    if kind is str:
+        out.append(encode_basestring(o))
+    elif o is None:
+        out.append("null")
+    elif o is True:
+        out.append("true")
+    elif o is False:
+        out.append("false")
+    elif kind is int:
+        out.append(int.__repr__(o))
+    elif kind is float:
+        if o != o or o == _INFINITY or o == -_INFINITY:
+            raise _NotPlain  # NaN, Infinity: json.dumps's own spelling
+        out.append(float.__repr__(o))
+    elif kind is list or kind is tuple:
+        _list(o, level, out, known, active)
+    elif kind is dict:
+        _dict(o, level, out, known, active)
+    else:
+        raise _NotPlain
+
+
+def _list(items, level: int, out: List[str], known: dict, active: set) -> None:
+    if not items:
+        out.append("[]")
+        return
+    if level >= MAX_DEPTH or id(items) in active:
+        raise _NotPlain  # a cycle: json.dumps reports it
+    seen = known.get((id(items), level))
+    if seen is not None and seen[0] is items:
+        out.append(seen[1])
+        return
+    inner = "\n" + INDENT * (level + 1)
+    if all(type(v) is str for v in items):
+        text = "[" + inner + ("," + inner).join(map(encode_basestring, items)) + "\n" + INDENT * level + "]"
+        if len(items) >= SHARED_MIN:
+            known[(id(items), level)] = (items, text)
+        out.append(text)
+        return
+    active.add(id(items))
+    out.append("[" + inner)
+    first = True
+    for value in items:
+        if first:
+            first = False
+        else:
+            out.append("," + inner)
+        _value(value, level + 1, out, known, active)
+    out.append("\n" + INDENT * level + "]")
+    active.discard(id(items))
+
+
+def _dict(mapping, level: int, out: List[str], known: dict, active: set) -> None:
+    if not mapping:
+        out.append("{}")
+        return
+    if level >= MAX_DEPTH or id(mapping) in active:
+        raise _NotPlain
+    active.add(id(mapping))
+    inner = "\n" + INDENT * (level + 1)
+    out.append("{" + inner)
+    first = True
+    for key, value in mapping.items():
+        if type(key) is not str:
+            raise _NotPlain  # json.dumps turns numbers into keys, or refuses the key
+        if first:
+            first = False
+        else:
+            out.append("," + inner)
+        out.append(encode_basestring(key) + ": ")
+        _value(value, level + 1, out, known, active)
+    out.append("\n" + INDENT * level + "}")
+    active.discard(id(mapping))
+
+
+__all__ = ["dumps"]
