@@ -53,6 +53,7 @@ from scanner.facts.pci import describe, is_vfio_driver
 from scanner.model import Evidence, Finding, Rule, Step
 from scanner.shell import DRIVER_NAME, PCI_ADDRESS, quote
 
+SHOWN_NODES = 8  # /dev/vfio names shown when a device's own node is absent
 EXPECTED = "bound to vfio-pci (or a *_vfio_pci variant) and /dev/vfio/{group} present"
 
 
@@ -78,24 +79,25 @@ def check(facts, scan):
 def _evidence(facts, device):
     base = f"/sys/bus/pci/devices/{device.address}"
     evidence = [Evidence(f"{base}/driver", device.driver or "<no driver bound>"),
-                Evidence(f"{base}/driver_override", device.driver_override or "(null)")]
-    listing = facts.dev_vfio
-    evidence.append(Evidence(listing.path, _listed(listing) if listing.ok else f"<{listing.reason}>"))
+                Evidence(f"{base}/driver_override", device.driver_override or "(null)"),
+                _node_evidence(facts, device.iommu_group)]
     evidence += [Evidence("sysfs", note) for note in device.notes]
     return evidence
 
 
-_LAST_LISTED = (None, "")
-
-
-def _listed(listing):
-    """``/dev/vfio``'s names in one line: the same for every target of a scan, and as long as there are
-    vfio groups, so joined once per listing rather than once per target."""
-    global _LAST_LISTED
-    last = _LAST_LISTED
-    if last[0] is not listing:
-        last = _LAST_LISTED = (listing, " ".join(listing.entries()))
-    return last[1]
+def _node_evidence(facts, group):
+    """This device's group node, not the whole of ``/dev/vfio``: a host with thousands of VFs on
+    vfio-pci has thousands of nodes, and listing them all in every target's finding made the
+    report quadratic in size."""
+    listing = facts.dev_vfio
+    if not listing.ok:
+        return Evidence(listing.path, f"<{listing.reason}>")
+    if group and group in facts.dev_vfio_names:
+        return Evidence(f"{listing.path}/{group}", "present")
+    names = listing.entries()
+    shown = " ".join(names[:SHOWN_NODES]) + (f" ... ({len(names)} in all)" if len(names) > SHOWN_NODES else "")
+    where = f"{listing.path}/{group}" if group else listing.path
+    return Evidence(where, f"absent; {listing.path} has: {shown or 'nothing'}" if group else shown or "<empty>")
 
 
 def judge(facts, scan, address):
@@ -122,11 +124,11 @@ def judge(facts, scan, address):
             return Finding.fail(f"bound to {device.driver} but in no IOMMU group: the IOMMU does not run "
                                 "(see VFIO-005)", subject=address, observed=observed, expected=expected,
                                 evidence=evidence, remediation=[_see_iommu()])
-        observed += f"; {node} {'present' if group in dev_vfio.entries() else 'absent'}"
-        if dev_vfio.ok and group in dev_vfio.entries():
+        observed += f"; {node} {'present' if group in facts.dev_vfio_names else 'absent'}"
+        if dev_vfio.ok and group in facts.dev_vfio_names:
             return Finding.passed(f"bound to {device.driver}; {node} exists", subject=address,
                                   observed=observed, expected=expected, evidence=evidence)
-        if dev_vfio.ok and f"noiommu-{group}" in dev_vfio.entries():
+        if dev_vfio.ok and f"noiommu-{group}" in facts.dev_vfio_names:
             return Finding.fail(f"bound to {device.driver}, but only /dev/vfio/noiommu-{group} exists: unsafe "
                                 "no-IOMMU mode, no DMA protection, never fit for a VM (see VFIO-005)",
                                 subject=address, observed=observed, expected=expected, evidence=evidence,
@@ -135,7 +137,7 @@ def judge(facts, scan, address):
             return Finding.skip(f"bound to {device.driver}; cannot list /dev/vfio to check for {node} "
                                 f"({dev_vfio.reason})", subject=address, observed=observed, expected=expected,
                                 evidence=evidence)
-        cdev = "devices" in dev_vfio.entries()
+        cdev = "devices" in facts.dev_vfio_names
         why = ("this kernel offers only iommufd device nodes (/dev/vfio/devices/): QEMU must use "
                "iommufd instead of the group" if cdev else
                "QEMU cannot open the group: /dev here is not the host's devtmpfs (a container or chroot "

@@ -405,6 +405,11 @@ class Facts:
     def dev_vfio(self) -> Listing:
         return self.host.listdir("/dev/vfio")
 
+    @cached_property
+    def dev_vfio_names(self) -> frozenset:
+        """``/dev/vfio``'s names as a set: every target asks for its own group's node."""
+        return frozenset(self.dev_vfio.entries())
+
     # -- what the host itself depends on -------------------------------------------------------
     def _pci_address_of(self, sysfs_path: str) -> Optional[str]:
         """The PCI function a sysfs device path sits under (the last PCI address in its path)."""
