@@ -33,9 +33,37 @@ def _is_integer(value) -> bool:
     return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
+#: The shapes nearly every entry has, by key set: checked by one type test per value (the rest
+#: of the rules cannot fail for them). A file read, a link, a directory listed, a bare lstat.
+_COMMON = {
+    frozenset(("type", "text", "cap")): ("file",),
+    frozenset(("type", "target")): ("link",),
+    frozenset(("type", "names")): ("dir",),
+    frozenset(("type",)): ("file", "dir", "other", "missing"),
+}
+
+
+def _common_shape_is_valid(entry, kinds) -> bool:
+    if entry["type"] not in kinds:
+        return False
+    if "text" in entry:
+        return type(entry["text"]) is str and _is_integer(entry["cap"]) and entry["cap"] >= 0
+    if "target" in entry:
+        return type(entry["target"]) is str
+    if "names" in entry:
+        names = entry["names"]
+        return type(names) is list and all(type(name) is str for name in names)
+    return True
+
+
 def entry_is_valid(entry) -> bool:
     """Does one entry match ``$defs/entry``?"""
-    if type(entry) is not dict or not KEYS.issuperset(entry):
+    if type(entry) is not dict:
+        return False
+    kinds = _COMMON.get(frozenset(entry))
+    if kinds is not None and _common_shape_is_valid(entry, kinds):
+        return True
+    if not KEYS.issuperset(entry):
         return False
     kind = entry.get("type")
     if not isinstance(kind, str) or kind not in ENTRY_TYPES:
