@@ -52,8 +52,9 @@ class HostSet:
     """
 
     def __init__(self, jobs: Sequence[HostJob], parallel: int = 1, fleet: bool = False,
-                 progress: Optional[Callable] = None):
+                 progress: Optional[Callable] = None, processes: bool = False):
         self.jobs = list(jobs)
+        self.processes = processes  # local, CPU-bound jobs (snapshot files): may go to worker processes
         self.parallel = max(1, parallel)
         self.fleet = fleet or len(self.jobs) > 1
         self.progress = progress
@@ -69,6 +70,12 @@ class HostSet:
                     self.progress(self._done, len(self.jobs), job, report)
             return report
 
+        if self.processes and self.progress is None and len(self.jobs) > 1:
+            from scanner.hostpool import map_jobs
+
+            reports = map_jobs(self.jobs, lambda job: self._scan_job(job, scan_one, fail_on))
+            if reports is not None:
+                return reports
         if self.parallel == 1 or len(self.jobs) == 1:
             return [one(job) for job in self.jobs]
         # Imported here: only fleets and multi-snapshot runs scan in parallel, and

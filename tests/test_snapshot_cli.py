@@ -154,3 +154,27 @@ def test_permission_denied_is_recorded_and_replayed(tmp_path):
     b = json.loads(run_cli("scan", "--snapshot", snap, "--format", "json").stdout)
     assert a["findings"] == b["findings"]
     assert "permission denied" in json.dumps(b["findings"])
+
+
+def test_many_snapshots_in_worker_processes_give_the_report_of_one_process(trees, tmp_path):
+    """Enough snapshots to go to worker processes: the same fleet document, hosts in input order,
+    a broken snapshot still that host's error, as when one process scans them all."""
+    made, snaps = trees
+    many = tmp_path / "many"
+    many.mkdir()
+    names = sorted(CASES)
+    for n in range(24):
+        name = names[n % len(names)]
+        (many / f"h{n:02d}.json").write_text(made[name][1].read_text())
+    (many / "h07.json").write_text('{"format": "vfio-scan-snapshot", "snapshot_version": "1.0", "entries": []}')
+
+    def fleet(processes):
+        proc = run_cli("scan", "--snapshot", many, "--format", "json", *WS_TARGETS, VFIO_SCAN_PROCESSES=processes)
+        doc = json.loads(proc.stdout)
+        for host in doc["hosts"]:
+            host.pop("started_at")
+            host.pop("duration_s")
+        return proc.returncode, doc
+    code, alone = fleet("1")
+    assert code == 3 and [h["host"]["label"] for h in alone["hosts"]] == [f"h{n:02d}" for n in range(24)]
+    assert fleet("2") == (code, alone)

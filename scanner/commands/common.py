@@ -43,7 +43,7 @@ def host_set(args):
         return preset
     jobs = _snapshot_jobs(args)
     if jobs is not None:
-        return HostSet(jobs)
+        return HostSet(jobs, processes=True)
     host = make_host(args)
     return HostSet([HostJob(None, lambda: host, source=host.source)])
 

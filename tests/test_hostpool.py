@@ -1,0 +1,39 @@
+"""Many snapshot scans go to forked worker processes, one per CPU, and come back in order."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from scanner import hostpool
+
+CPUS = len(os.sched_getaffinity(0))
+
+
+def test_jobs_are_scanned_by_other_processes_and_come_back_in_input_order(monkeypatch):
+    if CPUS < 2:
+        pytest.skip("one CPU: the jobs are scanned in-process")
+    monkeypatch.setenv("VFIO_SCAN_PROCESSES", "2")
+    got = hostpool.map_jobs(list(range(40)), lambda n: (n * n, os.getpid()))
+    assert [square for square, _ in got] == [n * n for n in range(40)]
+    assert os.getpid() not in {pid for _, pid in got}
+
+
+@pytest.mark.parametrize("env, jobs, workers", [
+    ("1", 1000, 1),             # turned off
+    ("", 5, 1),                 # too few jobs to be worth a fork
+    ("", 1000, min(CPUS, 8)),   # one per CPU, at most eight
+    ("64", 1000, min(CPUS, 8)),
+    ("junk", 1000, 1),          # a value that is not a number: off, never a crash
+])
+def test_how_many_workers(monkeypatch, env, jobs, workers):
+    monkeypatch.setenv("VFIO_SCAN_PROCESSES", env)
+    assert hostpool.workers_for(jobs) == workers
+
+
+def test_a_result_that_cannot_come_back_leaves_the_jobs_to_the_caller(monkeypatch):
+    if CPUS < 2:
+        pytest.skip("one CPU: the jobs are scanned in-process")
+    monkeypatch.setenv("VFIO_SCAN_PROCESSES", "2")
+    assert hostpool.map_jobs(list(range(40)), lambda n: (lambda: n)) is None  # a lambda does not pickle
