@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,8 +33,16 @@ HOSTNAME_FILE = "/proc/sys/kernel/hostname"
 
 
 def _no_intel_iommu(tree: HostTree) -> None:
+    """Booted without intel_iommu=on on a kernel that leaves VT-d off: no IOMMU, no groups."""
     tree.cmdline("BOOT_IMAGE=/boot/vmlinuz-6.1.0-56-amd64 root=/dev/nvme0n1p2 ro quiet")
-    tree.kernel_log(DMESG_INTEL_ON.replace(" intel_iommu=on iommu=pt", "").replace("[    0.086142] DMAR: IOMMU enabled\n", ""))
+    log = [line for line in DMESG_INTEL_ON.splitlines(keepends=True)
+           if "iommu group" not in line and "DMAR: IOMMU enabled" not in line and "Default domain" not in line]
+    tree.kernel_log("".join(log).replace(" intel_iommu=on iommu=pt", ""))
+    for link in tree.path("/sys/bus/pci/devices").iterdir():
+        tree.remove(f"/sys/bus/pci/devices/{link.name}/iommu_group")
+    shutil.rmtree(tree.path("/sys/kernel/iommu_groups"))
+    shutil.rmtree(tree.path("/sys/devices/virtual/iommu"))
+    tree.remove("/sys/class/iommu/dmar0")
 
 
 def _no_vfio_modules(tree: HostTree) -> None:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from hosttree import DEBIAN_KCONFIG, HostTree  # noqa: E402  (the fixtures' builder)
 
-GENERATOR_VERSION = "2"  # bump when the layout changes: cached trees are rebuilt
+GENERATOR_VERSION = "3"  # bump when the layout changes: cached trees are rebuilt
 ROOT_COMPLEXES = ("00", "40", "80", "c0")  # four dies, as on an AMD EPYC server
 FIRST_CARD_BUS = 0x10  # buses 01-0f of the first root complex hold the base devices
 MAX_VFS = 255

@@ -77,3 +77,19 @@ def test_the_excerpt_gives_the_same_names_for_the_devices_present(present):
         assert cut.device_name(vendor, device) == whole.device_name(vendor, device)
     assert not cut.notes
     assert set(cut.devices) <= set(present)
+
+
+LINES = st.sampled_from(PCI_IDS.splitlines() + ["junk here", "\tzz  not a device", "C 02  Network", "\t00  Ethernet",
+                                                 "10de  ", "\t2204  ", "\t\t147d 10de  x", "", "# c"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LINES, max_size=40), st.sets(st.sampled_from(ALL_IDS + [("10de", "2205"), ("0010", "8139")])))
+def test_naming_only_the_wanted_devices_gives_their_names_and_notes_as_a_full_parse(lines, wanted):
+    text = "\n".join(lines)
+    whole, some = parse_pci_ids(text), parse_pci_ids(text, wanted=wanted)
+    assert some.notes == whole.notes
+    for vendor, device in wanted:
+        assert some.vendor_name(vendor) == whole.vendor_name(vendor)
+        assert some.device_name(vendor, device) == whole.device_name(vendor, device)
+    assert set(some.devices) <= set(wanted)

@@ -355,7 +355,8 @@ class Facts:
 
     @cached_property
     def pci_ids(self) -> PciIds:
-        """Vendor and device names from the scanned host's own ``pci.ids`` (plain or ``.gz``).
+        """Vendor and device names from the scanned host's own ``pci.ids`` (plain or ``.gz``), for
+        the devices it has (the only names anything shows).
 
         Empty (``found`` false, with a note saying where it looked) when none is installed or
         none is readable: names are a nicety, numeric ids are shown instead.
@@ -373,7 +374,8 @@ class Facts:
                 if data is None:
                     searched.append(f"{path}: {why}")
                     continue
-            ids = parse_pci_ids(data.replace(b"\0", b"").decode("utf-8", "replace"), source=path)
+            ids = parse_pci_ids(data.replace(b"\0", b"").decode("utf-8", "replace"), source=path,
+                                wanted={(d.vendor, d.device) for d in self.pci.values() if d.vendor and d.device})
             if ids.found:
                 return PciIds(ids.vendors, ids.devices, path, tuple(searched) + ids.notes)
             searched.append(f"{path}: garbled: no vendor lines")
