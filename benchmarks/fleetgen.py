@@ -7,7 +7,8 @@ has hosts that pass, hosts that fail for different reasons and hosts with SR-IOV
 
 * AMD servers ready for passthrough: 10 functions, 40 (a NIC with 27 VFs), 300 (two NICs);
 * Intel GPU workstations (the fixtures' ``workstation``): ready; booted without
-  ``intel_iommu=on``; without the vfio modules; without interrupt remapping; without /dev/kvm.
+  ``intel_iommu=on`` and with no IOMMU active; without the vfio modules; without interrupt
+  remapping; without /dev/kvm.
 
 Usage: ``python3 benchmarks/fleetgen.py DIR --hosts N [--vfio-scan PATH]``.
 """
@@ -33,7 +34,7 @@ HOSTNAME_FILE = "/proc/sys/kernel/hostname"
 
 
 def _no_intel_iommu(tree: HostTree) -> None:
-    """Booted without intel_iommu=on on a kernel that leaves VT-d off: no IOMMU, no groups."""
+    """Booted without intel_iommu=on, and the IOMMU did not come up: no units, no groups (VFIO-005)."""
     tree.cmdline("BOOT_IMAGE=/boot/vmlinuz-6.1.0-56-amd64 root=/dev/nvme0n1p2 ro quiet")
     log = [line for line in DMESG_INTEL_ON.splitlines(keepends=True)
            if "iommu group" not in line and "DMAR: IOMMU enabled" not in line and "Default domain" not in line]
