@@ -58,6 +58,7 @@ TOOLS = ("update-initramfs,dracut,mkinitcpio,proxmox-boot-tool,kernelstub,grubby
          "grub2-mkconfig,driverctl")
 PCI_ATTRS = ("vendor,device,class,subsystem_vendor,subsystem_device,driver_override,sriov_totalvfs,"
              "sriov_numvfs,sriov_drivers_autoprobe,boot_vga,reset_method")
+PCI_IDS_FILES = "/usr/share/{misc/pci.ids,hwdata/pci.ids,pci.ids}{,.gz}"  # cut down by shrink_pci_ids
 CAPTURE = (
     # identity
     ("read", "/proc/sys/kernel/{osrelease,hostname,arch}", DEFAULT_CAP),
@@ -89,7 +90,7 @@ CAPTURE = (
     ("read", "/sys/bus/pci/devices/*/{" + PCI_ATTRS + "}", DEFAULT_CAP),
     ("resolve", "/sys/bus/pci/devices/*/{driver,iommu_group,physfn,virtfn*}", None),
     ("resolve", "/sys/bus/pci/drivers/*/module", None),
-    ("read", "/usr/share/{misc/pci.ids,hwdata/pci.ids,pci.ids}{,.gz}", LARGE_CAP),
+    ("read", PCI_IDS_FILES, LARGE_CAP),
     ("list", "/dev/vfio", None),
     # what the host itself depends on: the default route's NIC, the root filesystem's disk
     ("read", "/proc/net/{route,ipv6_route}", DEFAULT_CAP),
@@ -105,7 +106,6 @@ CAPTURE = (
     ("resolve", "/{usr/sbin,usr/bin,sbin,bin}/{" + TOOLS + "}", None),
 )
 
-PCI_IDS_FILES = "/usr/share/{misc/pci.ids,hwdata/pci.ids,pci.ids}{,.gz}"  # as in CAPTURE
 # scanner/facts/pciids.py's line shapes: the excerpt keeps exactly what its parser would read
 _IDS_VENDOR = re.compile(r"^([0-9A-Fa-f]{4})\s+(\S.*)$")
 _IDS_DEVICE = re.compile(r"^\t([0-9A-Fa-f]{4})\s+(\S.*)$")
