@@ -4,13 +4,15 @@ Built from the failing (not waived) findings only. Steps are grouped by phase â€
 kernel, boot configuration, modules, SR-IOV, binding, access â€” so nothing later undoes
 something earlier; every block checks the state before acting, so a second run changes nothing;
 boot-loader and initramfs regeneration and the reboot notice are deferred to one place each.
-By default the script only prints what it would do (``DRY_RUN=1``); ``ROOT`` prefixes every file
-it reads or writes and ``SYSFS`` (default ``$ROOT/sys``) every sysfs path, so the same script
-can be tested against a fixture tree. Steps only a person can do become explicit
-``# NO AUTOMATED FIX`` lines, never silent omissions.
+By default the script only prints what it would do (``DRY_RUN=1``), with a diff of each file.
+With ``ROOT`` it changes a copy of a host's tree and nothing else (reports/script_paths.py), and
+runs no host tool. Each block is a function run in a subshell of its own: a failure ends that
+block only, and the summary names it (reports/script_runtime.py). Steps only a person can do
+become explicit ``# NO AUTOMATED FIX`` lines, never silent omissions.
 
 Every value that reaches the script is validated again here against a strict pattern and
-quoted; an action that fails validation is not emitted as code but as a NO AUTOMATED FIX note.
+quoted; an action that fails validation, or a file change that cannot be merged safely, is not
+emitted as code but as a NO AUTOMATED FIX note naming the reason.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ import shlex
 from typing import Dict, List, Tuple
 
 from reports import script_actions, script_devices
+from reports.script_files import Raw
+from reports.script_guard import HOST_GUARD
+from reports.script_paths import INROOT
+from reports.script_runtime import runtime
+from scanner.confedit import EditError
 from scanner.model import PHASES
 from scanner.report import is_blocking
 from scanner.shell import UnsafeValue
@@ -33,65 +40,6 @@ PHASE_TITLES = {
     "binding": "driver binding",
     "access": "access for the VM's user",
 }
-
-PREAMBLE = r'''set -euo pipefail
-
-DRY_RUN=${DRY_RUN:-1}        # 1: only print what would be done; 0: do it
-ROOT=${ROOT:-}               # prefix of every file read or written (a test tree; empty on a real host)
-SYSFS=${SYSFS:-$ROOT/sys}    # where sysfs is
-BOOT_CHANGED=0               # the boot loader's configuration needs regenerating
-INITRAMFS_CHANGED=0          # the initramfs needs rebuilding
-REBOOT_REASONS=()            # why a reboot is needed
-
-say() { printf '%s\n' "$*"; }
-
-# run CMD ARGS...: run a command (or say it would be run)
-run() {
-    if [ "$DRY_RUN" = 1 ]; then say "would run: $*"; else say "+ $*"; "$@"; fi
-}
-
-# write_file PATH CONTENT: give a file exactly this content, unless it already has it (sets CHANGED=1)
-CHANGED=0
-write_file() {
-    local path="$ROOT$1" content="$2"
-    if [ -f "$path" ] && [ "$(cat "$path")" = "$content" ]; then
-        say "unchanged: $path"
-        return 0
-    fi
-    CHANGED=1
-    if [ "$DRY_RUN" = 1 ]; then
-        say "would write $path:"
-        printf '    %s\n' "$content"
-        return 0
-    fi
-    mkdir -p "$(dirname "$path")"
-    printf '%s\n' "$content" > "$path"
-    say "wrote $path"
-}
-
-# edit_file PATH SED-EXPRESSION: edit a file in place with sed -E
-edit_file() {
-    local path="$ROOT$1"
-    if [ "$DRY_RUN" = 1 ]; then say "would edit $path: sed -E '$2'"; return 0; fi
-    sed -i -E "$2" "$path"
-    say "edited $path"
-}
-
-# sysfs_write VALUE PATH: write one value to a sysfs file
-sysfs_write() {
-    if [ "$DRY_RUN" = 1 ]; then say "would write '$1' to $2"; return 0; fi
-    say "+ echo $1 > $2"
-    printf '%s\n' "$1" > "$2"
-}
-
-# module_loaded NAME: is the module loaded (or built in with a /sys/module entry)?
-module_loaded() {
-    grep -q "^$1 " "$ROOT/proc/modules" 2>/dev/null || [ -d "$SYSFS/module/$1" ]
-}
-
-# needs_reboot WHY: remember that a reboot is needed
-needs_reboot() { REBOOT_REASONS+=("$1"); }
-''' + script_devices.DEVICE_FUNCTIONS
 
 
 def _steps_by_phase(report, fail_on: str) -> Dict[str, List[Tuple[object, object]]]:
@@ -108,7 +56,7 @@ def _header(report, addressed) -> List[str]:
     host = report.host
     lines = [
         "#!/usr/bin/env bash",
-        "# shellcheck disable=SC2034  # the preamble's flags are used only by the blocks a scan needs",
+        "# shellcheck disable=SC2034,SC2317  # the runtime's functions and flags serve only the blocks a scan needs",
         "# vfio-scan remediation script",
         f"# host: {_comment(host.get('hostname'))}  kernel: {_comment(host.get('kernel'))}  "
         f"source: {_comment(host.get('source'))}",
@@ -121,12 +69,16 @@ def _header(report, addressed) -> List[str]:
         lines.append(f"#   {f.rule_id} {f.rule} {_comment(f.subject)}: {_comment(f.message)[:150]}")
     lines += [
         "#",
-        "# Review it before running. By default it only prints what it would do.",
+        "# Review it before running. By default it only prints what it would do, with a diff of",
+        "# every file it would change.",
         "#   apply on this host:        sudo DRY_RUN=0 bash THIS_SCRIPT",
         "#   try it against a tree:     ROOT=/path/to/tree DRY_RUN=0 bash THIS_SCRIPT",
-        "# Running it twice changes nothing the second time. It never unbinds the device that",
-        "# carries the default route or the root filesystem, never uses new_id, and never",
-        "# reboots by itself.",
+        "#                              (files under the tree only; no host tool is run)",
+        "# A run that changes something keeps a copy of every file it changes and an undo script",
+        "# in /var/backups/vfio-scan/<time>-<pid>/ (BACKUPS=DIR elsewhere); it names them at the end.",
+        "# Running it twice changes nothing the second time. It never unbinds a device the host",
+        "# needs (its default route, its root, boot or swap disks), checks that each address still",
+        "# holds the device that was scanned, never uses new_id, and never reboots by itself.",
         "",
     ]
     return lines
@@ -159,31 +111,43 @@ def render_report(report, fail_on: str = "fail") -> str:
             if id(finding) not in seen:
                 seen.add(id(finding))
                 addressed.append(finding)
-    out = _header(report, addressed) + [PREAMBLE]
     context = script_actions.Context(report=report, fixed_rules={f.rule_id for f in addressed})
+    body: List[str] = []
     for phase in PHASES:
         blocks: Dict[int, Tuple[object, List[object]]] = {}  # by identity: findings hold dicts
         for finding, step in phases[phase]:
             blocks.setdefault(id(finding), (finding, []))[1].append(step)
         if blocks:
-            out.append(f"# ===== {PHASE_TITLES[phase]} =====")
+            body.append(f"# ===== {PHASE_TITLES[phase]} =====")
         for finding, steps in blocks.values():
-            out.append(f"# BEGIN {finding.rule_id} {_comment(finding.subject)}")
+            lines: List[str] = []
             for step in steps:
-                out.append(f"# {_comment(step.summary)}")
-                out.extend(_step_lines(finding, step, context))
-            out.append(f"# END {finding.rule_id} {_comment(finding.subject)}")
-            out.append("")
-        out.extend(script_actions.after_phase(phase, context))
-    out.extend(script_actions.after_all(context))
-    out += [
-        "# ===== reboot =====",
-        'if [ "${#REBOOT_REASONS[@]}" -gt 0 ]; then',
-        '    say "A reboot is needed for: ${REBOOT_REASONS[*]}"',
-        "fi",
-        "say \"Done. Run 'vfio-scan scan' again to check the result.\"",
-    ]
-    return "\n".join(out) + "\n"
+                lines.append(f"# {_comment(step.summary)}")
+                lines.extend(_step_lines(finding, step, context))
+            body += _block(f"{finding.rule_id} {_comment(finding.subject)}", lines, context)
+        for name, lines in script_actions.after_phase(phase, context):
+            body += _block(name, lines, context, marks=False)
+    for name, lines in script_actions.after_all(context):
+        body += [f"# ===== {name} ====="] + _block(name, lines, context, marks=False)
+    body += ["# ===== the end: what needs a reboot, what did not complete, where the undo script is =====",
+             "finish"]
+    rebuild = context.rebuild_line()
+    preamble = runtime(INROOT, context.regenerate, [rebuild] if rebuild else [])
+    out = _header(report, addressed) + [preamble + INROOT + HOST_GUARD + script_devices.DEVICE_FUNCTIONS] + body
+    return context.files.finish("\n".join(out) + "\n")
+
+
+def _block(name: str, lines: List[str], context, marks: bool = True) -> List[str]:
+    """One fix as a function run by the runtime's ``block``: its failure stops it and nothing else."""
+    context.blocks += 1
+    function = f"fix_{context.blocks}"
+    code = [line if isinstance(line, Raw) else ("    " + line if line else "") for line in lines]
+    if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
+        code.append("    :")
+    out = [f"{function}() {{"] + code + ["}", f"block {shlex.quote(name)} {function}"]
+    if marks:
+        out = [f"# BEGIN {name}"] + out + [f"# END {name}"]
+    return out + [""]
 
 
 def _step_lines(finding, step, context) -> List[str]:
@@ -203,7 +167,7 @@ def _step_lines(finding, step, context) -> List[str]:
         context.emitted.add(key)
         try:
             body = script_actions.emit(step.action, context)
-        except UnsafeValue as exc:
+        except (UnsafeValue, EditError) as exc:
             body = _manual(finding, step, f"refused: {exc}")
     return body if body is not None else _manual(finding, step)
 

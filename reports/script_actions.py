@@ -1,34 +1,40 @@
-"""Bash for each kind of remediation action, every block guarded so that a second run does nothing.
+"""Bash for each kind of host-level remediation action, every block guarded so that a second run does nothing.
 
 ``emit(action, context)`` returns the lines of one block, or None for a kind this module does not
 automate (the caller then writes a NO AUTOMATED FIX note). Values are validated again here:
-they come from a scanned host and end up in a script that runs as root.
+they come from a scanned host and end up in a script that runs as root. A change that cannot be
+made safely raises :class:`~scanner.shell.UnsafeValue` or :class:`~scanner.confedit.EditError`,
+and the caller writes the reason as a NO AUTOMATED FIX note instead.
+
+Configuration files are changed only through :class:`reports.script_files.FileLedger` (exact
+content, guarded by what the scan read); host tools only through the runtime's ``run``, which
+does not run them in tree mode.
 """
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
+from reports.script_files import FileLedger, allowed_file
+from scanner.confedit import EditError, cmdline_file_edit, ensure_lines, grub_edit, module_name_equal
 from scanner.shell import KERNEL_PARAM, MODULE_NAME, UnsafeValue, checked
 
-#: Boot-configuration regeneration commands the script knows, as script lines (ROOT-prefixed).
+#: Boot-configuration regeneration commands the script knows, as script lines.
 REGENERATE = {
     "update-grub": "run update-grub",
-    "grub2-mkconfig -o /boot/grub2/grub.cfg": 'run grub2-mkconfig -o "$ROOT/boot/grub2/grub.cfg"',
-    "grub-mkconfig -o /boot/grub/grub.cfg": 'run grub-mkconfig -o "$ROOT/boot/grub/grub.cfg"',
+    "grub2-mkconfig -o /boot/grub2/grub.cfg": "run grub2-mkconfig -o /boot/grub2/grub.cfg",
+    "grub-mkconfig -o /boot/grub/grub.cfg": "run grub-mkconfig -o /boot/grub/grub.cfg",
     "proxmox-boot-tool refresh": "run proxmox-boot-tool refresh",
     'kernel-install add "$(uname -r)" "/lib/modules/$(uname -r)/vmlinuz"':
-        'run kernel-install add "$(uname -r)" "$ROOT/lib/modules/$(uname -r)/vmlinuz"',
+        'run kernel-install add "$(uname -r)" "/lib/modules/$(uname -r)/vmlinuz"',
 }
 INITRAMFS = {
     "update-initramfs": "run update-initramfs -u -k all",
     "dracut": "run dracut -f --regenerate-all",
     "mkinitcpio": "run mkinitcpio -P",
 }
-ALLOWED_FILES = ("/etc/modules-load.d/", "/etc/modprobe.d/", "/etc/udev/rules.d/", "/etc/systemd/system/",
-                 "/etc/default/grub", "/etc/kernel/cmdline")
 
 
 @dataclass
@@ -36,92 +42,101 @@ class Context:
     report: object
     regenerate: List[str] = field(default_factory=list)  # script lines, deferred to the end of the boot phase
     initramfs: Optional[str] = None  # tool name, when some step needs a rebuild
-    initramfs_used: bool = False  # some block may set INITRAMFS_CHANGED
+    initramfs_used: bool = False  # some block may flag the initramfs
+    udev_used: bool = False  # some block may flag udev's rules
     fixed_rules: set = field(default_factory=set)  # rule ids this script has blocks for
-    device_functions: bool = False  # some block uses the per-device shell functions
     emitted: set = field(default_factory=set)  # actions already written (one step can serve several findings)
     encoded: dict = field(default_factory=dict)  # id(action) -> (action, its JSON): one action many steps share
+    files: FileLedger = field(default_factory=FileLedger)  # what each configuration file holds, block by block
+    blocks: int = 0  # blocks written so far (each is a function fix_N)
+
+    def rebuild_line(self) -> Optional[str]:
+        return INITRAMFS.get(self.initramfs or "")
 
 
-def _ere(param: str) -> str:
-    return "".join("\\" + ch if ch in ".+" else ch for ch in param)
-
-
-def _file(path: str) -> str:
-    if not isinstance(path, str) or not path.startswith(ALLOWED_FILES) or ".." in path or not all(
-            ch.isalnum() or ch in "/._-" for ch in path):
-        raise UnsafeValue(f"refusing to write {path!r}: not a configuration file this script may change")
-    return path
+def file_block(ctx: Context, changes: Mapping[str, str], then: Optional[str] = None) -> List[str]:
+    """``put_file`` of each changed file; ``then`` runs when one of them changed (a flag, a reboot note)."""
+    lines = ["CHANGED=0"] if then else []
+    for path, text in changes.items():
+        lines += ctx.files.put(path, text)
+    if not changes:
+        lines.append("say 'unchanged: the configuration files already say it'")
+    if then:
+        ctx.udev_used = ctx.udev_used or "flag udev" in then
+        lines.append(f'if [ "$CHANGED" = 1 ]; then {then}; fi')
+    return lines
 
 
 def _params(action, key) -> List[str]:
     return [checked(p, KERNEL_PARAM, "kernel parameter") for p in action.get(key) or ()]
 
 
-def _grub_has(param: str) -> str:
-    return (f"grep -Eq '^GRUB_CMDLINE_LINUX(_DEFAULT)?=.*[\"[:space:]]{_ere(param)}([[:space:]\"]|$)' "
-            '"$ROOT/etc/default/grub"')
+def _known(ctx: Context, files) -> List[dict]:
+    """The files as they stand at this point of the script (learned from the scan the first time)."""
+    for state in files:
+        ctx.files.know(state)
+    return [{"path": f["path"], "text": ctx.files.text(f["path"])} for f in files]
 
 
 def _cmdline_grub(action, ctx) -> List[str]:
-    lines = []
-    for p in _params(action, "remove"):
-        lines += [f"if {_grub_has(p)}; then",
-                  f"    edit_file /etc/default/grub '/^GRUB_CMDLINE_LINUX/ s/([\"[:space:]]){_ere(p)}([[:space:]\"])/\\1\\2/g'",
-                  "    BOOT_CHANGED=1", "fi"]
-    for p in _params(action, "add"):
-        lines += [f"if ! {_grub_has(p)}; then",
-                  "    grep -q '^GRUB_CMDLINE_LINUX_DEFAULT=' \"$ROOT/etc/default/grub\" || "
-                  "edit_file /etc/default/grub '$ a GRUB_CMDLINE_LINUX_DEFAULT=\"\"'",
-                  f"    edit_file /etc/default/grub 's|^GRUB_CMDLINE_LINUX_DEFAULT=\"|&{p} |'",
-                  "    BOOT_CHANGED=1", "fi"]
-    return lines
+    files = list(action.get("files") or ())
+    if not files:
+        raise EditError("the scan could not read /etc/default/grub: edit the command line by hand")
+    changes = grub_edit(_known(ctx, files), _params(action, "add"), _params(action, "remove"))
+    dropins = [f["path"].rsplit("/", 1)[1] for f in files[1:]]
+    guard = ("same_names /etc/default/grub.d '*.cfg'" + "".join(f" {shlex.quote(n)}" for n in dropins)
+             + "  # the drop-ins decide which file wins: as scanned")
+    return [guard] + file_block(ctx, changes, then="flag boot")
 
 
 def _cmdline_file(action, ctx) -> List[str]:
-    path = _file(action.get("config_file") or "/etc/kernel/cmdline")
+    path = allowed_file(action.get("config_file") or "/etc/kernel/cmdline")
+    _known(ctx, [f for f in action.get("files") or () if f.get("path") == path])
+    new = cmdline_file_edit(ctx.files.text(path), _params(action, "add"), _params(action, "remove"))
+    return file_block(ctx, {path: new}, then="flag boot")
+
+
+def _tool_edits(action, has: Callable[[str], str], add: Callable[[str], str], remove: Callable[[str], str]) -> List[str]:
+    """Blocks for a boot tool that edits the command line itself: act when the files say so, record the undo."""
     lines = []
-    for p in _params(action, "remove"):
-        lines += [f"if grep -Eq '(^|[[:space:]]){_ere(p)}([[:space:]]|$)' \"$ROOT{path}\"; then",
-                  f"    edit_file {path} 's/(^|[[:space:]]){_ere(p)}([[:space:]]|$)/\\1\\2/g'",
-                  "    BOOT_CHANGED=1", "fi"]
     for p in _params(action, "add"):
-        lines += [f"if ! grep -Eq '(^|[[:space:]]){_ere(p)}([[:space:]]|$)' \"$ROOT{path}\"; then",
-                  f"    edit_file {path} '1 s|$| {p}|'",
-                  "    BOOT_CHANGED=1", "fi"]
+        lines += [f"if ! {has(p)}; then", f"    run {add(p)}", f"    undo_live run {remove(p)}",
+                  "    needs_reboot 'the kernel command line'", "fi"]
+    for p in _params(action, "remove"):
+        lines += [f"if {has(p)}; then", f"    run {remove(p)}", f"    undo_live run {add(p)}",
+                  "    needs_reboot 'the kernel command line'", "fi"]
     return lines
+
+
+def _ere(param: str) -> str:
+    return "".join("\\" + ch if ch in ".+" else ch for ch in param)
 
 
 def _cmdline_grubby(action, ctx) -> List[str]:
-    lines = []
-    for p in _params(action, "add"):
-        has = (f"grep -Eqs '^options .*(^|[[:space:]]){_ere(p)}([[:space:]]|$)' \"$ROOT\"/boot/loader/entries/*.conf")
-        lines += [f"if ! {has}; then", f"    run grubby --update-kernel=ALL --args={shlex.quote(p)}", "    needs_reboot 'the kernel command line'", "fi"]
-    for p in _params(action, "remove"):
-        has = (f"grep -Eqs '^options .*(^|[[:space:]]){_ere(p)}([[:space:]]|$)' \"$ROOT\"/boot/loader/entries/*.conf")
-        lines += [f"if {has}; then", f"    run grubby --update-kernel=ALL --remove-args={shlex.quote(p)}", "    needs_reboot 'the kernel command line'", "fi"]
-    return lines
+    def has(p):
+        return (f"grep -Eqs '^options .*(^|[[:space:]]){_ere(p)}([[:space:]]|$)' "
+                '"$(inroot /boot/loader/entries)"/*.conf')
+    return _tool_edits(action, has, lambda p: f"grubby --update-kernel=ALL --args={shlex.quote(p)}",
+                       lambda p: f"grubby --update-kernel=ALL --remove-args={shlex.quote(p)}")
 
 
 def _cmdline_kernelstub(action, ctx) -> List[str]:
-    lines = []
-    conf = '"$ROOT/etc/kernelstub/configuration"'
-    for p in _params(action, "add"):
-        lines += [f"if ! grep -qF {shlex.quote(chr(34) + p + chr(34))} {conf}; then",
-                  f"    run kernelstub --add-options {shlex.quote(p)}", "    needs_reboot 'the kernel command line'", "fi"]
-    for p in _params(action, "remove"):
-        lines += [f"if grep -qF {shlex.quote(chr(34) + p + chr(34))} {conf}; then",
-                  f"    run kernelstub --delete-options {shlex.quote(p)}", "    needs_reboot 'the kernel command line'", "fi"]
-    return lines
+    def has(p):
+        return f'grep -qF {shlex.quote(chr(34) + p + chr(34))} "$(inroot /etc/kernelstub/configuration)"'
+    return _tool_edits(action, has, lambda p: f"kernelstub --add-options {shlex.quote(p)}",
+                       lambda p: f"kernelstub --delete-options {shlex.quote(p)}")
 
 
 def _cmdline_ostree(action, ctx) -> List[str]:
-    args = [f"--append-if-missing={p}" for p in _params(action, "add")]
-    args += [f"--delete-if-present={p}" for p in _params(action, "remove")]
+    added, removed = _params(action, "add"), _params(action, "remove")
+    args = [f"--append-if-missing={p}" for p in added] + [f"--delete-if-present={p}" for p in removed]
     if not args:
         return ["needs_reboot 'the kernel command line'"]
+    back = [f"--delete-if-present={p}" for p in added] + [f"--append-if-missing={p}" for p in removed]
     return ["# rpm-ostree's --append-if-missing / --delete-if-present make this idempotent",
-            "run rpm-ostree kargs " + " ".join(shlex.quote(a) for a in args), "needs_reboot 'the kernel command line'"]
+            "run rpm-ostree kargs " + " ".join(shlex.quote(a) for a in args),
+            "undo_live run rpm-ostree kargs " + " ".join(shlex.quote(a) for a in back),
+            "needs_reboot 'the kernel command line'"]
 
 
 CMDLINE_STACKS = {"grub": _cmdline_grub, "proxmox-boot-tool": _cmdline_file, "kernel-cmdline": _cmdline_file,
@@ -152,42 +167,35 @@ def _already_configured(action) -> List[str]:
     lines = ["# the configuration already has the parameters"]
     if action.get("stack") == "grub":
         for cfg in GRUB_CFG:
-            lines += [f'if [ -f "$ROOT{cfg}" ] && [ "$ROOT/etc/default/grub" -nt "$ROOT{cfg}" ]; then',
-                      f"    say 'stale: $ROOT{cfg} is older than /etc/default/grub'", "    BOOT_CHANGED=1", "fi"]
+            lines += [f'if [ -f "$(inroot {cfg})" ] && [ "$(inroot /etc/default/grub)" -nt "$(inroot {cfg})" ]; then',
+                      f"    say 'stale: {cfg} is older than /etc/default/grub'", "    flag boot", "fi"]
     lines.append("needs_reboot 'the kernel command line (already configured, not yet booted)'")
     return lines
 
 
 def _modprobe(action, ctx) -> List[str]:
-    lines = []
-    for m in action.get("modules") or ():
-        name = checked(m, MODULE_NAME, "module name")
-        lines += [f"if ! module_loaded {name}; then", f"    run modprobe {name}", "fi"]
-    return lines
-
-
-def write_file_lines(path: str, lines: List[str]) -> List[str]:
-    """A ``write_file`` call giving ``path`` exactly these lines (each quoted)."""
-    words = " ".join(shlex.quote(line) for line in lines)
-    return [f"write_file {_file(path)} \"$(printf '%s\\n' {words})\""]
+    return [f"load_module {checked(m, MODULE_NAME, 'module name')}" for m in action.get("modules") or ()]
 
 
 def _modules_load(action, ctx) -> List[str]:
+    path = allowed_file(action.get("file"))
     names = [checked(m, MODULE_NAME, "module name") for m in action.get("modules") or ()]
-    return write_file_lines(action["file"], names)
+    _known(ctx, [f for f in action.get("files") or () if f.get("path") == path])
+    return file_block(ctx, {path: ensure_lines(ctx.files.text(path), names, module_name_equal)})
 
 
 def _modprobe_options(action, ctx) -> List[str]:
-    path = _file(action["file"])
+    path = allowed_file(action.get("file"))
     line = action["line"]
     words = line.split()
     if len(words) < 3 or words[0] not in ("options", "softdep") or not all(
             KERNEL_PARAM.match(w) or w in ("pre:", "post:") for w in words[1:]):
         raise UnsafeValue(f"refusing modprobe.d line {line!r}")
+    _known(ctx, [f for f in action.get("files") or () if f.get("path") == path])
     ctx.initramfs_used = True
     ctx.initramfs = ctx.initramfs or action.get("initramfs")
-    return ["CHANGED=0", f"write_file {path} {shlex.quote(line)}",
-            'if [ "$CHANGED" = 1 ]; then INITRAMFS_CHANGED=1; needs_reboot "module options"; fi']
+    return file_block(ctx, {path: ensure_lines(ctx.files.text(path), [line])},
+                      then='flag initramfs; needs_reboot "module options"')
 
 
 HANDLERS: Dict[str, Callable] = {
@@ -211,23 +219,28 @@ def emit(action, ctx: Context) -> Optional[List[str]]:
     return handler(action, ctx) if handler else None
 
 
-def after_phase(phase: str, ctx: Context) -> List[str]:
-    """Deferred work of a phase: regenerate the boot configuration once, after every edit."""
-    if phase != "boot" or not ctx.regenerate:
-        return []
-    return (["# regenerate the boot configuration once, after every command-line edit",
-             'if [ "$BOOT_CHANGED" = 1 ]; then'] + [f"    {line}" for line in ctx.regenerate]
-            + ["    needs_reboot 'the kernel command line'", "fi", ""])
+def after_phase(phase: str, ctx: Context) -> List[tuple]:
+    """Deferred work of a phase as (name, lines) blocks: regenerate the boot configuration once, after
+    every edit; reload udev's rules once, after the bindings."""
+    if phase == "boot" and ctx.regenerate:
+        return [("boot configuration", ["if flagged boot; then"] + [f"    {line}" for line in ctx.regenerate]
+                 + ["    needs_reboot 'the kernel command line'", "fi"])]
+    if phase == "binding" and ctx.udev_used:
+        return [("udev rules", ["if flagged udev; then",
+                                "    run udevadm control --reload || say \"note: udev did not reload its rules (not "
+                                "running here?); they apply at the next boot\"", "fi"])]
+    return []
 
 
-def after_all(ctx: Context) -> List[str]:
+def after_all(ctx: Context) -> List[tuple]:
     """Rebuild the initramfs once, at the end, if module options or early binding changed."""
     if not ctx.initramfs_used:
         return []
-    rebuild = INITRAMFS.get(ctx.initramfs or "")
-    return (["# ===== initramfs =====", 'if [ "$INITRAMFS_CHANGED" = 1 ]; then',
-             f"    {rebuild}" if rebuild else "    say 'MANUAL: rebuild the initramfs with your distribution tool'",
-             "fi", ""])
+    rebuild = ctx.rebuild_line()
+    return [("initramfs", ["if flagged initramfs; then",
+                           f"    {rebuild}" if rebuild else
+                           "    say 'MANUAL: rebuild the initramfs with your distribution tool'",
+                           "fi"])]
 
 
-__all__ = ["Context", "emit", "after_phase", "after_all", "register", "write_file_lines"]
+__all__ = ["Context", "emit", "after_phase", "after_all", "register", "file_block"]

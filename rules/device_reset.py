@@ -24,6 +24,7 @@ import re
 
 from scanner import hookimpl
 from scanner.facts.pci import describe
+from scanner.binding import scanned_ids
 from scanner.model import Evidence, Finding, Rule, Step
 from scanner.shell import PCI_ADDRESS, quote
 
@@ -54,7 +55,7 @@ def _steps(device, empty: bool):
                      "was disabled by a write (a script or udev rule); if it stays empty after this, the device "
                      "has none"),
             phase="binding", commands=[f"echo default > {_path(address, 'reset_method')}"],
-            action={"kind": "reset-method", "address": address, "method": "default"}))
+            action={"kind": "reset-method", "address": address, "ids": scanned_ids(device), "method": "default"}))
     if is_amd_gpu(device):
         steps.append(Step(
             summary=("AMD GPUs need the gnif/vendor-reset module: install it with DKMS "
@@ -67,7 +68,8 @@ def _steps(device, empty: bool):
                 summary=(f"Then select vendor-reset's reset for {address} (again after every boot, e.g. from a "
                          "systemd unit)"),
                 phase="binding", commands=[f"echo device_specific > {_path(address, 'reset_method')}"],
-                action={"kind": "reset-method", "address": address, "method": "device_specific"}))
+                action={"kind": "reset-method", "address": address, "ids": scanned_ids(device),
+                        "method": "device_specific"}))
     steps.append(Step(
         summary=("Update the device's firmware (some cards gain a function-level reset), or plan around it: shut "
                  "the guest down cleanly and reboot the host before giving the device to a VM again"),

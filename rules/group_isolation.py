@@ -30,7 +30,7 @@ at VFIO-005.
 from dataclasses import replace
 
 from scanner import hookimpl
-from scanner.binding import bind_now_step, critical_evidence, host_critical, label
+from scanner.binding import bind_now_step, critical_evidence, host_critical, label, persistent_steps
 from scanner.groups import HARMLESS_DRIVERS, classify
 from scanner.facts.pci import class_name, is_vfio_driver
 from scanner.model import Evidence, Finding, Rule, Step
@@ -155,11 +155,13 @@ def judge(facts, scan, address):
             break  # the group can never be given to a VM here: giving up other members would be for nothing
         if m.role == "sibling":
             summary = (f"Bind sibling function {label(m.device, m.address)} to vfio-pci now: it goes to the VM "
-                       f"with {address} (add --device {m.address} so its binding is checked and kept at boot)")
+                       f"with {address} (the next step keeps it there at boot too)")
         else:
             summary = (f"Or give {label(m.device, m.address)} to vfio-pci too: bind it now (the host loses it "
                        f"while it is bound; {ROLE_TEXT[m.role]})")
         remediation.append(bind_now_step(facts, m.device, role=m.role, for_target=address, summary=summary))
+        if m.role == "sibling":  # it goes to the VM with the target: at every boot as well
+            remediation += persistent_steps(facts, scan, m.device)
     movable = [m for m in blockers if m.role != "sibling"]
     if movable:
         remediation.append(_move_step(address, group, movable, critical))

@@ -86,7 +86,8 @@ def check(facts, scan):
                                     modprobe_option_step("vfio_iommu_type1", "allow_unsafe_interrupts=1", UNSAFE_CONF,
                                                          "Last resort, knowingly unsafe: let VFIO run without "
                                                          "interrupt remapping (a guest could forge interrupts)",
-                                                         initramfs=facts.initramfs_tool)])
+                                                         initramfs=facts.initramfs_tool,
+                                                         current=facts.etc_file(UNSAFE_CONF))])
 
 
 def _firmware_fix() -> Step:

@@ -35,7 +35,8 @@ from scanner.facts.cmdline import truthy
 from scanner.model import Evidence, Finding, Rule, Step
 from scanner.remedies import cmdline_steps
 from scanner.shell import PCI_ADDRESS, quote
-from scanner.sriov import numvfs_step, persist_step, pf_driver_step, vfs
+from scanner.binding import scanned_ids
+from scanner.sriov import bind_vfs_step, numvfs_step, persist_step, pf_driver_step, udev_rule_file, vfs
 
 SRIOV_FILES = ("sriov_totalvfs", "sriov_numvfs", "sriov_drivers_autoprobe")
 MMIO_MESSAGES = r"(not enough MMIO resources for SR-IOV|Failed to enable PCI sriov: -12)"
@@ -168,13 +169,13 @@ def check(facts, scan):
         if not driver:
             problems.append("no driver bound to device; cannot configure SR-IOV: the kernel creates VFs only "
                             "through the PF's own driver")
-            steps.append(pf_driver_step(target.address, None, device.driver_override))
+            steps.append(pf_driver_step(target.address, None, device.driver_override, scanned_ids(device)))
         elif is_vfio_driver(driver) and not (driver == "vfio-pci" and truthy(
                 facts.module_param("vfio_pci", "enable_sriov").value())):
             problems.append(f"the PF is bound to {driver}, which creates VFs only when loaded with "
                             "enable_sriov=1 (and its VFs then need a VF token); normally the PF keeps its host "
                             "driver and only the VFs go to vfio-pci")
-            steps.append(pf_driver_step(target.address, driver, device.driver_override))
+            steps.append(pf_driver_step(target.address, driver, device.driver_override, scanned_ids(device)))
         if current > 0 and wanted > 0:
             problems.append(f"the kernel refuses to change {vfs(current)} to {wanted} directly (\"{current} VFs "
                             f"already enabled. Disable before enabling {wanted} VFs\"): 0 is written first")
@@ -182,9 +183,12 @@ def check(facts, scan):
         if mmio_evidence:
             problems.append("the kernel log shows the VF BARs did not fit (\"not enough MMIO resources for "
                             "SR-IOV\"): enable Above 4G Decoding in the firmware or boot with pci=realloc")
-        steps.append(numvfs_step(target.address, current, wanted, device.sriov_drivers_autoprobe))
+        steps.append(numvfs_step(target.address, current, wanted, device.sriov_drivers_autoprobe, scanned_ids(device)))
         if wanted > 0:
-            steps.append(persist_step(target.address, wanted, device.sriov_drivers_autoprobe))
+            steps.append(persist_step(target.address, wanted, device.sriov_drivers_autoprobe,
+                                      facts.etc_file(udev_rule_file(target.address))))
+            if device.sriov_drivers_autoprobe is not None:  # autoprobe goes to 0: the new VFs need binding
+                steps.append(bind_vfs_step(target.address))
         yield Finding.fail("; ".join(problems), subject=target.address, observed=f"sriov_numvfs {current}",
                            expected=f"sriov_numvfs {wanted}", evidence=evidence + mmio_evidence,
                            remediation=mmio_steps + steps)

@@ -18,7 +18,7 @@ from the modules tree needs a different kernel (see VFIO-003).
 
 from scanner import hookimpl
 from scanner.model import Evidence, Finding, Rule, Step
-from scanner.remedies import VFIO_MODULES, modules_steps
+from scanner.remedies import MODULES_LOAD_FILE, VFIO_MODULES, modules_steps
 
 KCONFIG = {"vfio": "VFIO", "vfio_pci": "VFIO_PCI", "vfio_iommu_type1": "VFIO_IOMMU_TYPE1"}
 
@@ -74,7 +74,7 @@ def check(facts, scan):
         note = f" (could not check the modules tree for {', '.join(unsure)})" if unsure else ""
         yield Finding.fail(f"{', '.join(missing)} not loaded{note}", observed=shown,
                            expected="each loaded or built in", evidence=evidence + stale,
-                           remediation=modules_steps(missing))
+                           remediation=modules_steps(missing, current=facts.etc_file(MODULES_LOAD_FILE)))
         return
     if stale:
         yield Finding.warn(f"all loaded ({shown}), but vfio_virqfd is still listed for loading; it was merged into "

@@ -9,8 +9,9 @@ machine form for the remediation-script export:
 "host_critical": None | why, "role", "for_target"}``
     The runtime binding (phase ``binding``): ``modprobe vfio-pci`` when it is not loaded, then
     ``driver_override`` + unbind (only when bound) + ``drivers_probe`` for that device only. When
-    ``host_critical`` is set (the device carries the host's default route or its root
-    filesystem) the step is manual with no commands, and an exporter must refuse it.
+    ``host_critical`` is set (the device carries the host's default route, holds its root
+    filesystem, /usr, /boot or swap, or is the PF of a VF that does) the step is manual with no
+    commands, and an exporter must refuse it.
 ``{"kind": "driverctl", "address", "driver": "vfio-pci"}``
     Persistent, per device, where the host has driverctl.
 ``{"kind": "vfio-ids", "ids", "softdeps", "file", "lines", "initramfs"}``
@@ -31,6 +32,7 @@ import re
 import shlex
 from typing import Collection, Dict, List, Optional, Tuple
 
+from scanner.confedit import EditError, edit_commands, file_state, merge_vfio_ids, own_rule
 from scanner.facts.pci import PciDevice, class_name, is_vfio_driver
 from scanner.model import Evidence, Step
 from scanner.remedies import cmdline_steps
@@ -53,27 +55,49 @@ def sysfs_device(address: str) -> str:
 
 
 def host_critical(facts, address: str) -> Optional[str]:
-    """Why the host itself needs this device (its default route, its root filesystem), or None."""
-    reasons = []
-    iface = facts.default_route_devices.get(address)
-    if iface:
-        reasons.append(f"it carries the host's default route ({iface}): binding it to vfio-pci cuts this "
-                       "host's network")
-    disk = facts.root_fs_devices.get(address)
-    if disk:
-        reasons.append(f"it holds the host's root filesystem (block device {disk}): binding it to vfio-pci "
-                       "takes the disk away from the running host")
+    """Why the host itself needs this device right now, or None.
+
+    It carries the default route, holds a disk of ``/``, ``/usr``, ``/boot``, ``/boot/efi``,
+    ``/efi`` or swap, or is the PF of a VF that does (unbinding the PF or setting its
+    ``sriov_numvfs`` to 0 removes the VF). The remediation script asks the same again at run
+    time (:mod:`reports.script_guard`).
+    """
+    reasons = [f"it {use}: binding it to vfio-pci {harm}" for use, harm in _own_uses(facts, address)]
+    for vf in facts.host_vf_parents.get(address, ()):
+        reasons += [f"its VF {vf} {use}: unbinding this PF or setting its sriov_numvfs to 0 removes that VF, "
+                    f"which {harm}" for use, harm in _own_uses(facts, vf)]
     return "; ".join(reasons) or None
 
 
+def _own_uses(facts, address: str) -> List[Tuple[str, str]]:
+    """(what the host uses the function for, what losing it does) for the function itself."""
+    uses = []
+    iface = facts.default_route_devices.get(address)
+    if iface:
+        uses.append((f"carries the host's default route ({iface})", "cuts this host's network"))
+    disk = facts.host_disk_devices.get(address)
+    if disk:
+        what = "the host's root filesystem" if address in facts.root_fs_devices else "storage the running host uses"
+        uses.append((f"holds {what} ({disk})", "takes the disk away from the running host"))
+    return uses
+
+
 def critical_evidence(facts, address: str) -> List[Evidence]:
-    """Where :func:`host_critical` read it: the route table, the mount table."""
+    """Where :func:`host_critical` read it: the route tables, the mount and swap tables, a VF's physfn link."""
+    evidence = _own_evidence(facts, address)
+    for vf in facts.host_vf_parents.get(address, ()):
+        evidence.append(Evidence(f"/sys/bus/pci/devices/{vf}/physfn", address))
+        evidence += _own_evidence(facts, vf)
+    return evidence
+
+
+def _own_evidence(facts, address: str) -> List[Evidence]:
     evidence = []
     if address in facts.default_route_devices:
         evidence.append(Evidence("/proc/net/route, /proc/net/ipv6_route",
                                  f"default route via {facts.default_route_devices[address]}"))
-    if address in facts.root_fs_devices:
-        evidence.append(Evidence("/proc/self/mountinfo", f"/ on {facts.root_fs_devices[address]}"))
+    if address in facts.host_disk_devices:
+        evidence.append(Evidence("/proc/self/mountinfo, /proc/swaps", facts.host_disk_devices[address]))
     return evidence
 
 
@@ -110,8 +134,8 @@ def bind_now_step(facts, device: PciDevice, role: Optional[str] = None, for_targ
                   summary: Optional[str] = None) -> Step:
     """The runtime binding of one device (phase ``binding``); manual and empty when host-critical."""
     critical = host_critical(facts, device.address)
-    action = {"kind": "bind-vfio", "address": device.address, "current_driver": device.driver,
-              "driver_override": device.driver_override, "group": device.iommu_group,
+    action = {"kind": "bind-vfio", "address": device.address, "ids": scanned_ids(device),
+              "current_driver": device.driver, "driver_override": device.driver_override, "group": device.iommu_group,
               "load_module": not vfio_pci_loaded(facts), "host_critical": critical,
               "role": role, "for_target": for_target}
     if critical:
@@ -124,6 +148,11 @@ def bind_now_step(facts, device: PciDevice, role: Optional[str] = None, for_targ
         summary = (f"Bind {device.address} to vfio-pci now ({now}; driver_override for this device only, "
                    "lost at reboot)")
     return Step(summary=summary, phase="binding", commands=commands, undo=undo, action=action)
+
+
+def scanned_ids(device: PciDevice) -> Optional[str]:
+    """The device's vendor:device as scanned, which the script checks again before it touches the address."""
+    return device.ids if PCI_IDS.match(device.ids or "") else None
 
 
 def _kept_on_host(facts, device: PciDevice, targets: Collection[str]) -> List[PciDevice]:
@@ -168,7 +197,8 @@ def persistent_steps(facts, scan, device: PciDevice) -> List[Step]:
                      phase="binding", persistent=True,
                      commands=[f"driverctl set-override {addr} {VFIO_DRIVER}"],
                      undo=[f"driverctl unset-override {addr}"],
-                     action={"kind": "driverctl", "address": address, "driver": VFIO_DRIVER})]
+                     action={"kind": "driverctl", "address": address, "ids": scanned_ids(device),
+                             "driver": VFIO_DRIVER})]
     if not ids_safe(facts, device, targets):
         return [udev_step(facts, device, targets)]
     return list(_per_scan(facts, scan, "boot-steps", lambda: tuple(_boot_steps(facts, scan))))
@@ -199,13 +229,22 @@ def _boot_steps(facts, scan) -> List[Step]:
     lines = [f"options vfio-pci ids={','.join(ids)}"] + [f"softdep {m} pre: vfio-pci" for m in softdeps]
     tool = facts.initramfs_tool
     rebuild = INITRAMFS_COMMANDS.get(tool or "")
-    commands = ["printf '%s\\n' " + " ".join(shlex.quote(line) for line in lines) + f" > {MODPROBE_FILE}"]
-    undo = [f"rm -f {MODPROBE_FILE}"]
+    files = [file_state(*f) for f in facts.modprobe_files]
+    try:
+        path, changes = merge_vfio_ids(files, ids, softdeps, default_path=MODPROBE_FILE)
+    except EditError as exc:
+        return [Step(summary=f"Keep {', '.join(ids)} on vfio-pci at every boot ({' / '.join(lines)} in /etc/modprobe.d), "
+                             f"by hand: {exc}", phase="binding", persistent=True, requires_reboot=True, manual=True)]
+    old = {f["path"]: f["text"] for f in files}
+    commands = [c for p, text in changes.items() for c in edit_commands(p, old.get(p), text)]
+    undo = [f"cp -p {shlex.quote(p)}.vfio-scan.bak {shlex.quote(p)}" if old.get(p) is not None else f"rm -f {p}"
+            for p in changes]
     if rebuild:
         commands.append(rebuild)
         undo.append(rebuild)
-    summary = (f"Keep {', '.join(ids)} on vfio-pci at every boot: {' / '.join(lines)} in {MODPROBE_FILE} "
-               f"(one file for every target of this scan)")
+    where = path if path == MODPROBE_FILE else f"{path}, which already holds the vfio-pci ids= that takes effect"
+    summary = (f"Keep {', '.join(ids)} on vfio-pci at every boot: {' / '.join(lines)} in {where} "
+               f"(one line for every device this scan passes through, sibling functions included; the file's other lines stay)")
     summary += f", then {rebuild} and reboot" if rebuild else \
         ", then rebuild the initramfs with your distribution's tool (none detected) and reboot"
     if notes:
@@ -213,7 +252,7 @@ def _boot_steps(facts, scan) -> List[Step]:
     return [Step(summary=summary, phase="binding", persistent=True, requires_reboot=True,
                  commands=commands, undo=undo,
                  action={"kind": "vfio-ids", "ids": ids, "softdeps": softdeps, "file": MODPROBE_FILE,
-                         "lines": lines, "initramfs": tool})]
+                         "lines": lines, "initramfs": tool, "files": files})]
 
 
 def boot_ids(facts, scan) -> Tuple[List[str], List[str], List[str]]:
@@ -229,7 +268,7 @@ def _make_boot_plan(facts, scan) -> Tuple[List[str], List[str], List[str]]:
     softdeps: Dict[str, None] = {}
     notes: List[str] = []
     softdep_of: Dict[Optional[str], Tuple[Optional[str], str]] = {}  # thousands of VFs, a few drivers
-    for address in (t.address for t in scan.targets if t.for_passthrough):
+    for address in passthrough_functions(facts, scan):
         device = facts.pci.get(address)  # a candidate: safe ids, not needed by the host itself
         if device is None or device.is_bridge or not ids_safe(facts, device, targets) \
                 or host_critical(facts, address):
@@ -243,6 +282,25 @@ def _make_boot_plan(facts, scan) -> Tuple[List[str], List[str], List[str]]:
         if note and note not in notes:
             notes.append(note)
     return list(ids), sorted(softdeps), notes
+
+
+def passthrough_functions(facts, scan) -> List[str]:
+    """Every function that goes to a VM: the targets, and the sibling functions of their slots that share
+    their IOMMU group (a GPU's HDMI audio goes with the GPU, and must stay off host drivers at boot too)."""
+    found: Dict[str, None] = {}
+    for address in (t.address for t in scan.targets if t.for_passthrough):
+        found[address] = None
+        device = facts.pci.get(address)
+        if device is None or not device.iommu_group or host_critical(facts, address):
+            continue
+        slot = address.rsplit(".", 1)[0]
+        for member in facts.devices_in_group(device.iommu_group):
+            other = facts.pci.get(member)
+            # a chipset's bridges (ISA/LPC, host: class 06) stay with the host whatever the group says
+            if member.rsplit(".", 1)[0] == slot and other is not None and not other.is_bridge \
+                    and not (other.pci_class or "").startswith("06"):
+                found.setdefault(member, None)
+    return list(found)
 
 
 def udev_file(address: str) -> str:
@@ -263,13 +321,15 @@ def udev_step(facts, device: PciDevice, targets: Collection[str]) -> Step:
                "the host, so bind by address, never by ids")
     else:
         why = f"its ids ({device.ids}) cannot be used in ids=, so bind by address"
+    state = file_state(*facts.etc_file(path))
+    new = own_rule(state["text"], rule, f'KERNEL=="{address}"')
     return Step(summary=f"Keep {address} on vfio-pci at every boot: {why}; a udev rule sets its driver_override "
                         f"when it appears ({path}); if its host driver still takes it first at boot, install "
                         "driverctl, which also re-binds it",
                 phase="binding", persistent=True,
-                commands=[f"printf '%s\\n' {shlex.quote(rule)} > {path}"], undo=[f"rm -f {path}"],
+                commands=edit_commands(path, state["text"], new), undo=[f"rm -f {path}"],
                 action={"kind": "udev-driver-override", "address": address, "file": path, "rule": rule,
-                        "twins": [t.address for t in twins]})
+                        "twins": [t.address for t in twins], "files": [state]})
 
 
 __all__ = ["VFIO_DRIVER", "MODPROBE_FILE", "INITRAMFS_COMMANDS", "host_critical", "critical_evidence", "bind_now_step",

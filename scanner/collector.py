@@ -17,8 +17,8 @@ these records, so a scan of a snapshot answers every read as a scan of the host 
 reasons included. Files are read with the same size caps as the scanner; a directory's
 listing makes the absence of its other names implicit, which keeps snapshots small.
 
-Nothing is ever written on the host (except ``-o FILE`` when asked); the kernel log is read with
-``dmesg``, then ``journalctl -k -b 0``, each bounded in time.
+Nothing is ever written on the host (except ``-o FILE`` when asked, whole or not at all); the
+kernel log is read with ``dmesg``, then ``journalctl -k -b 0``, each bounded in time.
 """
 
 import argparse
@@ -92,19 +92,27 @@ CAPTURE = (
     ("resolve", "/sys/bus/pci/drivers/*/module", None),
     ("read", PCI_IDS_FILES, LARGE_CAP),
     ("list", "/dev/vfio", None),
-    # what the host itself depends on: the default route's NIC, the root filesystem's disk
-    ("read", "/proc/net/{route,ipv6_route}", DEFAULT_CAP),
+    # what the host itself depends on: the default route's NICs, the disks of its filesystems and swap
+    ("read", "/proc/net/{route,ipv6_route}", LARGE_CAP),
     ("list", "/sys/class/net/*", None),
     ("resolve", "/sys/class/net/*/device", None),
-    ("read", "/proc/self/mountinfo", DEFAULT_CAP),
+    ("read", "/proc/{self/mountinfo,swaps}", LARGE_CAP),
     ("blockdev", "/sys/{dev,class}/block/*", None),
     ("read", "/sys/class/block/dm-*/dm/name", DEFAULT_CAP),
     # boot configuration and the tools that change it
     ("read", "/etc/kernel/cmdline", DEFAULT_CAP),
     ("read", "/etc/default/grub", DEFAULT_CAP),
+    # what a fix merges its lines into (another device's ids=, a cloud image's grub.d drop-in)
+    ("read", "/etc/default/grub.d/*.cfg", DEFAULT_CAP),
+    ("read", "/etc/modprobe.d/*.conf", DEFAULT_CAP),
+    ("read", "/etc/udev/rules.d/70-vfio-*.rules", DEFAULT_CAP),
     ("resolve", "/{run/ostree-booted,sysroot/ostree,etc/NIXOS,etc/kernel/proxmox-boot-uuids}", None),
     ("resolve", "/{usr/sbin,usr/bin,sbin,bin}/{" + TOOLS + "}", None),
 )
+
+# scanner/facts/host_dependencies.py: a sysfs path under a PCI function, an NVMe controller's name
+PCI_ADDRESS_PART = re.compile(r"/[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7](?:/|\Z)")
+NVME_CONTROLLER = re.compile(r"^nvme[0-9]+\Z")
 
 # scanner/facts/pciids.py's line shapes: the excerpt keeps exactly what its parser would read
 _IDS_VENDOR = re.compile(r"^([0-9A-Fa-f]{4})\s+(\S.*)$")
@@ -386,6 +394,10 @@ class Collector(object):
         for sub in ("slaves", "multipath"):
             for name in self.listdir(canonical + "/" + sub) or []:
                 self.block_device(canonical + "/" + sub + "/" + name, depth + 1, seen)
+        if not PCI_ADDRESS_PART.search(canonical):  # a multipath head: its NVMe subsystem's controllers
+            for name in self.listdir(canonical + "/device") or []:
+                if NVME_CONTROLLER.match(name):
+                    self.block_device(canonical + "/device/" + name, depth + 1, seen)
         if self.resolve(canonical + "/partition"):
             self.block_device(canonical + "/..", depth + 1, seen)
 
@@ -622,6 +634,57 @@ def dumps(snapshot):
     return json.dumps(snapshot, ensure_ascii=True, sort_keys=True, indent=0) + "\n"
 
 
+FD_LINK = re.compile(r"^/(?:proc/[^/]+/fd|dev/fd)/|^/dev/std(?:in|out|err)$")
+
+
+def write_whole(path, data):
+    """Write ``data`` (bytes) to ``path`` whole or not at all; an OSError leaves no part of it behind.
+
+    The rules of scanner/atomicwrite.py, in a copy of its own since this file stands alone: a
+    regular file (a new one, or the file a symlink points to) is written to a temporary file beside
+    it, synced, given the old file's mode (else 0o666 less the umask) and renamed over it; when
+    anything fails the temporary file is removed and the old file stays as it was. A device, a FIFO
+    or a descriptor's link (/dev/stdout, /proc/self/fd/1) is written in place, never renamed over.
+    """
+    hop = os.path.abspath(path)
+    in_place = False
+    for _ in range(40):
+        in_place = in_place or bool(FD_LINK.match(hop))
+        if in_place or not os.path.islink(hop):
+            break
+        hop = os.path.normpath(os.path.join(os.path.dirname(hop), os.readlink(hop)))
+    try:
+        old = os.stat(path)
+        in_place = in_place or not stat.S_ISREG(old.st_mode)
+        mode = stat.S_IMODE(old.st_mode)
+    except FileNotFoundError:
+        mode = os.umask(0o077)  # read by setting it; this program has one thread
+        os.umask(mode)
+        mode = 0o666 & ~mode
+    if in_place:
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return
+    import tempfile
+
+    target = os.path.realpath(path)
+    fd, temp = tempfile.mkstemp(dir=os.path.dirname(target), prefix="." + os.path.basename(target) + ".",
+                                suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.fchmod(handle.fileno(), mode)
+        os.replace(temp, target)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="vfio-scan-collector",
                                      description="Write a vfio-scan snapshot of this host (JSON) to stdout or -o FILE.")
@@ -636,12 +699,19 @@ def main(argv=None):
     if args.kernel_log and not os.path.isfile(args.kernel_log):
         parser.exit(2, "vfio-scan collector: error: --kernel-log %s: no such file\n" % args.kernel_log)
     text = dumps(collect(args.root, args.kernel_log))
-    if args.output and args.output != "-":
-        with open(args.output, "w") as handle:
-            handle.write(text)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    to_file = args.output and args.output != "-"
+    try:
+        if to_file:
+            write_whole(args.output, text.encode("ascii"))
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except OSError as exc:  # a full disk, > /dev/full, a closed pipe: one line, exit 3 (incomplete)
+        if not to_file:  # what stays buffered goes to /dev/null at exit instead of failing a second time
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.stderr.write("vfio-scan collector: error: cannot write %s: %s\n"
+                         % (args.output if to_file else "to stdout", exc.strerror or exc))
+        return 3
     return 0
 
 

@@ -7,8 +7,10 @@ harmless) and an ``action`` in machine form for the remediation-script export.
 from __future__ import annotations
 
 import shlex
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
+from scanner.confedit import (EditError, cmdline_file_edit, edit_commands, ensure_lines, file_state, grub_edit,
+                              module_name_equal)
 from scanner.facts.boot import BootStack
 from scanner.model import Step
 from scanner.shell import KERNEL_PARAM, MODULE_NAME, checked, quote
@@ -39,34 +41,24 @@ def firmware_step(feature: str, vendor: Optional[str], extra: str = "") -> Step:
                 action={"kind": "firmware", "feature": feature, "vendor": vendor})
 
 
-def _sed_ere(param: str) -> str:
-    """Escape a validated parameter for a sed/grep extended regular expression."""
-    return "".join("\\" + ch if ch in ".+" else ch for ch in param)
-
-
-def _grub_commands(stack: BootStack, add: Sequence[str], remove: Sequence[str]) -> List[str]:
-    path = stack.config_file or "/etc/default/grub"
-    lines = []
-    for p in remove:
-        rx = _sed_ere(p)
-        lines.append(f"sed -i -E '/^GRUB_CMDLINE_LINUX/ s/([\"[:space:]]){rx}([[:space:]\"])/\\1\\2/g' {path}")
-    for p in add:
-        rx = _sed_ere(p)
-        lines.append(
-            f"grep -Eq '^GRUB_CMDLINE_LINUX_DEFAULT=.*[\"[:space:]]{rx}([[:space:]\"]|$)' {path} || "
-            f"sed -i -E 's|^GRUB_CMDLINE_LINUX_DEFAULT=\"|&{p} |' {path}"
-        )
-    return lines + list(stack.regenerate)
-
-
-def _kernel_cmdline_commands(stack: BootStack, add: Sequence[str], remove: Sequence[str]) -> List[str]:
-    path = stack.config_file or "/etc/kernel/cmdline"
-    lines = []
-    for p in remove:
-        lines.append(f"sed -i -E 's/(^|[[:space:]]){_sed_ere(p)}([[:space:]]|$)/\\1\\2/g' {path}")
-    for p in add:
-        lines.append(f"grep -Eq '(^|[[:space:]]){_sed_ere(p)}([[:space:]]|$)' {path} || sed -i '1 s|$| {p}|' {path}")
-    return lines + list(stack.regenerate)
+def _file_commands(stack: BootStack, add: Sequence[str], remove: Sequence[str]) -> Tuple[List[str], str]:
+    """(commands, note) changing the scanned boot files for a person: merged line by line (scanner/confedit.py),
+    then the stack's regeneration; no commands and the reason when the change cannot be made safely."""
+    states = [file_state(*f) for f in stack.files]
+    try:
+        if stack.stack == "grub":
+            changes = grub_edit(states, add, remove)
+        else:
+            path = stack.config_file or "/etc/kernel/cmdline"
+            state = next((f for f in states if f["path"] == path), file_state(path, None, "not read by the scan"))
+            if state["reason"]:
+                raise EditError(f"{path} could not be read ({state['reason']})")
+            changes = {path: cmdline_file_edit(state["text"], add, remove)}
+    except EditError as exc:
+        return [], str(exc)
+    old = {f["path"]: f["text"] for f in states}
+    commands = [c for path, text in changes.items() if text != old.get(path) for c in edit_commands(path, old.get(path), text)]
+    return commands + list(stack.regenerate), ""
 
 
 #: Sub-options that switch a parameter back off (``intel_iommu=on ... intel_iommu=off``).
@@ -123,8 +115,11 @@ def cmdline_steps(stack: BootStack, add: Sequence[str] = (), remove: Sequence[st
     summary = f"On the kernel command line ({stack.name}): {change}; then reboot"
     if why:
         summary += f" ({why})"
-    if stack.stack == "grub":
-        commands = _grub_commands(stack, add, remove)
+    note = ""
+    if stack.stack in ("grub", "proxmox-boot-tool", "kernel-cmdline"):
+        commands, note = _file_commands(stack, add, remove)
+        if stack.stack == "grub" and stack.config_file and stack.config_file != "/etc/default/grub":
+            summary += f"; {stack.config_file} sets GRUB_CMDLINE_LINUX_DEFAULT last, so the change goes there"
     elif stack.stack == "grubby":
         commands = []
         if add:
@@ -140,12 +135,12 @@ def cmdline_steps(stack: BootStack, add: Sequence[str] = (), remove: Sequence[st
     elif stack.stack == "rpm-ostree":
         args = [f"--append-if-missing={p}" for p in add] + [f"--delete-if-present={p}" for p in remove]
         commands = ["rpm-ostree kargs " + " ".join(shlex.quote(a) for a in args)]
-    elif stack.stack in ("proxmox-boot-tool", "kernel-cmdline"):
-        commands = _kernel_cmdline_commands(stack, add, remove)
     else:
         commands = []
     manual = not commands
-    if stack.stack == "nixos":
+    if note:
+        summary = f"On the kernel command line ({stack.name}), by hand: {change}; then reboot ({note})"
+    elif stack.stack == "nixos":
         summary = (f"In /etc/nixos/configuration.nix, boot.kernelParams: {change}; "
                    "then run nixos-rebuild boot and reboot")
     elif manual:
@@ -153,30 +148,40 @@ def cmdline_steps(stack: BootStack, add: Sequence[str] = (), remove: Sequence[st
     return [Step(summary=summary, phase="boot", commands=commands, requires_reboot=True, persistent=True,
                  manual=manual,
                  action={"kind": "kernel-cmdline", "stack": stack.stack, "add": add, "remove": remove,
-                         "config_file": stack.config_file, "regenerate": list(stack.regenerate)})]
+                         "config_file": stack.config_file, "regenerate": list(stack.regenerate),
+                         "files": [file_state(*f) for f in stack.files]})]
 
 
-def modules_steps(missing: Sequence[str], persist: Sequence[str] = VFIO_MODULES) -> List[Step]:
-    """Load the missing modules now, and on every boot through one modules-load.d file."""
+def modules_steps(missing: Sequence[str], persist: Sequence[str] = VFIO_MODULES,
+                  current: Optional[Tuple[str, Optional[str], Optional[str]]] = None) -> List[Step]:
+    """Load the missing modules now, and on every boot through one modules-load.d file.
+
+    ``current``: that file as scanned, (path, text, reason); its lines are kept and the module
+    names added to them.
+    """
     names = [checked(m, MODULE_NAME, "module name") for m in missing]
     persist = [checked(m, MODULE_NAME, "module name") for m in persist]
-    listing = " ".join(quote(m, MODULE_NAME, "module name") for m in persist)
+    state = file_state(*(current or (MODULES_LOAD_FILE, None, None)))
+    new = ensure_lines(state["text"], persist, module_name_equal)
     return [
         Step(summary=f"Load {', '.join(names)} now", phase="modules",
              commands=["modprobe -a " + " ".join(quote(m, MODULE_NAME, "module name") for m in names)],
              action={"kind": "modprobe", "modules": names}),
-        Step(summary=f"Load {', '.join(persist)} at every boot ({MODULES_LOAD_FILE})", phase="modules",
-             commands=[f"printf '%s\\n' {listing} > {MODULES_LOAD_FILE}"], persistent=True,
-             undo=[f"rm -f {MODULES_LOAD_FILE}"],
-             action={"kind": "modules-load", "file": MODULES_LOAD_FILE, "modules": persist}),
+        Step(summary=f"Load {', '.join(persist)} at every boot ({MODULES_LOAD_FILE}; its other lines stay)",
+             phase="modules", commands=edit_commands(MODULES_LOAD_FILE, state["text"], new), persistent=True,
+             action={"kind": "modules-load", "file": MODULES_LOAD_FILE, "modules": persist, "files": [state]}),
     ]
 
 
-def modprobe_option_step(module: str, option: str, conf: str, summary: str, initramfs: Optional[str] = None) -> Step:
-    """An ``options MODULE X=Y`` line in /etc/modprobe.d (used for last-resort overrides)."""
+def modprobe_option_step(module: str, option: str, conf: str, summary: str, initramfs: Optional[str] = None,
+                         current: Optional[Tuple[str, Optional[str], Optional[str]]] = None) -> Step:
+    """An ``options MODULE X=Y`` line in /etc/modprobe.d (used for last-resort overrides), added to what is there."""
     module = checked(module, MODULE_NAME, "module name")
     checked(option, KERNEL_PARAM, "module option")
     line = f"options {module} {option}"
+    state = file_state(*(current or (conf, None, None)))
     return Step(summary=summary, phase="modules", persistent=True, requires_reboot=True,
-                commands=[f"echo {shlex.quote(line)} > {conf}"], undo=[f"rm -f {conf}"],
-                action={"kind": "modprobe-options", "file": conf, "line": line, "initramfs": initramfs})
+                commands=edit_commands(conf, state["text"], ensure_lines(state["text"], [line])),
+                undo=[f"grep -vxF {shlex.quote(line)} {conf} > {conf}.new; mv {conf}.new {conf}"],
+                action={"kind": "modprobe-options", "file": conf, "line": line, "initramfs": initramfs,
+                        "files": [state]})

@@ -22,9 +22,9 @@ value validated and quoted) and an ``action`` in machine form for the remediatio
 
 from __future__ import annotations
 
-import shlex
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
+from scanner.confedit import edit_commands, file_state, own_rule
 from scanner.model import Step
 from scanner.shell import DRIVER_NAME, PCI_ADDRESS, checked, quote
 
@@ -54,7 +54,7 @@ def udev_rule_file(address: str) -> str:
     return f"{UDEV_RULES_DIR}/70-vfio-scan-sriov-{address.replace(':', '-')}.rules"
 
 
-def pf_driver_step(address: str, driver: Optional[str], override: Optional[str]) -> Step:
+def pf_driver_step(address: str, driver: Optional[str], override: Optional[str], ids: Optional[str] = None) -> Step:
     """Let the PF's own (host) driver bind it: the kernel creates VFs only through a PF driver.
 
     ``driver`` is the PF's current driver (None: unbound; vfio-pci: unbind it first).
@@ -79,11 +79,11 @@ def pf_driver_step(address: str, driver: Optional[str], override: Optional[str])
     if override:
         summary += f"; its driver_override ({override}) is cleared first, or only that driver could bind it"
     return Step(summary=summary, phase="modules", commands=commands,
-                action={"kind": "pci-driver-probe", "address": address, "driver": driver,
+                action={"kind": "pci-driver-probe", "address": address, "ids": ids, "driver": driver,
                         "clear_override": bool(override), "unbind": bool(driver)})
 
 
-def numvfs_step(address: str, current: int, wanted: int, autoprobe: Optional[int]) -> Step:
+def numvfs_step(address: str, current: int, wanted: int, autoprobe: Optional[int], ids: Optional[str] = None) -> Step:
     """Set the VF count now: autoprobe 0 first, 0 when VFs exist, then the wanted count.
 
     ``autoprobe`` is the PF's current ``sriov_drivers_autoprobe`` (None: no such file).
@@ -118,11 +118,29 @@ def numvfs_step(address: str, current: int, wanted: int, autoprobe: Optional[int
     if wanted > 0:
         summary += " (this lasts until the next reboot; the next step makes it permanent)"
     return Step(summary=summary, phase="sriov", commands=commands, undo=undo,
-                action={"kind": "sriov-numvfs", "address": address, "current": current, "wanted": wanted,
+                action={"kind": "sriov-numvfs", "address": address, "ids": ids, "current": current, "wanted": wanted,
                         "autoprobe": 0 if set_autoprobe else None, "previous_autoprobe": autoprobe})
 
 
-def persist_step(address: str, wanted: int, autoprobe: Optional[int]) -> Step:
+def bind_vfs_step(address: str) -> Step:
+    """Bind every VF of the PF to vfio-pci, now and at each boot.
+
+    With ``sriov_drivers_autoprobe`` 0 the kernel probes no driver for new VFs: they would stay
+    driverless, neither on the host nor ready for a VM. ``driver_override`` plus a probe binds each
+    to vfio-pci; the script also writes a udev rule per VF so that the same happens at boot.
+    """
+    base = f"{DEVICES}/{quote(address, PCI_ADDRESS, 'PCI address')}"
+    return Step(summary=(f"Bind each VF of {address} to vfio-pci (with sriov_drivers_autoprobe 0 no driver takes "
+                         "them, and they are meant for VMs): driver_override and a probe now, a udev rule per VF "
+                         "for every boot"),
+                phase="sriov", persistent=True,
+                commands=[f'for vf in {base}/virtfn*; do a=$(basename "$(readlink "$vf")"); '
+                          'echo vfio-pci > "$vf/driver_override"; echo "$a" > /sys/bus/pci/drivers_probe; done'],
+                action={"kind": "bind-vfs", "address": address})
+
+
+def persist_step(address: str, wanted: int, autoprobe: Optional[int],
+                 current: Optional[Tuple[str, Optional[str], Optional[str]]] = None) -> Step:
     """A udev rule that sets autoprobe 0 and the VF count whenever the PF's driver is bound.
 
     ``bind`` covers a driver loaded after udev started (the usual case) and a re-bind; ``add``
@@ -135,16 +153,18 @@ def persist_step(address: str, wanted: int, autoprobe: Optional[int]) -> Step:
     assignments = ['ATTR{sriov_drivers_autoprobe}="0"'] if autoprobe is not None else []
     assignments.append(f'ATTR{{sriov_numvfs}}="{wanted}"')
     rule = f'ACTION=="add|bind", SUBSYSTEM=="pci", KERNEL=="{address}", ' + ", ".join(assignments)
+    state = file_state(*(current or (path, None, None)))
+    new = own_rule(state["text"], rule, f'KERNEL=="{address}"')
     return Step(
         summary=(f"Keep {vfs(wanted)} on {address} across reboots: a udev rule ({path}) that sets "
                  + ("sriov_drivers_autoprobe=0 and then " if autoprobe is not None else "")
                  + f"sriov_numvfs={wanted} when the PF's driver binds (a systemd oneshot unit writing the same "
                  "files after the driver has loaded does the same)"),
         phase="sriov", persistent=True,
-        commands=[f"echo {shlex.quote(rule)} > {path}", "udevadm control --reload"],
+        commands=edit_commands(path, state["text"], new) + ["udevadm control --reload"],
         undo=[f"rm -f {path}", "udevadm control --reload"],
         action={"kind": "sriov-persist", "method": "udev", "address": address, "wanted": wanted,
-                "autoprobe": 0 if autoprobe is not None else None, "file": path, "rule": rule})
+                "autoprobe": 0 if autoprobe is not None else None, "file": path, "rule": rule, "files": [state]})
 
 
-__all__ = ["vfs", "attr_path", "numvfs_step", "persist_step", "pf_driver_step", "udev_rule_file"]
+__all__ = ["vfs", "attr_path", "numvfs_step", "persist_step", "pf_driver_step", "udev_rule_file", "bind_vfs_step"]

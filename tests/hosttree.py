@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
+ROUTE_HEADER = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RELEASE = "6.1.0-56-amd64"
 
@@ -237,6 +238,66 @@ class HostTree:
                 self.bind(vf, driver)
             made.append(vf)
         return made
+
+    # -- what the host runs on: interfaces, routes, block devices, mounts, swap ---------------------
+    def net_interface(self, name: str, device: Optional[str] = None, lowers: Iterable[str] = ()) -> str:
+        """``/sys/class/net/NAME`` as the kernel lays it out: a NIC under its PCI function (``device``
+        links back to it), else a virtual one (bridge, bond, VLAN) with a ``lower_X`` link to each
+        interface below it (made before it). Returns its sysfs directory."""
+        self._nets = getattr(self, "_nets", {})
+        netdir = f"{self._device_dir(device)}/net/{name}" if device else f"/sys/devices/virtual/net/{name}"
+        self.mkdir(netdir)
+        if device:
+            self.link_to(f"{netdir}/device", self._device_dir(device))
+        for lower in lowers:
+            self.link_to(f"{netdir}/lower_{lower}", self._nets[lower])
+        self.link_to(f"/sys/class/net/{name}", netdir)
+        self._nets[name] = netdir
+        return netdir
+
+    def default_route(self, iface: Optional[str], ipv6: Optional[str] = None) -> None:
+        """The IPv4 default route on ``iface`` (None: no IPv4 default route); ``ipv6``: ``::/0`` on that interface."""
+        self.write("/proc/net/route", ROUTE_HEADER + (f"{iface}\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\n"
+                                                       if iface else ""))
+        zero = "0" * 32
+        self.write("/proc/net/ipv6_route",
+                   f"fe800000000000000000000000000000 40 {zero} 00 {zero} 00000100 00000001 00000000 00000001   lo\n"
+                   + (f"{zero} 00 {zero} 00 fe800000000000000000000000000001 00000400 00000001 00000000 00450003 "
+                      f"  {ipv6}\n" if ipv6 else ""))
+
+    def block_device(self, name: str, dev: str, parent: str, partition: Optional[int] = None,
+                     dm_name: Optional[str] = None, slaves: Iterable[str] = ()) -> str:
+        """A block device ``name`` (``dev`` is its major:minor) in the sysfs directory ``parent``: a
+        disk under its controller, a partition in its disk's directory, or a virtual device (LVM,
+        LUKS, MD) in ``/sys/devices/virtual/block`` with ``slaves`` (block devices made before it).
+        Linked from ``/sys/dev/block`` and ``/sys/class/block`` as the kernel does; returns its directory."""
+        self._blocks = getattr(self, "_blocks", {})
+        blockdir = f"{parent}/{name}"
+        self.write(f"{blockdir}/dev", dev + "\n")
+        if partition is not None:
+            self.write(f"{blockdir}/partition", f"{partition}\n")
+        if dm_name is not None:
+            self.write(f"{blockdir}/dm/name", dm_name + "\n")
+        if slaves or parent == "/sys/devices/virtual/block":
+            self.mkdir(f"{blockdir}/slaves")
+        for slave in slaves:
+            self.link_to(f"{blockdir}/slaves/{slave}", self._blocks[slave])
+        self.link_to(f"/sys/dev/block/{dev}", blockdir)
+        self.link_to(f"/sys/class/block/{name}", blockdir)
+        self._blocks[name] = blockdir
+        return blockdir
+
+    def mountinfo(self, *mounts: tuple) -> None:
+        """``/proc/self/mountinfo`` of (major:minor, mount point, fstype, source) mounts, after /proc."""
+        lines = ["21 1 0:21 / /proc rw,nosuid shared:12 - proc proc rw"]
+        lines += [f"{22 + n} 1 {dev} / {point} rw,relatime shared:{n + 1} - {fstype} {source} rw"
+                  for n, (dev, point, fstype, source) in enumerate(mounts)]
+        self.write("/proc/self/mountinfo", "\n".join(lines) + "\n")
+
+    def swaps(self, *areas: tuple) -> None:
+        """``/proc/swaps`` of (file name, ``partition`` or ``file``) areas."""
+        self.write("/proc/swaps", "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+                   + "".join(f"{name}\t{kind}\t\t8388604\t\t0\t\t-2\n" for name, kind in areas))
 
     def kernel_log(self, text: str) -> None:
         self.write("/var/log/dmesg", text)

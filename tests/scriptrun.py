@@ -1,9 +1,11 @@
-"""Run generated remediation scripts against fixture trees, with shims for the commands a tree cannot run.
+"""Run generated remediation scripts against fixture trees, and play the kernel's part afterwards.
 
-``Shims`` puts fake ``update-grub``, ``modprobe``, ``dracut``, ... first on ``PATH``; each records its
-arguments in a log. ``fake_reboot`` plays the kernel's part after a run (the next boot's command
-line, the modules ``modprobe`` loaded, the drivers ``driver_override`` asked for), so a rescan of
-the tree shows what the host would look like.
+In tree mode (``ROOT`` set) a script runs no host tool: it prints ``not run (tree mode): CMD``.
+``Shims`` still puts fake ``update-grub``, ``modprobe``, ``dracut``, ... first on ``PATH``, each
+recording its arguments in a log, so a test proves that none of them ran. ``tree_commands`` reads
+what the script would have run; ``fake_reboot`` plays the kernel's part after a run (the next
+boot's command line, the modules the script would have loaded), ``fake_kernel`` the drivers
+``driver_override`` asked for, so a rescan of the tree shows what the host would look like.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from scanner.engine import Scan
-from scanner.facts.boot import parse_default_grub
+from scanner.facts.boot import parse_grub_files
 from scanner.host.tree import TreeHost
 from scanner.plugins import load_plugins
 from scanner.scanning import scan_host
@@ -83,14 +85,23 @@ def fingerprint(root) -> dict:
     return found
 
 
-def fake_reboot(root, shims: Shims) -> None:
-    """What the kernel and a reboot would do with what the script changed."""
+TREE_MODE = "not run (tree mode): "
+
+
+def tree_commands(*procs) -> list:
+    """The host tools the runs would have run on a live host, in order (``not run (tree mode): CMD``)."""
+    return [line[len(TREE_MODE):] for proc in procs for line in proc.stdout.splitlines() if line.startswith(TREE_MODE)]
+
+
+def fake_reboot(root, commands=()) -> None:
+    """What the kernel and a reboot would do with what the script changed (``commands``: what it would have run)."""
     root = Path(root)
     grub = root / "etc/default/grub"
     if grub.exists():
-        configured = parse_default_grub(grub.read_text())
+        dropins = sorted((root / "etc/default/grub.d").glob("*.cfg"))
+        configured = parse_grub_files([(str(p), p.read_text()) for p in [grub] + dropins])
         (root / "proc/cmdline").write_text("BOOT_IMAGE=/boot/vmlinuz root=/dev/sda1 ro " + configured.raw + "\n")
-    loaded = [c.split()[1:] for c in shims.calls() if c.startswith("modprobe ")]
+    loaded = [c.split()[1:] for c in commands if c.startswith("modprobe ") and " -r " not in f" {c} "]
     modules = root / "proc/modules"
     text = modules.read_text() if modules.exists() else ""
     for args in loaded:

@@ -165,8 +165,8 @@ def hostile(request, tmp_path):
 
 # -- checks ------------------------------------------------------------------------------------------
 
-#: A ``say`` whose whole argument is one single-quoted word (what shlex.quote writes), maybe to stderr.
-SAY_QUOTED = re.compile(r"""^\s*say (?:'[^']*'|"'")+(?:\s*>&2)?\s*$""")
+#: A ``say`` (or ``warn``) whose whole argument is one single-quoted word (what shlex.quote writes), maybe to stderr.
+SAY_QUOTED = re.compile(r"""^\s*(?:say|warn) (?:'[^']*'|"'")+(?:\s*>&2)?\s*$""")
 
 
 def code_lines_with_marker(script: str):
@@ -290,13 +290,20 @@ def test_amd_cmdline_payload_is_refused(tmp_path):
     assert all(not s.commands for s in f.remediation)
 
 
-def test_odd_grub_file_is_data_for_sed_not_code(tmp_path):
+def test_odd_grub_file_is_left_to_a_person_with_the_line_named(tmp_path):
+    """A value followed by a command (``GRUB_CMDLINE_LINUX='intel_iommu=off'; touch ...``) is not rewritten:
+    the fix names the file and line for a person, and the script touches no boot file."""
     tree, _ = grub_file(tmp_path / "tree", tmp_path)
     _, report = scan(tree.root)
     f = _finding(report, "VFIO-004")
     assert f.status == "fail"
+    step = next(s for s in f.remediation if s.phase == "boot")
+    assert step.manual and not step.commands
+    assert "/etc/default/grub line 4" in step.summary and "by hand" in step.summary  # the unbalanced quote
     script = render_report(report)
-    assert "edit_file /etc/default/grub" in script  # the fix is automated, with a fixed parameter
+    assert "put_file /etc/default/grub" not in script and "update-grub" not in script.split("set -euo")[1].replace(
+        "run update-grub", "")
+    assert "# NO AUTOMATED FIX: VFIO-004 host" in script
 
 
 def test_host_names_are_comments_and_refusals(tmp_path):

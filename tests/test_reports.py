@@ -473,9 +473,18 @@ def test_table_long_command_is_continued_not_cut(tmp_path):
     root = warn_only_host(tmp_path / "h").root
     proc = run_cli("scan", "--root", root)
     lines = proc.stdout.splitlines()
-    start = next(i for i, l in enumerate(lines) if l.strip().startswith("$ echo 'options vfio_iommu_type1"))
+    start = next(i for i, l in enumerate(lines) if l.strip().startswith("$ grep -qxF -- 'options vfio_iommu_type1"))
     assert lines[start].endswith(" \\")
-    assert lines[start + 1].strip() == "/etc/modprobe.d/vfio-unsafe-interrupts.conf"
+    continued = [lines[start].strip()[2:-2]]
+    for line in lines[start + 1:]:
+        continued.append(line.strip().rstrip("\\").strip())
+        if not line.endswith(" \\"):
+            break
+    # the whole command is there, word for word, over several lines
+    assert " ".join(continued) == ("grep -qxF -- 'options vfio_iommu_type1 allow_unsafe_interrupts=1' "
+                                   "/etc/modprobe.d/vfio-unsafe-interrupts.conf 2>/dev/null || printf '%s\\n' "
+                                   "'options vfio_iommu_type1 allow_unsafe_interrupts=1' >> "
+                                   "/etc/modprobe.d/vfio-unsafe-interrupts.conf")
 
 
 def test_table_ready_host_has_no_fixes(intel_host):

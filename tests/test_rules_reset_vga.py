@@ -88,7 +88,8 @@ def test_014_empty_reset_method_warns_and_restores_the_defaults(ws):
     assert "may not survive a VM reboot" in f.message
     restore = f.remediation[0]
     assert list(restore.commands) == [f"echo default > /sys/bus/pci/devices/{SATA}/reset_method"]
-    assert restore.action == {"kind": "reset-method", "address": SATA, "method": "default"}
+    # the scanned vendor:device goes with it: the script checks the address still holds that device
+    assert restore.action == {"kind": "reset-method", "address": SATA, "ids": "8086:a352", "method": "default"}
     assert not restore.manual
     last = f.remediation[-1]
     assert last.manual and last.commands == () and "firmware" in last.summary

@@ -225,12 +225,15 @@ def test_no_vfs_yet_sets_autoprobe_off_then_the_count(ws):
     assert f.status == "fail" and f.severity == "high"
     assert f.message.startswith("4 VFs requested, 0 enabled")
     assert (f.observed, f.expected) == ("sriov_numvfs 0", "sriov_numvfs 4")
-    now, persist = f.remediation
+    now, persist, bind = f.remediation
     assert now.phase == "sriov" and not now.persistent and not now.manual and not now.requires_reboot
     assert list(now.commands) == [AUTOPROBE_0, f"echo 4 > {SYS}/sriov_numvfs"]
     assert list(now.undo) == [NUMVFS_0, f"echo 1 > {SYS}/sriov_drivers_autoprobe"]
-    assert dict(now.action) == {"kind": "sriov-numvfs", "address": PF, "current": 0, "wanted": 4,
+    assert dict(now.action) == {"kind": "sriov-numvfs", "address": PF, "ids": "8086:1521", "current": 0, "wanted": 4,
                                 "autoprobe": 0, "previous_autoprobe": 1}
+    # with autoprobe 0 no driver takes the new VFs: they are bound to vfio-pci, now and at boot
+    assert bind.phase == "sriov" and bind.persistent and dict(bind.action) == {"kind": "bind-vfs", "address": PF}
+    assert "driver_override" in bind.commands[0] and f"{SYS}/virtfn*" in bind.commands[0]
     assert persist.phase == "sriov" and persist.persistent and not persist.manual
     assert persist.action["kind"] == "sriov-persist" and persist.action["file"] == UDEV_FILE
     assert persist.action["wanted"] == 4 and persist.action["address"] == PF
@@ -320,11 +323,11 @@ class TreeHostTree:
 
 
 def test_udev_rule_sets_autoprobe_before_the_count_on_the_bind_event(ws):
-    persist = scan(ws, vfs=[f"{PF}=3"])[PF].remediation[-1]
+    persist = next(s for s in scan(ws, vfs=[f"{PF}=3"])[PF].remediation if s.action["kind"] == "sriov-persist")
     rule = persist.action["rule"]
     assert 'ACTION=="add|bind"' in rule and f'KERNEL=="{PF}"' in rule and 'SUBSYSTEM=="pci"' in rule
     assert rule.index("sriov_drivers_autoprobe") < rule.index("sriov_numvfs")
-    assert persist.commands[0].endswith(f"> {UDEV_FILE}")
+    assert persist.commands[0].endswith(f">> {UDEV_FILE}")  # appended when missing: the file's other lines stay
     assert list(persist.undo) == [f"rm -f {UDEV_FILE}", "udevadm control --reload"]
 
 
@@ -337,12 +340,12 @@ def test_pf_without_driver_fails_and_is_given_its_driver_first(ws, tmp_path):
     f = scan(ws, vfs=[f"{PF}=4"])[PF]
     assert f.status == "fail"
     assert "no driver bound to device; cannot configure SR-IOV" in f.message
-    assert [s.phase for s in f.remediation] == ["modules", "sriov", "sriov"]
+    assert [s.phase for s in f.remediation] == ["modules", "sriov", "sriov", "sriov"]
     probe = f.remediation[0]
     assert list(probe.commands) == [f'modprobe "$(cat {SYS}/modalias)"', f"echo {PF} > /sys/bus/pci/drivers_probe"]
     assert "blacklisted" in probe.summary
-    assert probe.action == {"kind": "pci-driver-probe", "address": PF, "driver": None, "clear_override": False,
-                            "unbind": False}
+    assert probe.action == {"kind": "pci-driver-probe", "address": PF, "ids": "8086:1521", "driver": None,
+                            "clear_override": False, "unbind": False}
     kernel = KernelModel(total=7, numvfs=0, autoprobe=1, driver=False)
     with pytest.raises(OSError, match="no driver bound"):
         kernel.run(f.remediation[1].commands)
@@ -373,7 +376,7 @@ def test_pf_on_vfio_pci_with_enable_sriov_only_needs_the_count(ws):
     ws.write("/sys/module/vfio_pci/parameters/enable_sriov", "Y\n")
     f = scan(ws, vfs=[f"{PF}=2"])[PF]
     assert f.status == "fail" and "vfio-pci" not in f.message
-    assert [s.phase for s in f.remediation] == ["sriov", "sriov"]
+    assert [s.phase for s in f.remediation] == ["sriov", "sriov", "sriov"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,7 +394,7 @@ def test_mmio_shortfall_is_shown_with_above_4g_and_pci_realloc(ws):
         (e.source, e.value) for e in f.evidence]
     assert "Above 4G Decoding" in f.message and "pci=realloc" in f.message
     phases = [s.phase for s in f.remediation]
-    assert phases == ["firmware", "boot", "sriov", "sriov"]
+    assert phases == ["firmware", "boot", "sriov", "sriov", "sriov"]
     assert "Above 4G Decoding" in f.remediation[0].summary and f.remediation[0].manual
     boot = f.remediation[1]
     assert boot.action["add"] == ["pci=realloc"] and boot.requires_reboot
@@ -403,7 +406,7 @@ def test_mmio_advice_skips_pci_realloc_when_it_is_already_on(ws):
     ws.kernel_log(ws.path("/var/log/dmesg").read_text() + MMIO_LINE)
     ws.cmdline(ws.path("/proc/cmdline").read_text().strip() + " pci=realloc,nocrs")
     f = scan(ws, vfs=[f"{PF}=4"])[PF]
-    assert [s.phase for s in f.remediation] == ["firmware", "sriov", "sriov"]
+    assert [s.phase for s in f.remediation] == ["firmware", "sriov", "sriov", "sriov"]
 
 
 def test_mmio_line_of_another_device_is_not_evidence(ws):
@@ -443,8 +446,9 @@ def test_cli_json_shows_the_sriov_fix(ws):
     assert findings["0000:02:10.0"]["status"] == "pass"
     pf = findings[PF]
     assert pf["status"] == "fail" and pf["severity"] == "high" and pf["rule"] == "sriov-pf"
-    now, persist = pf["remediation"]
+    now, persist, bind = pf["remediation"]
     assert now["commands"] == [AUTOPROBE_0, NUMVFS_0, f"echo 4 > {SYS}/sriov_numvfs"]
+    assert bind["action"] == {"kind": "bind-vfs", "address": PF}
     assert now["phase"] == "sriov" and now["action"]["kind"] == "sriov-numvfs"
     assert persist["persistent"] is True and persist["action"]["kind"] == "sriov-persist"
     assert '"2 VFs already enabled. Disable before enabling 4 VFs"' in pf["message"]

@@ -7,7 +7,7 @@ import pytest
 
 from systools import require_tool
 from hosttree import ready_host
-from scriptrun import Shims, fake_reboot, fingerprint, run_script, scan, script_for
+from scriptrun import Shims, fake_reboot, fingerprint, run_script, scan, script_for, tree_commands
 
 
 def statuses(report):
@@ -79,8 +79,8 @@ def test_shape_of_a_script(tmp_path):
     assert script.count("# BEGIN VFIO-004 host") == 1 and script.count("# END VFIO-004 host") == 1
     # phases in order: boot configuration before modules, reboot section last, then the re-check line
     assert script.index("===== boot configuration") < script.index("===== kernel modules")
-    assert script.index("===== reboot =====") > script.index("===== kernel modules")
-    assert lines[-1] == "say \"Done. Run 'vfio-scan scan' again to check the result.\""
+    assert script.index("===== the end") > script.index("===== kernel modules")
+    assert lines[-1] == "finish"  # the summary, then "Done. Run 'vfio-scan scan' again to check the result."
     assert "new_id" not in script.replace("never uses new_id", "")
 
 
@@ -104,7 +104,11 @@ def test_dry_run_changes_nothing(tmp_path):
     before = fingerprint(tree.root)
     proc = run_script(script_for(tree.root), tree.root, shims, dry_run=True)
     assert proc.returncode == 0, proc.stderr
-    assert "would edit" in proc.stdout and "would run: update-grub" in proc.stdout
+    # the diff of the file it would change, and the tool it would run on a live host
+    assert "would change /etc/default/grub:" in proc.stdout
+    assert '-GRUB_CMDLINE_LINUX_DEFAULT="quiet splash"' in proc.stdout
+    assert '+GRUB_CMDLINE_LINUX_DEFAULT="intel_iommu=on quiet splash"' in proc.stdout
+    assert "not run (tree mode): update-grub" in proc.stdout
     assert fingerprint(tree.root) == before
     assert shims.calls() == []
 
@@ -118,21 +122,21 @@ def test_command_line_fix_applies_once_then_rescan_passes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     grub = tree.path("/etc/default/grub").read_text()
     assert 'GRUB_CMDLINE_LINUX_DEFAULT="intel_iommu=on quiet splash"' in grub
-    assert shims.calls() == ["update-grub "]
-    assert "A reboot is needed for: the kernel command line" in proc.stdout
+    assert tree_commands(proc) == ["update-grub"] and shims.calls() == []  # tree mode: printed, never run
+    assert "A reboot is needed for:\n  - the kernel command line" in proc.stdout
 
-    # a second run (the same script, or one from a new scan) changes nothing and calls nothing
+    # a second run (the same script, or one from a new scan) changes nothing and runs nothing
     for again in (first, script_for(tree.root)):
-        before, calls = fingerprint(tree.root), shims.calls()
+        before = fingerprint(tree.root)
         proc = run_script(again, tree.root, shims)
         assert proc.returncode == 0, proc.stderr
         assert fingerprint(tree.root) == before
-        assert shims.calls() == calls
+        assert tree_commands(proc) == [] and shims.calls() == []
     assert tree.path("/etc/default/grub").read_text().count("intel_iommu=on") == 1
     assert "A reboot is needed" in proc.stdout  # configured, not yet booted
 
     # after the reboot the command line carries it: the rule passes
-    fake_reboot(tree.root, shims)
+    fake_reboot(tree.root)
     assert statuses(scan(tree.root))["VFIO-004"] == "pass"
 
 
@@ -143,7 +147,7 @@ def test_disabling_parameter_is_removed_and_kept_out(tmp_path):
     assert proc.returncode == 0, proc.stderr
     grub = tree.path("/etc/default/grub").read_text()
     assert "intel_iommu=off" not in grub and grub.count("intel_iommu=on") == 1
-    fake_reboot(tree.root, shims)
+    fake_reboot(tree.root)
     assert statuses(scan(tree.root))["VFIO-004"] == "pass"
 
 
@@ -153,13 +157,13 @@ def test_modules_fix_loads_and_persists_once(tmp_path):
     assert statuses(scan(tree.root))["VFIO-007"] == "fail"
     proc = run_script(script_for(tree.root), tree.root, shims)
     assert proc.returncode == 0, proc.stderr
-    assert shims.calls() == ["modprobe vfio", "modprobe vfio_iommu_type1", "modprobe vfio_pci"]
+    assert tree_commands(proc) == ["modprobe vfio", "modprobe vfio_iommu_type1", "modprobe vfio_pci"]
+    assert shims.calls() == []
     assert tree.path("/etc/modules-load.d/vfio.conf").read_text() == "vfio\nvfio_iommu_type1\nvfio_pci\n"
-    fake_reboot(tree.root, shims)  # the modules are loaded now
-    shims.reset()
+    fake_reboot(tree.root, tree_commands(proc))  # the modules are loaded now
     before = fingerprint(tree.root)
     proc = run_script(script_for(tree.root), tree.root, shims)
-    assert shims.calls() == [] and fingerprint(tree.root) == before
+    assert tree_commands(proc) == [] and fingerprint(tree.root) == before
     assert statuses(scan(tree.root))["VFIO-007"] == "pass"
 
 
@@ -176,7 +180,6 @@ def test_unsafe_interrupt_override_rebuilds_initramfs_once(tmp_path):
     assert proc.returncode == 0, proc.stderr
     conf = tree.path("/etc/modprobe.d/vfio-unsafe-interrupts.conf").read_text()
     assert conf == "options vfio_iommu_type1 allow_unsafe_interrupts=1\n"
-    assert shims.calls().count("update-initramfs -u -k all") == 1
-    shims.reset()
-    run_script(script, tree.root, shims)
-    assert "update-initramfs -u -k all" not in shims.calls()
+    assert tree_commands(proc).count("update-initramfs -u -k all") == 1
+    proc = run_script(script, tree.root, shims)
+    assert "update-initramfs -u -k all" not in tree_commands(proc)

@@ -12,7 +12,7 @@ import os
 import sys
 
 from scanner.cli import UsageError
-from scanner.commands.common import check_writable, write_output
+from scanner.commands.common import check_writable, write_outputs
 from scanner.report import EXIT_INCOMPLETE
 
 
@@ -32,8 +32,8 @@ def run(args) -> int:
     if args.print_script:
         from scanner.fleet.remote import collector_source
 
-        write_output(args.output or "-", collector_source().decode("utf-8"))
-        return 0
+        written = write_outputs("collect", [(collector_source().decode("utf-8"), args.output or "-")])
+        return 0 if written else EXIT_INCOMPLETE
     if args.output:
         check_writable(args.output, "-o")
     if args.root and not os.path.isdir(args.root):
@@ -50,7 +50,8 @@ def run(args) -> int:
     except SnapshotError as exc:  # a collector bug: say so, write nothing
         print(f"vfio-scan collect: error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
-    write_output(args.output or "-", text)
+    if not write_outputs("collect", [(text, args.output or "-")]):  # said on stderr; no part of it is left
+        return EXIT_INCOMPLETE
     for note in snapshot["notes"]:
         print(f"vfio-scan collect: warning: {note}", file=sys.stderr)
     if args.output and args.output != "-":

@@ -192,9 +192,42 @@ def check_writable(path: str, option: str) -> None:
 
 
 def write_output(path: str, text: str) -> None:
-    if path in (None, "-"):
+    """Write one output to stdout (``None`` or ``-``) or to a file, whole or not at all
+    (scanner/atomicwrite.py); a write that fails raises OutputError."""
+    from scanner.atomicwrite import OutputError, write_atomically
+
+    if path not in (None, "-"):
+        write_atomically(path, text)
+        return
+    try:
         sys.stdout.write(text)
         sys.stdout.flush()
-        return
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    except OSError as exc:  # > /dev/full, a closed pipe (EPIPE)
+        _drop_stdout()
+        raise OutputError("-", exc.strerror or str(exc), exc.errno) from None
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null after it failed, as the Python docs advise for SIGPIPE: what is still
+    buffered then goes nowhere at exit, instead of failing again with a second error and exit 120."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real descriptor behind sys.stdout
+        pass
+
+
+def write_outputs(command: str, outputs) -> bool:
+    """Write every ``(text, path)``; one that fails is one line on stderr, and the others are still
+    written (nothing already gathered is lost). True when every output was written."""
+    from scanner.atomicwrite import OutputError
+
+    written = True
+    for text, path in outputs:
+        try:
+            write_output(path, text)
+        except OutputError as exc:
+            print(f"vfio-scan {command}: error: {exc}", file=sys.stderr)
+            written = False
+    return written

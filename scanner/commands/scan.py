@@ -6,7 +6,7 @@ import sys
 
 from scanner.cli import UsageError
 from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
-                                     check_writable, host_set, load_policy, load_registry, parse_targets, write_output)
+                                     check_writable, host_set, load_policy, load_registry, parse_targets, write_outputs)
 from scanner.report import FAIL_ON_CHOICES
 
 
@@ -80,6 +80,6 @@ def run(args) -> int:
     except InvalidReport as exc:  # --validate caught a report that breaks the contract: one line, exit 3
         print(f"vfio-scan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
-    for text, path in rendered:
-        write_output(path, text)
+    if not write_outputs(args.command, rendered):  # each failure already said on stderr, in one line
+        return EXIT_INCOMPLETE
     return combined_exit_code(reports)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Dict, List, Optional, Tuple
 
-from scanner.facts.boot import BootStack, parse_default_grub
+from scanner.confedit import GRUB_DROPINS, GRUB_MAIN, grub_winner
+from scanner.facts.boot import BootStack, parse_grub_files
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 from scanner.facts.host_dependencies import HostDependencies
 from scanner.facts.cpu import CpuInfo, parse_cpuinfo
@@ -454,14 +455,16 @@ class Facts(HostDependencies):
         if self._tool("proxmox-boot-tool") and kernel_cmdline.ok and self.host.exists("/etc/kernel/proxmox-boot-uuids"):
             return BootStack("proxmox-boot-tool", config_file="/etc/kernel/cmdline",
                              regenerate=("proxmox-boot-tool refresh",), configured=kernel_configured,
-                             initramfs_tool=tool)
+                             initramfs_tool=tool, files=(self.etc_file("/etc/kernel/cmdline"),))
         if self._tool("kernelstub"):
             return BootStack("kernelstub", initramfs_tool=tool)
         grub = self.host.read("/etc/default/grub")
-        grub_configured = parse_default_grub(grub.text) if grub.ok else None
+        grub_files = self.grub_files if grub.ok else ()
+        readable = [(path, text) for path, text, _ in grub_files if text is not None]
+        grub_configured = parse_grub_files(readable, source=grub.path) if grub.ok else None
         if self._tool("grubby"):
             return BootStack("grubby", config_file="/etc/default/grub" if grub.ok else None,
-                             configured=grub_configured, initramfs_tool=tool)
+                             configured=grub_configured, initramfs_tool=tool, files=grub_files)
         if grub.ok:
             if self._tool("update-grub"):
                 regen = ("update-grub",)
@@ -469,10 +472,31 @@ class Facts(HostDependencies):
                 regen = ("grub2-mkconfig -o /boot/grub2/grub.cfg",)
             else:
                 regen = ("grub-mkconfig -o /boot/grub/grub.cfg",)
-            return BootStack("grub", config_file="/etc/default/grub", regenerate=regen,
-                             configured=grub_configured, initramfs_tool=tool)
+            return BootStack("grub", config_file=grub_winner(readable) or "/etc/default/grub", regenerate=regen,
+                             configured=grub_configured, initramfs_tool=tool, files=grub_files)
         if kernel_cmdline.ok:
             return BootStack("kernel-cmdline", config_file="/etc/kernel/cmdline",
                              regenerate=('kernel-install add "$(uname -r)" "/lib/modules/$(uname -r)/vmlinuz"',),
-                             configured=kernel_configured, initramfs_tool=tool)
+                             configured=kernel_configured, initramfs_tool=tool,
+                             files=(self.etc_file("/etc/kernel/cmdline"),))
         return BootStack("unknown", initramfs_tool=tool)
+
+    def etc_file(self, path: str) -> Tuple[str, Optional[str], Optional[str]]:
+        """(path, text, reason) of a configuration file a fix may change: text None and no reason when it
+        does not exist. What scanner/confedit.py merges a change into."""
+        got = self.host.read(path)
+        if got.ok:
+            return (path, got.text, None)
+        return (path, None, None if got.missing else got.reason)
+
+    @cached_property
+    def grub_files(self) -> Tuple[Tuple[str, Optional[str], Optional[str]], ...]:
+        """/etc/default/grub, then each /etc/default/grub.d/*.cfg in the order grub-mkconfig sources them."""
+        names = [n for n in self.host.listdir(GRUB_DROPINS).entries() if n.endswith(".cfg") and self._plain_name(n)]
+        return tuple(self.etc_file(p) for p in [GRUB_MAIN] + [f"{GRUB_DROPINS}/{n}" for n in sorted(names)])
+
+    @cached_property
+    def modprobe_files(self) -> Tuple[Tuple[str, Optional[str], Optional[str]], ...]:
+        """Every /etc/modprobe.d/*.conf: where ``options vfio-pci ids=`` may already be (another device's)."""
+        names = [n for n in self.host.listdir("/etc/modprobe.d").entries() if n.endswith(".conf") and self._plain_name(n)]
+        return tuple(self.etc_file(f"/etc/modprobe.d/{n}") for n in sorted(names))

@@ -7,11 +7,10 @@ The fix for a missing ``intel_iommu=on`` depends on the stack (GRUB and ``update
 
 from __future__ import annotations
 
-import re
-import shlex
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
+from scanner.confedit import grub_parameters
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 
 #: (stack id, human name) in the order detection prefers them.
@@ -26,8 +25,6 @@ STACKS = {
     "unknown": "unknown boot loader",
 }
 
-_GRUB_VAR = re.compile(r"^\s*(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(.*)$")
-
 
 @dataclass(frozen=True)
 class BootStack:
@@ -38,6 +35,9 @@ class BootStack:
     regenerate: Tuple[str, ...] = ()  # command(s) that apply the edited file
     configured: Optional[Cmdline] = None  # parameters the next boot will get, when readable
     initramfs_tool: Optional[str] = None  # update-initramfs | dracut | mkinitcpio
+    #: (path, text, reason) of the files a command-line edit merges into: /etc/default/grub and its
+    #: grub.d drop-ins in order, or /etc/kernel/cmdline (scanner/confedit.py)
+    files: Tuple[Tuple[str, Optional[str], Optional[str]], ...] = ()
 
     @property
     def name(self) -> str:
@@ -46,20 +46,10 @@ class BootStack:
 
 def parse_default_grub(text: str, source: str = "/etc/default/grub") -> Cmdline:
     """The parameters ``GRUB_CMDLINE_LINUX`` and ``GRUB_CMDLINE_LINUX_DEFAULT`` set (shell quoting)."""
-    values = {}
-    for line in text.splitlines():
-        m = _GRUB_VAR.match(line)
-        if not m:
-            continue
-        try:
-            words = shlex.split(m.group(2), comments=True)
-        except ValueError:
-            words = [m.group(2).strip("'\"")]
-        value = " ".join(words)
-        # ``${GRUB_CMDLINE_LINUX_DEFAULT}`` in drop-ins refers to the earlier value
-        # (whole names only: ``$GRUB_CMDLINE_LINUX`` is a prefix of ``$GRUB_CMDLINE_LINUX_DEFAULT``)
-        for name, previous in values.items():
-            value = re.sub(r"\$(?:\{%s\}|%s(?![A-Za-z0-9_]))" % (name, name), lambda _m, v=previous: v, value)
-        values[m.group(1)] = value
-    joined = " ".join(v for k, v in sorted(values.items()) if v)
-    return parse_cmdline(joined, source=source)
+    return parse_grub_files([(source, text)], source=source)
+
+
+def parse_grub_files(files: Sequence[Tuple[str, str]], source: Optional[str] = None) -> Cmdline:
+    """What the next boot gets from /etc/default/grub and then each grub.d drop-in, in the order
+    grub-mkconfig sources them (a cloud image's drop-in overrides the main file)."""
+    return parse_cmdline(grub_parameters(files), source=source or ", ".join(path for path, _ in files))

@@ -141,13 +141,14 @@ def collect_snapshot(host: InventoryHost, options: RemoteOptions) -> dict:
     from scanner.host.snapshot import SnapshotError, parse_snapshot
 
     out = run_collector(host, options)
-    if options.save_dir:
+    if options.save_dir:  # whole or not at all: a snapshot cut short would break 'scan --snapshot DIR' later
+        from scanner.atomicwrite import OutputError, write_atomically
+
         target = os.path.join(options.save_dir, safe_name(host.name) + ".json")
         try:
-            with open(target, "wb") as handle:
-                handle.write(out)
-        except OSError as exc:
-            raise HostUnavailable(f"cannot save the snapshot to {target}: {exc.strerror or exc}") from None
+            write_atomically(target, out)
+        except OutputError as exc:
+            raise HostUnavailable(f"cannot save the snapshot to {target}: {exc.reason}") from None
     try:
         return parse_snapshot(out.decode("utf-8", "replace"), f"the collector's reply from {host.name}")
     except SnapshotError as exc:
