@@ -41,7 +41,8 @@ rule sets ``driver_override`` for that one address instead. If the host driver i
 the initramfs, vfio-pci must be there too (dracut follows the softdep; with initramfs-tools
 list ``vfio_pci`` in /etc/initramfs-tools/modules, with mkinitcpio in ``MODULES=``).
 
-A target that carries the host's default route or its root filesystem is never given a
+A target the host runs on -- it carries a default route, holds a disk of ``/``, ``/usr``,
+``/boot``, ``/boot/efi``, ``/efi`` or swap, or is the PF of a VF that does -- is never given a
 command: binding it cuts the host's own network or disk. The finding says so first, and the
 step is manual (its action carries ``host_critical``, so the script export refuses it).
 """
@@ -160,7 +161,7 @@ def judge(facts, scan, address):
         evidence += critical_evidence(facts, address)
         return Finding.fail(f"HOST DEVICE: {address} is what this host runs on — {critical}. It is not on vfio-pci "
                             f"({_current(device)}) and no command is offered: free it first (move the host's network "
-                            "or root filesystem elsewhere) or pass another device",
+                            "or disks elsewhere) or pass another device",
                             subject=address, observed=observed, expected=expected, evidence=evidence,
                             remediation=[bind_now_step(facts, device, role="target", for_target=address)])
 

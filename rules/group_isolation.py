@@ -19,10 +19,10 @@ downgrade: it splits groups the hardware cannot isolate, so devices may still re
 by peer-to-peer DMA.
 
 Fix: bind each blocking member to vfio-pci too — the same runtime steps as VFIO-013, one device
-each (a sibling function must go to the VM anyway: add it with ``--device`` so its binding is
-checked and persisted) — or move the card to a slot with an IOMMU group of its own
+each (a sibling function must go to the VM anyway: it is bound now and kept on vfio-pci at boot
+with the target) — or move the card to a slot with an IOMMU group of its own
 (``vfio-scan groups`` shows them; CPU-attached slots are usually better isolated than chipset
-ones). A member that carries the host's default route or its root filesystem is never offered
+ones). A member the host runs on (its default route, its disks: see VFIO-013) is never offered
 for binding: the only fix is another slot. A target without an IOMMU group fails here pointing
 at VFIO-005.
 """

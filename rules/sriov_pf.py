@@ -35,7 +35,7 @@ from scanner.facts.cmdline import truthy
 from scanner.model import Evidence, Finding, Rule, Step
 from scanner.remedies import cmdline_steps
 from scanner.shell import PCI_ADDRESS, quote
-from scanner.binding import scanned_ids
+from scanner.binding import critical_evidence, host_critical, scanned_ids
 from scanner.sriov import bind_vfs_step, numvfs_step, persist_step, pf_driver_step, udev_rule_file, vfs
 
 SRIOV_FILES = ("sriov_totalvfs", "sriov_numvfs", "sriov_drivers_autoprobe")
@@ -183,6 +183,16 @@ def check(facts, scan):
         if mmio_evidence:
             problems.append("the kernel log shows the VF BARs did not fit (\"not enough MMIO resources for "
                             "SR-IOV\"): enable Above 4G Decoding in the firmware or boot with pci=realloc")
+        critical = host_critical(facts, target.address) if current > 0 else None
+        if critical:  # writing 0 first removes the VFs the host runs on
+            problems.append(f"the host needs this PF's VFs as they are: {critical}")
+            steps.append(Step(summary=(f"Do NOT change the VF count of {target.address} on this host: {critical}. Move "
+                                       "the host's network off its VFs first"), phase="sriov", manual=True,
+                              action={"kind": "sriov-numvfs", "address": target.address, "host_critical": critical}))
+            yield Finding.fail("; ".join(problems), subject=target.address, observed=f"sriov_numvfs {current}",
+                               expected=f"sriov_numvfs {wanted}", evidence=evidence + critical_evidence(facts, target.address),
+                               remediation=mmio_steps + steps)
+            continue
         steps.append(numvfs_step(target.address, current, wanted, device.sriov_drivers_autoprobe, scanned_ids(device)))
         if wanted > 0:
             steps.append(persist_step(target.address, wanted, device.sriov_drivers_autoprobe,

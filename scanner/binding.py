@@ -159,7 +159,26 @@ def _kept_on_host(facts, device: PciDevice, targets: Collection[str]) -> List[Pc
     """Devices with ``device``'s ids that stay on the host, from the index (not a scan of every device
     for every target); ``targets`` best as the scan's ``target_set``, which is not copied."""
     wanted = targets if isinstance(targets, frozenset) else frozenset(targets)
-    return facts.pci_index.kept_on_host(device.ids, wanted)
+    return facts.pci_index.kept_on_host(device.ids, _leaving_host(facts, wanted))
+
+
+def _leaving_host(facts, targets: frozenset) -> frozenset:
+    """The targets that can leave the host: a target the host runs on stays, and ``ids=`` at boot
+    would take it all the same. Kept per target set, which a scan asks about once per target."""
+    memo = facts.__dict__.setdefault("_leaving_host", {})
+    known = memo.get(id(targets))
+    if known is not None and known[0] is targets:
+        return known[1]
+    needed = host_needed(facts)
+    leaving = targets - needed if needed & targets else targets
+    memo.clear()
+    memo[id(targets)] = (targets, leaving)
+    return leaving
+
+
+def host_needed(facts) -> frozenset:
+    """Every PCI function :func:`host_critical` names (its default route, its disks, the PFs of such VFs)."""
+    return frozenset(facts.default_route_devices) | frozenset(facts.host_disk_devices) | frozenset(facts.host_vf_parents)
 
 
 def same_ids_on_host(facts, device: PciDevice, targets: Collection[str]) -> List[PciDevice]:

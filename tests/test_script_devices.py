@@ -87,3 +87,27 @@ def test_binding_and_vfs_apply_once_and_rescan_passes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert fingerprint(tree.root) == before
     assert tree_commands(proc) == [] and shims.calls() == []
+
+
+def test_the_gpu_s_audio_is_kept_on_vfio_pci_at_boot_too(tmp_path):
+    """Only the GPU is named: its HDMI audio shares its slot and group, so it is bound now (VFIO-012)
+    and kept at boot in the same ids= line, not left to its host driver after the next reboot."""
+    tree = workstation(tmp_path / "ws")
+    proc = run_script(script_for(tree.root, devices=["01:00.0"]), tree.root, Shims(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert tree.path(tree.device_dir("0000:01:00.1") + "/driver_override").read_text() == "vfio-pci\n"
+    assert tree.path("/etc/modprobe.d/vfio.conf").read_text().startswith("options vfio-pci ids=10de:2204,10de:1aef\n")
+
+
+def test_vfs_made_with_autoprobe_off_go_to_vfio_pci_now_and_at_boot(tmp_path):
+    tree = workstation(tmp_path / "ws")
+    vfs = tree.enable_vfs("0000:02:00.0", 2, 30, "1520")  # driverless, as autoprobe 0 leaves them
+    script = script_for(tree.root, vfs=["0000:02:00.0=4"])
+    assert "bind_vfs 0000:02:00.0" in script
+    proc = run_script(script, tree.root, Shims(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    for vf in vfs:
+        assert tree.path(tree.device_dir(vf) + "/driver_override").read_text() == "vfio-pci\n", vf
+    rules = tree.path("/etc/udev/rules.d/70-vfio-scan-vfs-0000-02-00.0.rules").read_text().splitlines()
+    assert [r.split('KERNEL=="')[1].split('"')[0] for r in rules] == vfs
+    assert all('ATTR{driver_override}="vfio-pci"' in r and "drivers_probe" in r for r in rules)

@@ -130,12 +130,17 @@ def test_the_script_applies(closed_loop):
         assert f"+ echo vfio-pci > /sys/bus/pci/devices/{address}/driver_override" in out
     assert "Done. Run 'vfio-scan scan' again" in out
     s1 = state(closed_loop, "state1.txt")
-    # the VFs exist, made by the PF's own driver, left driverless for vfio (autoprobe 0)
+    # the VFs exist, made by the PF's own driver with autoprobe 0 (no host driver takes them), and the
+    # script binds each to vfio-pci: they are what goes to VMs
     assert s1[PF]["numvfs"] == "2" and s1[PF]["autoprobe"] == "0"
     assert s1[PF]["virtfn"] == "virtfn0,virtfn1"
     assert s1[PF]["driver"] == "nvme" and s1[PF]["override"] == "(null)"
     for vf in VFS:
-        assert s1[vf]["physfn"] == PF and s1[vf]["driver"] == "" and s1[vf]["group"]
+        assert s1[vf]["physfn"] == PF and s1[vf]["group"]
+        assert s1[vf]["driver"] == "vfio-pci" and s1[vf]["override"] == "vfio-pci", s1[vf]
+        assert s1[vf]["group"] in s1["dev-vfio"]
+    vf_rules = s1["files"][f"/etc/udev/rules.d/70-vfio-scan-vfs-{PF.replace(':', '-')}.rules"]
+    assert all(f'KERNEL=="{vf}", ATTR{{driver_override}}="vfio-pci"' in vf_rules for vf in VFS)
     # the targets are on vfio-pci through driver_override, and their group nodes exist
     for address in (E1000E, SHARED):
         assert s1[address]["driver"] == "vfio-pci" and s1[address]["override"] == "vfio-pci"

@@ -26,7 +26,7 @@ if [ "${E2E_GRUB:-0}" = 1 ]; then
     # so the command-line fix the script makes can be applied and looked at.
     mkdir -p /etc/default
     printf '%s\n' 'GRUB_DEFAULT=0' 'GRUB_TIMEOUT=5' 'GRUB_DISTRIBUTOR=Debian' \
-        "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet $E2E_GRUB_CMDLINE\"" 'GRUB_CMDLINE_LINUX=""' > /etc/default/grub
+        "GRUB_CMDLINE_LINUX_DEFAULT='quiet $E2E_GRUB_CMDLINE'" 'GRUB_CMDLINE_LINUX=""' > /etc/default/grub
     cp /etc/default/grub "$OUT/grub-before"
     printf '#!/bin/sh\necho "update-grub $*" >> /out/update-grub.log\n' > /usr/sbin/update-grub
     chmod 755 /usr/sbin/update-grub
@@ -39,6 +39,8 @@ if [ "${E2E_GRUB:-0}" = 1 ]; then
     cp /etc/default/grub "$OUT/grub-after1"
     step fix-apply2 env DRY_RUN=0 bash "$OUT/fix.sh"
     cp /etc/default/grub "$OUT/grub-after2"
+    for run in /var/backups/vfio-scan/*/; do step undo env DRY_RUN=0 bash "${run}undo.sh"; break; done
+    cp /etc/default/grub "$OUT/grub-undone"
 fi
 '''
 
@@ -252,16 +254,23 @@ def test_intel_iommu_off_keeps_the_dmar_table_and_kills_the_groups(intel_off):
 
 def test_intel_iommu_off_command_line_fix_applies_once(intel_off):
     assert intel_off.rc_of("fix-apply1") == 0, intel_off.text("fix-apply1.err")
-    assert 'GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=off"' in intel_off.text("grub-before")
+    # single quotes, as a person may write them: the parameter lands inside them, the off goes
+    assert "GRUB_CMDLINE_LINUX_DEFAULT='quiet intel_iommu=off'" in intel_off.text("grub-before")
+    assert "-GRUB_CMDLINE_LINUX_DEFAULT='quiet intel_iommu=off'" in intel_off.text("fix-dry.out")
     after = [line for line in intel_off.text("grub-after1").splitlines()
              if line.startswith("GRUB_CMDLINE_LINUX_DEFAULT=")]
-    assert len(after) == 1 and "intel_iommu=on" in after[0] and "intel_iommu=off" not in after[0], after
-    assert intel_off.text("update-grub.log").splitlines() == ["update-grub "], "update-grub runs exactly once"
+    assert after == ["GRUB_CMDLINE_LINUX_DEFAULT='intel_iommu=on quiet'"], after
+    assert "wrote /etc/default/grub" in intel_off.text("fix-apply1.out")
     assert "reboot" in intel_off.text("fix-apply1.out").lower()
     # a second run changes nothing
     assert intel_off.rc_of("fix-apply2") == 0
     assert intel_off.text("grub-after2") == intel_off.text("grub-after1")
-    assert not [line for line in intel_off.text("fix-apply2.out").splitlines() if line.startswith("+ ")]
+    assert not [line for line in intel_off.text("fix-apply2.out").splitlines() if line.startswith(("+ ", "wrote "))]
+    # the undo script puts the file back and applies it again
+    assert intel_off.rc_of("undo") == 0, intel_off.text("undo.err")
+    assert intel_off.text("grub-undone") == intel_off.text("grub-before")
+    assert intel_off.text("update-grub.log").splitlines() == ["update-grub ", "update-grub "], \
+        "update-grub runs once for the fix, once for the undo"
 
 
 # -- no IOMMU device, intel_iommu=on ---------------------------------------------------------------
