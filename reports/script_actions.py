@@ -41,6 +41,7 @@ INITRAMFS = {
 class Context:
     report: object
     regenerate: List[str] = field(default_factory=list)  # script lines, deferred to the end of the boot phase
+    grub_params: List[str] = field(default_factory=list)  # what the generated GRUB configuration must then carry
     initramfs: Optional[str] = None  # tool name, when some step needs a rebuild
     initramfs_used: bool = False  # some block may flag the initramfs
     udev_used: bool = False  # some block may flag udev's rules
@@ -82,7 +83,9 @@ def _cmdline_grub(action, ctx) -> List[str]:
     files = list(action.get("files") or ())
     if not files:
         raise EditError("the scan could not read /etc/default/grub: edit the command line by hand")
-    changes = grub_edit(_known(ctx, files), _params(action, "add"), _params(action, "remove"))
+    added = _params(action, "add")
+    changes = grub_edit(_known(ctx, files), added, _params(action, "remove"))
+    ctx.grub_params += [p for p in added if p not in ctx.grub_params]
     dropins = [f["path"].rsplit("/", 1)[1] for f in files[1:]]
     guard = ("same_names /etc/default/grub.d '*.cfg'" + "".join(f" {shlex.quote(n)}" for n in dropins)
              + "  # the drop-ins decide which file wins: as scanned")
@@ -97,13 +100,16 @@ def _cmdline_file(action, ctx) -> List[str]:
 
 
 def _tool_edits(action, has: Callable[[str], str], add: Callable[[str], str], remove: Callable[[str], str]) -> List[str]:
-    """Blocks for a boot tool that edits the command line itself: act when the files say so, record the undo."""
+    """Blocks for a boot tool that edits the command line itself: act when the files say so, record the
+    undo, and check the files afterwards (a tool that did nothing is a failure, not a change)."""
     lines = []
     for p in _params(action, "add"):
         lines += [f"if ! {has(p)}; then", f"    run {add(p)}", f"    undo_live run {remove(p)}",
+                  f"    if applied && ! {has(p)}; then fail {shlex.quote(f'{add(p)} left {p} out of the boot entries')}; fi",
                   "    needs_reboot 'the kernel command line'", "fi"]
     for p in _params(action, "remove"):
         lines += [f"if {has(p)}; then", f"    run {remove(p)}", f"    undo_live run {add(p)}",
+                  f"    if applied && {has(p)}; then fail {shlex.quote(f'{remove(p)} left {p} in the boot entries')}; fi",
                   "    needs_reboot 'the kernel command line'", "fi"]
     return lines
 
@@ -224,7 +230,8 @@ def after_phase(phase: str, ctx: Context) -> List[tuple]:
     every edit; reload udev's rules once, after the bindings."""
     if phase == "boot" and ctx.regenerate:
         return [("boot configuration", ["if flagged boot; then"] + [f"    {line}" for line in ctx.regenerate]
-                 + ["    needs_reboot 'the kernel command line'", "fi"])]
+                 + [f"    generated_has {' '.join(shlex.quote(p) for p in ctx.grub_params)}" if ctx.grub_params else "",
+                    "    needs_reboot 'the kernel command line'", "fi"])]
     if phase == "binding" and ctx.udev_used:
         return [("udev rules", ["if flagged udev; then",
                                 "    run udevadm control --reload || say \"note: udev did not reload its rules (not "

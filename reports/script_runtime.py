@@ -220,6 +220,24 @@ module_loaded() {
     grep -q "^$1 " "$modules" 2> /dev/null || [ -d "$(inroot "/sys/module/$1")" ]
 }
 
+# applied: is this run changing the live host (not a dry run, not a tree)?
+applied() { [ -z "$ROOT" ] && [ "$DRY_RUN" != 1 ]; }
+
+# generated_has PARAM...: after a live regeneration, the generated GRUB configuration carries each
+# parameter (else another file overrides the edit, and the reboot would not bring it)
+generated_has() {
+    local cfg p
+    applied || return 0
+    for cfg in /boot/grub/grub.cfg /boot/grub2/grub.cfg; do
+        [ -f "$(inroot "$cfg")" ] || continue
+        for p in "$@"; do
+            grep -qE "^[[:space:]]*linux.*[[:space:]]$(printf '%s' "$p" | sed 's/[.+]/\\&/g')([[:space:]]|$)" \
+                "$(inroot "$cfg")" || fail "$cfg does not carry $p after regenerating it: another file overrides the edit"
+        done
+        return 0
+    done
+}
+
 # undo_live WORDS...: record the undo of a host tool that ran (none runs in tree mode)
 undo_live() {
     if [ -z "$ROOT" ]; then undo_step "$@"; fi

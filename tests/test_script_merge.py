@@ -207,3 +207,26 @@ def test_next_boot_is_read_from_every_file_in_order():
              ("/etc/default/grub.d/50-cloud.cfg", 'GRUB_CMDLINE_LINUX_DEFAULT="console=tty1"\n'),
              ("/etc/default/grub.d/60-iommu.cfg", 'GRUB_CMDLINE_LINUX_DEFAULT+=" iommu=pt"\n')]
     assert parse_grub_files(files).raw == "console=tty1 iommu=pt"
+
+
+@pytest.mark.parametrize("cfg, ok", [
+    ("menuentry 'Debian' {\n\tlinux /vmlinuz-6.1 root=UUID=1 ro intel_iommu=on quiet\n}\n", True),
+    ("menuentry 'Debian' {\n\tlinux /vmlinuz-6.1 root=UUID=1 ro quiet\n}\n", False),
+    ("menuentry 'Debian' {\n\tlinux /vmlinuz-6.1 root=UUID=1 ro xintel_iommu=on\n}\n", False),
+])
+def test_a_live_regeneration_is_checked_in_the_generated_grub_cfg(cfg, ok, tmp_path):
+    """After update-grub on a live host, the linux lines must carry the parameter: when a file the
+    edit did not reach overrides it, the boot-configuration block fails instead of promising a reboot."""
+    from reports.script_paths import INROOT
+    from reports.script_runtime import runtime
+
+    (tmp_path / "boot/grub").mkdir(parents=True)
+    (tmp_path / "boot/grub/grub.cfg").write_text(cfg)
+    probe = tmp_path / "probe.sh"
+    probe.write_text(runtime(INROOT, [], []) + INROOT + '\napplied() { return 0; }  # as on a live host\n'
+                     'check() { generated_has intel_iommu=on; }\nblock boot check\nfinish\n')
+    proc = subprocess.run(["bash", str(probe)], env={"ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == (0 if ok else 1), proc.stdout + proc.stderr
+    if not ok:
+        assert "FAILED: /boot/grub/grub.cfg does not carry intel_iommu=on after regenerating it" in proc.stderr
