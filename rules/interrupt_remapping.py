@@ -9,9 +9,13 @@ Why: ``vfio_iommu_type1`` refuses to attach a group without it ("No interrupt re
 Use the module param allow_unsafe_interrupts"), and QEMU then fails with "failed to set iommu
 for container: Operation not permitted".
 
-How: ``/proc/interrupts`` first, the kernel log second; ``allow_unsafe_interrupts`` (module
-parameter or command line) is reported as an explicit, unsafe override. Without any evidence
-either way the rule warns rather than fails: the absence of ``IR-`` chips is a heuristic.
+How: ``/proc/interrupts`` decides, the kernel log corroborates. On x86 with the IOMMU running,
+device MSIs on the plain ``PCI-MSI`` chip and no ``IR-`` chip at all is positive evidence that
+remapping is off: fail (QEMU would not start). Without MSI lines to judge, the log's lines count
+(the words each vendor's kernel prints); with neither, the rule warns, since an absence is only a
+heuristic. ``allow_unsafe_interrupts`` (module parameter or command line) is reported as an
+explicit, unsafe override. With the IOMMU off there is no remapping to judge: the finding follows
+from VFIO-005 (and VFIO-004), and no unsafe override is offered for what the IOMMU fix cures.
 
 Fix: enable interrupt remapping / x2APIC in the firmware or update it; as a last resort, and
 knowingly unsafe, ``options vfio_iommu_type1 allow_unsafe_interrupts=1``.
@@ -50,7 +54,8 @@ def check(facts, scan):
     unsafe = (param.ok and truthy(param.text)) or cmdline_unsafe
     if param.ok:
         evidence.append(Evidence(param.path, param.text.strip()))
-    remapped = bool(interrupts and interrupts.any_remapped) or bool(positive)
+    judged = interrupts is not None and (interrupts.any_remapped or bool(interrupts.plain_msi))
+    remapped = interrupts.any_remapped if judged else bool(positive)  # /proc/interrupts decides, the log corroborates
     undo = Step(summary="Remove the allow_unsafe_interrupts override (module option or command line)", phase="modules",
                 manual=True, requires_reboot=True, action={"kind": "see-rule", "rules": ["VFIO-004"]})
     if remapped:
@@ -69,6 +74,26 @@ def check(facts, scan):
                            observed="no remapping, allow_unsafe_interrupts=Y", expected="interrupt remapping on",
                            evidence=evidence, remediation=[_firmware_fix()])
         return
+    if not facts.iommu.active and not facts.iommu.groups_reason:
+        yield Finding.skip("follows from VFIO-005: the IOMMU does not run, and interrupt remapping comes with it; "
+                           "judged again once it runs", evidence=evidence,
+                           remediation=[Step(summary="Get the IOMMU running first (VFIO-004, VFIO-005), reboot, then "
+                                                     "scan again", phase="kernel", manual=True,
+                                             action={"kind": "see-rule", "rules": ["VFIO-004", "VFIO-005"]})])
+        return
+    last_resort = modprobe_option_step("vfio_iommu_type1", "allow_unsafe_interrupts=1", UNSAFE_CONF,
+                                       "Last resort, knowingly unsafe: let VFIO run without interrupt remapping (a "
+                                       "guest could forge interrupts)", initramfs=facts.initramfs_tool,
+                                       current=facts.etc_file(UNSAFE_CONF))
+    expected_line = _log_line(facts)
+    if interrupts is not None and interrupts.plain_msi and facts.is_x86:
+        evidence.append(Evidence("/proc/interrupts", interrupts.plain_msi[0]))
+        yield Finding.fail(f"interrupt remapping is off: {len(interrupts.plain_msi)} device MSI line(s) on the plain "
+                           "PCI-MSI chip and no IR- chip in /proc/interrupts while the IOMMU runs; vfio_iommu_type1 "
+                           "refuses to attach IOMMU groups (\"No interrupt remapping support\") and QEMU fails to start",
+                           observed=f"{len(interrupts.plain_msi)} PCI-MSI line(s), 0 IR-", expected="IR-PCI-MSI chips",
+                           evidence=evidence, remediation=[_firmware_fix(), last_resort])
+        return
     if interrupts is None and not log.available:
         yield Finding.skip(f"cannot tell: {facts.interrupts_read.describe()}, and no kernel log ({log.reason})",
                            evidence=evidence)
@@ -77,17 +102,24 @@ def check(facts, scan):
         yield Finding.skip("cannot tell: /proc/interrupts shows no MSI or IO-APIC interrupts and there is no kernel log",
                            evidence=evidence)
         return
-    where = "/proc/interrupts has no IR- interrupt chips"
-    where += " and the kernel log has no 'Enabled IRQ remapping' line" if log.available else f" (no kernel log: {log.reason})"
+    if interrupts is not None:
+        where = "/proc/interrupts has no IR- interrupt chips"
+    else:
+        where = f"{facts.interrupts_read.describe()}"
+    where += f" and the kernel log has no '{expected_line}' line" if log.available else f" (no kernel log: {log.reason})"
     yield Finding.warn(f"no interrupt remapping seen: {where}; vfio_iommu_type1 refuses to attach IOMMU groups without it",
                        observed="no remapped interrupts", expected="remapped interrupts (IR- chips)",
-                       evidence=evidence,
-                       remediation=[_firmware_fix(),
-                                    modprobe_option_step("vfio_iommu_type1", "allow_unsafe_interrupts=1", UNSAFE_CONF,
-                                                         "Last resort, knowingly unsafe: let VFIO run without "
-                                                         "interrupt remapping (a guest could forge interrupts)",
-                                                         initramfs=facts.initramfs_tool,
-                                                         current=facts.etc_file(UNSAFE_CONF))])
+                       evidence=evidence, remediation=[_firmware_fix(), last_resort])
+
+
+def _log_line(facts) -> str:
+    """The words this CPU vendor's kernel prints when remapping is on (quoted only for that kernel)."""
+    vendor = facts.cpu.vendor if facts.cpu is not None else None
+    if vendor == "amd":
+        return "AMD-Vi: Interrupt remapping enabled"
+    if vendor == "intel":
+        return "Enabled IRQ remapping in x2apic/xapic mode"
+    return "Enabled IRQ remapping / AMD-Vi: Interrupt remapping enabled"
 
 
 def _firmware_fix() -> Step:

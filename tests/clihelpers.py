@@ -147,9 +147,9 @@ def no_dmar_host(root):
 
 
 def warn_only_host(root):
-    """No interrupt remapping seen: VFIO-006 warns, everything else passes."""
+    """No interrupt remapping seen, and no device MSI to judge by: VFIO-006 warns, everything else passes."""
     tree = ready_host(root)
-    tree.interrupts(remapped=False)
+    tree.write("/proc/interrupts", "           CPU0       CPU1\n  0:         44          0   IO-APIC    2-edge      timer\n")
     tree.kernel_log(DMESG_INTEL_ON.replace("[    0.210809] DMAR-IR: Enabled IRQ remapping in xapic mode\n", ""))
     return tree
 

@@ -113,14 +113,22 @@ def test_unrelated_group_member_is_not_passed(ws):
 
 
 def test_warnings_are_cautions_on_stderr(gpu_ready):
-    """No interrupt remapping: VFIO-006 warns; the arguments are printed all the same."""
-    gpu_ready.interrupts(remapped=False)
+    """No interrupt remapping seen, and no device MSI to judge by: VFIO-006 warns; the arguments are printed."""
+    gpu_ready.write("/proc/interrupts", "           CPU0\n  0:         44   IO-APIC    2-edge      timer\n")
     gpu_ready.kernel_log(DMESG_INTEL_ON.replace("[    0.210809] DMAR-IR: Enabled IRQ remapping in xapic mode\n", ""))
     proc = qemu_args(gpu_ready.root, "--device", GPU)
     assert (proc.returncode, proc.stdout) == (0, GPU_LINE), proc.stderr
     cautions = stderr_lines(proc)
     assert cautions and all(line.startswith("vfio-scan qemu-args: caution: ") for line in cautions)
     assert any(line.startswith("vfio-scan qemu-args: caution: VFIO-006 host: ") for line in cautions), cautions
+
+
+def test_plain_pci_msi_blocks_the_arguments(gpu_ready):
+    """Device MSIs on plain PCI-MSI while the IOMMU runs: vfio_iommu_type1 would refuse the group."""
+    gpu_ready.interrupts(remapped=False)
+    proc = qemu_args(gpu_ready.root, "--device", GPU)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert "\n  VFIO-006 host: interrupt remapping is off: 1 device MSI line(s) on the plain PCI-MSI chip" in proc.stderr
 
 
 # -- blocked: nothing on stdout, exit 1, what blocks on stderr --------------------------------------

@@ -696,29 +696,62 @@ def test_006_ir_chips_pass_without_log_help(intel):
 
 
 def test_006_log_xapic_mode_line_is_enough(intel):
-    intel.interrupts(remapped=False)
+    intel.remove("/proc/interrupts")  # nothing to judge there: the log's own words count
     f = scan(intel)["VFIO-006"]
     assert f.status == "pass"
     assert "Enabled IRQ remapping in xapic mode" in evidence_text(f)
 
 
 def test_006_amd_vi_log_line_is_enough(amd):
-    amd.interrupts(remapped=False)
+    amd.write("/proc/interrupts", "           CPU0\n  0:  44  IO-APIC  2-edge  timer\n")  # no MSI line to judge
     assert scan(amd)["VFIO-006"].status == "pass"
 
 
-def test_006_no_evidence_warns_with_firmware_fix_and_last_resort(intel):
+def test_006_plain_pci_msi_while_the_iommu_runs_fails(intel):
+    """Positive evidence: device MSIs on plain PCI-MSI, no IR- chip, the IOMMU running: QEMU will not start."""
     intel.interrupts(remapped=False)
     intel.kernel_log(LOG_NO_IR)
     f = scan(intel)["VFIO-006"]
-    assert f.status == "warn"
-    assert "no interrupt remapping" in f.message
+    assert f.status == "fail" and f.severity == "high"
+    assert "plain PCI-MSI chip" in f.message and "No interrupt remapping support" in f.message
+    assert "PCI-MSI 32768-edge" in evidence_text(f)
     firmware, last_resort = f.remediation
     assert firmware.manual and firmware.phase == "firmware"
     assert "Interrupt Remapping" in firmware.summary
     assert "unsafe" in last_resort.summary
     assert any("allow_unsafe_interrupts=1" in c for c in last_resort.commands)
     assert last_resort.undo
+
+
+def test_006_the_log_does_not_outvote_proc_interrupts(intel):
+    intel.interrupts(remapped=False)  # the xapic line stays in the default log
+    assert scan(intel)["VFIO-006"].status == "fail"
+
+
+def test_006_no_msi_to_judge_and_no_log_line_warns_quoting_the_vendor_s_words(intel, amd):
+    for tree, words in ((intel, "Enabled IRQ remapping in x2apic/xapic mode"), (amd, "AMD-Vi: Interrupt remapping enabled")):
+        tree.write("/proc/interrupts", "           CPU0\n  0:  44  IO-APIC  2-edge  timer\n")
+        tree.kernel_log("[    0.0] Linux version 6.1.0-56-amd64\n")
+        f = scan(tree)["VFIO-006"]
+        assert f.status == "warn" and f"'{words}'" in f.message, f.message
+
+
+def test_006_vt_d_off_follows_from_vfio_005_with_no_unsafe_offer(intel):
+    intel.interrupts(remapped=False)
+    intel.kernel_log(LOG_NO_IR)
+    no_iommu_running(intel)
+    f = scan(intel)["VFIO-006"]
+    assert f.status == "skip" and f.message.startswith("follows from VFIO-005")
+    assert not any("allow_unsafe_interrupts" in c for c in commands(f))
+
+
+def test_006_unreadable_interrupts_are_not_said_to_have_no_chips(intel):
+    intel.remove("/proc/interrupts")
+    intel.mkdir("/proc/interrupts")  # what cannot be read is named as such
+    intel.kernel_log("[    0.0] Linux version 6.1.0-56-amd64\n")
+    f = scan(intel)["VFIO-006"]
+    assert f.status == "warn" and "has no IR- interrupt chips" not in f.message
+    assert "/proc/interrupts: not a regular file" in f.message
 
 
 def test_006_unsafe_override_without_remapping_warns_naming_it(intel):

@@ -60,9 +60,9 @@ EXPECTED = {
     "intel-default": dict.fromkeys(HOST_RULES, "pass") | {"VFIO-001": "fail"},
     # DMAR table still there, VT-d off: no groups. IRQ remapping stays on (the kernel keeps it).
     "intel-off": dict.fromkeys(HOST_RULES, "pass") | {"VFIO-001": "fail", "VFIO-004": "fail", "VFIO-005": "fail"},
-    # No IOMMU at all though intel_iommu=on asks for one: no IR either, which is only a warning.
+    # No IOMMU at all though intel_iommu=on asks for one: no IR either, which follows from VFIO-005.
     "no-iommu-device": dict.fromkeys(HOST_RULES, "pass") | {"VFIO-001": "fail", "VFIO-002": "fail",
-                                                            "VFIO-005": "fail", "VFIO-006": "warn"},
+                                                            "VFIO-005": "fail", "VFIO-006": "skip"},
     # The AMD flavour has svm and kvm_amd makes /dev/kvm; amd_iommu=on is an invalid token.
     "amd-on-pt": dict.fromkeys(HOST_RULES, "pass") | {"VFIO-004": "warn"},
 }
@@ -295,7 +295,9 @@ def test_no_iommu_device_fails_firmware_iommu_and_the_decoy_is_marked(no_iommu):
 def test_no_iommu_device_has_no_interrupt_remapping(no_iommu):
     finding = no_iommu.report("scan.json").finding("VFIO-006")
     assert "IRQ remapping" not in no_iommu.text("dmesg.txt")
-    assert finding["status"] == "warn" and "no interrupt remapping seen" in finding["message"]
+    # no IOMMU, no remapping: the interrupt rule follows from VFIO-005 and offers no unsafe override
+    assert finding["status"] == "skip" and finding["message"].startswith("follows from VFIO-005")
+    assert not any("allow_unsafe_interrupts" in " ".join(s["commands"]) for s in finding["remediation"])
 
 
 # -- AMD-Vi, amd_iommu=on iommu=pt ---------------------------------------------------------------
