@@ -38,6 +38,7 @@ PATTERNS = (
     ("read", "/lib/modules/<release>/{config,build/.config}"),
     ("read", "/proc/modules"),
     ("read", "/lib/modules/<release>/{modules.builtin,modules.dep}"),
+    ("list", "/lib/modules/<release>/kernel/drivers/vfio{,/pci}"),
     ("read", "/etc/modules-load.d/*.conf"),
     ("read", "/etc/modules"),
     ("read", "/proc/interrupts"),

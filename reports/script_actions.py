@@ -204,7 +204,12 @@ def _modprobe_options(action, ctx) -> List[str]:
                       then='flag initramfs; needs_reboot "module options"')
 
 
+def _depmod(action, ctx) -> List[str]:
+    return ["run depmod -a"]
+
+
 HANDLERS: Dict[str, Callable] = {
+    "depmod": _depmod,
     "kernel-cmdline": _kernel_cmdline,
     "modprobe": _modprobe,
     "modules-load": _modules_load,

@@ -49,6 +49,10 @@ def check(facts, scan):
         has_flag = True  # other architectures have no such flag; /dev/kvm decides
     module = {"intel": "kvm_intel", "amd": "kvm_amd"}.get(cpu.vendor or "", "kvm")
     wanted = flag or "vmx or svm"
+    if has_flag and not kvm.ok and kvm.missing and not facts.host.is_dir("/dev"):
+        yield Finding.skip(f"cannot tell whether /dev/kvm exists: this capture has no /dev at all (the CPU "
+                           f"advertises {wanted})", evidence=evidence)
+        return
     if not has_flag:
         message = f"the CPU does not advertise {wanted}: hardware virtualization is off in the firmware or absent"
         fix = [firmware_step("vt-x", cpu.vendor)]

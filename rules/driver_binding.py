@@ -72,7 +72,7 @@ def check(facts, scan):
             yield judge_expected(facts, target.address, expected)
             continue
         if not target.for_passthrough:
-            yield Finding.skip(target.stays_on_host_reason(), subject=target.address)
+            yield Finding.skip(target.stays_on_host_reason(facts.pci.get(target.address)), subject=target.address)
             continue
         yield judge(facts, scan, target.address)
 

@@ -62,7 +62,7 @@ def check(facts, scan):
     override = acs_override(facts)
     for target in scan.targets:
         if not target.for_passthrough:
-            yield Finding.skip(target.stays_on_host_reason(), subject=target.address)
+            yield Finding.skip(target.stays_on_host_reason(facts.pci.get(target.address)), subject=target.address)
             continue
         finding = judge(facts, scan, target.address)
         if override is not None and finding.status in ("pass", "fail"):

@@ -23,10 +23,11 @@ then a reboot.
 
 import re
 from dataclasses import replace
+from typing import Optional
 
 from scanner import hookimpl
 from scanner.facts.cmdline import truthy
-from scanner.model import Evidence, Finding, Rule, fold
+from scanner.model import Evidence, Finding, Rule, Step, fold
 from scanner.remedies import cmdline_steps
 
 INTEL_VALID = {"on", "off", "igfx_off", "sm_on", "sm_off", "tboot_noforce", "forcedac", "strict"}
@@ -59,6 +60,16 @@ def intel_default_on(facts):
     return None
 
 
+def _driver_not_built(facts, vendor) -> Optional[str]:
+    """``CONFIG_AMD_IOMMU`` (or ``CONFIG_INTEL_IOMMU``) when the running kernel's configuration lacks this
+    vendor's IOMMU driver, and nothing shows it running anyway; else None."""
+    kc = facts.kconfig
+    if not (facts.is_x86 and kc.found and vendor in ("intel", "amd")) or facts.iommu.active:
+        return None
+    option = "AMD_IOMMU" if vendor == "amd" else "INTEL_IOMMU"
+    return None if kc.get(option) in ("y", "m") else f"CONFIG_{option}"
+
+
 def check(facts, scan):
     if not facts.cmdline_read.ok:
         yield Finding.skip(f"cannot read the kernel command line ({facts.cmdline_read.describe()})")
@@ -73,6 +84,15 @@ def check(facts, scan):
                                   observed=" ".join(token_texts), expected="no switch that disables the IOMMU"))
         remove.extend(token_texts)
 
+    lacking = _driver_not_built(facts, vendor)
+    if lacking:
+        yield Finding.skip(f"follows from VFIO-003: this kernel is built without {lacking}, so no command-line switch "
+                           "can turn the IOMMU on", evidence=[Evidence(cl.source, cl.raw),
+                                                               Evidence(facts.kconfig.source, f"{lacking} not set")],
+                           remediation=[Step(summary="Boot a kernel built with the IOMMU driver (see VFIO-003)",
+                                             phase="kernel", manual=True, requires_reboot=True,
+                                             action={"kind": "see-rule", "rules": ["VFIO-003"]})])
+        return
     if facts.is_x86 and vendor != "amd":
         state = cl.last_of("intel_iommu", {"on", "off"})
         if state == "off":
@@ -93,8 +113,11 @@ def check(facts, scan):
                 add.append("intel_iommu=on")
         for opt in cl.options("intel_iommu"):
             if opt not in INTEL_VALID:
-                parts.append(Finding.warn(f"intel_iommu={opt} is not a valid sub-option (the kernel logs "
-                                          f"\"DMAR: Unknown option - '{opt}'\" and ignores it)", observed=f"intel_iommu={opt}"))
+                logged = facts.kernel_log.first(rf"DMAR: Unknown option - '{re.escape(opt)}'")
+                said = f"the kernel logs \"{logged}\" and ignores it" if logged else "the kernel ignores it"
+                parts.append(Finding.warn(f"intel_iommu={opt} is not a valid sub-option ({said})",
+                                          observed=f"intel_iommu={opt}",
+                                          evidence=[Evidence("kernel log", logged)] if logged else []))
     elif facts.is_x86:
         if cl.last_of("amd_iommu", {"off", "force_enable"}) == "off":
             disabled_by(cl.texts("amd_iommu"), "amd_iommu=off")
@@ -107,9 +130,9 @@ def check(facts, scan):
         for opt in invalid:
             # the option is the host's text: a pattern made of it must be escaped ("(" was an error)
             logged = facts.kernel_log.first(rf"AMD-Vi: Unknown option - '{re.escape(opt)}'")
+            said = f"the kernel answers \"{logged}\" and ignores it" if logged else "the kernel ignores it"
             parts.append(Finding.warn(
-                f"amd_iommu={opt} is not a valid option: the kernel answers \"AMD-Vi: Unknown option - '{opt}'\" "
-                "and ignores it (AMD-Vi needs no switch to be on)", observed=f"amd_iommu={opt}",
+                f"amd_iommu={opt} is not a valid option: {said} (AMD-Vi needs no switch to be on)", observed=f"amd_iommu={opt}",
                 expected=f"no amd_iommu={opt}",
                 evidence=[Evidence("kernel log", logged)] if logged else []))
         if invalid:

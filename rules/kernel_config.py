@@ -9,7 +9,10 @@ root cause behind "IOMMU capability not compiled into kernel".
 
 How: the configuration of the running release, from the first of ``/boot/config-<release>``,
 ``/proc/config.gz``, ``/lib/modules/<release>/config`` and ``/lib/modules/<release>/build/.config``.
-When none is readable the rule is skipped and names the places it searched.
+When none is readable the rule is skipped and names the places it searched. The running kernel
+outranks a file: an option the file lacks counts as present when its module is loaded or built
+in, or the vendor's IOMMU driver evidently runs (its units in ``/sys/class/iommu``) -- the file
+is then not this kernel's build, and the finding says so instead of asking for another kernel.
 
 Fix: boot a kernel that has them (every major distribution's generic kernel does), or rebuild
 with the missing options set to ``y`` or ``m``.
@@ -44,12 +47,16 @@ def check(facts, scan):
         yield Finding.skip("no kernel configuration found; searched: " + "; ".join(kc.searched),
                            evidence=[Evidence("kernel config", s) for s in kc.searched])
         return
-    shown, missing = [], []
+    shown, missing, proven = [], [], []
     for choices in required_options(facts):
         values = {o: kc.get(o) for o in choices}
         ok = [o for o, v in values.items() if v in ("y", "m")]
+        running = _running_proof(facts, choices)
         if ok:
             shown.append(f"CONFIG_{ok[0]}={values[ok[0]]}")
+        elif running:
+            shown.append(f"CONFIG_{choices[0]}={values[choices[0]] or 'absent'}, yet {running}")
+            proven.append(f"CONFIG_{choices[0]}")
         else:
             missing.append(" or ".join(f"CONFIG_{o}" for o in choices))
             shown.append(", ".join(f"CONFIG_{o}={v or 'absent'}" for o, v in values.items()))
@@ -62,5 +69,26 @@ def check(facts, scan):
                                              phase="kernel", manual=True, requires_reboot=True, persistent=True,
                                              action={"kind": "kernel-build", "options": missing})])
         return
-    yield Finding.passed("the kernel has " + ", ".join(shown), observed="; ".join(shown),
-                         expected="each option y or m", evidence=evidence)
+    message = "the kernel has " + ", ".join(shown)
+    if proven:
+        message += (f"; {kc.source} does not match the running kernel ({', '.join(proven)} missing there): it is "
+                    "not this kernel's build, so its other options are not evidence either")
+    yield Finding.passed(message, observed="; ".join(shown), expected="each option y or m", evidence=evidence)
+
+
+#: The module that proves a VFIO option in the running kernel.
+MODULE_OF = {"VFIO": "vfio", "VFIO_PCI": "vfio_pci", "VFIO_IOMMU_TYPE1": "vfio_iommu_type1"}
+#: /sys/class/iommu unit names of each vendor's driver.
+UNITS_OF = {"INTEL_IOMMU": "dmar", "AMD_IOMMU": "ivhd"}
+
+
+def _running_proof(facts, choices) -> str:
+    """What shows the running kernel has one of ``choices`` whatever its config file says, or ''."""
+    for option in choices:
+        module = MODULE_OF.get(option)
+        if module and facts.modules.state(module) in ("loaded", "builtin"):
+            return f"{module} is {facts.modules.state(module)}"
+        prefix = UNITS_OF.get(option)
+        if prefix and any(u.startswith(prefix) for u in facts.iommu.units):
+            return f"its IOMMU units run ({', '.join(u for u in facts.iommu.units if u.startswith(prefix))})"
+    return ""

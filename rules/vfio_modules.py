@@ -72,9 +72,14 @@ def check(facts, scan):
     if missing:
         unsure = [n for n in missing if states[n] == "unknown"]
         note = f" (could not check the modules tree for {', '.join(unsure)})" if unsure else ""
+        unindexed = [n for n in missing if n in mods.unindexed]
+        if unindexed:
+            note += (f"; {', '.join(unindexed)} {'is' if len(unindexed) == 1 else 'are'} in the modules tree, but "
+                     "modules.dep, the index modprobe reads, is missing: depmod -a rebuilds it")
         yield Finding.fail(f"{', '.join(missing)} not loaded{note}", observed=shown,
                            expected="each loaded or built in", evidence=evidence + stale,
-                           remediation=modules_steps(missing, current=facts.etc_file(MODULES_LOAD_FILE)))
+                           remediation=modules_steps(missing, current=facts.etc_file(MODULES_LOAD_FILE),
+                                                     reindex=bool(unindexed)))
         return
     if stale:
         yield Finding.warn(f"all loaded ({shown}), but vfio_virqfd is still listed for loading; it was merged into "

@@ -77,6 +77,7 @@ CAPTURE = (
     ("read", "/proc/modules", DEFAULT_CAP),
     ("read", "/lib/modules/<release>/{modules.builtin,modules.dep}", LARGE_CAP),
     ("read", "/etc/modules-load.d/*.conf", DEFAULT_CAP),
+    ("list", "/lib/modules/<release>/kernel/drivers/vfio{,/pci}", None),
     ("read", "/etc/modules", DEFAULT_CAP),
     # what the running kernel shows
     ("read", "/proc/interrupts", LARGE_CAP),

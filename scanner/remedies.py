@@ -153,17 +153,19 @@ def cmdline_steps(stack: BootStack, add: Sequence[str] = (), remove: Sequence[st
 
 
 def modules_steps(missing: Sequence[str], persist: Sequence[str] = VFIO_MODULES,
-                  current: Optional[Tuple[str, Optional[str], Optional[str]]] = None) -> List[Step]:
+                  current: Optional[Tuple[str, Optional[str], Optional[str]]] = None, reindex: bool = False) -> List[Step]:
     """Load the missing modules now, and on every boot through one modules-load.d file.
 
     ``current``: that file as scanned, (path, text, reason); its lines are kept and the module
-    names added to them.
+    names added to them. ``reindex``: modules.dep is missing, so ``depmod -a`` comes first.
     """
     names = [checked(m, MODULE_NAME, "module name") for m in missing]
     persist = [checked(m, MODULE_NAME, "module name") for m in persist]
     state = file_state(*(current or (MODULES_LOAD_FILE, None, None)))
     new = ensure_lines(state["text"], persist, module_name_equal)
-    return [
+    first = [Step(summary="Rebuild the module index (modules.dep) so that modprobe finds the modules", phase="modules",
+                  commands=["depmod -a"], persistent=True, action={"kind": "depmod"})] if reindex else []
+    return first + [
         Step(summary=f"Load {', '.join(names)} now", phase="modules",
              commands=["modprobe -a " + " ".join(quote(m, MODULE_NAME, "module name") for m in names)],
              action={"kind": "modprobe", "modules": names}),

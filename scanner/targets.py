@@ -81,10 +81,15 @@ class Target:
             return is_vfio_driver(self.expected_driver)
         return self.vfs is None
 
-    def stays_on_host_reason(self) -> str:
+    def stays_on_host_reason(self, device=None) -> str:
+        """Why the device is not judged for passthrough; ``device`` (its PciDevice) tells a VF from a PF."""
         if self.expected_driver:
             return (f"{self.address} stays on the host: the policy expects it on {self.expected_driver}, "
                     "not passed through")
+        physfn = getattr(device, "physfn", None)
+        if physfn:
+            return (f"follows from VFIO-011: {self.address} is a VF (of {physfn}), not a physical function, so it "
+                    f"cannot create VFs; ask --vfs {physfn}={self.vfs} on its PF")
         return (f"{self.address} is the physical function asked to create {self.vfs} VFs (--vfs): it stays on its "
                 "host driver, and its VFs are what goes to VMs")
 

@@ -278,10 +278,18 @@ def test_003_bad_config_gz_falls_through_to_the_next_place(intel):
     assert f.evidence[0].source == f"/lib/modules/{RELEASE}/config"
 
 
+def _without_module(tree, name):
+    """The running kernel neither has ``name`` loaded nor installed."""
+    others = [m for m in ("vfio", "vfio_iommu_type1", "vfio_pci") if m != name]
+    tree.modules(loaded=others + ["kvm_intel", "kvm"], installed=others)
+    tree.remove(f"/sys/module/{name}")
+
+
 def test_003_missing_vfio_pci_fails_naming_it(intel):
     options = dict(DEBIAN_KCONFIG)
     del options["VFIO_PCI"]
     intel.kconfig(options)
+    _without_module(intel, "vfio_pci")  # consistent: a kernel without it cannot have it loaded
     f = scan(intel)["VFIO-003"]
     assert f.status == "fail"
     assert "CONFIG_VFIO_PCI" in f.message
@@ -294,6 +302,7 @@ def test_003_missing_vfio_pci_fails_naming_it(intel):
 
 def test_003_option_not_set_fails(intel):
     intel.kconfig(dict(DEBIAN_KCONFIG, VFIO_IOMMU_TYPE1="n", IOMMUFD_VFIO_CONTAINER="n"))
+    _without_module(intel, "vfio_iommu_type1")
     f = scan(intel)["VFIO-003"]
     assert f.status == "fail"
     assert "CONFIG_VFIO_IOMMU_TYPE1" in f.message
@@ -319,6 +328,7 @@ def test_003_amd_host_needs_amd_iommu_not_intel(amd):
     options = dict(DEBIAN_KCONFIG, AMD_IOMMU="n")
     del options["INTEL_IOMMU"]
     amd.kconfig(options)
+    no_iommu_running(amd)  # consistent: without the driver no AMD-Vi unit runs
     f = scan(amd)["VFIO-003"]
     assert f.status == "fail"
     assert "CONFIG_AMD_IOMMU" in f.message
@@ -889,3 +899,61 @@ def test_007_nothing_readable_is_skipped(intel):
     f = scan(intel)["VFIO-007"]
     assert f.status == "skip"
     assert "/proc/modules" in f.message
+
+
+# ======================================================================================
+# rules that depend on another say so, never a different cause
+# ======================================================================================
+
+def test_003_a_config_file_that_lacks_a_loaded_module_is_not_this_kernel_s(intel):
+    intel.kconfig({"IOMMU_SUPPORT": "y", "INTEL_IOMMU": "y", "VFIO": "m", "VFIO_IOMMU_TYPE1": "m"})  # no VFIO_PCI
+    f = scan(intel)["VFIO-003"]
+    assert f.status == "pass", f.message
+    assert "vfio_pci is loaded" in f.message and "not this kernel's build" in f.message
+    assert not f.remediation
+
+
+def test_004_no_amd_vi_driver_follows_from_vfio_003(amd):
+    amd.kconfig({"IOMMU_SUPPORT": "y", "AMD_IOMMU": "n", "VFIO": "m", "VFIO_PCI": "m", "VFIO_IOMMU_TYPE1": "m"})
+    no_iommu_running(amd)
+    f = scan(amd)["VFIO-004"]
+    assert f.status == "skip" and f.message.startswith("follows from VFIO-003")
+    assert "on by default" not in f.message
+    assert [s.action for s in f.remediation] == [{"kind": "see-rule", "rules": ["VFIO-003"]}]
+
+
+def test_004_invalid_option_quotes_the_log_only_when_the_kernel_printed_it(amd):
+    amd.cmdline(f"{BOOT} amd_iommu=on")
+    amd.kernel_log("[    0.0] Linux version 5.4.0\n")  # an older kernel: it ignores the option silently
+    f = scan(amd)["VFIO-004"]
+    assert "amd_iommu=on is not a valid option: the kernel ignores it" in f.message
+    assert "Unknown option" not in f.message
+
+
+def test_007_modules_dep_missing_but_the_ko_files_there_is_no_kernel_problem(intel):
+    intel.modules(loaded=["vfio", "vfio_iommu_type1", "kvm_intel", "kvm"], installed=[])
+    intel.remove(f"/lib/modules/{RELEASE}/modules.dep")
+    intel.remove("/sys/module/vfio_pci")
+    intel.write(f"/lib/modules/{RELEASE}/kernel/drivers/vfio/pci/vfio-pci.ko.xz", "")
+    f = scan(intel)["VFIO-007"]
+    assert f.status == "fail" and "vfio_pci not loaded" in f.message
+    assert "modules.dep, the index modprobe reads, is missing" in f.message
+    assert "another kernel" not in f.message and "VFIO-003" not in f.message
+    assert f.remediation[0].commands == ("depmod -a",) and f.remediation[1].commands == ("modprobe -a vfio_pci",)
+
+
+def test_007_no_module_index_is_no_proof_of_absence(intel):
+    """modules.dep unreadable and /proc/modules unreadable: nobody can say vfio_pci is missing."""
+    intel.remove(f"/lib/modules/{RELEASE}/modules.dep")
+    intel.remove("/proc/modules")
+    intel.remove(f"/boot/config-{RELEASE}")  # nor does a kernel configuration
+    f = scan(intel)["VFIO-007"]
+    assert f.status == "skip", f.message
+
+
+def test_001_a_capture_without_dev_skips_instead_of_failing(intel):
+    import shutil
+
+    shutil.rmtree(intel.path("/dev"))
+    f = scan(intel)["VFIO-001"]
+    assert f.status == "skip" and "no /dev at all" in f.message

@@ -452,3 +452,11 @@ def test_cli_json_shows_the_sriov_fix(ws):
     assert now["phase"] == "sriov" and now["action"]["kind"] == "sriov-numvfs"
     assert persist["persistent"] is True and persist["action"]["kind"] == "sriov-persist"
     assert '"2 VFs already enabled. Disable before enabling 4 VFs"' in pf["message"]
+
+
+def test_a_vf_given_to_vfs_is_not_called_the_physical_function(ws):
+    vf = ws.enable_vfs(PF, 2, 20, "1520")[0]
+    for rule in ("VFIO-012", "VFIO-013"):
+        f = scan(ws, vfs=[f"{vf}=2"], rule=rule)[vf]
+        assert f.status == "skip" and f.message.startswith("follows from VFIO-011"), f.message
+        assert "is a VF (of 0000:02:00.0)" in f.message and "physical function asked" not in f.message

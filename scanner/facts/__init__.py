@@ -19,7 +19,7 @@ from scanner.facts.interrupts import Interrupts, parse_interrupts
 from scanner.facts.iommu import IommuGroup, IommuState, group_sort_key
 from scanner.facts.kconfig import KernelConfig, parse_kconfig
 from scanner.facts.kernel_log import KernelLog, parse_kernel_log
-from scanner.facts.modules import Modules, parse_modules_builtin, parse_modules_dep, parse_proc_modules
+from scanner.facts.modules import Modules, module_name, parse_modules_builtin, parse_modules_dep, parse_proc_modules
 from scanner.facts.pciids import PCI_IDS_PATHS, PciIds, gunzip, parse_pci_ids
 from scanner.facts.pci import (
     ADDRESS,
@@ -166,7 +166,7 @@ class Facts(HostDependencies):
             proc = Read(proc.path, reason="garbled: no module lines")
         if not proc.ok:
             notes.append(proc.describe())
-        builtin = installed = frozenset()
+        builtin = installed = unindexed = frozenset()
         builtin_src = installed_src = None
         if self.release:
             base = f"/lib/modules/{self.release}"
@@ -180,11 +180,20 @@ class Facts(HostDependencies):
                 installed, installed_src = parse_modules_dep(got.text), got.path
             else:
                 notes.append(got.describe())
+                unindexed = self._module_files(base)
         else:
             notes.append(f"kernel release unknown ({self.release_read.describe()})")
         return Modules(loaded=loaded, builtin=builtin, installed=installed,
                        loaded_source=proc.path if proc.ok else None, builtin_source=builtin_src,
-                       installed_source=installed_src, notes=tuple(notes))
+                       installed_source=installed_src, notes=tuple(notes), unindexed=unindexed)
+
+    def _module_files(self, base: str) -> frozenset:
+        """The VFIO modules whose .ko is in the tree (kernel/drivers/vfio, .../vfio/pci): what a missing
+        modules.dep hides from modprobe, not from the kernel."""
+        found = set()
+        for sub in ("kernel/drivers/vfio", "kernel/drivers/vfio/pci"):
+            found |= {module_name(n) for n in self.host.listdir(f"{base}/{sub}").entries() if ".ko" in n}
+        return frozenset(found)
 
     @cached_property
     def modules_load_config(self) -> Dict[str, frozenset]:

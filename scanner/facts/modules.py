@@ -62,6 +62,9 @@ class Modules:
     builtin_source: Optional[str] = None
     installed_source: Optional[str] = None
     notes: Tuple[str, ...] = field(default=())
+    #: modules whose .ko file is in the modules tree although modules.dep, the index modprobe
+    #: reads, is missing: there, but not loadable by name until ``depmod -a`` runs
+    unindexed: FrozenSet[str] = frozenset()
 
     def state(self, name: str) -> str:
         """``loaded``, ``builtin``, ``installed`` (available, not loaded), or ``absent``/``unknown``."""
@@ -70,8 +73,8 @@ class Modules:
             return "loaded"
         if name in self.builtin:
             return "builtin"
-        if name in self.installed:
+        if name in self.installed or name in self.unindexed:
             return "installed"
-        if self.installed_source is None and self.builtin_source is None:
+        if self.installed_source is None:  # without modules.dep no one can say a module is not installed
             return "unknown"
         return "absent"
