@@ -6,7 +6,10 @@ one of: a **bridge** or root port (class 0x0604: stays on the host, never bound 
 VM too), another **target** of the same scan, or an **unrelated** endpoint (a NIC that happens to
 share the group: it must be given up too, or the card moved to another slot). The group is
 *viable* for VFIO when every non-bridge member is bound to a vfio driver, to pci-stub, or to
-nothing (QEMU: "group N is not viable").
+nothing (QEMU: "group N is not viable"). A host bridge (class 0x0600) without a driver, such as the
+dummy host bridge a laptop APU's group holds, counts as a bridge: it stays with the host and
+holds nothing. On a host booted with ``pcie_acs_override`` the groups are the override's
+split, not the hardware's isolation, and every verdict says so.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Member:
 class GroupView:
     number: str
     members: Tuple[Member, ...]
+    acs_override: bool = False  # the kernel was booted with pcie_acs_override: groups split by force
 
     def with_role(self, *roles: str) -> List[Member]:
         return [m for m in self.members if m.role in roles]
@@ -70,14 +74,24 @@ def classify(facts, group: str, targets: Iterable[str] = ()) -> GroupView:
         device = facts.pci.get(address)
         if address in targets:
             role = "target"
-        elif device is not None and device.is_bridge:
+        elif device is not None and (device.is_bridge or _idle_host_bridge(device)):
             role = "bridge"
         elif address.rsplit(".", 1)[0] in slots:
             role = "sibling"
         else:
             role = "unrelated"
         members.append(Member(address, role, device))
-    return GroupView(group, tuple(members))
+    cmdline = facts.cmdline
+    return GroupView(group, tuple(members), acs_override=bool(cmdline is not None and cmdline.has("pcie_acs_override")))
+
+
+def _idle_host_bridge(device: PciDevice) -> bool:
+    """A host bridge (class 0x0600) no driver holds: it stays with the host like any bridge."""
+    return (device.pci_class or "").startswith("0600") and not device.driver
+
+
+#: What every verdict adds on a host booted with pcie_acs_override.
+ACS_OVERRIDE_NOTE = "split by pcie_acs_override, not isolated by the hardware"
 
 
 @lru_cache(maxsize=4)
@@ -90,6 +104,8 @@ def verdict(view: GroupView) -> str:
     """What the ``groups`` command says of a group with no particular target."""
     endpoints = view.endpoints
     if not endpoints:
+        if any(m.device is not None and (m.device.pci_class or "").startswith("0600") for m in view.members):
+            return "host bridge: stays with the host"
         return "bridges only"
     if all(m.device is not None and (m.device.pci_class or "").startswith("0600") for m in endpoints):
         return "host bridge: stays with the host"
@@ -100,5 +116,7 @@ def verdict(view: GroupView) -> str:
         shape = "one slot: pass all its functions together"
     else:
         shape = "shared by unrelated devices: pass them all, or move the card"
+    if view.acs_override:
+        shape += f" ({ACS_OVERRIDE_NOTE})"
     viable = all(not m.holds_group for m in view.members)
     return f"{shape}; {'ready for vfio' if viable else 'in use by host drivers'}"
