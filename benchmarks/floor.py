@@ -64,7 +64,11 @@ PATTERNS = (
     ("read", "/etc/default/grub"),
     ("read", "/etc/default/grub.d/*.cfg"),
     ("read", "/etc/modprobe.d/*.conf"),
-    ("read", "/etc/udev/rules.d/70-vfio-*.rules"),
+    ("read", "/etc/udev/rules.d/*.rules"),
+    ("read", "/etc/driverctl.d/pci-*"),
+    ("read", "/boot/loader/entries/*.conf"),
+    ("read", "/boot/grub2/grubenv"),
+    ("read", "/etc/kernelstub/configuration"),
     ("resolve", "/{run/ostree-booted,sysroot/ostree,etc/NIXOS,etc/kernel/proxmox-boot-uuids}"),
     ("resolve", "/{usr/sbin,usr/bin,sbin,bin}/{" + TOOLS + "}"),
 )

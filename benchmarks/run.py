@@ -21,7 +21,8 @@ What runs side by side:
   ``--loop-budget`` seconds and its time for the whole tree extrapolated from the devices done
   (a lower bound: the loop is quadratic);
 * ``vfio-scan --version`` and a scan of this machine against libvirt's ``virt-host-validate``;
-* one ``vfio-scan scan --snapshot DIR`` of ``--hosts`` snapshots into a JUnit file and a table.
+* one ``vfio-scan scan --snapshot DIR`` of ``--hosts`` snapshots into a JUnit file and a table;
+* ``vfio-scan fleet`` of up to 100 fake ssh hosts, one of them flooding (``fleet_flood.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import List, Optional, Sequence
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import fleet_flood  # noqa: E402
 import fleetgen  # noqa: E402
 import treegen  # noqa: E402
 
@@ -266,6 +268,30 @@ class Bench:
         if hosts >= 1000:
             self.check(f"{hosts:,} snapshots merged in under 5 s", got.median < TARGETS["fleet_s"], ms(got.median))
 
+    def fleet_flood(self, hosts: int) -> None:
+        """Peak memory of a fleet with one flooding host: what the flood adds is at most the cap."""
+        setup = fleet_flood.prepare(self.work / "flood", self.fleet(hosts), fleet_flood.MAX_HOSTS)
+        rows, peaks = [], {}
+        for label, flooder in fleet_flood.FLOODS.items():
+            command = fleet_flood.command(setup, self.vfio_scan, flooder)
+            wall, status, _ = run_once(command)
+            peaks[flooder] = peak_memory(command)
+            rows.append(f"| {label} | {len(setup.hosts) + bool(flooder)} | {ms(wall)} | {mb(peaks[flooder])} | "
+                        f"{status} | {fleet_flood.outcome(setup, flooder)} |")
+        self.section("Fleet: one flooding host among many (`vfio-scan fleet` over a fake ssh)",
+                     "Every host is a fake `ssh` first on PATH (`benchmarks/fleet_flood.py`): the others answer "
+                     "with a fleetgen snapshot, the flooding one sends zeros for ever, on stdout or on stderr; "
+                     f"`--parallel 10`. {fleet_flood.CAPS}",
+                     ["fleet", "hosts", "wall", "peak", "exit", "report"], rows)
+        cap_kb = fleet_flood.MAX_REPLY_BYTES >> 10
+        if all(peaks.values()):
+            extra = max(peaks["flood"], peaks["errflood"]) - peaks[None]
+            self.check(f"peak bounded by the cap, not by the flood: a flooding host adds at most the "
+                       f"{cap_kb >> 10} MiB cap (+25%)", extra <= cap_kb * 1.25,
+                       f"+{extra / 1024:.0f} MB ({mb(peaks[None])} → {mb(max(peaks['flood'], peaks['errflood']))})")
+        else:
+            self.check("peak bounded by the cap, not by the flood", False, "not measured (needs GNU time)")
+
     # -- output -----------------------------------------------------------------------------
     def check(self, what: str, met: bool, measured: str) -> None:
         self.verdicts.append(f"| {what} | {measured} | {'met' if met else '**missed**'} |")
@@ -328,6 +354,7 @@ def main(argv=None) -> int:
     bench.groups(sizes)
     bench.this_machine()
     bench.fleet_merge(args.hosts)
+    bench.fleet_flood(args.hosts)
     bench.write(Path(args.output), started)
     print(f"wrote {args.output}")
     return 0

@@ -9,11 +9,17 @@ share) is written once and its text reused.
 Only plain values take this path (dicts with ``str`` keys, lists, tuples, ``str``, ``int``,
 finite ``float``, ``bool``, ``None``, shallow): anything else, or a reference cycle, leaves the
 whole document to ``json.dumps``, so the text, or the error, is always the standard library's.
+
+One difference, in both paths: a lone surrogate (a file name's undecodable byte kept as
+``\\udcff``, or one a snapshot spelled so) is written as JSON's escape ``\\udcff``. The standard
+library writes it raw, and a raw surrogate cannot be encoded as UTF-8: every output file would
+fail to be written. The escape is valid JSON and reads back as the very same string.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from json.encoder import encode_basestring
 from typing import List
 
@@ -25,6 +31,7 @@ MAX_DEPTH = 64
 _INFINITY = float("inf")
 _NEWLINE = ["\n" + INDENT * level for level in range(MAX_DEPTH + 2)]  # what starts a line at each depth
 _WORDS = {None: "null", True: "true", False: "false"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _NotPlain(Exception):
@@ -32,14 +39,26 @@ class _NotPlain(Exception):
 
 
 def dumps(doc, end: str = "") -> str:
-    """``json.dumps(doc, indent=2, ensure_ascii=False) + end`` (``end`` joined, not copied on)."""
+    """``json.dumps(doc, indent=2, ensure_ascii=False) + end`` (``end`` joined, not copied on),
+    lone surrogates escaped."""
     out: List[str] = []
     try:
         _value(doc, 0, out, {}, set())
     except _NotPlain:
-        return json.dumps(doc, indent=2, ensure_ascii=False) + end
+        return escape_surrogates(json.dumps(doc, indent=2, ensure_ascii=False) + end)
     out.append(end)
-    return "".join(out)
+    return escape_surrogates("".join(out))
+
+
+def escape_surrogates(text: str) -> str:
+    """JSON text with every lone surrogate written as its ``\\uXXXX`` escape, so that it encodes as UTF-8.
+
+    Surrogates only ever stand inside JSON strings, where the escape means the same character;
+    text without one (nearly every report) is returned as it is, after one search.
+    """
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub(lambda match: "\\u%04x" % ord(match.group()), text)
 
 
 def _value(o, level: int, out: List[str], known: dict, active: set) -> None:
@@ -122,4 +141,4 @@ def _dict(mapping, level: int, out: List[str], known: dict, active: set) -> None
     active.discard(id(mapping))
 
 
-__all__ = ["dumps"]
+__all__ = ["dumps", "escape_surrogates"]

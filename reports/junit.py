@@ -17,13 +17,22 @@ import xml.etree.ElementTree as ET
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
-ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+#: What XML cannot hold (controls, lone surrogates, U+FFFE/U+FFFF), and what junit-xml deletes
+#: without trace on top of that (C1 controls but NEL, the U+FDD0 block, each plane's last two
+#: code points): all of it is replaced here, visibly, so that junit-xml finds nothing to delete.
+ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufdd0-\ufddf\ufffe\uffff"
+                     + "".join(f"{chr(plane << 16 | 0xfffe)}{chr(plane << 16 | 0xffff)}" for plane in range(1, 17))
+                     + "]")
+
+
+def _visible(match) -> str:
+    code = ord(match.group())
+    return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code if code < 0x10000 else "\\U%08x" % code
 
 
 def clean(text) -> str:
     """Strip colours; replace characters XML cannot hold with a visible ``\\xNN`` (never silently)."""
-    text = ANSI.sub("", str(text or ""))
-    return ILLEGAL.sub(lambda m: "\\x%02x" % ord(m.group()) if ord(m.group()) < 0x100 else "\\u%04x" % ord(m.group()), text)
+    return ILLEGAL.sub(_visible, ANSI.sub("", str(text or "")))
 
 
 def host_slug(host: str) -> str:
@@ -46,9 +55,10 @@ def run_name(report) -> str:
     return report.host.get("label") or report.host.get("hostname") or "host"
 
 
-def testcase(report, f, fail_on: str) -> TestCase:
+def testcase(f, fail_on: str, slug: str) -> TestCase:
+    """The test case of one finding; ``slug`` is its host's :func:`host_slug`, made once per suite."""
     name = f"{f.rule_id} {f.title}" + ("" if f.subject == "host" else f" {f.subject}")
-    case = TestCase(name=clean(name), classname=f"{host_slug(run_name(report))}.{f.rule or 'rule'}",
+    case = TestCase(name=clean(name), classname=clean(f"{slug}.{f.rule or 'rule'}"),
                     stdout=details(f) if f.status in ("pass", "warn") else None)
     message = clean(f.message) or f"{f.rule_id} {f.status}"
     if f.status == "fail" or (f.status == "warn" and fail_on == "warn"):
@@ -68,7 +78,8 @@ def testcase(report, f, fail_on: str) -> TestCase:
 
 def suite(report, index: int) -> TestSuite:
     host = run_name(report)
-    cases = [testcase(report, f, report.fail_on) for f in report.findings]
+    slug = host_slug(host)
+    cases = [testcase(f, report.fail_on, slug) for f in report.findings]
     seen = {}
     for case in cases:  # GitLab keeps only the first of duplicate names: make them unique
         key = (case.classname, case.name)
@@ -78,11 +89,12 @@ def suite(report, index: int) -> TestSuite:
     props = {"vfio-scan.version": report.tool.get("version", ""), "kernel": report.host.get("kernel") or "",
              "arch": report.host.get("arch") or "", "cpu_vendor": report.host.get("cpu_vendor") or "",
              "readiness": report.readiness, "source": report.host.get("source") or ""}
+    props = {name: clean(value) for name, value in props.items()}
     ts = TestSuite(name=clean(f"vfio-scan:{host}"), test_cases=cases,
                    hostname=clean(report.host.get("hostname") or host), id=index,
                    timestamp=report.started_at, properties=props)
     for note in report.notes:  # a host that could not be scanned is an error, never a silent gap
-        err = TestCase(name="host scan", classname=f"{host_slug(host)}.scan")
+        err = TestCase(name="host scan", classname=f"{slug}.scan")
         err.add_error_info(message=clean(note), output=clean(note), error_type="error")
         ts.test_cases.append(err)
     return ts

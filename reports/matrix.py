@@ -6,6 +6,10 @@ number when every rule shares the ``VFIO-`` prefix), each cell the host's worst 
 rule. Readable at 100 columns: long host names are shortened in the middle, and when the rules do
 not fit even then in one row the matrix continues in another block with the host column repeated. ``-v``
 appends every host's own table, evidence and fixes.
+
+Host names, rule names and the reasons a host could not be scanned (ssh's or the collector's own
+words) come from outside: each is escaped for the terminal (scanner/terminal_text.py) before it
+is measured, shortened or wrapped.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import textwrap
 
 from scanner.fleet.summary import fleet_summary, host_name, outcome, rules_seen
+from scanner.terminal_text import for_terminal
 
 WIDTH = 100
 MIN_HOST_WIDTH, MAX_HOST_WIDTH = 16, 40  # the host column shrinks (to 16) before the rules wrap into a new block
@@ -26,6 +31,11 @@ def shorten(text: str, width: int) -> str:
         return text
     head = (width - 1) // 2 + (width - 1) % 2
     return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def shown_name(report) -> str:
+    """The host's name as the table prints it: its label or hostname, escaped for the terminal."""
+    return for_terminal(host_name(report))
 
 
 def column_names(rule_ids) -> list:
@@ -46,10 +56,11 @@ def state_of(report) -> str:
 def matrix(reports) -> list:
     rules = rules_seen(reports)
     ids = [r[0] for r in rules]
-    names = column_names(ids)
+    names = [for_terminal(name) for name in column_names(ids)]
     state_w = max([len("state")] + [len(state_of(r)) for r in reports])
     widths = [max(len(n), 4) for n in names]
-    natural = max([len("host")] + [len(host_name(r)) for r in reports])
+    hosts = [shown_name(r) for r in reports]
+    natural = max([len("host")] + [len(h) for h in hosts])
     fits_all = WIDTH - 2 - state_w - sum(w + 1 for w in widths)  # what is left for the host column
     host_w = min(natural, max(MIN_HOST_WIDTH, fits_all), MAX_HOST_WIDTH)
     room = WIDTH - host_w - 2 - state_w  # each rule column takes its width and the blank before it
@@ -65,11 +76,11 @@ def matrix(reports) -> list:
     for block in blocks:
         head = f"{'host':<{host_w}}  {'state':<{state_w}} " + " ".join(f"{names[i]:>{widths[i]}}" for i in block)
         lines += [head.rstrip(), "-" * len(head.rstrip())]
-        for report in reports:
+        for report, host in zip(reports, hosts):
             cells = " ".join(f"{CELL[outcome(report, ids[i])]:>{widths[i]}}" for i in block)
-            lines.append(f"{shorten(host_name(report), host_w):<{host_w}}  {state_of(report):<{state_w}} {cells}".rstrip())
+            lines.append(f"{shorten(host, host_w):<{host_w}}  {state_of(report):<{state_w}} {cells}".rstrip())
         lines.append("")
-    legend = "  ".join(f"{name}\u00a0{rule}" for name, (_, rule, _t) in zip(names, rules))  # keep pairs whole
+    legend = "  ".join(f"{name}\u00a0{for_terminal(rule)}" for name, (_, rule, _t) in zip(names, rules))  # pairs whole
     lines += [line.replace("\u00a0", " ") for line in
               textwrap.wrap("Rules: " + legend, WIDTH, subsequent_indent="  ", break_on_hyphens=False)]
     lines.append("Cells: ok pass, FAIL fail, warn warning, skip skipped, ERR the rule errored, wvd waived, "
@@ -88,8 +99,8 @@ def per_rule(reports, summary: dict) -> list:
             who = [host_name(r) for r in reports if outcome(r, rule["rule_id"]) == status]
             shown = ", ".join(who[:8]) + (f" (+{len(who) - 8} more)" if len(who) > 8 else "")
             verb = {"fail": "fail", "error": "error on", "warn": "warn on", "waived": "waive"}[status]
-            lines += textwrap.wrap(f"{count}/{total} hosts {verb} {rule['rule_id']} {rule['rule']}: {shown}", WIDTH,
-                                   subsequent_indent="    ", break_on_hyphens=False)
+            line = for_terminal(f"{count}/{total} hosts {verb} {rule['rule_id']} {rule['rule']}: {shown}")
+            lines += textwrap.wrap(line, WIDTH, subsequent_indent="    ", break_on_hyphens=False)
     return lines or ["No rule fails, errors or warns on any host."]
 
 
@@ -105,13 +116,13 @@ def render_fleet(reports, options) -> str:
     if summary["host_errors"]:
         out += ["", "Could not be scanned"]
         for item in summary["host_errors"]:
-            out += textwrap.wrap(f"{item['host']}: {item['reason']}", WIDTH, initial_indent="  ",
+            out += textwrap.wrap(for_terminal(f"{item['host']}: {item['reason']}"), WIDTH, initial_indent="  ",
                                  subsequent_indent="      ", break_on_hyphens=False)
     if options.get("verbose"):
         from reports.table import render_one
 
         for report in reports:
-            out += ["", "=" * WIDTH, f"[{host_name(report)}]", render_one(report, True).rstrip()]
+            out += ["", "=" * WIDTH, f"[{shown_name(report)}]", render_one(report, True).rstrip()]
     else:
         out += ["", "Each host's findings and fixes: add -v, or use --format json."]
     return "\n".join(out).rstrip() + "\n"

@@ -1,6 +1,9 @@
 """Human output: a table per subject (host, then each device), then what to do about each problem.
 
 Readable at 100 columns: long texts wrap inside their column. Evidence is shown with ``-v``.
+Every text that comes from the host, a plugin or a policy is escaped for the terminal
+(scanner/terminal_text.py) before it is wrapped, so no control character reaches the screen and
+no newline of theirs starts a line of ours.
 """
 
 from __future__ import annotations
@@ -9,14 +12,18 @@ import textwrap
 
 from tabulate import tabulate
 
+from scanner.terminal_text import for_terminal
+
 WIDTH = 100
 CHECK_WIDTH = 30
 LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP", "error": "ERROR", "waived": "WAIVED"}
 
 
 def _wrap(text: str, width: int, indent: str = "") -> str:
-    return "\n".join(textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ",
-                                   break_long_words=True, break_on_hyphens=False)) or indent
+    """One line of text (host text in it escaped here) wrapped at ``width``, continuation lines indented."""
+    lines = textwrap.wrap(for_terminal(text), width=width, initial_indent=indent, subsequent_indent=indent + "  ",
+                          break_long_words=True, break_on_hyphens=False)
+    return "\n".join(lines) or indent
 
 
 def _shell_words(command: str):
@@ -50,7 +57,9 @@ def _shell_words(command: str):
 
 def _command(command: str, width: int, prompt: str = "      $ ", indent: str = "          ") -> list:
     """A fix command as lines of at most ``width`` columns, continued with `` \\`` at unquoted blanks,
-    so that it still pastes into a shell as is. A single word longer than a line stays whole."""
+    so that it still pastes into a shell as is. A single word longer than a line stays whole.
+    A quoted host value may hold control characters: they are shown escaped, never sent raw."""
+    command = for_terminal(command)
     if len(prompt) + len(command) <= width:
         return [prompt + command]
     words = _shell_words(command)
@@ -73,7 +82,8 @@ def _header(report) -> str:
              (h.get("cpu_vendor") or "unknown CPU").upper() if h.get("cpu_vendor") else "unknown CPU", h.get("source")]
     counts = report.counts
     tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    return f"Host {' · '.join(p for p in parts if p)}\nReadiness: {report.readiness} ({tally})"
+    shown = for_terminal(" · ".join(str(p) for p in parts if p))
+    return f"Host {shown}\nReadiness: {report.readiness} ({tally})"
 
 
 def _subjects(report):
@@ -94,7 +104,7 @@ def _fixes(report, verbose: bool) -> list:
         if not wanted and not (verbose and f.evidence):
             continue
         subject = "" if f.subject == "host" else f" {f.subject}"
-        lines.append(f"{LABEL[f.status]} {f.rule_id} {f.rule}{subject}")
+        lines.append(for_terminal(f"{LABEL[f.status]} {f.rule_id} {f.rule}{subject}"))
         lines.append(_wrap(f.message, WIDTH, "    "))
         if f.observed or f.expected:
             lines.append(_wrap(f"observed: {f.observed or '-'} | expected: {f.expected or '-'}", WIDTH, "    "))
@@ -117,10 +127,10 @@ def _fixes(report, verbose: bool) -> list:
 def _result(f) -> str:
     """A row's result: the message, and first for a waived finding what was waived, why and until when."""
     if f.status != "waived" or not f.waiver:
-        return f.message
+        return for_terminal(f.message)
     w = f.waiver
     until = f"until {w.get('expires')}" if w.get("expires") else "no expiry"
-    return f"({f.original_status or 'finding'} waived, {until}: {w.get('justification')}) {f.message}"
+    return for_terminal(f"({f.original_status or 'finding'} waived, {until}: {w.get('justification')}) {f.message}")
 
 
 def _count(n: int, what: str) -> str:
@@ -157,12 +167,12 @@ def render_one(report, verbose: bool) -> str:
     for note in report.notes:
         out.append(_wrap(f"ERROR {note}", WIDTH))
     for subject, findings in _subjects(report).items():
-        rows = [(LABEL[f.status], f.rule_id, f.title, _result(f)) for f in findings]
+        rows = [(LABEL[f.status], for_terminal(f.rule_id), for_terminal(f.title), _result(f)) for f in findings]
         # tabulate pads a header by 2 and separates columns by 2: give the result what is left of WIDTH
         status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
         rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
         result_w = max(20, WIDTH - status_w - rule_w - CHECK_WIDTH - 3 * 2)
-        out.append(subject)
+        out.append(for_terminal(subject))
         out.append(tabulate(rows, headers=("status", "rule", "check", "result"), tablefmt="simple",
                             maxcolwidths=[None, None, CHECK_WIDTH, result_w]))
         out.append("")

@@ -138,11 +138,31 @@ def _command(argv: list[str]) -> int:
     module = importlib.import_module(f"scanner.commands.{COMMANDS[args.command][0]}")
     try:
         return module.run(args)
-    except UsageError as exc:
-        print(f"vfio-scan {args.command}: error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # may quote a snapshot's own text (its snapshot_version): shown escaped
+        from scanner.terminal_text import for_terminal
+
+        print(f"vfio-scan {args.command}: error: {for_terminal(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("vfio-scan: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except Exception:  # a bug: its traceback helps to report it, and its exit code must not read as "not ready"
+        import traceback
+
+        traceback.print_exc()
+        return _cut_short(args.command, "internal error (the traceback above)")
+    except BaseException as exc:  # commands return their code: an exit() or a BaseException escaping one is foreign
+        from scanner.engine import describe
+
+        return _cut_short(args.command, f"stopped by {describe(exc)} (plugin code outside its guard?)")
+
+
+def _cut_short(command: str, why: str) -> int:
+    """One line saying the command did not finish, and exit 3 (incomplete): never 0 or 1, which are verdicts."""
+    from scanner.report import EXIT_INCOMPLETE
+    from scanner.terminal_text import for_terminal
+
+    print(f"vfio-scan {command}: error: {for_terminal(why)}; the result is incomplete", file=sys.stderr)
+    return EXIT_INCOMPLETE

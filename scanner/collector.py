@@ -36,6 +36,7 @@ import stat
 import subprocess
 import sys
 import time
+import zlib
 
 FORMAT = "vfio-scan-snapshot"
 SNAPSHOT_VERSION = "1.0"
@@ -76,8 +77,8 @@ CAPTURE = (
     ("read", "/lib/modules/<release>/{config,build/.config}", LARGE_CAP),
     ("read", "/proc/modules", DEFAULT_CAP),
     ("read", "/lib/modules/<release>/{modules.builtin,modules.dep}", LARGE_CAP),
-    ("read", "/etc/modules-load.d/*.conf", DEFAULT_CAP),
     ("list", "/lib/modules/<release>/kernel/drivers/vfio{,/pci}", None),
+    ("read", "/etc/modules-load.d/*.conf", DEFAULT_CAP),
     ("read", "/etc/modules", DEFAULT_CAP),
     # what the running kernel shows
     ("read", "/proc/interrupts", LARGE_CAP),
@@ -106,7 +107,12 @@ CAPTURE = (
     # what a fix merges its lines into (another device's ids=, a cloud image's grub.d drop-in)
     ("read", "/etc/default/grub.d/*.cfg", DEFAULT_CAP),
     ("read", "/etc/modprobe.d/*.conf", DEFAULT_CAP),
-    ("read", "/etc/udev/rules.d/70-vfio-*.rules", DEFAULT_CAP),
+    ("read", "/etc/udev/rules.d/*.rules", DEFAULT_CAP),
+    # what binds a device at the next boot, and the boot entries grubby and kernelstub keep
+    ("read", "/etc/driverctl.d/pci-*", DEFAULT_CAP),
+    ("read", "/boot/loader/entries/*.conf", DEFAULT_CAP),
+    ("read", "/boot/grub2/grubenv", DEFAULT_CAP),
+    ("read", "/etc/kernelstub/configuration", DEFAULT_CAP),
     ("resolve", "/{run/ostree-booted,sysroot/ostree,etc/NIXOS,etc/kernel/proxmox-boot-uuids}", None),
     ("resolve", "/{usr/sbin,usr/bin,sbin,bin}/{" + TOOLS + "}", None),
 )
@@ -181,6 +187,7 @@ class Collector(object):
         self._root_raw = _raw(self.root)
         self.entries = {"/": {"type": "dir"}}
         self.notes = []
+        self.entry_limit_hit = False
         self.max_entries = MAX_ENTRIES if max_entries is None else max_entries
         self.bytes_left = MAX_TOTAL_BYTES if max_total_bytes is None else max_total_bytes
         self._dir_cache = {}
@@ -192,7 +199,8 @@ class Collector(object):
     def _record(self, key, entry):
         if key not in self.entries:
             if len(self.entries) >= self.max_entries:
-                if not any(n.startswith("entry limit") for n in self.notes):
+                if not self.entry_limit_hit:  # a flag: the notes may be many (one per file over the size cap)
+                    self.entry_limit_hit = True
                     self.notes.append("entry limit reached: only the first %d paths were recorded" % self.max_entries)
                 return entry
             self.entries[key] = entry
@@ -430,9 +438,8 @@ class Collector(object):
             if data is None:
                 continue
             if canonical.endswith(".gz"):
-                try:
-                    data = gzip.decompress(data)
-                except (OSError, EOFError, ValueError):
+                data = gunzip(data, LARGE_CAP)
+                if data is None:  # kept whole: the scanner finds it too large or garbled, as on the host
                     continue
             try:
                 text = data.decode("utf-8")
@@ -454,11 +461,19 @@ class Collector(object):
                 entry["text"] = excerpt
 
     def compact(self):
-        """Drop 'missing' records that a recorded listing of their directory already implies."""
+        """Drop 'missing' records that a recorded listing of their directory already implies.
+
+        Each listing is made a set once: a directory of 100,000 names (IOMMU groups, dangling
+        links) searched name by name for each of its missing children took hours.
+        """
+        listed = {}
         for key in [k for k, e in self.entries.items() if e["type"] == "missing"]:
             parent, _, name = key.rpartition("/")
-            listing = self.entries.get(parent or "/", {}).get("names")
-            if listing is not None and name not in listing:
+            parent = parent or "/"
+            if parent not in listed:
+                names = self.entries.get(parent, {}).get("names")
+                listed[parent] = None if names is None else set(names)
+            if listed[parent] is not None and name not in listed[parent]:
                 del self.entries[key]
 
     # -- the host's identity and its kernel log ---------------------------------------------
@@ -496,6 +511,20 @@ class Collector(object):
             return exc.reason
         entry = self.entries.get(key_of(parts), {})
         return entry.get("read_error", "unreadable")
+
+
+def gunzip(data, cap):
+    """A ``.gz`` file's content, or None when it is garbled, truncated or over ``cap`` bytes once
+    decompressed: scanner/facts/pciids.py's gunzip, so that what it refuses is kept whole here and
+    refused alike by the scan. Inflated up to ``cap`` bytes, never more (970 KB can hold 2 GB)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, cap + 1)
+    except zlib.error:
+        return None
+    if len(out) > cap or not inflater.eof:
+        return None
+    return out
 
 
 def lenient(data):

@@ -1,12 +1,17 @@
 """The engine: run every rule over one host's facts and collect findings.
 
-Rules are pure, but plugins can be buggy: a rule that raises becomes an ``error`` finding (the
+Rules are pure, but plugins can be buggy: a rule that raises -- anything, ``sys.exit()`` and
+BaseException subclasses included -- or runs past its deadline becomes an ``error`` finding (the
 scan goes on, exit code 3), and a rule that returns something other than findings is caught here,
-at the boundary, with the plugin's name.
+at the boundary, with the plugin's name. The guard that does it (:class:`Deadline`) also runs
+plugin loading (scanner/plugins.py) and format plugins (scanner/output.py): whatever plugin code
+does, the user's Ctrl-C aside, it comes back as one :class:`PluginCrash` with one line saying why.
 """
 
 from __future__ import annotations
 
+import _signal  # built in and loaded at start-up: the signal module would add enum classes to every run
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -53,9 +58,138 @@ class Scan:
         return {}
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+# -- plugin code under guard ---------------------------------------------------------------------
+
+#: Seconds one piece of plugin code may run: one rule on one host, one third-party plugin's import
+#: and registration, one third-party format's rendering. ``0`` turns the deadline off.
+TIMEOUT_ENV = "VFIO_SCAN_PLUGIN_TIMEOUT"
+DEFAULT_TIMEOUT = 30.0
+#: Once a deadline has passed the alarm repeats this often: plugin code that swallowed one gets the next.
+_REPEAT_S = 0.5
+
+
+class PluginCrash(Exception):
+    """Plugin code raised, exited, overran its deadline or handed back the wrong thing; ``str()`` says which, in one line."""
+
+
+class DeadlineExceeded(BaseException):
+    """Raised inside plugin code once its deadline passed. A BaseException, so that the plugin's own
+    ``except Exception`` lets it through."""
+
+
+def plugin_timeout() -> float:
+    """The deadline ``VFIO_SCAN_PLUGIN_TIMEOUT`` asks for (default 30 s; 0: none); ValueError when it is
+    not a number of seconds."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):  # nan and inf too
+        raise ValueError(f"{TIMEOUT_ENV}={text}: expected a number of seconds (0: no deadline)")
+    return seconds
+
+
+def describe(exc: BaseException) -> str:
+    """One line for what plugin code raised: ``SystemExit: 0``, ``Boom: why``, or a deadline's own words.
+
+    The exception's text is the plugin's own code (``__str__``): when even that fails, the type says enough.
+    """
+    try:
+        text = str(exc).strip().splitlines()
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        text = []
+    if isinstance(exc, DeadlineExceeded) and text:
+        return text[0]
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class Deadline:
+    """Runs plugin code (:meth:`call`) so that nothing it does but the user's Ctrl-C escapes, and so
+    that it stops once ``seconds`` have passed.
+
+    Why a signal: Python cannot stop a thread, and a thread per rule per host would cost more than the
+    rules on a tree of 10,000 devices. SIGALRM from a real-time interval timer raises
+    :class:`DeadlineExceeded` inside the plugin's loop or blocking system call; it costs two system
+    calls per call. Entered as a context manager around many calls (one host's rules, the loading of
+    every third-party plugin): the handler is installed once and the one before it restored on leaving.
+
+    Where no timer can be had there is no deadline, and nothing else changes: outside the main thread
+    (only it receives signals: ``vfio-scan fleet`` scans in threads), where setitimer does not exist,
+    while another real-time timer runs (someone else's alarm is left alone), or when SIGALRM's handler
+    was set outside Python (it could not be put back). A deadline cannot stop code that never returns
+    to the interpreter (one long call into C); a forked worker (scanner/hostpool.py) is its own main
+    thread and has the deadline too. Not entered, a Deadline guards without a timer.
+    """
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds
+        self._restore = None  # SIGALRM's previous handler, while ours is installed
+        self._running = False
+        self._fired = False
+
+    def __enter__(self) -> "Deadline":
+        if self.seconds > 0:
+            self._restore = _take_alarm(self._on_alarm)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._restore is not None:
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
+            _signal.signal(_signal.SIGALRM, self._restore)
+            self._restore = None
+
+    def call(self, function, *args):
+        """``function(*args)``; whatever it raises but KeyboardInterrupt comes back as PluginCrash."""
+        try:
+            return self._timed(function, *args)
+        except (KeyboardInterrupt, PluginCrash):  # Ctrl-C is the user's (a plugin's own too: exit 130)
+            raise
+        except BaseException as exc:  # an exit(), GeneratorExit, a BaseException of its own, the deadline
+            raise PluginCrash(describe(exc)) from exc
+
+    def _timed(self, function, *args):
+        if self._restore is None:
+            return function(*args)
+        self._fired = False
+        self._running = True
+        _signal.setitimer(_signal.ITIMER_REAL, max(self.seconds, 0.001), _REPEAT_S)
+        try:
+            result = function(*args)
+        finally:
+            self._running = False  # first: an alarm from here on is ignored
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
+        if self._fired:  # it caught the deadline and came back anyway: its answer is not trusted
+            raise DeadlineExceeded(self._overrun())
+        return result
+
+    def _on_alarm(self, signum, frame) -> None:
+        if self._running:
+            self._fired = True
+            raise DeadlineExceeded(self._overrun())
+
+    def _overrun(self) -> str:
+        return f"did not finish within {self.seconds:g} s ({TIMEOUT_ENV})"
+
+
+def _take_alarm(handler):
+    """Install ``handler`` for SIGALRM; the handler it replaced, or None when the alarm is not ours to take."""
+    if not hasattr(_signal, "setitimer"):
+        return None
+    try:
+        if _signal.getitimer(_signal.ITIMER_REAL) != (0.0, 0.0):
+            return None
+        previous = _signal.getsignal(_signal.SIGALRM)
+        if previous is None:
+            return None
+        _signal.signal(_signal.SIGALRM, handler)  # ValueError outside the main thread
+    except (ValueError, OSError):
+        return None
+    return previous
 
 
 def _usable_subject(subject) -> bool:
@@ -128,7 +262,11 @@ def _unreadable_targets(facts, scan: Scan) -> dict:
     return found
 
 
-def run_rule(rule: Rule, facts, scan: Scan) -> List[Finding]:
+def run_rule(rule: Rule, facts, scan: Scan, deadline: Optional[Deadline] = None) -> List[Finding]:
+    """The rule's findings on this host; whatever its check does, the findings of a rule that failed.
+
+    ``deadline`` (:func:`run_rules` gives one per host) bounds the check; without one it is only guarded.
+    """
     if rule.scope == "device" and not scan.has_targets:
         return [Finding.skip("no device targets given (select devices with --device or --class)").bind(rule)]
     unreadable = _unreadable_targets(facts, scan) if rule.scope == "device" else {}
@@ -139,14 +277,27 @@ def run_rule(rule: Rule, facts, scan: Scan) -> List[Finding]:
         scan = replace(scan, targets=tuple(t for t in scan.targets if t.address not in unreadable))
     who = f"rule {rule.id} from plugin {rule.plugin or '?'}"
     try:
-        produced = rule.check(facts, scan) or ()
-        if isinstance(produced, (str, bytes, Mapping, Finding)):  # iterable, but not findings
-            return skipped + [Finding.error(f"{who} returned a {type(produced).__name__}, not a list of findings"
-                                            ).bind(rule)]
-        produced = list(produced)
-    except (Exception, SystemExit) as exc:  # a plugin's exit() is its failure, not the end of the scan
-        return skipped + [Finding.error(f"{who} failed: {_describe(exc)}").bind(rule)]
-    findings: List[Finding] = list(skipped)
+        findings = skipped + (deadline or Deadline()).call(_checked_findings, rule, facts, scan, who)
+    except PluginCrash as crash:  # its exit(), its BaseException, its deadline: this rule's error, not the scan's end
+        return skipped + [Finding.error(f"{who} failed: {crash}").bind(rule)]
+    if not findings and rule.scope == "device" and not scan.targets:
+        findings.append(Finding.skip("no selected device exists on this host (see VFIO-010)").bind(rule))
+    elif not findings:
+        findings.append(Finding.error(f"{who} produced no finding").bind(rule))
+    return findings
+
+
+def _checked_findings(rule: Rule, facts, scan: Scan, who: str) -> List[Finding]:
+    """The check's output, each proper finding bound to the rule and the malformed ones turned into errors.
+
+    All of it runs under the rule's guard: iterating what the check returned runs the plugin's
+    generator, and even looking at an item can run its code (a property of a Finding subclass).
+    """
+    produced = rule.check(facts, scan) or ()
+    if isinstance(produced, (str, bytes, Mapping, Finding)):  # iterable, but not findings
+        return [Finding.error(f"{who} returned a {type(produced).__name__}, not a list of findings").bind(rule)]
+    produced = list(produced)  # the whole generator first: one that fails midway reports nothing of it
+    findings: List[Finding] = []
     refused: dict = {}  # subject -> what was wrong: one error per subject, however many bad items
     for item in produced:
         problem = _malformed(item)
@@ -155,23 +306,22 @@ def run_rule(rule: Rule, facts, scan: Scan) -> List[Finding]:
                 findings.append(item.bind(rule))
                 continue
             except Exception as exc:  # whatever _malformed did not foresee: still this plugin's error
-                problem = f"an unusable finding ({_describe(exc)})"
+                problem = f"an unusable finding ({describe(exc)})"
         subject = item.subject if isinstance(item, Finding) and _usable_subject(item.subject) else "host"
         refused.setdefault(subject, []).append(problem)
     for subject, problems in refused.items():
         more = f" (and {len(problems) - 1} more malformed item(s))" if len(problems) > 1 else ""
         findings.append(Finding.error(f"{who} returned {problems[0]}{more}", subject=subject).bind(rule))
-    if not findings and rule.scope == "device" and not scan.targets:
-        findings.append(Finding.skip("no selected device exists on this host (see VFIO-010)").bind(rule))
-    elif not findings:
-        findings.append(Finding.error(f"rule {rule.id} from plugin {rule.plugin or '?'} produced no finding").bind(rule))
     return findings
 
 
 def run_rules(rules: Iterable[Rule], facts, scan: Scan) -> List[Finding]:
+    """Every rule on one host, each under the deadline of ``VFIO_SCAN_PLUGIN_TIMEOUT`` (one alarm
+    handler for the host, one timer per rule: nothing per device)."""
     findings: List[Finding] = []
-    for rule in sorted(rules, key=lambda r: r.id):
-        findings.extend(run_rule(rule, facts, scan))
+    with Deadline(plugin_timeout()) as deadline:
+        for rule in sorted(rules, key=lambda r: r.id):
+            findings.extend(run_rule(rule, facts, scan, deadline))
     return findings
 
 

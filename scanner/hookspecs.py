@@ -31,6 +31,10 @@ def vfio_scan_register_rules(register):
     :param register: call ``register(rule)`` with a :class:`scanner.model.Rule` for each rule
         the plugin provides. The rule is validated on the spot (id pattern, unique id, scope,
         severity, non-empty docs); an invalid rule makes the plugin fail to load.
+
+    A rule's ``check`` runs once per host under a guard: whatever it raises (``sys.exit()`` and
+    BaseException subclasses too), and a check still running after ``VFIO_SCAN_PLUGIN_TIMEOUT``
+    seconds (default 30), becomes that rule's ``error`` finding; the scan goes on (exit 3).
     """
 
 
@@ -41,5 +45,7 @@ def vfio_scan_register_formats(register):
     :param register: call ``register(name, target, description)`` where ``target`` is a
         ``"module:function"`` string naming ``render(report, options) -> str``. The module is
         imported only when that format is asked for, so a plugin's heavy imports cost nothing
-        to other commands.
+        to other commands. A renderer that raises, does not return text, or (a third-party one)
+        runs past ``VFIO_SCAN_PLUGIN_TIMEOUT`` loses its own output only: one line on stderr names
+        the format and the plugin, the other outputs are still written, and the exit code is 3.
     """

@@ -9,11 +9,18 @@ Used only where it pays and is safe: many local snapshot files (``scan --snapsho
 Linux with more than one CPU. ``VFIO_SCAN_PROCESSES=1`` turns it off, ``=N`` caps the workers.
 Anything that keeps the pool from starting or a report from coming back falls back to scanning
 in this process, so the result never depends on it.
+
+No worker outlives the scan: a Ctrl-C is the parent's alone (the workers ignore SIGINT, so it is
+one "interrupted" line, not a traceback per worker), and a SIGTERM while they scan ends them
+before vfio-scan itself dies of it (a shell shows 143); either way the pool is terminated first.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 from typing import Callable, List, Optional, Sequence
 
 #: fewer jobs than this are scanned in-process: forking costs more than it saves
@@ -25,6 +32,39 @@ _work: Optional[Callable[[int], object]] = None  # set in the parent just before
 
 def _run(index: int):
     return _work(index)
+
+
+class _Terminated(BaseException):
+    """SIGTERM while the workers scan: unwinds ``pool.map`` so that the pool ends its workers."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def _worker_signals() -> None:
+    """In each worker: a Ctrl-C on the terminal is the parent's to handle; SIGTERM ends the worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _die_of_sigterm() -> None:
+    """The workers are gone: end as SIGTERM would have ended this process (a shell shows 143)."""
+    print("vfio-scan: terminated (SIGTERM)", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os._exit(128 + signal.SIGTERM)  # not reached: the signal is delivered as the call returns
+
+
+def _map_ending_on_sigterm(pool, count: int, chunksize: int) -> List[object]:
+    """``pool.map`` over the job indexes, turning a SIGTERM into :class:`_Terminated` meanwhile."""
+    if threading.current_thread() is not threading.main_thread():  # only there can a handler be set
+        return pool.map(_run, range(count), chunksize=chunksize)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return pool.map(_run, range(count), chunksize=chunksize)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def workers_for(jobs: int) -> int:
@@ -52,8 +92,10 @@ def scan_in_processes(count: int, work: Callable[[int], object], workers: int) -
         return None
     _work = work
     try:
-        with context.Pool(workers) as pool:
-            return pool.map(_run, range(count), chunksize=max(1, min(32, count // (workers * 4))))
+        with context.Pool(workers, initializer=_worker_signals) as pool:  # leaving it terminates the workers
+            return _map_ending_on_sigterm(pool, count, chunksize=max(1, min(32, count // (workers * 4))))
+    except _Terminated:
+        _die_of_sigterm()
     except Exception:  # a worker that died, a report that would not pickle: scan here instead
         return None
     finally:

@@ -48,12 +48,15 @@ class HostSet:
     """The hosts of one run, scanned one by one or ``parallel`` at a time, reports in input order.
 
     ``fleet`` asks the renderers for the merged fleet output even for a single host (what
-    ``vfio-scan fleet`` promises a script); ``progress`` is told ``(done, total, job, report)``.
+    ``vfio-scan fleet`` promises a script); ``progress`` is told ``(done, total, job, report)``;
+    ``guard``, a context manager, is held while the hosts are read and scanned and no longer
+    (``vfio-scan fleet``'s signal handling: a Ctrl-C while the report is written is an ordinary one).
     """
 
     def __init__(self, jobs: Sequence[HostJob], parallel: int = 1, fleet: bool = False,
-                 progress: Optional[Callable] = None, processes: bool = False):
+                 progress: Optional[Callable] = None, processes: bool = False, guard=None):
         self.jobs = list(jobs)
+        self.guard = guard
         self.processes = processes  # local, CPU-bound jobs (snapshot files): may go to worker processes
         self.parallel = max(1, parallel)
         self.fleet = fleet or len(self.jobs) > 1
@@ -62,6 +65,12 @@ class HostSet:
         self._lock = _thread.allocate_lock()
 
     def scan(self, scan_one: Callable[[object], Report], fail_on: str = "fail") -> List[Report]:
+        if self.guard is None:
+            return self._scan_all(scan_one, fail_on)
+        with self.guard:
+            return self._scan_all(scan_one, fail_on)
+
+    def _scan_all(self, scan_one: Callable[[object], Report], fail_on: str) -> List[Report]:
         def one(job: HostJob) -> Report:
             report = self._scan_job(job, scan_one, fail_on)
             if self.progress:
@@ -99,4 +108,6 @@ class HostSet:
             return unavailable_report(job, f"internal error while scanning: {type(exc).__name__}: {exc}", fail_on)
         if job.label:
             report.host["label"] = job.label
+        # a host read only in part (a snapshot whose collector stopped at a limit) is no verdict
+        report.notes.extend(getattr(host, "collection_limits", ()))
         return report

@@ -11,6 +11,21 @@ class InvalidReport(Exception):
     """The JSON document does not match its schema (a bug: reported, exit 3)."""
 
 
+class RenderFailed(InvalidReport):
+    """Some formats could not be rendered: a renderer raised (anything: an exit(), a BaseException),
+    overran its deadline or returned something other than text.
+
+    ``str()`` is one line naming each format and the plugin that gave it. ``rendered`` holds the
+    outputs that did render, for the caller to write before it exits 3; a caller that only knows
+    :class:`InvalidReport` writes nothing and still exits 3.
+    """
+
+    def __init__(self, failures: List[str], rendered: List[Tuple[str, str]]):
+        super().__init__("; ".join(failures))
+        self.failures = failures
+        self.rendered = rendered
+
+
 def load_schema(name: str) -> dict:
     import json  # here: only validation reads a schema (the json format imports json itself)
     from importlib import resources
@@ -51,10 +66,36 @@ def render_all(registry, reports: Sequence[Report], outputs: Iterable[Tuple[str,
 
     ``fleet``: render the merged many-host output (matrix table, JSON fleet document) even for
     one report -- what ``vfio-scan fleet`` promises a script; several reports always get it.
+
+    Each renderer runs under the plugin guard (scanner/engine.py); a third-party one also under
+    ``VFIO_SCAN_PLUGIN_TIMEOUT`` -- not the built-ins, whose work grows with the fleet and has no
+    fixed bound. A renderer that fails costs its own output only: :class:`RenderFailed` carries the rest.
     """
+    from scanner.engine import Deadline, PluginCrash, plugin_timeout
+
     options = {"verbose": verbose, "validate": validate, "fleet": fleet or len(reports) > 1}
-    rendered = []
-    for fmt, path in outputs:
-        renderer = registry.formats[fmt].load()
-        rendered.append((renderer(list(reports), options), path))
+    builtin = {p.name for p in registry.plugins if p.source == "builtin"}
+    rendered, failures = [], []
+    with Deadline(plugin_timeout()) as deadline:
+        for fmt, path in outputs:
+            spec = registry.formats[fmt]
+            try:
+                guard = Deadline() if spec.plugin in builtin else deadline
+                rendered.append((guard.call(_render, spec, list(reports), dict(options)), path))
+            except PluginCrash as crash:
+                if isinstance(crash.__cause__, InvalidReport):  # --validate: the report itself is wrong
+                    raise crash.__cause__ from None
+                failures.append(f"format {fmt!r} from plugin {spec.plugin} failed: {crash}")
+    if failures:
+        raise RenderFailed(failures, rendered)
     return rendered
+
+
+def _render(spec, reports: List[Report], options: dict) -> str:
+    """One format's text; run under the guard, since even importing the renderer runs plugin code."""
+    from scanner.engine import PluginCrash
+
+    text = spec.load()(reports, options)
+    if not isinstance(text, str):
+        raise PluginCrash(f"returned a {type(text).__name__}, not text")
+    return text

@@ -5,6 +5,12 @@ plugin, entry points of the group ``vfio_scan`` loaded one at a time so that a b
 costs a warning (an error under ``--strict-plugins``), never the CLI. ``VFIO_SCAN_DISABLE_PLUGINS=1``
 skips autoloading. Each plugin's hooks are called separately, so a failure is attributed to it
 and whatever it registered before failing is rolled back.
+
+A third-party plugin's import and hooks run under the engine's guard (scanner/engine.py
+:class:`~scanner.engine.Deadline`): ``sys.exit()``, GeneratorExit or a BaseException of its own at
+import is that plugin's failure, like any exception, and an import or hook that hangs is stopped
+after ``VFIO_SCAN_PLUGIN_TIMEOUT`` seconds. A KeyboardInterrupt is the user's Ctrl-C wherever it
+comes from -- a plugin cannot be told apart from the user here -- and ends the command (exit 130).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import pluggy
 
 from scanner import PROJECT, hookspecs
+from scanner.engine import Deadline, PluginCrash, plugin_timeout
 from scanner.model import Rule, RuleDefinitionError
 
 BUILTIN_PLUGINS = (
@@ -32,6 +39,8 @@ BUILTIN_PLUGINS = (
     "rules.driver_binding",
     "rules.device_reset",
     "rules.boot_vga",
+    "rules.next_boot",
+    "rules.binding_persistence",
     "reports",
 )
 DISABLE_ENV = "VFIO_SCAN_DISABLE_PLUGINS"
@@ -71,10 +80,6 @@ class PluginInfo:
                 "formats": self.formats, "error": self.error}
 
 
-class PluginLoadError(Exception):
-    """Raised under --strict-plugins when any plugin failed."""
-
-
 @dataclass
 class Registry:
     """Everything the plugins registered: rules by id, formats by name, and every plugin."""
@@ -91,37 +96,33 @@ class Registry:
         return sorted(self.rules.values(), key=lambda r: r.id)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 class _Loader:
+    """One pluggy manager, used for loading only and thrown away after: a plugin that failed keeps
+    nothing, since only what :meth:`_collect` accepted whole reaches the registry."""
+
     def __init__(self):
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.registry = Registry()
+        self.deadline = Deadline()  # guarded, no timer: load_plugins sets one for third-party plugins
 
     def add(self, plugin, name: str, source: str) -> None:
         info = PluginInfo(name=name, source=source)
         self.registry.plugins.append(info)
-        try:
-            self.pm.register(plugin, name=name)
-        except Exception as exc:  # pluggy validation: wrong hook arguments and the like
-            info.error = _describe(exc)
-            return
-        unknown = [c.name for c in self.pm.get_hookcallers(plugin) or () if c.name not in HOOKS]
-        if unknown:
-            self.pm.unregister(plugin)
-            info.error = f"unknown hook(s): {', '.join(unknown)} (known: {', '.join(HOOKS)})"
-            return
-        info.hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or ())
-        try:
-            self._collect(plugin, info)
-        except Exception as exc:
-            self.pm.unregister(plugin)
-            info.error = _describe(exc)
+        try:  # pluggy reads the plugin's attributes and our hooks call its code: both guarded
+            self.deadline.call(self._register, plugin, info)
+        except PluginCrash as crash:
+            info.error = str(crash)
             info.rules, info.formats = [], []
+
+    def _register(self, plugin, info: PluginInfo) -> None:
+        self.pm.register(plugin, name=info.name)  # pluggy validation: wrong hook arguments and the like
+        hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or ())
+        unknown = [hook for hook in hooks if hook not in HOOKS]
+        if unknown:
+            raise PluginCrash(f"unknown hook(s): {', '.join(unknown)} (known: {', '.join(HOOKS)})")
+        info.hooks = hooks
+        self._collect(plugin, info)
 
     def _collect(self, plugin, info: PluginInfo) -> None:
         rules: List[Rule] = []
@@ -168,9 +169,9 @@ class _Loader:
             dist = getattr(ep, "dist", None)
             source = f"entry point {ep.value}" + (f" ({dist.name} {dist.version})" if dist else "")
             try:
-                plugin = ep.load()
-            except Exception as exc:
-                self.registry.plugins.append(PluginInfo(name=ep.name, source=source, error=_describe(exc)))
+                plugin = self.deadline.call(ep.load)  # the plugin's import: its sys.exit() must not end the run
+            except PluginCrash as crash:
+                self.registry.plugins.append(PluginInfo(name=ep.name, source=source, error=str(crash)))
                 continue
             self.add(plugin, ep.name, source)
 
@@ -179,17 +180,56 @@ def load_plugins(extra: Sequence = (), autoload: Optional[bool] = None) -> Regis
     """Register built-ins, then ``extra`` plugin objects (tests), then entry points.
 
     Failures are recorded on the registry (``registry.failures``); the caller decides whether
-    they are warnings or, under ``--strict-plugins``, an error.
+    they are warnings or, under ``--strict-plugins``, an error. Built-ins load without a deadline
+    (they are part of vfio-scan); ``extra`` and entry points each get ``VFIO_SCAN_PLUGIN_TIMEOUT``.
     """
     import importlib
 
+    seconds = configured_timeout()
     loader = _Loader()
     for name in BUILTIN_PLUGINS:
         loader.add(importlib.import_module(name), name, "builtin")
-    for plugin in extra:
-        loader.add(plugin, getattr(plugin, "__name__", repr(plugin)), "inline")
     if autoload is None:
         autoload = os.environ.get(DISABLE_ENV, "").strip().lower() not in ("1", "true", "yes")
-    if autoload:
-        loader.add_entry_points()
+    with Deadline(seconds) as loader.deadline:
+        for plugin in extra:
+            loader.add(plugin, getattr(plugin, "__name__", repr(plugin)), "inline")
+        if autoload:
+            loader.add_entry_points()
     return loader.registry
+
+
+def configured_timeout() -> float:
+    """``VFIO_SCAN_PLUGIN_TIMEOUT``, checked before anything is loaded or scanned: a bad value is a usage error."""
+    try:
+        return plugin_timeout()
+    except ValueError as exc:
+        from scanner.cli import UsageError
+
+        raise UsageError(str(exc)) from None
+
+
+def check_formats(registry: Registry) -> List[PluginInfo]:
+    """Import every format's renderer, so that ``vfio-scan plugins`` shows a format that cannot render
+    (its module fails to import, its function is missing) as its plugin's failure; the plugins so
+    marked. Only that command pays for the imports: a scan imports the one renderer it is asked for.
+    """
+    by_name = {info.name: info for info in registry.plugins}
+    marked: List[PluginInfo] = []
+    with Deadline(configured_timeout()) as deadline:
+        for spec in registry.formats.values():
+            try:
+                deadline.call(_renderer_of, spec)
+            except PluginCrash as crash:
+                info = by_name[spec.plugin]
+                why = f"format {spec.name!r}: {crash}"
+                info.error = f"{info.error}; {why}" if info.error else why
+                marked.append(info)
+    return marked
+
+
+def _renderer_of(spec: FormatSpec):
+    renderer = spec.load()
+    if not callable(renderer):
+        raise PluginCrash(f"{spec.target} is a {type(renderer).__name__}, not a function")
+    return renderer

@@ -24,6 +24,8 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 
 Path = Tuple[Any, ...]
 MAX_VALUE = 60  # characters of a quoted bad value in a message
+#: The largest policy file read: real ones are a few KB (targets, rules, waivers).
+MAX_POLICY_BYTES = 4 << 20
 
 
 class PolicyError(ValueError):
@@ -284,21 +286,14 @@ def _format(path: str, text: str) -> str:
 
 
 def read(path: str) -> Loaded:
-    """Read and parse (not yet validate) a policy file."""
+    """Read and parse (not yet validate) a policy file: a regular file only, read without blocking
+    (scanner/inputfile.py), so that a FIFO given as --policy is refused instead of hanging the run."""
+    from scanner.inputfile import InputFileError, read_input_text
+
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise PolicyError(f"policy {path}: no such file") from None
-    except IsADirectoryError:
-        raise PolicyError(f"policy {path}: is a directory") from None
-    except OSError as exc:
-        raise PolicyError(f"policy {path}: cannot read it ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise PolicyError(f"policy {path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
+        text = read_input_text(path, MAX_POLICY_BYTES, "utf-8-sig")
+    except InputFileError as exc:
+        raise PolicyError(f"policy {path}: {exc}") from None
     fmt = _format(path, text)
     if fmt == "json":
         try:

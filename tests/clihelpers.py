@@ -162,6 +162,6 @@ def unreadable_cmdline_host(root):
 
 
 #: Every built-in rule, host rules first; extend when a rule is added.
-HOST_IDS = [f"VFIO-00{n}" for n in range(1, 8)]
-DEVICE_IDS = ["VFIO-010", "VFIO-011", "VFIO-012", "VFIO-013", "VFIO-014", "VFIO-015"]
-BUILTIN_IDS = HOST_IDS + DEVICE_IDS
+HOST_IDS = [f"VFIO-00{n}" for n in range(1, 8)] + ["VFIO-016"]
+DEVICE_IDS = ["VFIO-010", "VFIO-011", "VFIO-012", "VFIO-013", "VFIO-014", "VFIO-015", "VFIO-017"]
+BUILTIN_IDS = sorted(HOST_IDS + DEVICE_IDS)  # in id order, as the registry lists them

@@ -299,6 +299,11 @@ class HostTree:
         self.write("/proc/swaps", "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
                    + "".join(f"{name}\t{kind}\t\t8388604\t\t0\t\t-2\n" for name, kind in areas))
 
+    def vfio_ids_at_boot(self, ids: Iterable[str], softdeps: Iterable[str] = ()) -> None:
+        """What a host prepared for passthrough keeps at boot: ids= and softdeps in /etc/modprobe.d/vfio.conf."""
+        self.write("/etc/modprobe.d/vfio.conf", f"options vfio-pci ids={','.join(ids)}\n"
+                   + "".join(f"softdep {m} pre: vfio-pci\n" for m in softdeps))
+
     def kernel_log(self, text: str) -> None:
         self.write("/var/log/dmesg", text)
 

@@ -40,7 +40,7 @@ def test_gpu_workstation_is_ready_with_the_boot_vga_warning_waived(tmp_path, as_
     assert doc["summary"]["readiness"] == "READY" and doc["summary"]["fail_on"] == "warn"
     assert doc["targets"] == [GPU, GPU_AUDIO]
     assert statuses(doc, GPU) == {"VFIO-010": "pass", "VFIO-011": "skip", "VFIO-012": "pass", "VFIO-013": "pass",
-                                  "VFIO-014": "pass", "VFIO-015": "waived"}
+                                  "VFIO-014": "pass", "VFIO-015": "waived", "VFIO-017": "pass"}
     assert set(statuses(doc, GPU_AUDIO).values()) <= {"pass", "skip"}
     host = {f["rule_id"]: f for f in doc["findings"] if f["subject"] == "host"}
     assert host["VFIO-006"]["status"] == "pass" and host["VFIO-006"]["severity"] == "critical"
@@ -59,7 +59,8 @@ def test_gpu_workstation_requires_interrupt_remapping(tmp_path):
     proc, doc = scan_json(gpu_workstation(tmp_path / "ws", remapping=False).root, "--policy", GPU_POLICY,
                           "--as-of", BEFORE)
     (remap,) = [f for f in doc["findings"] if f["rule_id"] == "VFIO-006"]
-    assert proc.returncode == 1 and remap["status"] == "warn" and remap["severity"] == "critical"
+    # plain PCI-MSI while the IOMMU runs: positive evidence, a fail, at the policy's severity
+    assert proc.returncode == 1 and remap["status"] == "fail" and remap["severity"] == "critical"
 
 
 def test_gpu_workstation_with_the_gpu_still_on_nvidia(tmp_path):
@@ -90,7 +91,7 @@ def test_sriov_host_is_ready(tmp_path):
     assert pf["VFIO-012"]["status"] == "skip"  # the PF stays on the host
     for vf in tree.vfs:
         assert statuses(doc, vf) == {"VFIO-010": "pass", "VFIO-011": "pass", "VFIO-012": "pass", "VFIO-013": "pass",
-                                     "VFIO-014": "pass"}  # VFIO-015 is skipped by the policy
+                                     "VFIO-014": "pass", "VFIO-017": "pass"}  # VFIO-015 is skipped by the policy
     assert "VFIO-015" not in {f["rule_id"] for f in doc["findings"]}
     assert doc["policy"]["unused_waivers"] == []  # the lab waiver is for lab-* hosts only
 
@@ -110,13 +111,13 @@ def test_sriov_host_with_the_pf_on_vfio_fails(tmp_path):
     assert binding["message"] == "not on ixgbe, the driver the policy expects: bound to vfio-pci"
 
 
-@pytest.mark.parametrize("hostname, status, code", [("lab-03", "waived", 0), ("prod-03", "warn", 0)])
+@pytest.mark.parametrize("hostname, status, code", [("lab-03", "waived", 0), ("prod-03", "fail", 1)])
 def test_sriov_lab_hosts_may_lack_interrupt_remapping(tmp_path, hostname, status, code):
     tree = sriov_host(tmp_path / "nic", hostname=hostname, remapping=False)
     proc, doc = scan_json(tree.root, "--policy", SRIOV_POLICY, "--as-of", BEFORE)
     (remap,) = [f for f in doc["findings"] if f["rule_id"] == "VFIO-006"]
-    assert remap["status"] == status and proc.returncode == code  # fail_on high: a warning alone does not fail
-    assert doc["summary"]["readiness"] == ("READY" if status == "waived" else "READY_WITH_WARNINGS")
+    assert remap["status"] == status and proc.returncode == code  # the lab waiver covers it; prod fails
+    assert doc["summary"]["readiness"] == ("READY" if status == "waived" else "NOT_READY")
 
 
 def test_the_readme_policy_example_is_valid(tmp_path):

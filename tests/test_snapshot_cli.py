@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from clihelpers import run_cli, stderr_lines
+from clihelpers import BUILTIN_IDS, run_cli, stderr_lines
 from hosttree import workstation
 from snapshottrees import TREES
 
@@ -105,7 +105,7 @@ def test_a_bad_snapshot_among_many_is_that_hosts_error_and_the_rest_are_scanned(
     assert broken["findings"] == [] and broken["summary"]["readiness"] == "NOT_READY"
     assert "schemas/snapshot.schema.json" in broken["notes"][0] and str(bad) in broken["notes"][0]
     assert doc["summary"]["host_errors"] == [{"host": "gpu09", "reason": broken["notes"][0]}]
-    assert len(doc["hosts"][0]["findings"]) == 13
+    assert len(doc["hosts"][0]["findings"]) == len(BUILTIN_IDS)
 
 
 def test_snapshot_input_errors(trees, tmp_path):

@@ -8,11 +8,9 @@ in-process, then checks the result against schemas/snapshot.schema.json before w
 
 from __future__ import annotations
 
-import os
 import sys
 
-from scanner.cli import UsageError
-from scanner.commands.common import check_writable, write_outputs
+from scanner.commands.common import check_host_options, check_writable, write_outputs
 from scanner.report import EXIT_INCOMPLETE
 
 
@@ -36,10 +34,7 @@ def run(args) -> int:
         return 0 if written else EXIT_INCOMPLETE
     if args.output:
         check_writable(args.output, "-o")
-    if args.root and not os.path.isdir(args.root):
-        raise UsageError(f"--root {args.root}: no such directory")
-    if args.kernel_log and not os.path.isfile(args.kernel_log):
-        raise UsageError(f"--kernel-log {args.kernel_log}: no such file")
+    check_host_options(args.root, args.kernel_log)  # --root "" would collect this machine instead
 
     from scanner.host.snapshot import SnapshotError, parse_snapshot
 
@@ -52,9 +47,11 @@ def run(args) -> int:
         return EXIT_INCOMPLETE
     if not write_outputs("collect", [(text, args.output or "-")]):  # said on stderr; no part of it is left
         return EXIT_INCOMPLETE
+    from scanner.terminal_text import for_terminal  # the host's own words: escaped for the terminal
+
     for note in snapshot["notes"]:
-        print(f"vfio-scan collect: warning: {note}", file=sys.stderr)
+        print(f"vfio-scan collect: warning: {for_terminal(note)}", file=sys.stderr)
     if args.output and args.output != "-":
-        print(f"vfio-scan collect: wrote {args.output}: {snapshot['hostname']}, {len(snapshot['entries'])} paths, "
-              f"{len(text) // 1024} KiB", file=sys.stderr)
+        print(f"vfio-scan collect: wrote {args.output}: {for_terminal(snapshot['hostname'])}, "
+              f"{len(snapshot['entries'])} paths, {len(text) // 1024} KiB", file=sys.stderr)
     return 0

@@ -25,7 +25,7 @@ def _snapshot_jobs(args):
     """The ``--snapshot`` hosts (scanner/snapshots.py), or None; refused beside --root/--kernel-log."""
     if not getattr(args, "snapshot", None):
         return None
-    if getattr(args, "root", None) or getattr(args, "kernel_log", None):
+    if getattr(args, "root", None) is not None or getattr(args, "kernel_log", None) is not None:
         raise UsageError("--snapshot cannot be combined with --root or --kernel-log (a snapshot carries its own "
                          "kernel log)")
     from scanner.snapshots import snapshot_jobs
@@ -58,17 +58,41 @@ def make_host(args):
             raise UsageError(f"--snapshot: this command reads one host, and {len(jobs)} snapshots were given "
                              "('vfio-scan scan' reads many)")
         return jobs[0].load()
-    if kernel_log and not os.path.isfile(kernel_log):
-        raise UsageError(f"--kernel-log {kernel_log}: no such file")
-    if root:
-        if not os.path.isdir(root):
-            raise UsageError(f"--root {root}: no such directory")
+    check_host_options(root, kernel_log)
+    if root is not None:
         from scanner.host.tree import TreeHost
 
         return TreeHost(root, kernel_log_file=kernel_log)
     from scanner.host.live import LiveHost
 
     return LiveHost(kernel_log_file=kernel_log)
+
+
+def check_host_options(root, kernel_log) -> None:
+    """``--root DIR`` and ``--kernel-log FILE`` as given (None when absent), refused before any reading
+    when they cannot be what they claim: an empty ``--root ""`` (not this machine!), a missing directory
+    or one that is no host's tree, a kernel log that is missing, not a regular file (a FIFO would hang
+    the read) or too large. ``vfio-scan collect`` checks its options here too."""
+    if kernel_log is not None:
+        from scanner.host import LARGE_CAP
+        from scanner.inputfile import InputFileError, check_input_file
+
+        try:
+            check_input_file(kernel_log, LARGE_CAP)
+        except InputFileError as exc:
+            raise UsageError(f"--kernel-log {kernel_log}: {exc}") from None
+    if root is None:
+        return
+    if not root:
+        raise UsageError("--root: empty; give the directory of a captured tree (or leave --root out to read "
+                         "this machine)")
+    if not os.path.isdir(root):
+        raise UsageError(f"--root {root}: no such directory")
+    from scanner.host.tree import missing_host_signs
+
+    missing = missing_host_signs(root)
+    if missing:
+        raise UsageError(f"--root {root}: does not look like a host's tree: {missing}")
 
 
 def add_target_arguments(group, vfs: bool = True) -> None:
@@ -171,7 +195,9 @@ def load_registry(args):
     registry = load_plugins()
     end_of_startup()  # what follows (a scan, maybe of many hosts) runs with cyclic GC on
     for info in registry.failures:
-        line = f"plugin {info.name!r} ({info.source}) failed to load: {info.error}"
+        from scanner.terminal_text import for_terminal  # a plugin's own words: escaped for the terminal
+
+        line = for_terminal(f"plugin {info.name!r} ({info.source}) failed to load: {info.error}")
         if getattr(args, "strict_plugins", False):
             raise UsageError(line + " [--strict-plugins]")
         print(f"vfio-scan: warning: {line}", file=sys.stderr)

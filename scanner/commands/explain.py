@@ -1,4 +1,8 @@
-"""``vfio-scan explain RULE``: what a rule checks, why it matters, how, and how to fix it."""
+"""``vfio-scan explain RULE``: what a rule checks, why it matters, how, and how to fix it.
+
+A third-party plugin writes the title and docs shown here: they are escaped for the terminal
+(scanner/terminal_text.py), the docs line by line so their paragraphs stay.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import inspect
 
 from scanner.cli import UsageError
 from scanner.commands.common import add_plugin_arguments, load_registry
+from scanner.terminal_text import for_terminal, lines_for_terminal
 
 
 def add_arguments(parser) -> None:
@@ -18,9 +23,9 @@ def run(args) -> int:
     wanted = args.rule.strip()
     for rule in registry.sorted_rules():
         if wanted.upper() == rule.id or wanted.lower() == rule.name:
-            print(f"{rule.id} {rule.name} — {rule.title}")
-            print(f"scope: {rule.scope} · severity: {rule.severity} · from: {rule.plugin}")
+            print(for_terminal(f"{rule.id} {rule.name} — {rule.title}"))
+            print(for_terminal(f"scope: {rule.scope} · severity: {rule.severity} · from: {rule.plugin}"))
             print()
-            print(inspect.cleandoc(rule.docs))
+            print(lines_for_terminal(inspect.cleandoc(rule.docs)))
             return 0
     raise UsageError(f"no rule {wanted!r} (see 'vfio-scan rules')")

@@ -7,13 +7,22 @@ then dropped. Everything after the hosts -- device targets, rules, ``--policy``,
 formats and output files -- is ``vfio-scan scan``'s own code path, so a fleet is judged exactly as
 ``scan --snapshot`` of the same snapshots would be. An unreachable host or a failed collection
 is a host-level error in the report (exit 3); every other host is still reported.
+
+While hosts are collected, SIGINT and SIGTERM stop the run instead of killing it or waiting for
+every host (:class:`StopOnSignals`): every running collection is ended at once, and the report of
+the hosts that finished is still written, the others in it as interrupted; exit 130 (SIGINT) or
+143 (SIGTERM), as a shell reports a command a signal ended.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import signal
 import sys
+import threading
 from functools import partial
+from typing import Optional
 
 from scanner.cli import UsageError
 from scanner.commands import scan
@@ -33,7 +42,7 @@ def add_arguments(parser) -> None:
     con = parser.add_argument_group("connection")
     con.add_argument("--parallel", type=int, default=10, metavar="N", help="hosts collected at once (default 10)")
     con.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
-                     help="per host, for connecting and collecting (default 120)")
+                     help="per host, a deadline for connecting, collecting and reading its reply (default 120)")
     con.add_argument("--ssh-option", action="append", default=[], metavar="OPTION=VALUE",
                      help="passed to ssh as -o OPTION=VALUE, before vfio-scan's own (repeatable)")
     con.add_argument("--ssh-config", metavar="FILE", help="ssh configuration file (ssh -F FILE)")
@@ -73,15 +82,70 @@ def gather_hosts(args) -> list:
     return chosen
 
 
-def run(args) -> int:
-    from scanner.fleet.progress import Progress
-    from scanner.fleet.remote import RemoteOptions, snapshot_host
-    from scanner.hostset import HostJob, HostSet
+class StopOnSignals:
+    """While hosts are collected, SIGINT and SIGTERM stop the run: the ssh process groups are ended,
+    the hosts that finished are reported, and the command exits 128 + the signal's number.
 
+    Why not the default: SIGINT would wait for every running host (up to ``--timeout``) with no
+    word and then write nothing; SIGTERM would kill vfio-scan and leave its ssh processes running.
+    A second signal kills what is still running at once instead of waiting for a clean end.
+    Written to stderr's descriptor directly: a handler must not re-enter a buffered write that
+    the code it interrupted was in the middle of (the progress line).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, in_flight, progress=None):
+        self.in_flight = in_flight
+        self.progress = progress
+        self.received: Optional[int] = None
+        self._previous: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():  # the only thread that may set handlers
+            return self
+        for signum in self.SIGNALS:
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored from the start (nohup): stays ignored
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        again = self.received is not None
+        self.received = self.received or signum
+        if self.progress:
+            self.progress.stop()
+        running = self.in_flight.stop(name, kill=again)
+        collections = f"{running} collection{'' if running == 1 else 's'}"
+        if again:
+            say(f"vfio-scan fleet: {name} again: killing the {collections} still running now")
+        else:
+            say(f"vfio-scan fleet: {name}: stopping; ending {collections} in progress, then writing the report "
+                "of the hosts that finished")
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return 128 + self.received if self.received else None
+
+
+def say(line: str) -> None:
+    """One line on stderr, unbuffered: safe in a signal handler."""
+    try:
+        os.write(2, (line + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def check_connection_arguments(args) -> None:
     if args.parallel < 1:
         raise UsageError("--parallel N: N must be 1 or more")
-    if args.timeout <= 0:
-        raise UsageError("--timeout SECONDS: must be more than 0")
+    if not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise UsageError("--timeout SECONDS: must be a number of seconds more than 0")
     for option in args.ssh_option:
         if "=" not in option or option.startswith("-"):
             raise UsageError(f"--ssh-option {option}: expected OPTION=VALUE, e.g. ConnectTimeout=5")
@@ -94,17 +158,34 @@ def run(args) -> int:
             raise UsageError(f"--save-snapshots {args.save_snapshots}: {exc.strerror or exc}") from None
         if not os.access(args.save_snapshots, os.W_OK):
             raise UsageError(f"--save-snapshots {args.save_snapshots}: not writable")
+
+
+def run(args) -> int:
+    from scanner.fleet.progress import Progress
+    from scanner.fleet.remote import InFlight, RemoteOptions, snapshot_file_names, snapshot_host
+    from scanner.hostset import HostJob, HostSet
+
+    check_connection_arguments(args)
     hosts = gather_hosts(args)
+    in_flight = InFlight()
     options = RemoteOptions(timeout=args.timeout, ssh_options=args.ssh_option, ssh_config=args.ssh_config,
-                            python=args.python, sudo=args.sudo, save_dir=args.save_snapshots)
+                            python=args.python, sudo=args.sudo, save_dir=args.save_snapshots, in_flight=in_flight)
+    files = snapshot_file_names([h.name for h in hosts])
     progress = Progress() if Progress.wanted() else None
-    jobs = [HostJob(h.name, partial(snapshot_host, h, options)) for h in hosts]
-    args.host_set = HostSet(jobs, parallel=args.parallel, fleet=True, progress=progress)
+    stopper = StopOnSignals(in_flight, progress)
+    jobs = [HostJob(h.name, partial(snapshot_host, h, options, files[h.name])) for h in hosts]
+    args.host_set = HostSet(jobs, parallel=args.parallel, fleet=True, progress=progress, guard=stopper)
     if progress:
         progress.start(len(jobs))
     try:
-        return scan.run(args)
+        code = scan.run(args)
     finally:
         if progress:
             progress.finish()
             sys.stderr.flush()
+        in_flight.close()
+    if stopper.exit_code:
+        say(f"vfio-scan fleet: partial report: {in_flight.interrupted} of {len(jobs)} hosts not scanned "
+            f"(interrupted by {in_flight.stopped_by})")
+        return stopper.exit_code
+    return code

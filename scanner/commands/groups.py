@@ -12,6 +12,9 @@ is installed (``Facts.pci_ids``); without it the numeric ids and the built-in cl
 Each group gets the verdict of :func:`scanner.groups.verdict`: its shape (isolated, one slot,
 shared by unrelated devices, bridges only) and whether host drivers hold it.
 
+The table and the stderr lines show host text (names, drivers, group types, a hostile group
+directory's name) escaped for the terminal (scanner/terminal_text.py); JSON keeps it exact.
+
 Exit codes: 0 groups listed; 1 no IOMMU groups (the IOMMU is not active; one line on stderr, and
 in JSON a document with no groups); 3 the groups could not be read (the reason on stderr).
 
@@ -32,6 +35,7 @@ import textwrap
 from typing import List, Optional
 
 from scanner.commands.common import add_host_arguments, make_host
+from scanner.terminal_text import for_terminal, row_for_terminal
 
 SCHEMA_VERSION = "1.0"
 WIDTH = 100
@@ -125,7 +129,8 @@ def _name(entry: dict) -> str:
 
 
 def _rows(entries: List[dict]) -> List[tuple]:
-    return [(e["address"], _ids(e), e["class_name"], e["driver"] or "-", _name(e)) for e in entries]
+    """(address, ids, class, driver, name) per device, each cell escaped before widths are measured."""
+    return [row_for_terminal((e["address"], _ids(e), e["class_name"], e["driver"] or "-", _name(e))) for e in entries]
 
 
 def _layout(rows: List[tuple]) -> List[int]:
@@ -147,10 +152,10 @@ def _format_row(row: tuple, widths: List[int]) -> List[str]:
 def render_table(doc: dict) -> str:
     host = doc["host"]
     who = " · ".join(p for p in (host.get("hostname"), f"kernel {host.get('kernel') or '?'}", host.get("source")) if p)
-    out = [f"IOMMU groups of {who}"]
+    out = [for_terminal(f"IOMMU groups of {who}")]
     with_names = bool(doc["pci_ids"])
     if with_names:
-        out.append(f"Names from {doc['pci_ids']}")
+        out.append(for_terminal(f"Names from {doc['pci_ids']}"))
     else:
         out.append("No pci.ids on this host: numeric ids only (install pciutils or hwdata for names)")
     every = [e for g in doc["groups"] for e in g["devices"]] + doc["ungrouped"]
@@ -162,7 +167,7 @@ def render_table(doc: dict) -> str:
     for group in doc["groups"]:
         title = f"Group {group['group']}" + (f" ({group['type']})" if group["type"] else "") + f": {group['verdict']}"
         out.append("")
-        out.extend(textwrap.wrap(title, WIDTH, subsequent_indent="    "))
+        out.extend(textwrap.wrap(for_terminal(title), WIDTH, subsequent_indent="    "))
         for row in _rows(group["devices"]):
             out.extend(_format_row(row, widths))
     if doc["groups"] and doc["ungrouped"]:
@@ -191,7 +196,7 @@ def run(args) -> int:
     facts = Facts(make_host(args))
     state = facts.iommu
     if state.groups_reason:
-        print(f"vfio-scan groups: error: cannot list /sys/kernel/iommu_groups: {state.groups_reason}", file=sys.stderr)
+        _say(f"error: cannot list /sys/kernel/iommu_groups: {state.groups_reason}")
         return EXIT_INCOMPLETE
     doc = groups_document(facts)
     problem: Optional[str] = None
@@ -206,11 +211,15 @@ def run(args) -> int:
     if doc["groups"] or args.format == "json":
         _write(render_json(doc) if args.format == "json" else render_table(doc))
     if problem:
-        print(f"vfio-scan groups: {problem}", file=sys.stderr)
+        _say(problem)
     for group in unreadable:
-        print(f"vfio-scan groups: error: cannot list /sys/kernel/iommu_groups/{group.number}/devices: "
-              f"{group.devices_reason}", file=sys.stderr)
+        _say(f"error: cannot list /sys/kernel/iommu_groups/{group.number}/devices: {group.devices_reason}")
     return EXIT_INCOMPLETE if unreadable else code
+
+
+def _say(line: str) -> None:
+    """One line on stderr; a group's name or a reason read from the host is shown escaped."""
+    print(f"vfio-scan groups: {for_terminal(line)}", file=sys.stderr)
 
 
 def render_json(doc: dict) -> str:

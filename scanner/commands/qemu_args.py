@@ -8,7 +8,9 @@ errors, prints on stdout one line of QEMU arguments::
 one ``-device vfio-pci,host=ADDRESS`` for each target and for each sibling function that must go
 with it (a non-bridge member of the target's IOMMU group in the same slot: a GPU's HDMI audio, its
 USB-C controller), in address order, with ``multifunction=on`` on function 0 of a slot passed with
-its siblings. Warnings are printed on stderr as cautions and do not block.
+its siblings. Warnings are printed on stderr as cautions and do not block, and so are the findings of
+the next-boot rules (VFIO-016, VFIO-017): QEMU takes the device now; what a reboot would lose is
+said, not held against this start.
 
 Otherwise nothing is printed on stdout; stderr lists what blocks, one ``RULE-ID SUBJECT: message``
 per line. Beside the rules, the command checks from the same facts what QEMU itself needs of every
@@ -17,6 +19,9 @@ driver holds), so it never prints a line QEMU would refuse; those lines are tagg
 
 With ``--policy FILE`` the policy's targets are added (those it keeps on a host driver are not
 handed to QEMU), with its rule selection, severities and waivers; its ``fail_on`` does not apply.
+
+The stderr lines quote host text (driver names, messages) escaped for the terminal
+(scanner/terminal_text.py): a hostile driver name cannot clear the screen or forge a line.
 
 Exit codes: 0 arguments printed, 1 blocked, 2 usage error (no --device/--class, a malformed one,
 an invalid policy), 3 scan incomplete (a rule errored: its verdict cannot be trusted, nothing is printed).
@@ -30,10 +35,14 @@ from typing import Dict, List, Sequence, Tuple
 from scanner.cli import UsageError
 from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
                                      load_policy, load_registry, make_host, parse_targets)
+from scanner.terminal_text import for_terminal
 
 EXIT_READY, EXIT_BLOCKED, EXIT_INCOMPLETE = 0, 1, 3
 PROG = "vfio-scan qemu-args"
 
+
+#: Rules about the next boot: a caution for a VM started now, never a block.
+NEXT_BOOT_RULES = frozenset({"VFIO-016", "VFIO-017"})
 
 def add_arguments(parser) -> None:
     src = parser.add_argument_group("what to scan")
@@ -117,6 +126,11 @@ def _line(finding) -> str:
     return f"  {finding.rule_id} {finding.subject}: {finding.message}"
 
 
+def _say(line: str) -> None:
+    """One line on stderr, host text in it escaped: every line printed here quotes the host."""
+    print(for_terminal(line), file=sys.stderr)
+
+
 def run(args) -> int:
     selectors, _ = parse_targets(args)
     host = make_host(args)
@@ -136,35 +150,35 @@ def run(args) -> int:
     rules = select_rules(registry.sorted_rules(), policy.only, policy.skip)
     report = scan_host(host, rules, Scan(policy=policy), selectors=selectors, facts=facts)
     for finding in report.findings:
-        if finding.status == "warn":
-            print(f"{PROG}: caution: {finding.rule_id} {finding.subject}: {finding.message}", file=sys.stderr)
+        if finding.status == "warn" or (finding.status == "fail" and finding.rule_id in NEXT_BOOT_RULES):
+            _say(f"{PROG}: caution: {finding.rule_id} {finding.subject}: {finding.message}")
     errors = [f for f in report.findings if f.status == "error"]
     if errors or report.notes:
-        print(f"{PROG}: scan incomplete, no arguments printed; a rule could not judge:", file=sys.stderr)
+        _say(f"{PROG}: scan incomplete, no arguments printed; a rule could not judge:")
         for finding in errors:
-            print(_line(finding), file=sys.stderr)
+            _say(_line(finding))
         for note in report.notes:
-            print(f"  {note}", file=sys.stderr)
+            _say(f"  {note}")
         return EXIT_INCOMPLETE
-    blocking = [f for f in report.findings if f.status == "fail"]
+    blocking = [f for f in report.findings if f.status == "fail" and f.rule_id not in NEXT_BOOT_RULES]
     from scanner.targets import resolve
 
     targets = [t.address for t in resolve(selectors, {}, facts.pci)[0] if t.for_passthrough]  # not those kept on the host
     if blocking:
-        print(f"{PROG}: not ready for passthrough, no arguments printed; blocked by:", file=sys.stderr)
+        _say(f"{PROG}: not ready for passthrough, no arguments printed; blocked by:")
         for finding in blocking:
-            print(_line(finding), file=sys.stderr)
+            _say(_line(finding))
         return EXIT_BLOCKED
     addresses, problems = passthrough_set(facts, targets)
     if problems or not addresses:
-        print(f"{PROG}: not ready for passthrough, no arguments printed; blocked by:", file=sys.stderr)
+        _say(f"{PROG}: not ready for passthrough, no arguments printed; blocked by:")
         for subject, message in problems or [("-", "no device selected")]:
-            print(f"  qemu-args {subject}: {message}", file=sys.stderr)
+            _say(f"  qemu-args {subject}: {message}")
         return EXIT_BLOCKED
     try:
         line = qemu_arguments(addresses)
     except UnsafeValue as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        _say(f"{PROG}: error: {exc}")
         return EXIT_INCOMPLETE
     sys.stdout.write(line + "\n")
     sys.stdout.flush()

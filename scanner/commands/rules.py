@@ -1,10 +1,14 @@
-"""``vfio-scan rules``: every registered rule (built-in and plugin) with its metadata."""
+"""``vfio-scan rules``: every registered rule (built-in and plugin) with its metadata.
+
+A plugin's names and titles are escaped in the table (scanner/terminal_text.py), exact in JSON.
+"""
 
 from __future__ import annotations
 
 import json
 
 from scanner.commands.common import add_plugin_arguments, load_registry
+from scanner.terminal_text import row_for_terminal
 
 
 def add_arguments(parser) -> None:
@@ -21,6 +25,6 @@ def run(args) -> int:
         return 0
     from tabulate import tabulate
 
-    print(tabulate([(r.id, r.name, r.scope, r.severity, r.title) for r in rules],
-                   headers=("id", "name", "scope", "severity", "title"), tablefmt="simple"))
+    rows = [row_for_terminal((r.id, r.name, r.scope, r.severity, r.title)) for r in rules]
+    print(tabulate(rows, headers=("id", "name", "scope", "severity", "title"), tablefmt="simple"))
     return 0

@@ -66,7 +66,8 @@ def run(args) -> int:
     selectors = list(policy.targets) + list(selectors)  # command-line targets add to the policy's
 
     from scanner.engine import Scan
-    from scanner.output import InvalidReport, render_all
+    from scanner.output import InvalidReport, RenderFailed, render_all
+    from scanner.terminal_text import for_terminal
     from scanner.report import EXIT_INCOMPLETE, combined_exit_code
     from scanner.scanning import scan_host
 
@@ -77,6 +78,10 @@ def run(args) -> int:
     try:
         rendered = render_all(registry, reports, outputs, verbose=args.verbose, validate=args.validate,
                               fleet=hosts.fleet)
+    except RenderFailed as exc:  # a format plugin failed: its line, the other outputs still written, exit 3
+        print(f"vfio-scan {args.command}: error: {for_terminal(str(exc))}", file=sys.stderr)
+        write_outputs(args.command, exc.rendered)
+        return EXIT_INCOMPLETE
     except InvalidReport as exc:  # --validate caught a report that breaks the contract: one line, exit 3
         print(f"vfio-scan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE

@@ -14,6 +14,7 @@ from scanner.confedit import GRUB_DROPINS, GRUB_MAIN, grub_winner
 from scanner.facts.boot import BootStack, parse_grub_files
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 from scanner.facts.host_dependencies import HostDependencies
+from scanner.facts.next_boot import NextBoot
 from scanner.facts.cpu import CpuInfo, parse_cpuinfo
 from scanner.facts.interrupts import Interrupts, parse_interrupts
 from scanner.facts.iommu import IommuGroup, IommuState, group_sort_key
@@ -45,7 +46,7 @@ def evidence_of(read: Read, limit: int = 300) -> Evidence:
     return Evidence(read.path, f"<{read.reason}>")
 
 
-class Facts(HostDependencies):
+class Facts(HostDependencies, NextBoot):
     """Parsed facts of one host; see the module docstring."""
 
     def __init__(self, host):
@@ -456,24 +457,29 @@ class Facts(HostDependencies):
         tool = self.initramfs_tool
         kernel_cmdline = self.host.read("/etc/kernel/cmdline")
         kernel_configured = parse_cmdline(kernel_cmdline.text, "/etc/kernel/cmdline") if kernel_cmdline.ok else None
-        if self._exists_any("/run/ostree-booted", "/sysroot/ostree"):
-            return BootStack("rpm-ostree", regenerate=(), initramfs_tool=tool)
+        ostree = self._exists_any("/run/ostree-booted", "/sysroot/ostree")
+        if ostree:
+            return BootStack("rpm-ostree", regenerate=(), initramfs_tool=tool, detected_by=ostree)
         if self.host.exists("/etc/NIXOS"):
             return BootStack("nixos", config_file="/etc/nixos/configuration.nix",
-                             regenerate=("nixos-rebuild boot",), initramfs_tool=tool)
+                             regenerate=("nixos-rebuild boot",), initramfs_tool=tool, detected_by="/etc/NIXOS")
         if self._tool("proxmox-boot-tool") and kernel_cmdline.ok and self.host.exists("/etc/kernel/proxmox-boot-uuids"):
             return BootStack("proxmox-boot-tool", config_file="/etc/kernel/cmdline",
                              regenerate=("proxmox-boot-tool refresh",), configured=kernel_configured,
                              initramfs_tool=tool, files=(self.etc_file("/etc/kernel/cmdline"),))
         if self._tool("kernelstub"):
-            return BootStack("kernelstub", initramfs_tool=tool)
+            return BootStack("kernelstub", config_file="/etc/kernelstub/configuration",
+                             configured=self.kernelstub_cmdline(), initramfs_tool=tool,
+                             detected_by=self._tool("kernelstub"))
         grub = self.host.read("/etc/default/grub")
         grub_files = self.grub_files if grub.ok else ()
         readable = [(path, text) for path, text, _ in grub_files if text is not None]
         grub_configured = parse_grub_files(readable, source=grub.path) if grub.ok else None
         if self._tool("grubby"):
-            return BootStack("grubby", config_file="/etc/default/grub" if grub.ok else None,
-                             configured=grub_configured, initramfs_tool=tool, files=grub_files)
+            entry = self.bls_cmdline()  # what grubby edits, and what the next boot of this kernel reads
+            return BootStack("grubby", config_file=entry.source if entry else ("/etc/default/grub" if grub.ok else None),
+                             configured=entry or grub_configured, initramfs_tool=tool, files=grub_files,
+                             detected_by=self._tool("grubby"))
         if grub.ok:
             if self._tool("update-grub"):
                 regen = ("update-grub",)
@@ -488,7 +494,8 @@ class Facts(HostDependencies):
                              regenerate=('kernel-install add "$(uname -r)" "/lib/modules/$(uname -r)/vmlinuz"',),
                              configured=kernel_configured, initramfs_tool=tool,
                              files=(self.etc_file("/etc/kernel/cmdline"),))
-        return BootStack("unknown", initramfs_tool=tool)
+        unread = [r.describe() for r in (grub, kernel_cmdline) if not r.ok]
+        return BootStack("unknown", initramfs_tool=tool, detected_by="; ".join(unread) or None)
 
     def etc_file(self, path: str) -> Tuple[str, Optional[str], Optional[str]]:
         """(path, text, reason) of a configuration file a fix may change: text None and no reason when it

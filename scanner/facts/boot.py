@@ -38,6 +38,8 @@ class BootStack:
     #: (path, text, reason) of the files a command-line edit merges into: /etc/default/grub and its
     #: grub.d drop-ins in order, or /etc/kernel/cmdline (scanner/confedit.py)
     files: Tuple[Tuple[str, Optional[str], Optional[str]], ...] = ()
+    #: what decided the stack (a marker file, a tool), or for an unknown one the files that could not be read
+    detected_by: Optional[str] = None
 
     @property
     def name(self) -> str:

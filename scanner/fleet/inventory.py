@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
 
+#: The largest inventory or hosts file read: a line per host, and fleets of thousands are a few MB.
+MAX_INVENTORY_BYTES = 16 << 20
+
+
 class InventoryError(Exception):
     """An inventory or hosts file that cannot be read: one line naming the file and the line."""
 
@@ -308,13 +312,12 @@ def parse_yaml_inventory(text: str, path: str = "inventory.yml") -> List[Invento
 
 def read_inventory(path: str, hosts_file: bool = False) -> List[InventoryHost]:
     """Hosts from a file: a plain hosts file, or an Ansible inventory (YAML by extension, as Ansible does)."""
+    from scanner.inputfile import InputFileError, read_input_text
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InventoryError(f"{path}: not UTF-8 text") from None
+        text = read_input_text(path, MAX_INVENTORY_BYTES)
+    except InputFileError as exc:
+        raise InventoryError(f"{path}: {exc}") from None
     if hosts_file:
         return parse_hosts_file(text, path)
     if path.endswith((".yml", ".yaml", ".json")):

@@ -6,9 +6,12 @@ report), so nothing is drawn there; the report itself says everything the line s
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from typing import Optional, TextIO
+
+from scanner.terminal_text import for_terminal
 
 
 class Progress:
@@ -18,6 +21,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.problems = 0
         self.drawn = False
+        self.stopped = False
         self.width = max(40, shutil.get_terminal_size((100, 24)).columns - 1)
 
     @staticmethod
@@ -33,9 +37,20 @@ class Progress:
             self.problems += 1
         state = "could not be scanned" if report.notes else report.readiness
         extra = f", {self.problems} could not be scanned" if self.problems else ""
-        self._draw(f"vfio-scan fleet: {done}/{total} hosts{extra}; last: {job.label} {state}")
+        self._draw(f"vfio-scan fleet: {done}/{total} hosts{extra}; last: {for_terminal(str(job.label))} {state}")
         if done == total:  # gone before the report is written to the same terminal
             self.finish()
+
+    def stop(self) -> None:
+        """The run is being stopped (a signal): the line goes and is not drawn again. Called from a
+        signal handler: written to the descriptor, never into the stream's buffer it may be filling."""
+        self.stopped = True
+        if self.drawn:
+            self.drawn = False
+            try:
+                os.write(self.stream.fileno(), ("\r" + " " * self.width + "\r").encode())
+            except (AttributeError, OSError, ValueError):
+                pass
 
     def finish(self) -> None:
         if self.drawn:
@@ -44,6 +59,8 @@ class Progress:
             self.drawn = False
 
     def _draw(self, text: str) -> None:
+        if self.stopped:
+            return
         self.stream.write("\r" + text[: self.width].ljust(self.width))
         self.stream.flush()
         self.drawn = True

@@ -1,5 +1,9 @@
 """This machine, read through the same chroot-style resolver as a tree rooted at ``/``.
 
+Its reads are the tree's too (scanner/host/tree.py): a file's type is checked before it is
+opened, so ``/dev`` nodes and FIFOs are never opened, and every open is non-blocking, so a
+``/proc`` or ``/sys`` file that would wait (``/proc/kmsg``) answers with a reason instead.
+
 Only the live host runs commands, and only to read the kernel log (``dmesg``, then the
 journal's kernel messages): they are read-only, bounded in time, and their failure is a reason,
 never a crash.

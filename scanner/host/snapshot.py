@@ -11,6 +11,11 @@ A path the collector never looked at is neither present nor missing: it reads as
 :data:`NOT_COLLECTED`, so a rule skips with that reason instead of failing on a guess, and the
 path is remembered in :attr:`SnapshotHost.uncollected` (the tests use it to catch a Facts read
 the collector does not capture).
+
+A snapshot may come from a host an attacker controls, so what is read is bounded before it is
+used: the file's size, its nesting, its number of entries, the length of the names the host
+reports for itself and of any message quoting it. A snapshot whose collector stopped at one of
+its own limits is read, but its scan is incomplete (:attr:`SnapshotHost.collection_limits`).
 """
 
 from __future__ import annotations
@@ -19,14 +24,29 @@ import base64
 import binascii
 import json
 import stat
-from typing import Optional
+from typing import List, Optional
 
 from scanner.host import DEFAULT_CAP, BytesRead, Listing, Read
 from scanner.host.tree import MISSING, Components, TreeHost, _Unresolvable
 
 NOT_COLLECTED = "not in the snapshot (the collector did not record it)"
-#: The largest snapshot file read; real ones are a few MB (kernel config, pci.ids, cpuinfo).
-MAX_SNAPSHOT_BYTES = 512 << 20
+#: The largest snapshot file read. Real ones are far smaller: about 0.1 MB for a small machine, a
+#: few MB for a large server (kernel config, cpuinfo, interrupts, one record per sysfs path read),
+#: and no single file the collector reads is over 16 MiB. Parsed JSON takes up to 25 times its
+#: size in memory (an array of empty arrays), so this cap keeps one hostile file near 1.6 GB.
+MAX_SNAPSHOT_BYTES = 64 << 20
+#: Arrays and objects inside each other. A snapshot has four levels (the document, its entries,
+#: an entry, a listing); the margin leaves room for what a later 1.x collector may add.
+MAX_NESTING = 32
+#: The collector's own MAX_ENTRIES (scanner/collector.py): no snapshot it writes has more.
+MAX_ENTRIES = 250000
+#: Host names and machine names as the host reported them: the kernel keeps 64 characters
+#: (__NEW_UTS_LEN), a DNS name 253. Anything longer is cut here, with a note, so that no output
+#: repeats a hostile name of megabytes in every line that names the host.
+MAX_IDENTITY = 255
+#: A schema message quotes the value it rejects: a value of megabytes must not become the message.
+MAX_MESSAGE = 300
+TOO_DEEP = f"too deeply nested (arrays or objects over {MAX_NESTING} levels deep; a snapshot has 4)"
 
 _MODES = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "link": stat.S_IFLNK, "other": stat.S_IFIFO}
 
@@ -37,10 +57,7 @@ class SnapshotError(Exception):
 
 def parse_snapshot(text: str, where: str) -> dict:
     """Parse and validate snapshot JSON; raises :class:`SnapshotError` with one line naming ``where``."""
-    try:
-        document = json.loads(text)
-    except ValueError as exc:
-        raise SnapshotError(f"{where}: not valid JSON: {exc}") from None
+    document = _decode(text, where)
     if not isinstance(document, dict) or document.get("format") != "vfio-scan-snapshot":
         raise SnapshotError(f"{where}: not a vfio-scan snapshot (no \"format\": \"vfio-scan-snapshot\")")
     version = str(document.get("snapshot_version", ""))
@@ -50,6 +67,8 @@ def parse_snapshot(text: str, where: str) -> dict:
 
     validator = _validator()
     entries = document.get("entries")
+    if isinstance(entries, dict) and len(entries) > MAX_ENTRIES:
+        raise SnapshotError(f"{where}: {len(entries)} entries, more than a collector records ({MAX_ENTRIES})")
     # the bulk (entries) is checked in plain Python; jsonschema checks the rest, and everything
     # again when that finds a fault, so that the message is the schema's own
     envelope = dict(document, entries={}) if "entries" in document else document
@@ -58,8 +77,54 @@ def parse_snapshot(text: str, where: str) -> dict:
         error = min(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)), default=None)
     if error is not None:
         at = "/" + "/".join(str(p) for p in error.absolute_path)
-        raise SnapshotError(f"{where}: does not match schemas/snapshot.schema.json at {at}: {error.message}")
+        raise SnapshotError(f"{where}: does not match schemas/snapshot.schema.json at {_shorten(at)}: "
+                            f"{_shorten(error.message)}")
     return document
+
+
+def _decode(text: str, where: str):
+    """The JSON value of ``text``, nested no deeper than :data:`MAX_NESTING`.
+
+    The C decoder counts its nesting against the recursion limit and stops with RecursionError
+    about a thousand levels down (no stack overflow, little time spent); what it does return is
+    then checked without recursion, so that nothing after it (the schema, an error message that
+    quotes a value) ever recurses through a hostile depth.
+    """
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        raise SnapshotError(f"{where}: {TOO_DEEP}") from None
+    except ValueError as exc:
+        raise SnapshotError(f"{where}: not valid JSON: {exc}") from None
+    if _nesting_exceeds(document, MAX_NESTING):
+        raise SnapshotError(f"{where}: {TOO_DEEP}")
+    return document
+
+
+def _nesting_exceeds(value, limit: int) -> bool:
+    """Is an array or object of ``value`` more than ``limit`` levels deep? Level by level, no recursion."""
+    level = [value] if type(value) in (dict, list) else []
+    for _ in range(limit):
+        below = []
+        for container in level:
+            children = container.values() if type(container) is dict else container
+            below += [child for child in children if type(child) is dict or type(child) is list]
+        if not below:
+            return False
+        level = below
+    return True
+
+
+def _shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters, saying so: messages stay one readable line."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def bounded_identity(name: Optional[str]) -> Optional[str]:
+    """A host-reported name cut to :data:`MAX_IDENTITY` characters, the cut noted in the name itself."""
+    if name is None or len(name) <= MAX_IDENTITY:
+        return name
+    return f"{name[:MAX_IDENTITY]}... (cut: {len(name)} characters)"
 
 
 _VALIDATORS: list = []
@@ -102,8 +167,10 @@ class SnapshotHost(TreeHost):
         self.origin = origin
         self.root = None
         self.kernel_log_file = None
-        self.machine = snapshot.get("machine")
+        self.machine = bounded_identity(snapshot.get("machine"))
+        self._hostname = bounded_identity(snapshot["hostname"])
         self._dir_cache = {}
+        self._listed = {}
         self.uncollected = set()
 
     @classmethod
@@ -120,7 +187,7 @@ class SnapshotHost(TreeHost):
         entry = self.entries.get(key)
         if entry is None:
             parent, _, name = key.rpartition("/")
-            listing = self.entries.get(parent or "/", {}).get("names")
+            listing = self._listing(parent or "/")
             if listing is not None and name not in listing:
                 raise _Unresolvable(MISSING)
             self.uncollected.add(key)
@@ -130,6 +197,14 @@ class SnapshotHost(TreeHost):
         if entry["type"] == "error":
             raise _Unresolvable(entry["reason"])
         return entry
+
+    def _listing(self, key: str) -> Optional[frozenset]:
+        """The recorded names of directory ``key`` as a set, made once: a directory of 100,000
+        names must not be searched name by name for every path under it that was not recorded."""
+        if key not in self._listed:
+            names = self.entries.get(key, {}).get("names")
+            self._listed[key] = None if names is None else frozenset(names)
+        return self._listed[key]
 
     def _lstat_mode(self, parts: Components) -> int:
         if not parts:
@@ -204,11 +279,24 @@ class SnapshotHost(TreeHost):
 
     # -- host identity and the kernel log ------------------------------------------------------
     def hostname(self) -> str:
-        return self.snapshot["hostname"]
+        return self._hostname
+
+    @property
+    def collection_limits(self) -> List[str]:
+        """Why this snapshot cannot vouch for the host, in one line (or none): the limits its
+        collector hit. A path cut off by the entry limit or the total size cap reads as not
+        collected and its rules skip, so the findings alone could say READY about a host the
+        collector could not finish: this line makes the scan incomplete instead (exit 3)."""
+        notes = self.snapshot.get("notes") or []
+        if not notes:
+            return []
+        more = f" (and {len(notes) - 1} more)" if len(notes) > 1 else ""
+        return [f"snapshot {self.origin}: incomplete, the collector stopped at a limit, so this scan is no evidence "
+                f"of readiness: {_shorten(notes[0])}{more}"]
 
     def kernel_log(self) -> Read:
         log = self.snapshot["kernel_log"]
         return Read(log["source"], log.get("text"), None if "text" in log else log.get("reason", NOT_COLLECTED))
 
     def describe(self) -> str:
-        return f"snapshot {self.origin} of {self.snapshot['hostname']} ({self.snapshot['collected_at']})"
+        return f"snapshot {self.origin} of {self._hostname} ({self.snapshot['collected_at']})"

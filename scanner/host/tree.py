@@ -1,9 +1,17 @@
 """A host read from a directory laid out like ``/`` (``--root DIR``, a captured tree).
 
 Paths are resolved like a chroot: every symlink is followed by hand, an absolute target is taken
-relative to the root and ``..`` never climbs above it, so no read can escape the tree. Files are
-opened without following links, without blocking (a FIFO cannot hang a scan), and read with a
-size cap.
+relative to the root and ``..`` never climbs above it, so no read can escape the tree -- not even
+while the tree changes under the scan. Every step goes through a directory descriptor: each
+directory is opened by its name inside its parent's descriptor, never through a link
+(``O_NOFOLLOW``), and files are opened the same way inside theirs. A directory swapped for a link
+to ``/`` between the walk and the read is then refused, not followed: the walk never hands the
+kernel a path of several names to resolve on its own. (``openat2`` with ``RESOLVE_IN_ROOT`` does
+this in the kernel; Python has no binding for it, and the walk below is its portable equivalent.)
+
+Only regular files are read: a file's type is checked before it is opened (a FIFO, a terminal or
+a watchdog device is never opened at all), it is opened without blocking and without becoming a
+controlling terminal, checked again once open, and read with a size cap.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections import OrderedDict
 from typing import Optional, Tuple
 
 from scanner.host import (
@@ -23,9 +32,31 @@ from scanner.host import (
     Read,
     decode_text,
 )
+from scanner.inputfile import read_capped
 
 MAX_LINK_HOPS = 40  # the kernel's own limit (ELOOP)
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+#: Directories one path may go down: sysfs's deepest are some 20; a hostile tree nesting thousands
+#: (reached through links) would make every step of the walk longer than the one before.
+MAX_DEPTH = 256
+TOO_DEEP = f"too deep: over {MAX_DEPTH} directories down"
+#: Directory descriptors kept open: a scan reads one device's attributes one after the other, so a
+#: handful would do; more spare re-opening the shared directories above them. Well under the usual
+#: limit of 1024 descriptors per process.
+OPEN_DIRECTORIES = 128
+#: The reason when the tree changed between the walk and the read (only a concurrent change does it).
+CHANGED = "changed while being read (a directory on the way was replaced)"
+NOT_REGULAR = "not a regular file"
+A_DIRECTORY = "not a regular file (a directory)"
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+#: A directory inside the tree, never through a link; opened for reading, so that it can be listed.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+#: Added where reading is denied: O_PATH (Linux) asks only for the right to pass through, as a
+#: path walk does, so a directory one may search but not list (mode 0711) is walked as the kernel
+#: walks it (and listing it is denied, as the kernel denies it).
+_O_PATH = getattr(os, "O_PATH", 0)
+#: A file to read: never through a link, never waiting for a writer, never a controlling terminal.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | _CLOEXEC
 
 Components = Tuple[str, ...]
 #: Where a walk stands: (components, links followed so far, ended on a non-directory).
@@ -48,6 +79,93 @@ def _reason_for(exc: OSError) -> str:
     return f"unreadable: {exc.strerror or exc}"
 
 
+def _replaced(exc: OSError) -> bool:
+    """An O_NOFOLLOW open met a link or a non-directory where the walk had seen something else."""
+    return exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK)  # EMLINK: the BSDs' ELOOP
+
+
+def _mode_in(dir_fd: int, name: str) -> int:
+    """The lstat mode of ``name`` in the directory ``dir_fd`` (raises _Unresolvable)."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except OSError as exc:
+        raise _Unresolvable(_reason_for(exc)) from None
+
+
+def _not_regular(mode: int) -> Optional[str]:
+    """Why a file of this mode is not read, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return A_DIRECTORY if stat.S_ISDIR(mode) else NOT_REGULAR
+
+
+def _open_directory(name: str, dir_fd: Optional[int], flags: int = _DIR_FLAGS) -> int:
+    """A directory descriptor, readable where reading is allowed, else one only to pass through."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except PermissionError:
+        if not _O_PATH:
+            raise
+        return os.open(name, flags | _O_PATH, dir_fd=dir_fd)
+
+
+class _Directories:
+    """Open descriptors of the tree's directories, by in-root components: the walk's only way in.
+
+    Why descriptors: each one was opened by one name inside its parent's descriptor, never through
+    a link, so it stays the directory the walk saw there whatever is renamed or replaced later; a
+    path handed to the kernel whole would be resolved again, links and all. Why a bounded cache:
+    a scan reads each device's attributes one after the other, so the most recently used few
+    serve nearly every read, and the descriptors stay far below the process's limit. Used by one
+    thread at a time, like the host that owns it (a descriptor handed out stays open until the
+    next call opens another).
+    """
+
+    def __init__(self, root: str, limit: int = OPEN_DIRECTORIES):
+        self._root = root
+        self._root_fd: Optional[int] = None
+        self._open: "OrderedDict[Components, int]" = OrderedDict()
+        self._limit = limit
+
+    def fd(self, parts: Components) -> int:
+        """The descriptor of the directory at ``parts``, opened from the nearest open ancestor
+        one name at a time (raises OSError: ENOTDIR or ELOOP where a name is no directory)."""
+        opened = self._open
+        fd = opened.get(parts)
+        if fd is not None:
+            opened.move_to_end(parts)
+            return fd
+        depth = len(parts) - 1
+        while depth > 0:
+            fd = opened.get(parts[:depth])
+            if fd is not None:
+                opened.move_to_end(parts[:depth])
+                break
+            depth -= 1
+        else:
+            fd = self._root_descriptor()
+            depth = 0
+        for end in range(depth + 1, len(parts) + 1):
+            fd = _open_directory(parts[end - 1], fd)
+            opened[parts[:end]] = fd
+            if len(opened) > self._limit:
+                os.close(opened.popitem(last=False)[1])
+        return fd
+
+    def _root_descriptor(self) -> int:
+        if self._root_fd is None:
+            # the root is the user's own path: a link to it is followed, as the system would
+            self._root_fd = _open_directory(self._root, None, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        return self._root_fd
+
+    def close(self) -> None:
+        fds = list(self._open.values()) + ([self._root_fd] if self._root_fd is not None else [])
+        self._open.clear()
+        self._root_fd = None
+        for fd in fds:
+            os.close(fd)
+
+
 class TreeHost:
     """Read-only view of a root directory; see the module docstring for the rules."""
 
@@ -57,34 +175,51 @@ class TreeHost:
     #: again, though a scan passes through the same few directories (``sys/bus/pci/drivers/...``,
     #: ``sys/devices/pci0000:00``) thousands of times. Links, files and failures are not kept: a
     #: link is walked about once (``_dir_state`` keeps walked directories), a file read once.
+    #: A hint only: what is read is always reached through :class:`_Directories`.
     _known: Optional[dict] = None
+    _dirs: Optional[_Directories] = None  # a snapshot host has no directories behind it
 
     def __init__(self, root: str, kernel_log_file: Optional[str] = None):
         self.root = os.path.abspath(root)
         self.kernel_log_file = kernel_log_file
         self._dir_cache: dict = {}
+        self._dirs = _Directories(self.root)
 
-    # -- path resolution --------------------------------------------------------------
-    def _os_path(self, parts: Components) -> str:
-        # os.path.join, minus its cost: every part is one plain name (never empty, never with "/")
-        if not parts:
-            return self.root
-        return (self.root if self.root.endswith("/") else self.root + "/") + "/".join(parts)
+    def close(self) -> None:
+        """Close the tree's directory descriptors (a later read opens them again)."""
+        if self._dirs is not None:
+            self._dirs.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # at interpreter exit os may be gone; the descriptors go with the process
+            pass
+
+    # -- descriptors: every filesystem call below goes through one ------------------------------
+    def _dir_fd(self, parts: Components) -> int:
+        """The descriptor of a directory the walk went through (raises _Unresolvable)."""
+        try:
+            return self._dirs.fd(parts)
+        except OSError as exc:  # ENOTDIR, ELOOP: what the walk saw as a directory no longer is one
+            raise _Unresolvable(CHANGED if _replaced(exc) else _reason_for(exc)) from None
 
     # The two filesystem primitives the walk needs; a snapshot (scanner/host/snapshot.py) answers
     # them from recorded entries, so both backends share one walk and resolve paths identically.
+    # Here each is one system call inside the parent's descriptor.
     def _lstat_mode(self, parts: Components) -> int:
-        try:
-            return os.lstat(self._os_path(parts)).st_mode
-        except OSError as exc:
-            raise _Unresolvable(_reason_for(exc)) from None
+        if not parts:
+            return stat.S_IFDIR  # the root
+        return _mode_in(self._dir_fd(parts[:-1]), parts[-1])
 
     def _readlink(self, parts: Components) -> str:
+        dir_fd = self._dir_fd(parts[:-1])
         try:
-            return os.readlink(self._os_path(parts))
+            return os.readlink(parts[-1], dir_fd=dir_fd)
         except OSError as exc:
             raise _Unresolvable(_reason_for(exc)) from None
 
+    # -- path resolution --------------------------------------------------------------
     def _walk(self, pending: list, resolved: Components, follow_last: bool) -> Components:
         return self._advance(pending, resolved, 0, follow_last)[0]
 
@@ -108,6 +243,8 @@ class TreeHost:
                 resolved = resolved[:-1]
                 continue
             key = resolved + (name,)
+            if len(key) > MAX_DEPTH:
+                raise _Unresolvable(TOO_DEEP)
             mode = known.get(key)
             if mode is None:
                 mode = self._lstat_mode(key)
@@ -140,7 +277,8 @@ class TreeHost:
         same components, the same hop count toward the loop limit), except that a prefix ending
         on a regular file is "missing" as soon as anything follows it -- the flag in the state.
         A failure is kept too: a prefix that cannot be walked fails every path under it with the
-        same reason.
+        same reason. What is kept are names, never a way in: a read still opens every directory
+        through :class:`_Directories`, so a stale answer can fail a read but not lead it out.
         """
         cache = self._dir_cache
         chain = []  # (path, name): from ``path`` up to the first prefix already walked
@@ -170,7 +308,11 @@ class TreeHost:
         return state
 
     def _resolve_dir(self, path: str) -> Components:
-        return self._dir_state(path)[0]
+        """The directory ``path`` leads to, to go on from (raises _Unresolvable)."""
+        parts, _, on_file = self._dir_state(path)
+        if on_file:
+            raise _Unresolvable(MISSING)  # a path through a regular file, as the kernel's ENOTDIR
+        return parts
 
     def _resolve(self, path: str, follow_last: bool = True) -> Components:
         """Components of ``path`` inside the root, every link followed (raises _Unresolvable)."""
@@ -192,59 +334,71 @@ class TreeHost:
 
     def is_dir(self, path: str) -> bool:
         try:
-            return os.path.isdir(self._os_path(self._resolve(path)))
+            return stat.S_ISDIR(self._lstat_mode(self._resolve(path)))
         except _Unresolvable:
             return False
 
-    def _open(self, path: str) -> int:
-        """A descriptor for ``path``, opened without following a link, without blocking.
+    def _regular_file(self, path: str) -> Tuple[int, str]:
+        """(directory descriptor, name) of the regular file ``path`` names, its type checked
+        before any open (raises _Unresolvable).
 
-        Raises _Unresolvable (the walk's reason) or OSError (the open's). A plain last name is
-        opened straight in its resolved directory, without an lstat first (most of a scan's
-        reads, one system call less each): the open refuses a link itself (O_NOFOLLOW), which is
-        then walked like any other, and a missing or unreachable file fails the open with the very
-        errno, hence the reason, the lstat would have given.
+        A plain last name is looked up straight in its resolved directory (most of a scan's
+        reads): only a link there costs the walk of the whole path.
         """
         clean = "/" + path.strip("/")
         parent, _, leaf = clean.rpartition("/")
+        mode = stat.S_IFLNK
         if leaf not in ("", ".", ".."):
-            base = self._resolve_dir(parent) if parent else ()
-            try:
-                return os.open(self._os_path(base + (leaf,)), _OPEN_FLAGS)
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.EMLINK):  # EMLINK: the BSDs' word for it
-                    raise
-        return os.open(self._os_path(self._resolve(path)), _OPEN_FLAGS)
+            dir_fd = self._dir_fd(self._resolve_dir(parent) if parent else ())
+            mode = _mode_in(dir_fd, leaf)
+        if stat.S_ISLNK(mode):
+            parts = self._resolve(path)
+            if not parts:
+                raise _Unresolvable(A_DIRECTORY)  # the root itself
+            dir_fd, leaf = self._dir_fd(parts[:-1]), parts[-1]
+            mode = _mode_in(dir_fd, leaf)
+        why = _not_regular(mode)
+        if why:
+            raise _Unresolvable(why)
+        return dir_fd, leaf
+
+    def _open(self, path: str) -> Tuple[int, int]:
+        """(descriptor, size) of the regular file ``path``; raises _Unresolvable.
+
+        The type is checked again once open: only a concurrent swap can make it differ, and then
+        the file is refused without a single byte read (O_NONBLOCK and O_NOCTTY made the open
+        itself harmless; only someone able to create device nodes could swap one in).
+        """
+        dir_fd, name = self._regular_file(path)
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            raise _Unresolvable(CHANGED if exc.errno in (errno.ELOOP, errno.EMLINK) else _reason_for(exc)) from None
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise _Unresolvable(_reason_for(exc)) from None
+        why = _not_regular(st.st_mode)
+        if why:
+            os.close(fd)
+            raise _Unresolvable(why)
+        return fd, st.st_size
 
     def read_bytes(self, path: str, cap: int = DEFAULT_CAP) -> BytesRead:
         try:
-            fd = self._open(path)
+            fd, size = self._open(path)
         except _Unresolvable as exc:
             return BytesRead(path, reason=exc.reason)
-        except OSError as exc:
-            if exc.errno == errno.EISDIR:
-                return BytesRead(path, reason="not a regular file (a directory)")
-            return BytesRead(path, reason=_reason_for(exc))
         try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
-                return BytesRead(path, reason="not a regular file (a directory)")
-            if not stat.S_ISREG(mode):
-                return BytesRead(path, reason="not a regular file")
-            chunks, size = [], 0
-            while size <= cap:
-                chunk = os.read(fd, min(1 << 16, cap + 1 - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            if size > cap:
-                return BytesRead(path, reason=f"too large: over the {cap}-byte cap")
-            return BytesRead(path, b"".join(chunks))
+            data = read_capped(fd, cap, size)
         except OSError as exc:
             return BytesRead(path, reason=_reason_for(exc))
         finally:
             os.close(fd)
+        if data is None:
+            return BytesRead(path, reason=f"too large: over the {cap}-byte cap")
+        return BytesRead(path, data)
 
     def read(self, path: str, cap: int = DEFAULT_CAP, lenient: bool = False) -> Read:
         raw = self.read_bytes(path, cap)
@@ -254,15 +408,25 @@ class TreeHost:
 
     def listdir(self, path: str) -> Listing:
         try:
-            real = self._os_path(self._resolve(path))
+            parts = self._resolve(path)
         except _Unresolvable as exc:
             return Listing(path, reason=exc.reason)
         try:
-            return Listing(path, tuple(sorted(os.listdir(real))))
-        except NotADirectoryError:
-            return Listing(path, reason="not a directory")
+            return Listing(path, tuple(sorted(os.listdir(self._dirs.fd(parts)))))
         except OSError as exc:
-            return Listing(path, reason=_reason_for(exc))
+            return Listing(path, reason=self._listing_failure(parts, exc))
+
+    def _listing_failure(self, parts: Components, exc: OSError) -> str:
+        """Why the directory at ``parts`` (the walk's end, links followed) could not be listed."""
+        if exc.errno == errno.EBADF:  # a directory open only to pass through: reading it is denied
+            return DENIED
+        if not _replaced(exc):
+            return _reason_for(exc)
+        try:
+            mode = self._lstat_mode(parts)  # a failure above the directory itself is the walk's
+        except _Unresolvable as gone:
+            return gone.reason
+        return "not a directory" if not (stat.S_ISLNK(mode) or stat.S_ISDIR(mode)) else CHANGED
 
     # -- host identity and the kernel log -----------------------------------------------
     def hostname(self) -> str:
@@ -286,6 +450,26 @@ class TreeHost:
         return f"tree {self.root}"
 
 
+#: What every host's tree has (the collector records both): a directory with neither is no host's
+#: tree -- an empty folder, the parent of the tree, a typo -- and a scan of it would give a verdict
+#: about nothing.
+HOST_SIGNS = ("/proc/cmdline", "/sys/bus/pci/devices")
+
+
+def missing_host_signs(root: str) -> Optional[str]:
+    """What the tree at ``root`` lacks to be taken for a host's, or None when it has a sign of one.
+
+    A sign that exists but cannot be read (permission denied) still counts: the scan says why.
+    """
+    host = TreeHost(root)
+    try:
+        if any(host.resolve(path).reason != MISSING for path in HOST_SIGNS):
+            return None
+    finally:
+        host.close()
+    return "it has neither " + " nor ".join(HOST_SIGNS)
+
+
 def read_outside_file(path: str, cap: int = LARGE_CAP) -> Read:
     """Read a file named on the command line (``--kernel-log``), leniently decoded.
 
@@ -293,5 +477,9 @@ def read_outside_file(path: str, cap: int = LARGE_CAP) -> Read:
     system would (``realpath``), not confined to the link's directory like a tree's paths.
     """
     real = os.path.realpath(path)
-    got = TreeHost(os.path.dirname(real)).read(os.path.basename(real), cap=cap, lenient=True)
+    host = TreeHost(os.path.dirname(real))
+    try:
+        got = host.read(os.path.basename(real), cap=cap, lenient=True)
+    finally:
+        host.close()
     return Read(path, got.text, got.reason)

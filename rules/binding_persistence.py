@@ -1,0 +1,138 @@
+"""VFIO-017 binding-persistence: what is on vfio-pci now is there again after the next boot.
+
+What: each target now on vfio-pci is bound to it again at boot by one of: a driverctl override
+(``/etc/driverctl.d/pci-ADDR``), a udev rule setting its ``driver_override`` to vfio-pci, or its
+vendor:device in the ``vfio-pci ids=`` that takes effect (``/etc/modprobe.d/*.conf``, or
+``vfio-pci.ids=`` on the command line of the next boot). ``ids=`` also needs vfio-pci loaded
+before the host driver (a ``softdep ... pre: vfio-pci``, a modules-load.d entry, or vfio-pci built
+in), and must not take a device the host keeps: another device with the same vendor:device that
+stays on a host driver would be taken too. A PF given ``--vfs PF=N`` with its N VFs enabled needs
+what creates them at boot (a udev rule or unit writing ``sriov_numvfs``).
+
+Why: ``driver_override`` and ``sriov_numvfs`` written at run time are lost at reboot: the
+device returns to its host driver (or the VFs are gone), and the VM that started yesterday does
+not start today.
+
+How: the files above, read as the next boot will read them (see VFIO-016 for the command line).
+A target not on vfio-pci now is VFIO-013's: this rule follows from it.
+
+Fix: the persistent steps VFIO-013 gives (driverctl where installed, else ``ids=`` with a softdep,
+else a udev rule per device), and for VFs the udev rule VFIO-011 writes.
+"""
+
+from typing import List, Optional
+
+from scanner import hookimpl
+from scanner.binding import persistent_steps, same_ids_on_host
+from scanner.facts.pci import is_vfio_driver
+from scanner.model import Evidence, Finding, Rule
+from scanner.sriov import persist_step, udev_rule_file, vfs
+
+RULE_ID = "VFIO-017"
+
+
+@hookimpl
+def vfio_scan_register_rules(register):
+    register(Rule(id=RULE_ID, name="binding-persistence", scope="device", severity="high",
+                  title="vfio-pci binding and VF counts survive a reboot", check=check, docs=__doc__))
+
+
+def check(facts, scan):
+    for target in scan.targets:
+        device = facts.pci.get(target.address)
+        if device is None:
+            yield Finding.skip("follows from VFIO-010: the device is not there", subject=target.address)
+        elif target.vfs is not None:
+            yield _vf_count(facts, target, device)
+        elif not target.for_passthrough:
+            yield Finding.skip(target.stays_on_host_reason(device), subject=target.address)
+        elif not (device.driver and is_vfio_driver(device.driver)):
+            yield Finding.skip(f"follows from VFIO-013: {target.address} is not on vfio-pci now "
+                               f"({'on ' + device.driver if device.driver else 'no driver'}); its fix keeps it at boot too",
+                               subject=target.address)
+        else:
+            yield _binding(facts, scan, device)
+
+
+def _binding(facts, scan, device) -> Finding:
+    address = device.address
+    kept_by = _kept_by(facts, device)
+    evidence = [Evidence(f"/sys/bus/pci/devices/{address}/driver", device.driver)]
+    twins = same_ids_on_host(facts, device, scan.target_set)
+    if kept_by and kept_by[0].startswith("ids=") and twins:
+        names = ", ".join(f"{t.address} (on {t.driver or 'no driver'})" for t in twins)
+        return Finding.fail(f"{kept_by[0]} at the next boot takes {names} too, which the host keeps: same "
+                            f"vendor:device {device.ids}", subject=address, evidence=evidence,
+                            observed=kept_by[0], expected="a binding by address (driverctl or a udev rule)",
+                            remediation=persistent_steps(facts, scan, device))
+    if kept_by and kept_by[0].startswith("ids=") and len(kept_by) == 1:
+        return Finding.fail(f"works now, lost at next boot: {kept_by[0]} names it, but nothing loads vfio-pci before "
+                            f"its host driver at boot (no softdep ... pre: vfio-pci, no modules-load.d entry), so the "
+                            "host driver takes it first", subject=address, evidence=evidence, observed=kept_by[0],
+                            expected="vfio-pci loaded before the host driver",
+                            remediation=persistent_steps(facts, scan, device))
+    if kept_by:
+        return Finding.passed(f"on vfio-pci now and at boot: {'; '.join(kept_by)}", subject=address,
+                              evidence=evidence + [Evidence("boot configuration", k) for k in kept_by],
+                              observed="; ".join(kept_by), expected="a binding that survives a reboot")
+    override = device.driver_override or "(null)"
+    return Finding.fail(f"works now, lost at next boot: {address} is on {device.driver} through a runtime binding "
+                        f"(driver_override {override}); no driverctl override, udev rule or vfio-pci ids= binds it at "
+                        "boot, so it returns to its host driver", subject=address,
+                        evidence=evidence + [Evidence(f"/sys/bus/pci/devices/{address}/driver_override", override)],
+                        observed="bound at run time only", expected="a binding that survives a reboot",
+                        remediation=persistent_steps(facts, scan, device))
+
+
+def _kept_by(facts, device) -> List[str]:
+    """What binds the device to vfio-pci at boot, first the mechanism, then what makes ``ids=`` work."""
+    address = device.address
+    if facts.driverctl_overrides.get(address, "").replace("_", "-") == "vfio-pci":
+        return [f"driverctl override /etc/driverctl.d/pci-{address}"]
+    rules = facts.udev_rules_for(address, "driver_override", "vfio-pci")
+    if rules:
+        return [f"udev rule {rules[0]}"]
+    ids = _ids_at_boot(facts, device)
+    if not ids:
+        return []
+    loaders = _vfio_pci_loaders(facts, device)
+    return [ids] + loaders
+
+
+def _ids_at_boot(facts, device) -> Optional[str]:
+    configured = facts.boot.configured
+    if configured is not None:
+        for value in configured.options("vfio_pci.ids"):
+            if value == device.ids:
+                return f"ids={device.ids} on the next boot's command line ({configured.source})"
+    winner, _ = facts.modprobe_vfio
+    if winner and device.ids in winner[1]:
+        return f"ids={device.ids} in {winner[0]}"
+    return None
+
+
+def _vfio_pci_loaders(facts, device) -> List[str]:
+    """What loads vfio-pci at boot before a host driver could take the device."""
+    if facts.modules.state("vfio_pci") == "builtin":
+        return ["vfio-pci is built in"]
+    found = [f"softdep {module} pre: vfio-pci in {path}" for path, module in facts.modprobe_vfio[1]]
+    found += [f"vfio_pci in {path}" for path in facts.loads_at_boot("vfio_pci")]
+    return found
+
+
+def _vf_count(facts, target, device) -> Finding:
+    address, wanted = target.address, target.vfs
+    current = device.sriov_numvfs
+    if not wanted or current != wanted:
+        return Finding.skip(f"follows from VFIO-011: {vfs(current or 0)} enabled now, {wanted} asked", subject=address)
+    rules = facts.udev_rules_for(address, "sriov_numvfs")
+    evidence = [Evidence(f"/sys/bus/pci/devices/{address}/sriov_numvfs", str(current))]
+    if rules:
+        return Finding.passed(f"{vfs(current)} now and at boot: {rules[0]}", subject=address, evidence=evidence,
+                              observed=rules[0], expected="what writes sriov_numvfs at boot")
+    return Finding.fail(f"works now, lost at next boot: {vfs(current)} exist now, but no udev rule writes "
+                        f"sriov_numvfs for {address} at boot, so they are gone after a reboot", subject=address,
+                        evidence=evidence, observed="set at run time only", expected="what writes sriov_numvfs at boot",
+                        remediation=[persist_step(address, wanted, device.sriov_drivers_autoprobe,
+                                                  facts.etc_file(udev_rule_file(address)))])
+

@@ -1,0 +1,112 @@
+"""VFIO-016 next-boot: the next boot brings the kernel command line this one runs with.
+
+What: every parameter that matters for passthrough (``intel_iommu``, ``amd_iommu``, ``iommu``,
+``iommu.passthrough``, ``vfio-pci.ids``, ``video``, ``initcall_blacklist``, ``pci``,
+``pcie_acs_override`` and the ``allow_unsafe_interrupts`` switches) is on the running command line
+exactly as the boot configuration will pass it at the next boot.
+
+Why: ``intel_iommu=on`` typed at the GRUB prompt, or a command line edited without regenerating
+the boot loader's configuration, works now and is gone at the next reboot: the host that was
+READY comes up with no IOMMU groups and the VM does not start.
+
+How: ``/proc/cmdline`` against the configuration the boot stack really uses: ``/etc/default/grub``
+with its ``grub.d`` drop-ins (GRUB), the BLS entry of the running release (grubby, with
+``$kernelopts`` from ``grubenv``), ``/etc/kernel/cmdline`` (systemd-boot, proxmox-boot-tool),
+``/etc/kernelstub/configuration`` (Pop!_OS). A parameter that runs now but is not configured is
+"works now, lost at next boot" (a fail); one that is configured but not yet running is a pending
+change, reported in the message (a reboot brings it). ``intel_iommu=on`` on a kernel that turns
+VT-d on by itself is not needed at the next boot. Where the boot configuration cannot be read or
+the boot loader is unknown, the rule skips with the reason.
+
+Fix: add the lost parameters to the boot configuration with the stack's own tool, as VFIO-004's
+fix does (the remediation script merges them into the file that takes effect).
+"""
+
+from typing import List
+
+from scanner import hookimpl
+from scanner.model import Evidence, Finding, Rule
+from scanner.remedies import cmdline_steps
+
+#: Parameters of the passthrough chain, as the kernel compares names (``-`` is ``_``).
+RELEVANT = ("intel_iommu", "amd_iommu", "iommu", "iommu.passthrough", "iommu.strict", "vfio_pci.ids",
+            "vfio_iommu_type1.allow_unsafe_interrupts", "iommufd.allow_unsafe_interrupts", "pcie_acs_override",
+            "video", "initcall_blacklist", "pci")
+
+
+@hookimpl
+def vfio_scan_register_rules(register):
+    register(Rule(id="VFIO-016", name="next-boot", scope="host", severity="high",
+                  title="The next boot keeps the kernel command line", check=check, docs=__doc__))
+
+
+def check(facts, scan):
+    if not facts.cmdline_read.ok:
+        yield Finding.skip(f"cannot read the running command line ({facts.cmdline_read.describe()})")
+        return
+    boot = facts.boot
+    configured = boot.configured
+    if configured is None or (boot.stack == "grub" and not _sets_grub_cmdline(boot)):
+        yield Finding.skip(f"cannot tell what the next boot passes: {_unread(boot)}")
+        return
+    running = facts.cmdline
+    lost = _lost(facts, running, configured)
+    pending = [t for key in RELEVANT for t in configured.texts(key) if t not in running.texts(key)]
+    evidence = [Evidence(running.source, _relevant(running) or "(none of the passthrough parameters)"),
+                Evidence(configured.source, _relevant(configured) or "(none of the passthrough parameters)")]
+    if lost:
+        yield Finding.fail(f"works now, lost at next boot: {' '.join(lost)} {'is' if len(lost) == 1 else 'are'} on the "
+                           f"running command line but not in {configured.source}, so the next boot comes up without "
+                           f"{'it' if len(lost) == 1 else 'them'}",
+                           observed=f"configured: {_relevant(configured) or 'none'}",
+                           expected=f"configured: {' '.join(lost)}", evidence=evidence,
+                           remediation=cmdline_steps(boot, add=lost, why="keep what runs now"))
+        return
+    message = f"the next boot passes what runs now ({_relevant(running) or 'no passthrough parameters'})"
+    if pending:
+        message += f"; it also changes: {' '.join(pending)} (configured, not yet booted)"
+    yield Finding.passed(message, observed=_relevant(configured), expected=_relevant(running), evidence=evidence)
+
+
+def _unread(boot) -> str:
+    """Why the next boot's command line is unknown, naming the file or tool behind it."""
+    seen = f" (seen from {boot.detected_by})" if boot.detected_by else ""
+    if boot.stack in ("nixos", "rpm-ostree"):
+        return f"{boot.name} keeps it in a form this tool does not read{seen}"
+    if boot.stack == "unknown":
+        return f"no boot loader configuration this tool reads{seen}"
+    if boot.stack == "grub":
+        return f"{boot.config_file} and its drop-ins set no GRUB_CMDLINE_LINUX nor GRUB_CMDLINE_LINUX_DEFAULT"
+    return f"{boot.config_file or 'its configuration'} could not be read ({boot.name}{seen})"
+
+
+def _sets_grub_cmdline(boot) -> bool:
+    return any(text and "GRUB_CMDLINE_LINUX" in text for _, text, _ in boot.files)
+
+
+def _relevant(cmdline) -> str:
+    return " ".join(t for key in RELEVANT for t in cmdline.texts(key))
+
+
+def _lost(facts, running, configured) -> List[str]:
+    """Parameters of the running command line the next boot will not pass (and that matter there)."""
+    lost = []
+    for key in RELEVANT:
+        for text in running.texts(key):
+            if text in configured.texts(key) or _switches_off(text):
+                continue  # kept, or a switch-off the next boot is better without
+            if key == "intel_iommu" and text.split("=", 1)[-1].split(",")[0] == "on" and _vt_d_on_by_default(facts):
+                continue  # the kernel turns VT-d on by itself
+            lost.append(text)
+    return lost
+
+
+def _switches_off(text: str) -> bool:
+    """``intel_iommu=off``, ``iommu=off``: losing one of these at the next boot helps passthrough."""
+    key, _, value = text.partition("=")
+    return key in ("intel_iommu", "amd_iommu", "iommu") and any(v in ("off", "0") for v in value.split(","))
+
+
+def _vt_d_on_by_default(facts) -> bool:
+    kc = facts.kconfig
+    return "y" in (kc.get("INTEL_IOMMU_DEFAULT_ON"), kc.get("INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF"))

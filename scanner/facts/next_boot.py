@@ -1,0 +1,117 @@
+"""What the next boot brings: the boot entry's command line, and what binds devices to vfio-pci at boot.
+
+A mixin of :class:`scanner.facts.Facts` (it reads through ``self.host`` like every fact). A scan
+judges the running kernel, but an operator acts on READY for days: what works now only through a
+runtime ``driver_override``, a parameter typed at the boot prompt, or a VF count written by hand
+is gone after the next reboot. These facts say what the boot configuration will really do, for
+the rules that compare it with now (VFIO-016, VFIO-017).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cached_property
+from typing import Dict, List, Optional, Tuple
+
+from scanner.facts.cmdline import Cmdline, parse_cmdline
+
+_OPTIONS = re.compile(r"^\s*options\s+(vfio[-_]pci)\s+(.*)$")
+_SOFTDEP = re.compile(r"^\s*softdep\s+(\S+)\s.*\bpre:.*\bvfio[-_]pci\b")
+
+
+class NextBoot:
+    """The boot configuration's side of things (``self.host`` is the Host layer)."""
+
+    # -- the kernel command line of the next boot, per boot stack -----------------------------
+    def bls_cmdline(self) -> Optional[Cmdline]:
+        """The ``options`` of the BLS entry (``/boot/loader/entries/*.conf``) that boots the running
+        release, with ``$kernelopts`` from ``/boot/grub2/grubenv`` (RHEL 8) expanded; None when none."""
+        release = self.release
+        if not release:
+            return None
+        for name in self.host.listdir("/boot/loader/entries").entries():
+            if not name.endswith(".conf"):
+                continue
+            path = f"/boot/loader/entries/{name}"
+            text = self.host.read(path).value()
+            fields = dict(f for f in map(_bls_field, text.splitlines()) if f)
+            if not re.search(rf"[-_/]{re.escape(release)}(\s|$)", fields.get("linux", "") + " "):
+                continue
+            options = fields.get("options", "")
+            if "$kernelopts" in options:
+                env = self.host.read("/boot/grub2/grubenv").value()
+                found = re.search(r"^kernelopts=(.*)$", env, re.M)
+                options = options.replace("$kernelopts", found.group(1) if found else "")
+            return parse_cmdline(options, source=path)
+        return None
+
+    def kernelstub_cmdline(self) -> Optional[Cmdline]:
+        """``/etc/kernelstub/configuration``'s user kernel options (Pop!_OS)."""
+        got = self.host.read("/etc/kernelstub/configuration")
+        if not got.ok:
+            return None
+        try:
+            options = json.loads(got.text).get("user", {}).get("kernel_options", [])
+        except (ValueError, AttributeError):
+            return None
+        words = [o for o in options if isinstance(o, str)] if isinstance(options, list) else []
+        return parse_cmdline(" ".join(words), source=got.path)
+
+    # -- what binds a device to vfio-pci at boot ---------------------------------------------
+    @cached_property
+    def driverctl_overrides(self) -> Dict[str, str]:
+        """PCI address -> driver from ``/etc/driverctl.d/pci-ADDR`` (driverctl re-applies them at boot)."""
+        found = {}
+        for name in self.host.listdir("/etc/driverctl.d").entries():
+            if name.startswith("pci-"):
+                found[name[4:]] = self.host.read(f"/etc/driverctl.d/{name}").value().strip()
+        return found
+
+    @cached_property
+    def udev_rule_lines(self) -> Tuple[Tuple[str, str], ...]:
+        """(file, line) of every rule line in ``/etc/udev/rules.d/*.rules`` (comments left out)."""
+        lines = []
+        for name in self.host.listdir("/etc/udev/rules.d").entries():
+            if name.endswith(".rules"):
+                path = f"/etc/udev/rules.d/{name}"
+                lines += [(path, line.strip()) for line in self.host.read(path).value().splitlines()
+                          if line.strip() and not line.lstrip().startswith("#")]
+        return tuple(lines)
+
+    def udev_rules_for(self, address: str, *words: str) -> List[str]:
+        """Files whose rules name ``KERNEL=="address"`` together with every one of ``words``."""
+        key = f'KERNEL=="{address}"'
+        return sorted({path for path, line in self.udev_rule_lines if key in line and all(w in line for w in words)})
+
+    @cached_property
+    def modprobe_vfio(self) -> Tuple[Optional[Tuple[str, Tuple[str, ...]]], Tuple[Tuple[str, str], ...]]:
+        """((file, ids) of the ``options vfio-pci ids=`` modprobe keeps, or None; ((file, module), ...) of
+        every ``softdep MODULE pre: vfio-pci``), from ``/etc/modprobe.d/*.conf`` in the order modprobe reads them."""
+        winner, softdeps = None, []
+        for path, text, _ in self.modprobe_files:
+            for line in (text or "").splitlines():
+                options = _OPTIONS.match(line)
+                if options:
+                    for token in options.group(2).split():
+                        if token.startswith("ids="):
+                            winner = (path, tuple(i for i in token[4:].split(",") if i))
+                dep = _SOFTDEP.match(line)
+                if dep:
+                    softdeps.append((path, dep.group(1).replace("-", "_")))
+        return winner, tuple(softdeps)
+
+    def loads_at_boot(self, module: str) -> List[str]:
+        """Where a boot-time load list names ``module`` (``/etc/modules-load.d/*.conf``, ``/etc/modules``)."""
+        name = module.replace("-", "_")
+        return [path for path, names in self.modules_load_config.items() if name in names]
+
+
+def _bls_field(line: str) -> Optional[Tuple[str, str]]:
+    parts = line.strip().split(None, 1)
+    if len(parts) == 2 and not parts[0].startswith("#"):
+        return parts[0], parts[1]
+    return None
+
+
+__all__ = ["NextBoot"]
