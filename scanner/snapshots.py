@@ -73,8 +73,14 @@ def load_snapshot_host(path: str):
 
 
 def label_for(path: str, taken: set) -> str:
+    """The host's name from its file name: ``web1%3A2222.json`` (what ``fleet --save-snapshots`` writes
+    for a name unsafe in a file name) is ``web1:2222`` again; a clash gets `` (2)``."""
     base = os.path.basename(path)
     label = base[:-5] if base.endswith(".json") and len(base) > 5 else base
+    if "%" in label:
+        from urllib.parse import unquote
+
+        label = unquote(label, errors="replace")
     unique, n = label, 1
     while unique in taken:
         n += 1

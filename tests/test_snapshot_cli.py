@@ -178,3 +178,13 @@ def test_many_snapshots_in_worker_processes_give_the_report_of_one_process(trees
     code, alone = fleet("1")
     assert code == 3 and [h["host"]["label"] for h in alone["hosts"]] == [f"h{n:02d}" for n in range(24)]
     assert fleet("2") == (code, alone)
+
+
+def test_a_saved_snapshot_s_escaped_file_name_is_the_host_s_name_again():
+    from scanner.snapshots import label_for
+
+    taken = set()
+    assert label_for("/snaps/web1%3A2222.json", taken) == "web1:2222"
+    assert label_for("/snaps/web1_2222.json", taken) == "web1_2222"
+    assert label_for("/snaps/other%3A2222.json", taken) == "other:2222"
+    assert label_for("/snaps/web1%3A2222.json", taken) == "web1:2222 (2)"
