@@ -47,13 +47,17 @@ PATTERNS = (
     ("read", "/sys/kernel/iommu_groups/*/{name,type}"),
     ("read", "/sys/hypervisor/type"),
     ("resolve", "/proc/xen"),
+    ("read", "/sys/kernel/security/lockdown"),
     # from here on, what only the device rules need (a scan with targets)
     ("list", "/sys/bus/pci/devices/*"),
     ("read", "/sys/bus/pci/devices/*/{" + PCI_ATTRS + "}"),
+    ("read", "/sys/bus/pci/devices/*/resource"),
     ("resolve", "/sys/bus/pci/devices/*/{driver,iommu_group,physfn,virtfn*}"),
     ("resolve", "/sys/bus/pci/drivers/*/module"),
     ("read", "/usr/share/{misc/pci.ids,hwdata/pci.ids,pci.ids}{,.gz}"),
     ("list", "/dev/vfio"),
+    ("read", "/proc/iomem"),
+    ("read", "/sys/kernel/iommu_groups/*/reserved_regions"),
     ("read", "/proc/net/{route,ipv6_route}"),
     ("list", "/sys/class/net/*"),
     ("resolve", "/sys/class/net/*/device"),
@@ -68,9 +72,17 @@ PATTERNS = (
     ("read", "/etc/driverctl.d/pci-*"),
     ("read", "/boot/loader/entries/*.conf"),
     ("read", "/boot/grub2/grubenv"),
+    ("resolve", "/boot/{initrd.img-<release>,initramfs-<release>.img,initrd-<release>,initramfs-linux.img}"),
     ("read", "/etc/kernelstub/configuration"),
     ("resolve", "/{run/ostree-booted,sysroot/ostree,etc/NIXOS,etc/kernel/proxmox-boot-uuids}"),
     ("resolve", "/{usr/sbin,usr/bin,sbin,bin}/{" + TOOLS + "}"),
+    ("stat", "/dev/{vfio/*,vfio/devices/*,iommu}"),
+    ("list", "/sys/bus/pci/devices/*/vfio-dev"),
+    ("read", "/etc/{passwd,group,libvirt/qemu.conf}"),
+    ("read", "/etc/security/limits.conf"),
+    ("read", "/etc/security/limits.d/*.conf"),
+    ("read", "/etc/systemd/system.conf"),
+    ("read", "/etc/systemd/system.conf.d/*.conf"),
 )
 
 
@@ -156,6 +168,11 @@ def main(argv):
                         os.readlink(path)
                     except OSError:  # not a link (or missing): does it exist at all
                         os.path.exists(path)
+                elif kind == "stat":  # a device node's owner and mode: never opened
+                    try:
+                        os.stat(path)
+                    except OSError:
+                        pass
                 else:  # blockdev: the device, what it sits on
                     for sub in ("slaves", "holders"):
                         try:

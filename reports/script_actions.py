@@ -45,6 +45,7 @@ class Context:
     initramfs: Optional[str] = None  # tool name, when some step needs a rebuild
     initramfs_used: bool = False  # some block may flag the initramfs
     udev_used: bool = False  # some block may flag udev's rules
+    access_used: bool = False  # some block may flag the vfio nodes' udev rules (phase access)
     fixed_rules: set = field(default_factory=set)  # rule ids this script has blocks for
     emitted: set = field(default_factory=set)  # actions already written (one step can serve several findings)
     encoded: dict = field(default_factory=dict)  # id(action) -> (action, its JSON): one action many steps share
@@ -208,12 +209,53 @@ def _depmod(action, ctx) -> List[str]:
     return ["run depmod -a"]
 
 
+def _limits_memlock(action, ctx) -> List[str]:
+    """The VM user's memlock lines, merged into our limits.d file (pam_limits reads it at the next login)."""
+    from scanner.vm_access import MEMLOCK_FILE, merged_memlock
+
+    if action.get("file") != MEMLOCK_FILE:
+        raise UnsafeValue(f"refusing to write {action.get('file')!r}: not the memlock file of this tool")
+    _known(ctx, [f for f in action.get("files") or () if f.get("path") == MEMLOCK_FILE])
+    new = merged_memlock(ctx.files.text(MEMLOCK_FILE), action.get("user"), action.get("kib"))
+    return file_block(ctx, {MEMLOCK_FILE: new}) + [
+        "say 'the memlock limit applies from the next login of that user'"]
+
+
+def _initramfs_modules(action, ctx) -> List[str]:
+    """vfio-pci first in the initramfs: the exact file and lines of the tool (nothing else is accepted)."""
+    from scanner.early_binding import early_file
+
+    tool = action.get("tool")
+    if tool not in INITRAMFS:
+        raise UnsafeValue(f"refusing initramfs tool {tool!r}")
+    path, lines = early_file(tool) if tool != "mkinitcpio" else (None, None)
+    if path is None or action.get("file") != path or list(action.get("lines") or ()) != lines:
+        raise UnsafeValue(f"refusing to write {action.get('file')!r}: not {tool}'s early-module file of this tool")
+    _known(ctx, [f for f in action.get("files") or () if f.get("path") == path])
+    ctx.initramfs_used = True
+    ctx.initramfs = ctx.initramfs or tool
+    return file_block(ctx, {path: ensure_lines(ctx.files.text(path), lines, module_name_equal)},
+                      then='flag initramfs; needs_reboot "vfio-pci loaded first in the initramfs"')
+
+
+def _initramfs_rebuild(action, ctx) -> List[str]:
+    tool = action.get("tool")
+    if tool not in INITRAMFS:
+        raise UnsafeValue(f"refusing initramfs tool {tool!r}")
+    ctx.initramfs_used = True
+    ctx.initramfs = ctx.initramfs or tool
+    return ["flag initramfs", "needs_reboot 'the initramfs, rebuilt with the module configuration as it is now'"]
+
+
 HANDLERS: Dict[str, Callable] = {
+    "initramfs-modules": _initramfs_modules,
+    "initramfs-rebuild": _initramfs_rebuild,
     "depmod": _depmod,
     "kernel-cmdline": _kernel_cmdline,
     "modprobe": _modprobe,
     "modules-load": _modules_load,
     "modprobe-options": _modprobe_options,
+    "limits-memlock": _limits_memlock,
 }
 
 
@@ -241,6 +283,14 @@ def after_phase(phase: str, ctx: Context) -> List[tuple]:
         return [("udev rules", ["if flagged udev; then",
                                 "    run udevadm control --reload || say \"note: udev did not reload its rules (not "
                                 "running here?); they apply at the next boot\"", "fi"])]
+    if phase == "access" and ctx.access_used:
+        from scanner.vm_access import NODE_MATCH, trigger_commands
+
+        return [("udev rules of the vfio nodes", ["if flagged vfio-access; then",
+                                                  "    run udevadm control --reload || say 'note: udev did not reload "
+                                                  "its rules (not running here?)'"]
+                 + [f"    run {line} || say 'note: udev did not apply the rules now; they apply at the next boot'"
+                    for line in trigger_commands(list(NODE_MATCH))] + ["fi"])]
     return []
 
 

@@ -282,6 +282,24 @@ def _udev_file(prefix: str, addr: str) -> str:
     return f"/etc/udev/rules.d/{prefix}-{addr.replace(':', '-')}.rules"
 
 
+@register("udev-vfio-access")
+def udev_vfio_access(action, ctx) -> List[str]:
+    """The rules opening the vfio nodes to the VM user's group, rebuilt from the checked group and kinds."""
+    from scanner.vm_access import ACCESS_RULES_FILE, ACCOUNT_NAME, NODE_MATCH, merged_access_rules
+
+    group = checked(action.get("group"), ACCOUNT_NAME, "group name")
+    kinds = list(action.get("nodes") or ())
+    if not kinds or not all(kind in NODE_MATCH for kind in kinds) or action.get("file") != ACCESS_RULES_FILE:
+        raise UnsafeValue(f"refusing unexpected vfio access rules {kinds!r} in {action.get('file')!r}")
+    state = next((f for f in action.get("files") or () if f.get("path") == ACCESS_RULES_FILE), None)
+    if state is None:
+        raise UnsafeValue(f"refusing to write {ACCESS_RULES_FILE}: not read by the scan")
+    ctx.files.know(state)
+    ctx.access_used = True
+    new = merged_access_rules(ctx.files.text(ACCESS_RULES_FILE), kinds, group)
+    return file_block(ctx, {ACCESS_RULES_FILE: new}, then="flag vfio-access")
+
+
 @register("pci-driver-probe")
 def pci_driver_probe(action, ctx) -> List[str]:
     addr = _addr(action)

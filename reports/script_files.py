@@ -16,9 +16,10 @@ from typing import Dict, List, Mapping, Optional
 from scanner.confedit import EditError, digest, writable_text
 
 #: Files a script may change, by prefix: nothing else is ever written (udev rules and modprobe.d
-#: files by name, the boot loader's two configuration files, systemd units).
+#: files by name, the boot loader's two configuration files, systemd units, limits.d files).
 ALLOWED_FILES = ("/etc/modules-load.d/", "/etc/modprobe.d/", "/etc/udev/rules.d/", "/etc/systemd/system/",
-                 "/etc/default/grub", "/etc/kernel/cmdline")
+                 "/etc/default/grub", "/etc/kernel/cmdline", "/etc/security/limits.d/",
+                 "/etc/initramfs-tools/modules", "/etc/dracut.conf.d/")
 
 
 class Raw(str):

@@ -13,8 +13,19 @@ Why: ``driver_override`` and ``sriov_numvfs`` written at run time are lost at re
 device returns to its host driver (or the VFs are gone), and the VM that started yesterday does
 not start today.
 
+The initramfs comes first: when the running release's image (``/boot/initrd.img-R``,
+``/boot/initramfs-R.img``, ``/boot/initrd-R``, ``/boot/initramfs-linux.img``; gzip, xz, lzma,
+bzip2, zstd or lz4 behind the early microcode archive) holds a driver whose ``modules.alias``
+matches the target, that driver binds it before the root filesystem is mounted. ``ids=`` then
+needs vfio_pci in the image, the ``ids=`` line in the image's modprobe.d (an image built before
+the line was written lacks it), and what loads vfio_pci first (a softdep, initramfs-tools'
+``/etc/initramfs-tools/modules``, dracut's ``force_drivers``); a driverctl override or a udev rule
+applies only in the real root, after that driver (a warning). An image that cannot be read
+(``/boot`` is root's on many distributions) is named in the evidence and the pass stands.
+
 How: the files above, read as the next boot will read them (see VFIO-016 for the command line).
-A target not on vfio-pci now is VFIO-013's: this rule follows from it.
+A target not on vfio-pci now is VFIO-013's: this rule follows from it. With ``--managed`` the VMM
+binds the target at every VM start, so there is no binding to keep (a VF count still is).
 
 Fix: the persistent steps VFIO-013 gives (driverctl where installed, else ``ids=`` with a softdep,
 else a udev rule per device), and for VFs the udev rule VFIO-011 writes.
@@ -22,7 +33,7 @@ else a udev rule per device), and for VFs the udev rule VFIO-011 writes.
 
 from typing import List, Optional
 
-from scanner import hookimpl
+from scanner import early_binding, hookimpl
 from scanner.binding import persistent_steps, same_ids_on_host
 from scanner.facts.pci import is_vfio_driver
 from scanner.model import Evidence, Finding, Rule
@@ -46,6 +57,10 @@ def check(facts, scan):
             yield _vf_count(facts, target, device)
         elif not target.for_passthrough:
             yield Finding.skip(target.stays_on_host_reason(device), subject=target.address)
+        elif scan.managed:
+            yield Finding.passed("managed mode: the VMM binds it to vfio-pci at every VM start, after any reboot "
+                                 "(see VFIO-013 for whether it can)", subject=target.address,
+                                 observed=f"driver {device.driver or '(none)'}", expected="a binding at VM start")
         elif not (device.driver and is_vfio_driver(device.driver)):
             yield Finding.skip(f"follows from VFIO-013: {target.address} is not on vfio-pci now "
                                f"({'on ' + device.driver if device.driver else 'no driver'}); its fix keeps it at boot too",
@@ -72,9 +87,17 @@ def _binding(facts, scan, device) -> Finding:
                             expected="vfio-pci loaded before the host driver",
                             remediation=persistent_steps(facts, scan, device))
     if kept_by:
+        evidence += [Evidence("boot configuration", k) for k in kept_by]
+        broken, seen = early_binding.judge(facts, device, kept_by[0])
+        evidence += seen
+        if broken:
+            status, message, steps = broken
+            make = Finding.fail if status == "fail" else Finding.warn
+            return make(message, subject=address, evidence=evidence, observed="; ".join(kept_by),
+                        expected="vfio-pci claims it before any driver of the initramfs", remediation=steps)
         return Finding.passed(f"on vfio-pci now and at boot: {'; '.join(kept_by)}", subject=address,
-                              evidence=evidence + [Evidence("boot configuration", k) for k in kept_by],
-                              observed="; ".join(kept_by), expected="a binding that survives a reboot")
+                              evidence=evidence, observed="; ".join(kept_by),
+                              expected="a binding that survives a reboot")
     override = device.driver_override or "(null)"
     return Finding.fail(f"works now, lost at next boot: {address} is on {device.driver} through a runtime binding "
                         f"(driver_override {override}); no driverctl override, udev rule or vfio-pci ids= binds it at "

@@ -46,6 +46,13 @@ def is_amd_gpu(device) -> bool:
     return device.vendor == "1002" and bool(device.pci_class) and device.pci_class.startswith("03")
 
 
+def wants_vendor_reset(device) -> bool:
+    """An AMD GPU this rule finds no reset method for: the one it sends to gnif/vendor-reset, an out-of-tree
+    module (VFIO-023 checks that kernel lockdown lets it load)."""
+    can_reset = bool(device.reset_method) or (device.reset_method is None and device.has_reset)
+    return is_amd_gpu(device) and not can_reset
+
+
 def _steps(device, empty: bool):
     address = device.address
     steps = []

@@ -41,6 +41,12 @@ rule sets ``driver_override`` for that one address instead. If the host driver i
 the initramfs, vfio-pci must be there too (dracut follows the softdep; with initramfs-tools
 list ``vfio_pci`` in /etc/initramfs-tools/modules, with mkinitcpio in ``MODULES=``).
 
+With ``--managed`` (libvirt's ``<hostdev managed='yes'>``, Proxmox's ``hostpciN``: the VMM
+detaches the device from its host driver when the VM starts and gives it back when it stops), a
+target still on its host driver passes when it can be detached: it is not what the host runs on,
+and its IOMMU group is viable with it gone (every other member a bridge, another target, on vfio
+or unbound: VFIO-012). Nothing is bound now and nothing needs keeping at boot (VFIO-017).
+
 A target the host runs on -- it carries a default route, holds a disk of ``/``, ``/usr``,
 ``/boot``, ``/boot/efi``, ``/efi`` or swap, or is the PF of a VF that does -- is never given a
 command: binding it cuts the host's own network or disk. The finding says so first, and the
@@ -51,6 +57,7 @@ from scanner import hookimpl
 from scanner.binding import (bind_now_step, critical_evidence, host_critical, persistent_steps, sysfs_device,
                              vfio_pci_loaded)
 from scanner.facts.pci import describe, is_vfio_driver
+from scanner.groups import classify
 from scanner.model import Evidence, Finding, Rule, Step
 from scanner.shell import DRIVER_NAME, PCI_ADDRESS, quote
 
@@ -157,6 +164,8 @@ def judge(facts, scan, address):
                             remediation=[_see_iommu()])
 
     critical = host_critical(facts, address)
+    if scan.managed and not critical:
+        return judge_managed(facts, scan, device, evidence, observed)
     if critical:
         evidence += critical_evidence(facts, address)
         return Finding.fail(f"HOST DEVICE: {address} is what this host runs on — {critical}. It is not on vfio-pci "
@@ -174,6 +183,35 @@ def judge(facts, scan, address):
     return Finding.fail(message, subject=address, observed=observed, expected=expected, evidence=evidence,
                         remediation=[bind_now_step(facts, device, role="target", for_target=address)]
                         + persistent_steps(facts, scan, device))
+
+
+def judge_managed(facts, scan, device, evidence, observed):
+    """``--managed``: the VMM detaches the target at VM start. That works when the host does not run
+    on it (checked by the caller) and its group is viable once it is detached."""
+    address, group = device.address, device.iommu_group
+    expected = "detachable by the VMM at VM start: not host-critical, IOMMU group viable"
+    info = facts.iommu.groups.get(group)
+    if info is None or getattr(info, "devices_reason", None):
+        return Finding.skip(f"managed mode: cannot list IOMMU group {group} to tell whether the VMM can detach "
+                            f"{address} (see VFIO-012)", subject=address, observed=observed, expected=expected,
+                            evidence=evidence)
+    blockers = classify(facts, group, scan.target_set).blockers
+    blockers = [m for m in blockers if m.address != address]
+    if blockers:
+        names = ", ".join(f"{m.address} (on {m.driver})" for m in blockers)
+        return Finding.fail(f"follows from VFIO-012: managed mode, but IOMMU group {group} is not viable with "
+                            f"{address} detached ({names} stay on host drivers), so the VM would not start",
+                            subject=address, observed=observed, expected=expected, evidence=evidence,
+                            remediation=[Step(summary=f"See VFIO-012: free IOMMU group {group} first, or add its "
+                                                      "other devices to the VM as managed hostdevs too",
+                                              phase="binding", manual=True,
+                                              action={"kind": "see-rule", "rules": ["VFIO-012"]})])
+    if not device.driver:
+        how = "it has no driver now: the VMM binds it to vfio-pci when the VM starts"
+    else:
+        how = f"the VMM detaches it from {device.driver} when the VM starts and gives it back when the VM stops"
+    return Finding.passed(f"managed mode: {how}; the host does not run on it and IOMMU group {group} is viable",
+                          subject=address, observed=observed, expected=expected, evidence=evidence)
 
 
 def judge_expected(facts, address, expected):

@@ -39,7 +39,7 @@ import time
 import zlib
 
 FORMAT = "vfio-scan-snapshot"
-SNAPSHOT_VERSION = "1.0"
+SNAPSHOT_VERSION = "1.1"  # 1.1: entries may carry uid, gid and mode (the "stat" captures)
 COLLECTOR_VERSION = "1.0"
 
 DEFAULT_CAP = 1 << 20  # the scanner's caps (scanner/host/__init__.py): sysfs/procfs files are tiny
@@ -52,8 +52,9 @@ MISSING = "missing"
 DENIED = "permission denied"
 
 # What the Facts layer reads (scanner/facts/__init__.py), as (kind, pattern, cap). Kinds: "read"
-# a file, "list" a directory, "resolve" a path (exists, links, is_dir), "blockdev" a block device
-# and what it sits on (slaves/, multipath/, the disk of a partition). tests/test_collector.py
+# a file, "list" a directory, "resolve" a path (exists, links, is_dir), "stat" a path's owner,
+# group and mode (device nodes: never opened), "blockdev" a block device and what it sits on
+# (slaves/, multipath/, the disk of a partition). tests/test_collector.py
 # fails when the scanner reads something this list does not capture.
 TOOLS = ("update-initramfs,dracut,mkinitcpio,proxmox-boot-tool,kernelstub,grubby,update-grub,"
          "grub2-mkconfig,driverctl")
@@ -87,13 +88,18 @@ CAPTURE = (
     ("read", "/sys/kernel/iommu_groups/*/{name,type}", DEFAULT_CAP),
     ("read", "/sys/hypervisor/type", DEFAULT_CAP),
     ("resolve", "/proc/xen", None),
+    ("read", "/sys/kernel/security/lockdown", DEFAULT_CAP),
     # PCI devices
     ("list", "/sys/bus/pci/devices/*", None),
     ("read", "/sys/bus/pci/devices/*/{" + PCI_ATTRS + "}", DEFAULT_CAP),
+    ("read", "/sys/bus/pci/devices/*/resource", DEFAULT_CAP),
     ("resolve", "/sys/bus/pci/devices/*/{driver,iommu_group,physfn,virtfn*}", None),
     ("resolve", "/sys/bus/pci/drivers/*/module", None),
     ("read", PCI_IDS_FILES, LARGE_CAP),
     ("list", "/dev/vfio", None),
+    # what a device meets when QEMU opens it: framebuffers in its BARs, firmware-pinned regions of its group
+    ("read", "/proc/iomem", DEFAULT_CAP),
+    ("read", "/sys/kernel/iommu_groups/*/reserved_regions", DEFAULT_CAP),
     # what the host itself depends on: the default route's NICs, the disks of its filesystems and swap
     ("read", "/proc/net/{route,ipv6_route}", LARGE_CAP),
     ("list", "/sys/class/net/*", None),
@@ -112,9 +118,19 @@ CAPTURE = (
     ("read", "/etc/driverctl.d/pci-*", DEFAULT_CAP),
     ("read", "/boot/loader/entries/*.conf", DEFAULT_CAP),
     ("read", "/boot/grub2/grubenv", DEFAULT_CAP),
+    # the initramfs images: whether they exist (their contents are read on the host only, not collected)
+    ("resolve", "/boot/{initrd.img-<release>,initramfs-<release>.img,initrd-<release>,initramfs-linux.img}", None),
     ("read", "/etc/kernelstub/configuration", DEFAULT_CAP),
     ("resolve", "/{run/ostree-booted,sysroot/ostree,etc/NIXOS,etc/kernel/proxmox-boot-uuids}", None),
     ("resolve", "/{usr/sbin,usr/bin,sbin,bin}/{" + TOOLS + "}", None),
+    # what QEMU opens at VM start, the user it runs as, and the memory that user may lock
+    ("stat", "/dev/{vfio/*,vfio/devices/*,iommu}", None),
+    ("list", "/sys/bus/pci/devices/*/vfio-dev", None),
+    ("read", "/etc/{passwd,group,libvirt/qemu.conf}", DEFAULT_CAP),
+    ("read", "/etc/security/limits.conf", DEFAULT_CAP),
+    ("read", "/etc/security/limits.d/*.conf", DEFAULT_CAP),
+    ("read", "/etc/systemd/system.conf", DEFAULT_CAP),
+    ("read", "/etc/systemd/system.conf.d/*.conf", DEFAULT_CAP),
 )
 
 # scanner/facts/host_dependencies.py: a sysfs path under a PCI function, an NVMe controller's name
@@ -285,6 +301,21 @@ class Collector(object):
         except Unresolvable:
             return None
 
+    def stat(self, path):
+        """Record the owner, group and permission bits of what ``path`` leads to (lstat: never opened)."""
+        try:
+            parts = self._resolve(path)
+        except Unresolvable:
+            return
+        entry = self.entries.get(key_of(parts))
+        if entry is None or "mode" in entry:
+            return
+        try:
+            found = os.lstat(self._os_path(parts))
+        except OSError:
+            return  # gone since the walk: the scan reads it as not collected
+        entry.update({"uid": found.st_uid, "gid": found.st_gid, "mode": stat.S_IMODE(found.st_mode)})
+
     def listdir(self, path):
         """Names in a directory (recorded), or None."""
         try:
@@ -390,6 +421,8 @@ class Collector(object):
                     self.listdir(path)
                 elif kind == "resolve":
                     self.resolve(path)
+                elif kind == "stat":
+                    self.stat(path)
                 elif kind == "blockdev":
                     self.block_device(path, 0, set())
 

@@ -99,6 +99,16 @@ def own_rule(text: Optional[str], rule: str, key: str) -> str:
     return ensure_lines("".join(kept), [rule])
 
 
+def own_limits(text: Optional[str], domain: str, item: str, lines: Sequence[str]) -> str:
+    """A limits.d file with ``lines`` as the only ones setting ``item`` for ``domain`` (``libvirt-qemu soft
+    memlock 17825792``): an older value of ours would be read after it and win; every other line stays."""
+    def sets_it(line: str) -> bool:
+        words = line.split("#", 1)[0].split()
+        return len(words) >= 3 and words[0] == domain and words[2].lower() == item
+    kept = [line for line in _lines(text) if not sets_it(line) or line.rstrip("\n") in lines]
+    return ensure_lines("".join(kept), lines)
+
+
 # -- vfio-pci ids in /etc/modprobe.d ------------------------------------------------------------
 
 _OPTIONS = re.compile(r"^(\s*options\s+)(vfio[-_]pci)(\s+)(.*?)\s*$")
@@ -340,5 +350,6 @@ def edit_commands(path: str, old: Optional[str], new: str) -> List[str]:
 
 
 __all__ = ["EditError", "file_state", "digest", "writable_text", "ensure_lines", "module_name_equal", "own_rule",
+           "own_limits",
            "merge_vfio_ids", "grub_values", "grub_parameters", "grub_winner", "grub_edit", "cmdline_file_edit",
            "edit_commands", "GRUB_MAIN", "GRUB_DROPINS", "VFIO_CONF"]

@@ -28,6 +28,10 @@ class Scan:
     order); ``unmatched`` the selectors that matched nothing, which rule VFIO-010 reports.
     ``policy`` (:class:`scanner.policy.Policy`) changes severities and applies waivers once the
     rules ran (:func:`scanner.scanning.scan_host`); rules need not look at it.
+    ``vm_user`` (``--vm-user``) is the user QEMU runs as (None: libvirt's, else root) and
+    ``guest_memory`` (``--guest-memory``) the VM's RAM in bytes (None: not given): VFIO-018, VFIO-019.
+    ``managed`` (``--managed``): the VMM detaches each target from its host driver at VM start
+    (libvirt ``managed='yes'``, Proxmox), so VFIO-013 and VFIO-017 accept a detachable target.
     """
 
     targets: Tuple = ()
@@ -35,6 +39,9 @@ class Scan:
     fail_on: str = "fail"
     options: dict = field(default_factory=dict)
     policy: Optional[Any] = None
+    vm_user: Optional[str] = None
+    guest_memory: Optional[int] = None
+    managed: bool = False
 
     @property
     def has_targets(self) -> bool:

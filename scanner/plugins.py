@@ -41,6 +41,12 @@ BUILTIN_PLUGINS = (
     "rules.boot_vga",
     "rules.next_boot",
     "rules.binding_persistence",
+    "rules.vm_access",
+    "rules.guest_memory_lock",
+    "rules.boot_framebuffer",
+    "rules.bar_window",
+    "rules.rmrr",
+    "rules.kernel_lockdown",
     "reports",
 )
 DISABLE_ENV = "VFIO_SCAN_DISABLE_PLUGINS"

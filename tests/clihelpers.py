@@ -162,6 +162,11 @@ def unreadable_cmdline_host(root):
 
 
 #: Every built-in rule, host rules first; extend when a rule is added.
-HOST_IDS = [f"VFIO-00{n}" for n in range(1, 8)] + ["VFIO-016"]
-DEVICE_IDS = ["VFIO-010", "VFIO-011", "VFIO-012", "VFIO-013", "VFIO-014", "VFIO-015", "VFIO-017"]
+HOST_IDS = [f"VFIO-00{n}" for n in range(1, 8)] + ["VFIO-016", "VFIO-019", "VFIO-023"]
+DEVICE_IDS = ["VFIO-010", "VFIO-011", "VFIO-012", "VFIO-013", "VFIO-014", "VFIO-015", "VFIO-017", "VFIO-018",
+              "VFIO-020", "VFIO-021", "VFIO-022"]
 BUILTIN_IDS = sorted(HOST_IDS + DEVICE_IDS)  # in id order, as the registry lists them
+#: Host rules that judge only when an option asks (VFIO-019: --guest-memory) and skip, saying so, otherwise.
+ON_REQUEST_IDS = ["VFIO-019"]
+#: What passes on a ready host scanned without options.
+READY_HOST_IDS = [r for r in HOST_IDS if r not in ON_REQUEST_IDS]

@@ -24,7 +24,7 @@ AMD_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat p
 DEBIAN_KCONFIG = {
     "IOMMU_SUPPORT": "y", "INTEL_IOMMU": "y", "AMD_IOMMU": "y", "IRQ_REMAP": "y",
     "INTEL_IOMMU_DEFAULT_ON": "n", "INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF": "y",
-    "VFIO": "m", "VFIO_PCI": "m", "VFIO_IOMMU_TYPE1": "m", "PCI_IOV": "y",
+    "VFIO": "m", "VFIO_PCI": "m", "VFIO_IOMMU_TYPE1": "m", "PCI_IOV": "y", "SECURITY_LOCKDOWN_LSM": "y",
 }
 
 DMESG_INTEL_ON = """\
@@ -55,6 +55,63 @@ INTERRUPTS_NO_IR = """\
  25:        120          0   PCI-MSI 32768-edge      enp0s2-rx-0
 NMI:          0          0   Non-maskable interrupts
 """
+
+#: What every IOMMU group of an x86 host lists in ``reserved_regions``: the MSI window (6.1 under QEMU).
+MSI_REGION = "0x00000000fee00000 0x00000000feefffff msi\n"
+#: ``resource`` flags as the kernel shows them: a 32-bit memory BAR, a 64-bit prefetchable one, an I/O BAR.
+MEM32, MEM64_PREF, IO_BAR = 0x40200, 0x14220C, 0x40101
+
+#: ``/proc/iomem`` of the QEMU q35 guest (6.1, as root), cut to the lines around its PCI devices.
+IOMEM_QEMU = """\
+00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+00100000-7ffd6fff : System RAM
+  01000000-01e01d31 : Kernel code
+80000000-afffffff : PCI Bus 0000:00
+b0000000-bfffffff : PCI MMCONFIG 0000 [bus 00-ff]
+c0000000-febfffff : PCI Bus 0000:00
+  fe200000-fe21ffff : 0000:00:02.0
+    fe200000-fe21ffff : e1000e
+fec00000-fec003ff : IOAPIC 0
+fed90000-fed90fff : dmar0
+fee00000-fee00fff : Local APIC
+100000000-8ffffffff : PCI Bus 0000:00
+"""
+
+#: The workstation's GPUs: an RTX 3080 without resizable BAR (16 MiB registers, 256 MiB and 32 MiB of
+#: 64-bit prefetchable memory, I/O ports) and the iGPU (its 256 MiB aperture holds the firmware's
+#: framebuffer until i915 takes over).
+WORKSTATION_GPU_BARS = {0: (0xF6000000, 16 << 20, MEM32), 1: (0xE0000000, 256 << 20, MEM64_PREF),
+                        3: (0xF0000000, 32 << 20, MEM64_PREF), 5: (0xE000, 128, IO_BAR)}
+WORKSTATION_IGPU_BARS = {0: (0xF5000000, 16 << 20, 0x140204), 2: (0xD0000000, 256 << 20, MEM64_PREF),
+                         4: (0xF000, 64, IO_BAR)}
+#: Its ``/proc/iomem`` around the GPUs once the host's drivers run (i915 removed the EFI framebuffer).
+IOMEM_WORKSTATION = """\
+00000000-00000fff : Reserved
+00100000-7ffd6fff : System RAM
+c0000000-febfffff : PCI Bus 0000:00
+  d0000000-dfffffff : 0000:00:02.0
+  e0000000-f1ffffff : PCI Bus 0000:01
+    e0000000-efffffff : 0000:01:00.0
+    f0000000-f1ffffff : 0000:01:00.0
+  f5000000-f5ffffff : 0000:00:02.0
+  f6000000-f70fffff : PCI Bus 0000:01
+    f6000000-f6ffffff : 0000:01:00.0
+      f6000000-f6ffffff : nvidia
+    f7080000-f7083fff : 0000:01:00.1
+      f7080000-f7083fff : ICH HD audio
+fee00000-fee00fff : Local APIC
+"""
+
+
+def resource_text(bars: Dict[int, tuple], bridge: bool = False) -> str:
+    """A ``resource`` file: 13 lines (17 on a bridge), ``bars`` index -> (start, size, flags), the rest zero."""
+    lines = []
+    for index in range(17 if bridge else 13):
+        start, size, flags = bars.get(index, (0, 0, 0))
+        lines.append(f"0x{start:016x} 0x{start + size - 1 if size else 0:016x} 0x{flags:016x}")
+    return "\n".join(lines) + "\n"
+
 
 
 class HostTree:
@@ -153,10 +210,11 @@ class HostTree:
 
     def pci_device(self, addr: str, vendor: str, device: str, pci_class: str, driver: Optional[str] = None,
                    group: Optional[str] = None, parent: Optional[str] = None, root_bus: str = "00",
-                   **attrs: str) -> str:
+                   bars: Optional[Dict[int, tuple]] = None, **attrs: str) -> str:
         """A PCI function under its root complex (or under ``parent``, a bridge address).
 
         ``root_bus``: the root bus of its host bridge, ``pci0000:<root_bus>`` (servers have several).
+        ``bars``: resource index -> (start, size, flags) for its ``resource`` file (none: all zero).
         """
         domain_bus = addr.rsplit(":", 1)[0]
         base = f"/sys/devices/pci{addr.split(':')[0]}:{root_bus}"
@@ -169,6 +227,7 @@ class HostTree:
         self.write(f"{devdir}/device", f"0x{device}\n")
         self.write(f"{devdir}/class", f"0x{pci_class}\n")
         self.write(f"{devdir}/driver_override", "(null)\n")
+        self.write(f"{devdir}/resource", resource_text(bars or {}, bridge=pci_class.startswith("0604")))
         for key, value in attrs.items():
             self.write(f"{devdir}/{key}", f"{value}\n")
         if pci_class.startswith("0604"):
@@ -181,6 +240,7 @@ class HostTree:
         if group is not None:
             self.mkdir(f"/sys/kernel/iommu_groups/{group}/devices")
             self.write(f"/sys/kernel/iommu_groups/{group}/type", "DMA\n")
+            self.write(f"/sys/kernel/iommu_groups/{group}/reserved_regions", MSI_REGION)
             self.link_to(f"{devdir}/iommu_group", f"/sys/kernel/iommu_groups/{group}")
             self.link_to(f"/sys/kernel/iommu_groups/{group}/devices/{addr}", devdir)
         del domain_bus
@@ -226,12 +286,14 @@ class HostTree:
             for key, value in (("vendor", f"0x{vendor}"), ("device", f"0x{vf_device}"), ("class", "0x020000"),
                                ("driver_override", "(null)"), ("reset_method", "flr")):
                 self.write(f"{vfdir}/{key}", value + "\n")
+            self.write(f"{vfdir}/resource", resource_text({}))
             self.link_to(f"{vfdir}/physfn", devdir)
             self.link_to(f"{devdir}/virtfn{n}", vfdir)
             self.link_to(f"/sys/bus/pci/devices/{vf}", vfdir)
             group = str(first_group + n)
             self.mkdir(f"/sys/kernel/iommu_groups/{group}/devices")
             self.write(f"/sys/kernel/iommu_groups/{group}/type", "DMA\n")
+            self.write(f"/sys/kernel/iommu_groups/{group}/reserved_regions", MSI_REGION)
             self.link_to(f"{vfdir}/iommu_group", f"/sys/kernel/iommu_groups/{group}")
             self.link_to(f"/sys/kernel/iommu_groups/{group}/devices/{vf}", vfdir)
             if driver:
@@ -304,6 +366,14 @@ class HostTree:
         self.write("/etc/modprobe.d/vfio.conf", f"options vfio-pci ids={','.join(ids)}\n"
                    + "".join(f"softdep {m} pre: vfio-pci\n" for m in softdeps))
 
+    def iomem(self, text: str) -> None:
+        self.write("/proc/iomem", text)
+
+    def lockdown(self, mode: str = "none") -> None:
+        """``/sys/kernel/security/lockdown`` with ``mode`` in brackets."""
+        self.write("/sys/kernel/security/lockdown",
+                   " ".join(f"[{m}]" if m == mode else m for m in ("none", "integrity", "confidentiality")) + "\n")
+
     def kernel_log(self, text: str) -> None:
         self.write("/var/log/dmesg", text)
 
@@ -343,6 +413,8 @@ def ready_host(root, vendor: str = "intel", cmdline: Optional[str] = None) -> Ho
                     "[    1.038284] pci 0000:00:00.2: AMD-Vi: Found IOMMU cap 0x40\n"
                     "[    1.038372] AMD-Vi: Interrupt remapping enabled\n")
     tree.grub(default="quiet intel_iommu=on iommu=pt" if vendor == "intel" else "quiet iommu=pt")
+    tree.iomem(IOMEM_QEMU)
+    tree.lockdown("none")
     return tree
 
 
@@ -360,11 +432,12 @@ def workstation(root, vendor: str = "intel") -> HostTree:
         tree.remove(gone)
     tree.pci_device("0000:00:01.0", "8086", "1901", "060400", driver="pcieport", group="1")
     tree.pci_device("0000:01:00.0", "10de", "2204", "030000", driver="nvidia", group="1", parent="0000:00:01.0",
-                    boot_vga="0", reset_method="bus", subsystem_vendor="0x1458", subsystem_device="0x403b")
+                    boot_vga="0", reset_method="bus", subsystem_vendor="0x1458", subsystem_device="0x403b",
+                    bars=WORKSTATION_GPU_BARS)
     tree.pci_device("0000:01:00.1", "10de", "1aef", "040300", driver="snd_hda_intel", group="1",
-                    parent="0000:00:01.0", reset_method="bus")
+                    parent="0000:00:01.0", reset_method="bus", bars={0: (0xF7080000, 16 << 10, MEM32)})
     tree.pci_device("0000:00:02.0", "8086", "3e92", "030000", driver="i915", group="2", boot_vga="1",
-                    reset_method="flr")
+                    reset_method="flr", bars=WORKSTATION_IGPU_BARS)
     tree.pci_device("0000:00:14.0", "8086", "a36d", "0c0330", driver="xhci_hcd", group="3", reset_method="pm")
     tree.pci_device("0000:00:17.0", "8086", "a352", "010601", driver="ahci", group="4", reset_method="")
     tree.pci_device("0000:00:1f.0", "8086", "a305", "060100", group="5")
@@ -394,4 +467,5 @@ def workstation(root, vendor: str = "intel") -> HostTree:
     tree.write("/proc/self/mountinfo", "22 1 259:0 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw\n"
                                        "23 22 0:21 / /proc rw,nosuid shared:12 - proc proc rw\n")
     tree.write("/dev/vfio/vfio", "")
+    tree.iomem(IOMEM_WORKSTATION)
     return tree

@@ -58,11 +58,17 @@ class Recording:
     def read_bytes(self, path, cap=DEFAULT_CAP):
         return self._call("read_bytes", path, cap)
 
+    def initramfs(self, path):
+        return self._call("initramfs", path)
+
     def listdir(self, path):
         return self._call("listdir", path)
 
     def resolve(self, path):
         return self._call("resolve", path)
+
+    def stat(self, path):
+        return self._call("stat", path)
 
     def exists(self, path):
         return self._call("exists", path)

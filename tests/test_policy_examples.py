@@ -40,7 +40,8 @@ def test_gpu_workstation_is_ready_with_the_boot_vga_warning_waived(tmp_path, as_
     assert doc["summary"]["readiness"] == "READY" and doc["summary"]["fail_on"] == "warn"
     assert doc["targets"] == [GPU, GPU_AUDIO]
     assert statuses(doc, GPU) == {"VFIO-010": "pass", "VFIO-011": "skip", "VFIO-012": "pass", "VFIO-013": "pass",
-                                  "VFIO-014": "pass", "VFIO-015": "waived", "VFIO-017": "pass"}
+                                  "VFIO-014": "pass", "VFIO-015": "waived", "VFIO-017": "pass", "VFIO-018": "pass",
+                                  "VFIO-020": "pass", "VFIO-021": "pass", "VFIO-022": "pass"}
     assert set(statuses(doc, GPU_AUDIO).values()) <= {"pass", "skip"}
     host = {f["rule_id"]: f for f in doc["findings"] if f["subject"] == "host"}
     assert host["VFIO-006"]["status"] == "pass" and host["VFIO-006"]["severity"] == "critical"
@@ -91,7 +92,8 @@ def test_sriov_host_is_ready(tmp_path):
     assert pf["VFIO-012"]["status"] == "skip"  # the PF stays on the host
     for vf in tree.vfs:
         assert statuses(doc, vf) == {"VFIO-010": "pass", "VFIO-011": "pass", "VFIO-012": "pass", "VFIO-013": "pass",
-                                     "VFIO-014": "pass", "VFIO-017": "pass"}  # VFIO-015 is skipped by the policy
+                                     "VFIO-014": "pass", "VFIO-017": "pass", "VFIO-018": "pass", "VFIO-020": "pass",
+                                     "VFIO-021": "pass", "VFIO-022": "pass"}  # VFIO-015 is skipped by the policy
     assert "VFIO-015" not in {f["rule_id"] for f in doc["findings"]}
     assert doc["policy"]["unused_waivers"] == []  # the lab waiver is for lab-* hosts only
 

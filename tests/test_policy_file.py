@@ -257,13 +257,13 @@ def test_unknown_rule_ids_are_errors_with_a_suggestion(tmp_path):
         only = ["VFIO-001"]
 
         [[waivers]]
-        rule = "VFIO-018"
+        rule = "VFIO-117"
         justification = "ok"
     """)
-    assert error_of(path) == ("waivers[0].rule (line 5): no such rule 'VFIO-018'; did you mean 'VFIO-017'? "
+    assert error_of(path) == ("waivers[0].rule (line 5): no such rule 'VFIO-117'; did you mean 'VFIO-017'? "
                               "(see 'vfio-scan rules')")
     # a third-party rule id is fine when that plugin is loaded
-    assert load_policy(str(path), known_rules=KNOWN | {"VFIO-018"}).waivers[0].rule == "VFIO-018"
+    assert load_policy(str(path), known_rules=KNOWN | {"VFIO-117"}).waivers[0].rule == "VFIO-117"
 
 
 def test_unknown_rule_in_severity_table(tmp_path):
@@ -293,7 +293,7 @@ def test_json_syntax_error_line_and_column(tmp_path):
     ({"rules": {"severity": {"VFIO-006": "urgent"}}},
      "at /rules/severity/VFIO-006: 'urgent' is not one of info, low, medium, high, critical"),
     ({"waivers": [{"rule": "VFIO-099", "justification": "x"}]},
-     "at /waivers/0/rule: no such rule 'VFIO-099'; did you mean 'VFIO-017'? (see 'vfio-scan rules')"),
+     "at /waivers/0/rule: no such rule 'VFIO-099'; did you mean 'VFIO-019'? (see 'vfio-scan rules')"),
     ([], "at the top level: [] is not of type 'object'"),
 ])
 def test_json_schema_errors_give_a_json_pointer(tmp_path, doc, expected):

@@ -33,6 +33,13 @@ def add_arguments(parser, hosts: bool = True) -> None:
                           "or above it)")
     sel.add_argument("--rule", action="append", default=[], metavar="ID", help="run only this rule (repeatable; id or name)")
     sel.add_argument("--skip-rule", action="append", default=[], metavar="ID", help="do not run this rule (repeatable)")
+    sel.add_argument("--vm-user", metavar="USER", help="the user QEMU runs as (default: the user of libvirt's "
+                                                        "/etc/libvirt/qemu.conf where present, else root)")
+    sel.add_argument("--guest-memory", metavar="SIZE", help="the VM's memory (16G, 16384M; a bare number is MiB), "
+                                                            "to check that its user may lock it")
+    sel.add_argument("--managed", action="store_true",
+                     help="the VM manager detaches each target from its host driver at VM start (libvirt "
+                          "managed='yes', Proxmox): a target on its host driver passes when it can be detached")
     add_policy_arguments(sel)
     add_plugin_arguments(parser)
 
@@ -48,6 +55,25 @@ def pick_rules(registry, args, policy=None):
     if policy is not None:  # --rule/--skip-rule already merged into the policy's only/skip
         return select_rules(registry.sorted_rules(), policy.only, policy.skip)
     return select_rules(registry.sorted_rules(), args.rule, args.skip_rule)
+
+
+def vm_user(text):
+    """``--vm-user`` as given (None when not): one plain word, or a usage error."""
+    if text is not None and (not text or not text.isprintable() or text.split() != [text]):
+        raise UsageError(f"--vm-user {text!r}: not a user name")
+    return text
+
+
+def guest_memory(text):
+    """``--guest-memory`` in bytes (None when not given); a size that is none is a usage error."""
+    if text is None:
+        return None
+    from scanner.facts.memlock import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise UsageError(f"--guest-memory {exc}") from None
 
 
 def run(args) -> int:
@@ -71,7 +97,8 @@ def run(args) -> int:
     from scanner.report import EXIT_INCOMPLETE, combined_exit_code
     from scanner.scanning import scan_host
 
-    scan = Scan(fail_on=policy.fail_on or "fail", policy=policy)
+    scan = Scan(fail_on=policy.fail_on or "fail", policy=policy, vm_user=vm_user(args.vm_user),
+                guest_memory=guest_memory(args.guest_memory), managed=args.managed)
     reports = hosts.scan(lambda host: scan_host(host, rules, scan, selectors=selectors, vfs=vfs), fail_on=scan.fail_on)
     outputs = [(args.format, args.output or "-")]
     outputs += [(fmt, path) for fmt, _, path in extra if path]

@@ -15,6 +15,8 @@ from scanner.facts.boot import BootStack, parse_grub_files
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 from scanner.facts.host_dependencies import HostDependencies
 from scanner.facts.next_boot import NextBoot
+from scanner.facts.vm_start_hw import VmStartHardware
+from scanner.facts.vm_access import VmAccess
 from scanner.facts.cpu import CpuInfo, parse_cpuinfo
 from scanner.facts.interrupts import Interrupts, parse_interrupts
 from scanner.facts.iommu import IommuGroup, IommuState, group_sort_key
@@ -46,7 +48,7 @@ def evidence_of(read: Read, limit: int = 300) -> Evidence:
     return Evidence(read.path, f"<{read.reason}>")
 
 
-class Facts(HostDependencies, NextBoot):
+class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess):
     """Parsed facts of one host; see the module docstring."""
 
     def __init__(self, host):

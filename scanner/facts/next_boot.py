@@ -9,12 +9,14 @@ the rules that compare it with now (VFIO-016, VFIO-017).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from functools import cached_property
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from scanner.facts.cmdline import Cmdline, parse_cmdline
+from scanner.host import LARGE_CAP
 
 _OPTIONS = re.compile(r"^\s*options\s+(vfio[-_]pci)\s+(.*)$")
 _SOFTDEP = re.compile(r"^\s*softdep\s+(\S+)\s.*\bpre:.*\bvfio[-_]pci\b")
@@ -101,10 +103,67 @@ class NextBoot:
                     softdeps.append((path, dep.group(1).replace("-", "_")))
         return winner, tuple(softdeps)
 
+    # -- the initramfs of the next boot ------------------------------------------------------
+    @cached_property
+    def initramfs_image(self):
+        """What the running release's initramfs image holds (``InitramfsRead``), or None when no image
+        by the names initramfs-tools, dracut, SUSE and mkinitcpio give it exists."""
+        release = self.release
+        names = ([f"/boot/initrd.img-{release}", f"/boot/initramfs-{release}.img", f"/boot/initrd-{release}"]
+                 if release and "/" not in release else [])
+        for path in names + ["/boot/initramfs-linux.img"]:
+            got = self.host.initramfs(path)
+            if not got.missing:
+                return got
+        return None
+
+    def pci_aliases(self) -> Tuple[Tuple[str, str], ...]:
+        """(pattern, module) of each ``alias pci:...`` line of the running release's modules.alias.
+        Read only when an initramfs holds modules to match (a method, so that nothing else reads
+        the 1 MB file: snapshots do not carry it)."""
+        kept = self.__dict__.get("_pci_aliases")
+        if kept is not None:
+            return kept
+        self.__dict__["_pci_aliases"] = found = self._read_pci_aliases()
+        return found
+
+    def _read_pci_aliases(self) -> Tuple[Tuple[str, str], ...]:
+        if not self.release or "/" in self.release:
+            return ()
+        got = self.host.read(f"/lib/modules/{self.release}/modules.alias", cap=LARGE_CAP)
+        found = []
+        for line in got.value().splitlines():
+            words = line.split()
+            if len(words) == 3 and words[0] == "alias" and words[1].startswith("pci:"):
+                found.append((words[1], words[2].replace("-", "_")))
+        return tuple(found)
+
+    def early_host_drivers(self, device, modules: FrozenSet[str]) -> List[str]:
+        """The modules among ``modules`` (those an initramfs holds) that would claim ``device`` by its
+        modalias: its host drivers, loaded before the real root. vfio's own are left out."""
+        alias = modalias(device)
+        if alias is None:
+            return []
+        return sorted({module for pattern, module in self.pci_aliases()
+                       if module in modules and "vfio" not in module and fnmatch.fnmatchcase(alias, pattern)})
+
     def loads_at_boot(self, module: str) -> List[str]:
         """Where a boot-time load list names ``module`` (``/etc/modules-load.d/*.conf``, ``/etc/modules``)."""
         name = module.replace("-", "_")
         return [path for path, names in self.modules_load_config.items() if name in names]
+
+
+def modalias(device) -> Optional[str]:
+    """The ``pci:v...d...sv...sd...bc..sc..i..`` the kernel gives a device, from its ids and class."""
+    try:
+        vendor, product = int(device.vendor, 16), int(device.device, 16)
+        klass = int(device.pci_class, 16)
+        sub_vendor = int(device.subsystem_vendor or "0", 16)
+        sub_device = int(device.subsystem_device or "0", 16)
+    except (TypeError, ValueError):
+        return None
+    return (f"pci:v{vendor:08X}d{product:08X}sv{sub_vendor:08X}sd{sub_device:08X}"
+            f"bc{klass >> 16:02X}sc{(klass >> 8) & 0xFF:02X}i{klass & 0xFF:02X}")
 
 
 def _bls_field(line: str) -> Optional[Tuple[str, str]]:

@@ -58,6 +58,35 @@ class BytesRead:
 
 
 @dataclass(frozen=True)
+class Stat:
+    """Owner, group and permission bits of a path (links followed), or the reason there are none.
+
+    What decides whether a user may open a device node (``/dev/vfio/1``): the scan never opens
+    one, it judges the mode bits against the user's uid and groups.
+    """
+
+    path: str
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+    mode: Optional[int] = None  # the permission bits (``stat.S_IMODE``), e.g. 0o660
+    reason: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.mode is not None
+
+    @property
+    def missing(self) -> bool:
+        return self.reason == MISSING
+
+    def describe(self) -> str:
+        """``0660 uid 0 gid 36`` for evidence, or the reason there is none."""
+        if not self.ok:
+            return f"<{self.reason}>"
+        return f"mode {self.mode:04o}, owner uid {self.uid}, group gid {self.gid}"
+
+
+@dataclass(frozen=True)
 class Listing:
     """Names in a directory, sorted, or the reason they could not be listed."""
 

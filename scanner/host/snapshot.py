@@ -26,7 +26,7 @@ import json
 import stat
 from typing import List, Optional
 
-from scanner.host import DEFAULT_CAP, BytesRead, Listing, Read
+from scanner.host import DEFAULT_CAP, BytesRead, Listing, Read, Stat
 from scanner.host.tree import MISSING, Components, TreeHost, _Unresolvable
 
 NOT_COLLECTED = "not in the snapshot (the collector did not record it)"
@@ -264,6 +264,17 @@ class SnapshotHost(TreeHost):
         except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
             return None
 
+    def initramfs(self, path: str):
+        """A snapshot records whether an image exists, never what it holds (tens of megabytes)."""
+        from scanner.host.initramfs import InitramfsRead
+
+        entry, reason = self._final(path)
+        if entry is None:
+            return InitramfsRead(path, reason=reason)
+        if entry["type"] != "file":
+            return InitramfsRead(path, reason="not a regular file")
+        return InitramfsRead(path, reason=NOT_COLLECTED)
+
     def listdir(self, path: str) -> Listing:
         entry, reason = self._final(path)
         if entry is None:
@@ -276,6 +287,17 @@ class SnapshotHost(TreeHost):
             return Listing(path, reason="not a directory")
         self.uncollected.add(path)
         return Listing(path, reason=NOT_COLLECTED)
+
+    def stat(self, path: str) -> Stat:
+        """The owner, group and mode the collector recorded (a ``stat`` capture), or why there are none."""
+        entry, reason = self._final(path)
+        if entry is None:
+            return Stat(path, reason=reason)
+        if "mode" not in entry:
+            self.uncollected.add(path)
+            return Stat(path, reason=NOT_COLLECTED)
+        # int(): JSON's 432.0 is an integer too (the schema lets it through), and a mode is formatted in octal
+        return Stat(path, int(entry.get("uid", 0)), int(entry.get("gid", 0)), int(entry["mode"]))
 
     # -- host identity and the kernel log ------------------------------------------------------
     def hostname(self) -> str:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 ENTRY_TYPES = frozenset(("file", "dir", "link", "other", "missing", "error"))
 STRING_KEYS = frozenset(("reason", "target", "link_error", "list_error", "text", "base64", "read_error"))
-KEYS = STRING_KEYS | {"type", "names", "cap"}
+#: Non-negative integers: a read's size cap; the owner, group and permission bits of a ``stat`` capture.
+COUNT_KEYS = frozenset(("cap", "uid", "gid", "mode"))
+KEYS = STRING_KEYS | COUNT_KEYS | {"type", "names"}
 #: dependentSchemas: (present key, the type it needs or None, keys it excludes)
 DEPENDENT = (
     ("reason", "error", ()),
@@ -75,8 +77,9 @@ def entry_is_valid(entry) -> bool:
         names = entry["names"]
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             return False
-    if "cap" in entry and not (_is_integer(entry["cap"]) and entry["cap"] >= 0):
-        return False
+    for key in COUNT_KEYS.intersection(entry):
+        if not (_is_integer(entry[key]) and entry[key] >= 0):
+            return False
     for key, needs_type, excludes in DEPENDENT:
         if key in entry:
             if needs_type is not None and kind != needs_type:

@@ -30,6 +30,7 @@ from scanner.host import (
     BytesRead,
     Listing,
     Read,
+    Stat,
     decode_text,
 )
 from scanner.inputfile import read_capped
@@ -406,6 +407,22 @@ class TreeHost:
             return Read(path, reason=raw.reason)
         return decode_text(path, raw.data, lenient=lenient)
 
+    def initramfs(self, path: str):
+        """What the initramfs image at ``path`` holds (:class:`scanner.host.initramfs.InitramfsRead`):
+        read as a stream through the same safe open as every file, never held whole in memory."""
+        from scanner.host.initramfs import MAX_IMAGE, InitramfsRead, read_image
+
+        try:
+            fd, size = self._open(path)
+        except _Unresolvable as exc:
+            return InitramfsRead(path, reason=exc.reason)
+        try:
+            if size > MAX_IMAGE:
+                return InitramfsRead(path, reason=f"too large: over the {MAX_IMAGE}-byte cap")
+            return read_image(path, _chunks_of(fd, MAX_IMAGE))
+        finally:
+            os.close(fd)
+
     def listdir(self, path: str) -> Listing:
         try:
             parts = self._resolve(path)
@@ -415,6 +432,28 @@ class TreeHost:
             return Listing(path, tuple(sorted(os.listdir(self._dirs.fd(parts)))))
         except OSError as exc:
             return Listing(path, reason=self._listing_failure(parts, exc))
+
+    def stat(self, path: str) -> Stat:
+        """Owner, group and permission bits of what ``path`` leads to (every link followed).
+
+        Read with ``lstat`` inside the parent's descriptor, like every step of the walk: a device
+        node is looked at, never opened.
+        """
+        try:
+            parts = self._resolve(path)
+            found = self._owner_and_mode(parts)
+        except _Unresolvable as exc:
+            return Stat(path, reason=exc.reason)
+        return Stat(path, found.st_uid, found.st_gid, stat.S_IMODE(found.st_mode))
+
+    def _owner_and_mode(self, parts: Components) -> os.stat_result:
+        dir_fd = self._dir_fd(parts[:-1] if parts else ())
+        try:
+            if not parts:
+                return os.fstat(dir_fd)
+            return os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as exc:
+            raise _Unresolvable(_reason_for(exc)) from None
 
     def _listing_failure(self, parts: Components, exc: OSError) -> str:
         """Why the directory at ``parts`` (the walk's end, links followed) could not be listed."""
@@ -454,6 +493,17 @@ class TreeHost:
 #: tree -- an empty folder, the parent of the tree, a typo -- and a scan of it would give a verdict
 #: about nothing.
 HOST_SIGNS = ("/proc/cmdline", "/sys/bus/pci/devices")
+
+
+def _chunks_of(fd: int, cap: int, size: int = 1 << 20):
+    """The open file's bytes a chunk at a time, up to ``cap`` (a file that grows past it is cut there)."""
+    got = 0
+    while got < cap:
+        chunk = os.read(fd, min(size, cap - got))
+        if not chunk:
+            return
+        got += len(chunk)
+        yield chunk
 
 
 def missing_host_signs(root: str) -> Optional[str]:
