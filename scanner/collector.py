@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections import OrderedDict
 
 FORMAT = "vfio-scan-snapshot"
 SNAPSHOT_VERSION = "1.1"  # 1.1: entries may carry uid, gid and mode (the "stat" captures)
@@ -45,10 +46,13 @@ COLLECTOR_VERSION = "1.0"
 DEFAULT_CAP = 1 << 20  # the scanner's caps (scanner/host/__init__.py): sysfs/procfs files are tiny
 LARGE_CAP = 16 << 20  # kernel configs, logs, pci.ids, cpuinfo of big machines
 MAX_LINK_HOPS = 40  # the kernel's own limit (ELOOP)
+OPEN_DIRECTORIES = 64  # directory descriptors kept open for the walk (far under any RLIMIT_NOFILE)
+DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 MAX_ENTRIES = 250000  # a runaway tree (thousands of block devices) cannot grow a snapshot forever
 MAX_TOTAL_BYTES = 256 << 20
 COMMAND_TIMEOUT = 15
 MISSING = "missing"
+CHANGED = "changed while being read (a directory on the way was replaced)"  # scanner/host/tree.py's words
 DENIED = "permission denied"
 
 # What the Facts layer reads (scanner/facts/__init__.py), as (kind, pattern, cap). Kinds: "read"
@@ -162,6 +166,8 @@ def reason_for(exc):
         return DENIED
     if exc.errno == errno.ELOOP:
         return "symlink loop"
+    if exc.errno == errno.ESTALE and exc.strerror == CHANGED:
+        return CHANGED
     return "unreadable: %s" % (exc.strerror or exc)
 
 
@@ -207,6 +213,7 @@ class Collector(object):
         self.max_entries = MAX_ENTRIES if max_entries is None else max_entries
         self.bytes_left = MAX_TOTAL_BYTES if max_total_bytes is None else max_total_bytes
         self._dir_cache = {}
+        self._dir_fds = OrderedDict()  # resolved directory parts -> an open descriptor (a few, reused)
 
     # -- recording lstat/readlink, then the scanner's own walk ---------------------------------
     def _os_path(self, parts):
@@ -222,20 +229,52 @@ class Collector(object):
             self.entries[key] = entry
         return self.entries[key]
 
+    # -- every system call beneath the root, through directory descriptors -------------------
+    def _dir_fd(self, parts):
+        """A descriptor of the resolved directory ``parts``, opened one component at a time with
+        O_NOFOLLOW from the root's: a directory swapped for a symlink while the collector runs is
+        refused (ELOOP/ENOTDIR), never followed out of the root. Raises OSError."""
+        parts = tuple(parts)
+        fd = self._dir_fds.get(parts)
+        if fd is not None:
+            self._dir_fds.move_to_end(parts)
+            return fd
+        if parts:
+            parent = self._dir_fd(parts[:-1])
+            try:
+                fd = os.open(_raw(parts[-1]), DIR_FLAGS, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # it was a directory when the walk passed
+                    raise OSError(errno.ESTALE, CHANGED)
+                raise
+        else:
+            fd = os.open(self._root_raw, DIR_FLAGS)
+        self._dir_fds[parts] = fd
+        while len(self._dir_fds) > OPEN_DIRECTORIES:
+            _, old = self._dir_fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def close(self):
+        while self._dir_fds:
+            os.close(self._dir_fds.popitem()[1])
+
+    def _lstat(self, parts):
+        return os.lstat(_raw(parts[-1]), dir_fd=self._dir_fd(parts[:-1])) if parts else os.fstat(self._dir_fd(()))
+
     def _lookup(self, parts):
         key = key_of(parts)
         if key in self.entries:
             return self.entries[key]
-        path = self._os_path(parts)
         try:
-            mode = os.lstat(path).st_mode
+            mode = self._lstat(parts).st_mode
         except OSError as exc:
             reason = reason_for(exc)
             entry = {"type": "missing"} if reason == MISSING else {"type": "error", "reason": reason}
             return self._record(key, entry)
         if stat.S_ISLNK(mode):
             try:
-                entry = {"type": "link", "target": _text(os.readlink(path))}
+                entry = {"type": "link", "target": _text(os.readlink(_raw(parts[-1]), dir_fd=self._dir_fd(parts[:-1])))}
             except OSError as exc:
                 entry = {"type": "link", "link_error": reason_for(exc)}
         elif stat.S_ISDIR(mode):
@@ -311,7 +350,7 @@ class Collector(object):
         if entry is None or "mode" in entry:
             return
         try:
-            found = os.lstat(self._os_path(parts))
+            found = self._lstat(parts)
         except OSError:
             return  # gone since the walk: the scan reads it as not collected
         entry.update({"uid": found.st_uid, "gid": found.st_gid, "mode": stat.S_IMODE(found.st_mode)})
@@ -327,7 +366,7 @@ class Collector(object):
             return None
         if "names" not in entry and "list_error" not in entry:
             try:
-                entry["names"] = sorted(_text(n) for n in os.listdir(self._os_path(parts)))
+                entry["names"] = sorted(_text(n) for n in self._listdir(parts))
             except OSError as exc:
                 entry["list_error"] = "not a directory" if exc.errno == errno.ENOTDIR else reason_for(exc)
         return entry.get("names")
@@ -344,8 +383,17 @@ class Collector(object):
         if entry.get("cap", -1) < cap:
             for field in ("text", "base64", "read_error", "cap"):
                 entry.pop(field, None)
-            entry.update(self._read_file(self._os_path(parts), cap))
+            entry.update(self._read_file(parts, cap))
         return self.data_of(entry)
+
+    def _listdir(self, parts):
+        """The names of the resolved directory ``parts``, listed through its own descriptor."""
+        fd = os.open(_raw(parts[-1]), DIR_FLAGS, dir_fd=self._dir_fd(parts[:-1])) if parts else \
+            os.dup(self._dir_fd(()))
+        try:
+            return [os.fsencode(name) for name in os.listdir(fd)]  # names of a descriptor come as str
+        finally:
+            os.close(fd)
 
     @staticmethod
     def data_of(entry):
@@ -355,11 +403,15 @@ class Collector(object):
             return base64.b64decode(entry["base64"])
         return None
 
-    def _read_file(self, real, cap):
-        """scanner/host/tree.py's read_bytes after resolution: no links, no blocking, a cap."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    def _read_file(self, parts, cap):
+        """scanner/host/tree.py's read_bytes after resolution: opened beneath the root's descriptor,
+        no links, no blocking, no terminal, a cap."""
+        real = self._os_path(parts)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(real, flags)
+            if not parts:
+                raise OSError(errno.EISDIR, "a directory")
+            fd = os.open(_raw(parts[-1]), flags, dir_fd=self._dir_fd(parts[:-1]))
         except OSError as exc:
             if exc.errno == errno.EISDIR:
                 return {"read_error": "not a regular file (a directory)", "cap": cap}
@@ -569,10 +621,13 @@ def read_outside_file(path):
     """``--kernel-log FILE``: the user's own file, symlinks followed as the system does."""
     real = os.path.realpath(path)
     helper = Collector(os.path.dirname(real))
-    data = helper.read(os.path.basename(real), LARGE_CAP)
-    if data is not None:
-        return {"source": path, "text": lenient(data)}
-    return {"source": path, "reason": helper.reason(os.path.basename(real), LARGE_CAP)}
+    try:
+        data = helper.read(os.path.basename(real), LARGE_CAP)
+        if data is not None:
+            return {"source": path, "text": lenient(data)}
+        return {"source": path, "reason": helper.reason(os.path.basename(real), LARGE_CAP)}
+    finally:
+        helper.close()
 
 
 def run_command(argv, timeout=COMMAND_TIMEOUT):
@@ -659,6 +714,13 @@ def collect(root=None, kernel_log_file=None):
     """The snapshot of ``root`` (a captured tree) or, without one, of this machine, as a dict."""
     started = time.time()
     collector = Collector(root or "/")
+    try:
+        return _collect(collector, root, kernel_log_file, started)
+    finally:
+        collector.close()
+
+
+def _collect(collector, root, kernel_log_file, started):
     release = release_of(collector.read_text("/proc/sys/kernel/osrelease"))
     for kind, pattern, cap in CAPTURE:
         collector.capture(kind, pattern, cap, release)

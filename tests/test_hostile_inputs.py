@@ -318,8 +318,9 @@ def test_a_directory_already_walked_stays_the_one_walked(swappable):
         restore()
 
 
-def test_a_directory_swapped_in_a_loop_never_leaks_the_outside_file(swappable):
-    tree, swap, restore = swappable
+def race(swap, restore, attempt) -> None:
+    """Swap the directory in and out in a thread for 3 s while ``attempt()`` reads: it returns
+    (the file's text or None, the directory's names); the outside must never show."""
     stop = threading.Event()
     swaps = []
 
@@ -334,17 +335,26 @@ def test_a_directory_swapped_in_a_loop_never_leaks_the_outside_file(swappable):
     seen, deadline = set(), time.monotonic() + 3
     try:
         while time.monotonic() < deadline:
-            host = TreeHost(str(tree.root))  # a fresh walk every time: no cache hides the race
-            got = host.read("/etc/conf/value")
-            listed = host.listdir("/etc/conf")
-            host.close()
-            assert got.text != MARKER, "a read followed the swapped-in link out of the tree"
-            assert "outside-only" not in listed.entries(), "a listing followed the link out of the tree"
-            seen.add(got.text or got.reason)
+            text, names = attempt()
+            assert text != MARKER, "a read followed the swapped-in link out of the tree"
+            assert "outside-only" not in names, "a listing followed the link out of the tree"
+            seen.add(text)
     finally:
         stop.set()
         worker.join(10)
     assert len(swaps) > 10 and "tree\n" in seen  # the race really ran, and reads still succeeded
+
+
+def test_a_directory_swapped_in_a_loop_never_leaks_the_outside_file(swappable):
+    tree, swap, restore = swappable
+
+    def attempt():
+        host = TreeHost(str(tree.root))  # a fresh walk every time: no cache hides the race
+        got, listed = host.read("/etc/conf/value"), host.listdir("/etc/conf")
+        host.close()
+        return got.text, listed.entries()
+
+    race(swap, restore, attempt)
 
 
 # -- the tree's descriptors ------------------------------------------------------------------------
@@ -435,3 +445,48 @@ def test_an_empty_root_beside_a_snapshot_is_refused(tmp_path):
     snapshot.write_text("{}")
     one_usage_error(run_bounded("scan", "--snapshot", snapshot, "--root", ""), "cannot be combined")
 
+
+
+# -- the collector walks beneath the root the same way -----------------------------------------------
+
+@pytest.mark.parametrize("descriptors_kept", [True, False])
+def test_the_collector_never_follows_a_directory_swapped_after_its_walk(swappable, monkeypatch, descriptors_kept):
+    """Kept open, the walked directory is the one read (as TreeHost does); opened again, the link
+    that replaced it is refused with the scanner's words."""
+    from scanner import collector
+
+    tree, swap, restore = swappable
+    walker = collector.Collector(str(tree.root))
+    real_resolve = walker._resolve
+
+    def resolve_then_swap(path):
+        parts = real_resolve(path)
+        if not descriptors_kept:
+            walker.close()
+        swap()
+        return parts
+
+    monkeypatch.setattr(walker, "_resolve", resolve_then_swap)
+    try:
+        data = walker.read("/etc/conf/value")
+        if descriptors_kept:
+            assert data == b"tree\n"
+        else:
+            assert data is None and walker.entries["/etc/conf/value"]["read_error"] == CHANGED
+    finally:
+        restore()
+        walker.close()
+
+
+def test_the_collector_never_leaks_an_outside_file_while_a_directory_is_swapped_in_a_loop(swappable):
+    from scanner import collector
+
+    tree, swap, restore = swappable
+
+    def attempt():
+        walker = collector.Collector(str(tree.root))  # a fresh walk every time
+        data, names = walker.read("/etc/conf/value"), walker.listdir("/etc/conf") or []
+        walker.close()
+        return (data.decode() if data is not None else None), names
+
+    race(swap, restore, attempt)
