@@ -83,7 +83,22 @@ def _header(report) -> str:
     counts = report.counts
     tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     shown = for_terminal(" · ".join(str(p) for p in parts if p))
-    return f"Host {shown}\nReadiness: {report.readiness} ({tally})"
+    return f"Host {shown}\nReadiness: {report.readiness} ({tally})" + _next_boot_line(report)
+
+
+#: Subjects named on the next-boot line before it says how many there are in all.
+NEXT_BOOT_SHOWN = 6
+
+
+def _next_boot_line(report) -> str:
+    """``Next boot: works now, lost at next boot -- VFIO-017 0000:01:00.0, ...``: what a reboot undoes,
+    said apart from the other problems, since an operator who sees it working now would not guess."""
+    lost = report.lost_at_next_boot
+    if not lost:
+        return ""
+    names = [f"{f.rule_id} {f.subject}" for f in lost[:NEXT_BOOT_SHOWN]]
+    more = f" ... ({len(lost)} in all)" if len(lost) > NEXT_BOOT_SHOWN else ""
+    return "\nNext boot: works now, lost at next boot — " + for_terminal(", ".join(names)) + more
 
 
 def _subjects(report):

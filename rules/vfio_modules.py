@@ -12,12 +12,20 @@ How: ``/proc/modules`` (loaded), ``modules.builtin`` and the kernel config (buil
 ``modules.dep`` of the running release (installed but not loaded). Names are compared whole
 (``vfio`` does not match ``vfio_pci``) with ``-`` and ``_`` equal.
 
+Loaded now is not loaded after a reboot: when vfio_pci is a loaded module, something must load
+it at every boot -- a modules-load.d or ``/etc/modules`` entry, a ``softdep ... pre: vfio-pci``,
+a driverctl override, a udev rule that loads it, or the initramfs configuration
+(``/etc/initramfs-tools/modules``, dracut's ``force_drivers``, mkinitcpio's ``MODULES``); else
+the finding is "works now, lost at next boot". libvirt (``/etc/libvirt/qemu.conf``) and
+``--managed`` VMMs load it themselves. (vfio_pci pulls vfio and vfio_iommu_type1 in.)
+
 Fix: ``modprobe`` now and ``/etc/modules-load.d/vfio.conf`` for every boot; a module absent
 from the modules tree needs a different kernel (see VFIO-003).
 """
 
 from scanner import hookimpl
 from scanner.model import Evidence, Finding, Rule, Step
+from scanner.model import LOST_AT_NEXT_BOOT
 from scanner.remedies import MODULES_LOAD_FILE, VFIO_MODULES, modules_steps
 
 KCONFIG = {"vfio": "VFIO", "vfio_pci": "VFIO_PCI", "vfio_iommu_type1": "VFIO_IOMMU_TYPE1"}
@@ -88,6 +96,16 @@ def check(facts, scan):
                            remediation=[Step(summary="Remove the vfio_virqfd line from " + ", ".join(e.source for e in stale),
                                              phase="modules", manual=True, persistent=True)])
         return
+    if states.get("vfio_pci") == "loaded" and not (scan.managed or facts.has_libvirt):
+        loaders, unread = facts.vfio_pci_boot_loaders()
+        if not loaders and not unread:
+            yield Finding.fail(f"{LOST_AT_NEXT_BOOT}: {shown}, but nothing loads vfio_pci at boot (no modules-load.d or "
+                               "/etc/modules entry, no softdep ... pre: vfio-pci, no driverctl override, no udev rule, "
+                               "nothing in the initramfs configuration), so after a reboot QEMU finds no vfio-pci",
+                               observed=shown, expected="vfio_pci loaded at every boot", evidence=evidence,
+                               remediation=modules_steps([], current=facts.etc_file(MODULES_LOAD_FILE))[-1:])
+            return
+        evidence += [Evidence("loads vfio_pci at boot", loader) for loader in loaders[:8]]
     yield Finding.passed(f"available: {shown}", observed=shown, expected="each loaded or built in", evidence=evidence)
 
 

@@ -120,7 +120,11 @@ CAPTURE = (
     ("read", "/etc/udev/rules.d/*.rules", DEFAULT_CAP),
     # what binds a device at the next boot, and the boot entries grubby and kernelstub keep
     ("read", "/etc/driverctl.d/pci-*", DEFAULT_CAP),
-    ("read", "/boot/loader/entries/*.conf", DEFAULT_CAP),
+    ("read", "/etc/{initramfs-tools/modules,mkinitcpio.conf}", DEFAULT_CAP),
+    ("read", "/etc/dracut.conf.d/*.conf", DEFAULT_CAP),
+    ("read", "/{efi,boot,boot/efi}/loader/{entries/*.conf,loader.conf}", DEFAULT_CAP),
+    ("read", "/sys/firmware/efi/efivars/LoaderEntry{Default,Selected}-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f",
+     DEFAULT_CAP),
     ("read", "/boot/grub2/grubenv", DEFAULT_CAP),
     # the initramfs images: whether they exist (their contents are read on the host only, not collected)
     ("resolve", "/boot/{initrd.img-<release>,initramfs-<release>.img,initrd-<release>,initramfs-linux.img}", None),

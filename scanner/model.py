@@ -20,6 +20,10 @@ SCOPES = ("host", "device")
 RULE_ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]{1,15}-[0-9]{3,4}\Z")  # \Z: "$" would let "ACME-100\n" through
 RULE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*\Z")
 
+#: How a finding that holds now but not after a reboot begins its message (VFIO-016, VFIO-017):
+#: the report counts them apart, since READY must also mean "after the next boot".
+LOST_AT_NEXT_BOOT = "works now, lost at next boot"
+
 #: How bad each status is when several problems are folded into one finding.
 _STATUS_WEIGHT = {"pass": 0, "skip": 1, "waived": 1, "warn": 2, "fail": 3, "error": 4}
 

@@ -140,6 +140,9 @@ def cmdline_steps(stack: BootStack, add: Sequence[str] = (), remove: Sequence[st
     manual = not commands
     if note:
         summary = f"On the kernel command line ({stack.name}), by hand: {change}; then reboot ({note})"
+    elif stack.stack == "systemd-boot":
+        summary = (f"In the systemd-boot entry {stack.config_file}, on its options line: {change}; then reboot "
+                   "(the ESP is edited by hand: no command is offered)")
     elif stack.stack == "nixos":
         summary = (f"In /etc/nixos/configuration.nix, boot.kernelParams: {change}; "
                    "then run nixos-rebuild boot and reboot")

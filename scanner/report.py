@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
-from scanner.model import SEVERITIES, STATUSES, Finding, severity_rank
+from scanner.model import LOST_AT_NEXT_BOOT, SEVERITIES, STATUSES, Finding, severity_rank
 
 SCHEMA_VERSION = "1.0"
 FAIL_ON_CHOICES = ("warn", "fail") + SEVERITIES
@@ -58,6 +58,11 @@ class Report:
         return [f for f in self.findings if is_blocking(f, self.fail_on)]
 
     @property
+    def lost_at_next_boot(self) -> List[Finding]:
+        """Failing or warning findings that hold now but not after the next reboot."""
+        return [f for f in self.findings if f.status in ("fail", "warn") and f.message.startswith(LOST_AT_NEXT_BOOT)]
+
+    @property
     def incomplete(self) -> bool:
         return bool(self.notes) or any(f.status == "error" for f in self.findings)
 
@@ -80,6 +85,7 @@ class Report:
         summary = dict(self.counts)
         summary["readiness"] = self.readiness
         summary["fail_on"] = self.fail_on
+        summary["lost_at_next_boot"] = len(self.lost_at_next_boot)
         data = {
             "schema_version": SCHEMA_VERSION,
             "tool": self.tool,

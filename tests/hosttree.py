@@ -415,6 +415,8 @@ def ready_host(root, vendor: str = "intel", cmdline: Optional[str] = None) -> Ho
     tree.grub(default="quiet intel_iommu=on iommu=pt" if vendor == "intel" else "quiet iommu=pt")
     tree.iomem(IOMEM_QEMU)
     tree.lockdown("none")
+    # loaded at every boot, as the passthrough guides have it (Proxmox, Debian): else VFIO-007 says lost at next boot
+    tree.write("/etc/modules", "# /etc/modules: kernel modules to load at boot time.\nvfio\nvfio_iommu_type1\nvfio_pci\n")
     return tree
 
 

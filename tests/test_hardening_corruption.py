@@ -49,6 +49,8 @@ LEGITIMATE = {
     (r"/sys/kernel/iommu_groups", "directory|dangling|outside"): {"VFIO-005": "fail"},
     # an empty /proc/modules: nothing is loaded
     (r"/proc/modules", "empty"): {"VFIO-007": "fail"},
+    # an empty /etc/modules, or a link to nothing, loads nothing at boot: vfio_pci, loaded now, is not loaded again
+    (r"/etc/modules", "empty|dangling|outside"): {"VFIO-007": "fail"},
     # an empty /sys/bus/pci/devices: the selected devices do not exist
     (r"/sys/bus/pci/devices", "directory"): {"VFIO-010": "fail"},
     # an empty reset_method file: every reset method is disabled

@@ -127,6 +127,7 @@ def test_ids_with_a_softdep_keep_it(ws):
 
 
 def test_ids_without_anything_that_loads_vfio_pci_first(ws):
+    ws.remove("/etc/modules")  # the fixture's host loads vfio_pci from it
     ws.vfio_ids_at_boot(["10de:2204", "10de:1aef"])
     f = scan(ws, "VFIO-017", devices=[GPU])[GPU]
     assert f.status == "fail" and "nothing loads vfio-pci before its host driver" in f.message
@@ -168,3 +169,128 @@ def test_a_vf_count_set_by_hand_is_lost_at_next_boot(tmp_path):
     tree.write("/etc/udev/rules.d/70-vfio-scan-sriov-0000-02-00.0.rules",
                f'ACTION=="add|bind", SUBSYSTEM=="pci", KERNEL=="{PF}", ATTR{{sriov_numvfs}}="4"\n')
     assert scan(tree, "VFIO-017", vfs=[f"{PF}=4"])[PF].status == "pass"
+
+
+def test_what_a_reboot_undoes_has_its_own_status_line(ws):
+    from clihelpers import run_cli
+
+    args = ["scan", "--root", str(ws.root), "--device", GPU, "--device", AUDIO]
+    table = run_cli(*args)
+    lines = table.stdout.splitlines()
+    assert lines[1].startswith("Readiness: NOT_READY")
+    assert lines[2] == f"Next boot: works now, lost at next boot — VFIO-017 {GPU}, VFIO-017 {AUDIO}"
+    report = json.loads(run_cli(*args, "--format", "json", "--validate").stdout)
+    assert report["summary"]["lost_at_next_boot"] == 2
+    ws.vfio_ids_at_boot(["10de:2204", "10de:1aef"], softdeps=["nvidia"])  # now kept at boot
+    table = run_cli(*args)
+    assert "Next boot:" not in table.stdout
+    assert json.loads(run_cli(*args, "--format", "json").stdout)["summary"]["lost_at_next_boot"] == 0
+
+
+# -- VFIO-007: vfio_pci loaded now, and at every boot ---------------------------------------------
+
+def modules_finding(tree, **scan_kw):
+    rules = [r for r in _REGISTRY.sorted_rules() if r.id == "VFIO-007"]
+    report = scan_host(TreeHost(str(tree.root)), rules, Scan(**scan_kw))
+    (finding,) = report.findings
+    return finding
+
+
+def test_vfio_pci_loaded_by_hand_is_lost_at_next_boot(tmp_path):
+    tree = ready_host(tmp_path / "h")
+    tree.remove("/etc/modules")
+    f = modules_finding(tree)
+    assert f.status == "fail" and f.message.startswith("works now, lost at next boot: vfio (loaded)")
+    assert "nothing loads vfio_pci at boot" in f.message
+    (step,) = f.remediation  # nothing to load now: only what loads it at every boot
+    assert step.persistent and step.action["kind"] == "modules-load"
+    assert step.action["file"] == "/etc/modules-load.d/vfio.conf"
+
+
+@pytest.mark.parametrize("path, text", [
+    ("/etc/modules-load.d/vfio.conf", "vfio-pci\n"),
+    ("/etc/modprobe.d/vfio.conf", "options vfio-pci ids=10de:2204\nsoftdep nouveau pre: vfio-pci\n"),
+    ("/etc/driverctl.d/pci-0000:01:00.0", "vfio-pci\n"),
+    ("/etc/udev/rules.d/70-vfio-pci-0000-01-00.0.rules",
+     'ACTION=="add", SUBSYSTEM=="pci", KERNEL=="0000:01:00.0", ATTR{driver_override}="vfio-pci", '
+     'RUN{builtin}+="kmod load vfio-pci"\n'),
+    ("/etc/initramfs-tools/modules", "# modules\nvfio_pci\n"),
+    ("/etc/dracut.conf.d/vfio.conf", 'force_drivers+=" vfio vfio_iommu_type1 vfio_pci "\n'),
+    ("/etc/mkinitcpio.conf", "MODULES=(vfio_pci vfio vfio_iommu_type1)\nHOOKS=(base udev)\n"),
+    ("/etc/libvirt/qemu.conf", "# libvirt loads vfio-pci when it detaches a hostdev\n"),
+])
+def test_whatever_loads_vfio_pci_at_boot_keeps_it(tmp_path, path, text):
+    tree = ready_host(tmp_path / "h")
+    tree.remove("/etc/modules")
+    tree.write(path, text)
+    f = modules_finding(tree)
+    assert f.status == "pass", f.message
+
+
+def test_a_managed_vmm_loads_it_itself(tmp_path):
+    tree = ready_host(tmp_path / "h")
+    tree.remove("/etc/modules")
+    assert modules_finding(tree, managed=True).status == "pass"
+
+
+def test_unreadable_configuration_is_no_false_fail(tmp_path):
+    tree = ready_host(tmp_path / "h")
+    tree.remove("/etc/modules")
+    tree.write("/etc/modprobe.d/secret.conf", b"\xff\xfe not text")
+    assert modules_finding(tree).status == "pass"
+
+
+# -- systemd-boot with entries written by hand (Arch) -------------------------------------------------
+
+LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+ARCH_ENTRY = "title   Arch Linux\nlinux   /vmlinuz-linux\ninitrd  /initramfs-linux.img\n"
+
+
+def efi_string(text):
+    """An efivarfs file: attributes (non-volatile, boot and runtime access), then UTF-16LE with a NUL."""
+    return b"\x07\x00\x00\x00" + (text + "\0").encode("utf-16-le")
+
+
+def systemd_boot_host(tmp_path, entries, loader_conf=None):
+    tree = ready_host(tmp_path / "h")
+    not_default_on(tree)
+    tree.remove("/etc/default/grub")
+    for name, options in entries.items():
+        tree.write(f"/boot/loader/entries/{name}", ARCH_ENTRY + f"options {options}\n")
+    if loader_conf is not None:
+        tree.write("/boot/loader/loader.conf", loader_conf)
+    return tree
+
+
+def test_the_default_entry_of_loader_conf_is_the_next_boot(tmp_path):
+    tree = systemd_boot_host(tmp_path, {"arch.conf": "root=/dev/sda2 rw", "arch-fallback.conf":
+                                        "root=/dev/sda2 rw intel_iommu=on iommu=pt"}, "default arch.conf\ntimeout 3\n")
+    f = scan(tree, "VFIO-016")["host"]
+    assert f.status == "fail"
+    assert "not in /boot/loader/entries/arch.conf" in f.message
+    (step,) = f.remediation
+    assert step.manual and "In the systemd-boot entry /boot/loader/entries/arch.conf, on its options line: add " \
+                           "intel_iommu=on iommu=pt" in step.summary
+
+
+def test_the_efi_default_wins_over_loader_conf(tmp_path):
+    tree = systemd_boot_host(tmp_path, {"arch.conf": "root=/dev/sda2 rw", "vfio.conf":
+                                        "root=/dev/sda2 rw intel_iommu=on iommu=pt"}, "default arch.conf\n")
+    tree.write(f"/sys/firmware/efi/efivars/LoaderEntryDefault-{LOADER_GUID}", efi_string("vfio.conf"))
+    f = scan(tree, "VFIO-016")["host"]
+    assert f.status == "pass", f.message
+    assert any(e.source == "/boot/loader/entries/vfio.conf" for e in f.evidence)
+
+
+def test_without_a_default_the_entry_booted_now_is_the_next(tmp_path):
+    tree = systemd_boot_host(tmp_path, {"arch.conf": "root=/dev/sda2 rw intel_iommu=on iommu=pt",
+                                        "old.conf": "root=/dev/sda2 rw"})
+    tree.write(f"/sys/firmware/efi/efivars/LoaderEntrySelected-{LOADER_GUID}", efi_string("arch.conf"))
+    assert scan(tree, "VFIO-016")["host"].status == "pass"
+
+
+def test_entries_with_no_way_to_tell_which_one_boots_skip(tmp_path):
+    tree = systemd_boot_host(tmp_path, {"arch.conf": "root=/dev/sda2 rw"})
+    tree.write(f"/sys/firmware/efi/efivars/LoaderEntrySelected-{LOADER_GUID}", b"\x07\x00\x00\x00\xff")  # garbled
+    f = scan(tree, "VFIO-016")["host"]
+    assert f.status == "skip" and "cannot tell what the next boot passes" in f.message

@@ -496,6 +496,10 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess):
                              regenerate=('kernel-install add "$(uname -r)" "/lib/modules/$(uname -r)/vmlinuz"',),
                              configured=kernel_configured, initramfs_tool=tool,
                              files=(self.etc_file("/etc/kernel/cmdline"),))
+        entry = self.systemd_boot_cmdline()
+        if entry is not None:
+            return BootStack("systemd-boot", config_file=entry.source, configured=entry, initramfs_tool=tool,
+                             detected_by=entry.source)
         unread = [r.describe() for r in (grub, kernel_cmdline) if not r.ok]
         return BootStack("unknown", initramfs_tool=tool, detected_by="; ".join(unread) or None)
 

@@ -22,6 +22,7 @@ STACKS = {
     "grubby": "grubby (BLS entries)",
     "grub": "GRUB (/etc/default/grub)",
     "kernel-cmdline": "/etc/kernel/cmdline (kernel-install / systemd-boot)",
+    "systemd-boot": "systemd-boot (its loader entry)",
     "unknown": "unknown boot loader",
 }
 

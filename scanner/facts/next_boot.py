@@ -19,6 +19,10 @@ from scanner.facts.cmdline import Cmdline, parse_cmdline
 from scanner.host import LARGE_CAP
 
 _OPTIONS = re.compile(r"^\s*options\s+(vfio[-_]pci)\s+(.*)$")
+_LOADS_VFIO_PCI = re.compile(r"(?:kmod load|modprobe)[^\"]*\bvfio[-_]pci\b")
+#: vfio_pci in initramfs-tools' modules list (a line), dracut's force_drivers, mkinitcpio's MODULES=().
+_EARLY_VFIO_PCI = re.compile(r"(?m)^\s*vfio[-_]pci\s*(?:#.*)?$|^\s*force_drivers\+?=\"[^\"]*\bvfio[-_]pci\b"
+                             r"|^\s*MODULES\+?=\([^)]*\bvfio[-_]pci\b")
 _SOFTDEP = re.compile(r"^\s*softdep\s+(\S+)\s.*\bpre:.*\bvfio[-_]pci\b")
 
 
@@ -47,6 +51,40 @@ class NextBoot:
                 options = options.replace("$kernelopts", found.group(1) if found else "")
             return parse_cmdline(options, source=path)
         return None
+
+    def systemd_boot_cmdline(self) -> Optional[Cmdline]:
+        """The ``options`` of the systemd-boot entry the next boot starts (entries written by hand, as
+        on Arch), or None when there is none or which one cannot be told.
+
+        Which entry: the ``LoaderEntryDefault`` EFI variable (``bootctl set-default``), else
+        ``default`` of ``loader/loader.conf`` (a glob), else ``LoaderEntrySelected``, the entry this
+        boot started from (the EFI variables are systemd-boot's own, readable by everyone)."""
+        entries = {}  # entry id (file name) -> path, first ESP or XBOOTLDR mount point wins
+        loader_conf = None
+        for esp in ESP_MOUNTS:
+            for name in self.host.listdir(f"{esp}/loader/entries").entries():
+                if name.endswith(".conf") and self._plain_name(name):
+                    entries.setdefault(name, f"{esp}/loader/entries/{name}")
+            if loader_conf is None:
+                got = self.host.read(f"{esp}/loader/loader.conf")
+                loader_conf = got.text if got.ok else None
+        if not entries:
+            return None
+        chosen = _efi_string(self.host.read_bytes(f"{EFIVARS}/LoaderEntryDefault-{LOADER_GUID}").data)
+        if chosen is None and loader_conf:
+            pattern = next((line.split(None, 1)[1].strip() for line in loader_conf.splitlines()
+                            if line.split(None, 1)[:1] == ["default"] and len(line.split(None, 1)) == 2), None)
+            if pattern:
+                chosen = next((n for n in sorted(entries, reverse=True)
+                               if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n[:-5], pattern)), None)
+        if chosen is None:
+            chosen = _efi_string(self.host.read_bytes(f"{EFIVARS}/LoaderEntrySelected-{LOADER_GUID}").data)
+        path = entries.get(chosen) or entries.get(f"{chosen}.conf") if chosen else None
+        if path is None:
+            return None
+        fields = [f for f in map(_bls_field, self.host.read(path).value().splitlines()) if f]
+        options = " ".join(value for key, value in fields if key == "options")
+        return parse_cmdline(options, source=path)
 
     def kernelstub_cmdline(self) -> Optional[Cmdline]:
         """``/etc/kernelstub/configuration``'s user kernel options (Pop!_OS)."""
@@ -103,6 +141,44 @@ class NextBoot:
                     softdeps.append((path, dep.group(1).replace("-", "_")))
         return winner, tuple(softdeps)
 
+    # -- what loads vfio-pci at boot ---------------------------------------------------------
+    @cached_property
+    def initramfs_config(self) -> Tuple[Tuple[str, str], ...]:
+        """(file, text) of the initramfs tools' own module lists: initramfs-tools'
+        ``/etc/initramfs-tools/modules``, dracut's ``/etc/dracut.conf.d/*.conf``, ``/etc/mkinitcpio.conf``."""
+        paths = ["/etc/initramfs-tools/modules", "/etc/mkinitcpio.conf"]
+        paths += [f"/etc/dracut.conf.d/{n}" for n in self.host.listdir("/etc/dracut.conf.d").entries()
+                  if n.endswith(".conf") and self._plain_name(n)]
+        return tuple((path, got.text) for path, got in ((p, self.host.read(p)) for p in paths) if got.ok)
+
+    def vfio_pci_boot_loaders(self) -> Tuple[List[str], List[str]]:
+        """(what loads vfio_pci at every boot, configuration that could not be read). A loaded
+        vfio_pci that nothing loads again is gone after a reboot, and with it every binding."""
+        found = [f"{path} lists vfio_pci" for path in self.loads_at_boot("vfio_pci")]
+        found += [f"softdep {module} pre: vfio-pci in {path}" for path, module in self.modprobe_vfio[1]]
+        found += [f"driverctl override /etc/driverctl.d/pci-{address}" for address, driver
+                  in sorted(self.driverctl_overrides.items()) if driver.replace("_", "-") == "vfio-pci"]
+        found += [f"udev rule {path} loads vfio-pci" for path in sorted({p for p, line in self.udev_rule_lines
+                                                                         if _LOADS_VFIO_PCI.search(line)})]
+        found += [f"{path} loads vfio_pci early" for path, text in self.initramfs_config
+                  if _EARLY_VFIO_PCI.search(text)]
+        unread = [f"{path}: {reason}" for path, _, reason in self.modprobe_files if reason]
+        candidates = ["/etc/modules", "/etc/initramfs-tools/modules", "/etc/mkinitcpio.conf"]
+        for directory, suffix in (("/etc/modules-load.d", ".conf"), ("/etc/udev/rules.d", ".rules"),
+                                  ("/etc/dracut.conf.d", ".conf")):
+            listing = self.host.listdir(directory)
+            if not listing.ok and not listing.missing:
+                unread.append(f"{directory}: {listing.reason}")
+            candidates += [f"{directory}/{n}" for n in listing.entries() if n.endswith(suffix)]
+        candidates += [f"/etc/driverctl.d/{n}" for n in self.host.listdir("/etc/driverctl.d").entries()
+                       if n.startswith("pci-")]
+        # a file that is there but garbled, too large or no file at all may be what loads it: no verdict
+        for path in candidates:
+            got = self.host.read(path)
+            if not got.ok and not got.missing:
+                unread.append(f"{path}: {got.reason}")
+        return found, unread
+
     # -- the initramfs of the next boot ------------------------------------------------------
     @cached_property
     def initramfs_image(self):
@@ -151,6 +227,23 @@ class NextBoot:
         """Where a boot-time load list names ``module`` (``/etc/modules-load.d/*.conf``, ``/etc/modules``)."""
         name = module.replace("-", "_")
         return [path for path, names in self.modules_load_config.items() if name in names]
+
+
+#: Where systemd-boot's entries live: the ESP or XBOOTLDR partition, as systemd mounts them.
+ESP_MOUNTS = ("/efi", "/boot", "/boot/efi")
+EFIVARS = "/sys/firmware/efi/efivars"
+LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"  # systemd-boot's vendor GUID (the Boot Loader Interface)
+
+
+def _efi_string(data: Optional[bytes]) -> Optional[str]:
+    """An efivarfs string variable: 4 bytes of attributes, then UTF-16LE ending in NUL."""
+    if not data or len(data) < 6:
+        return None
+    try:
+        text = data[4:].decode("utf-16-le").split("\0", 1)[0]
+    except UnicodeDecodeError:
+        return None
+    return text if text and text.isprintable() and "/" not in text else None
 
 
 def modalias(device) -> Optional[str]:

@@ -20,7 +20,10 @@ DEVICE_RULES = ("VFIO-010", "VFIO-011", "VFIO-012", "VFIO-013", "VFIO-014", "VFI
 
 HOST_BODY = r'''
 ground_truth
-modprobe -a vfio vfio_iommu_type1 vfio_pci   # loaded, as on a host prepared for VFIO
+modprobe -a vfio vfio_iommu_type1 vfio_pci   # loaded by hand: nothing loads them at the next boot yet
+vs modules-by-hand scan --rule VFIO-007 --format json -o "$OUT/modules-by-hand.json"
+mkdir -p /etc/modules-load.d   # ... and at every boot, as on a host prepared for VFIO
+printf '%s\n' vfio vfio_iommu_type1 vfio_pci > /etc/modules-load.d/vfio.conf
 if [ "${E2E_GRUB:-0}" = 1 ]; then
     # A GRUB boot stack with the running command line, and an update-grub that only logs its calls,
     # so the command-line fix the script makes can be applied and looked at.
@@ -130,6 +133,17 @@ def test_vfio_modules_seen_loaded(run):
     assert finding["status"] == "pass"
     for name in ("vfio (loaded)", "vfio_pci (loaded)", "vfio_iommu_type1 (loaded)"):
         assert name in finding["message"]
+    assert {"source": "loads vfio_pci at boot", "value": "/etc/modules-load.d/vfio.conf lists vfio_pci"} \
+        in finding["evidence"]
+
+
+def test_modules_loaded_by_hand_are_lost_at_next_boot(run):
+    """The real kernel's /proc/modules with nothing in /etc that loads vfio_pci again."""
+    finding = run.report("modules-by-hand.json").finding("VFIO-007")
+    assert run.rc_of("modules-by-hand") == 1, run.text("modules-by-hand.err")
+    assert finding["status"] == "fail"
+    assert finding["message"].startswith("works now, lost at next boot: vfio (loaded)")
+    assert run.json("modules-by-hand.json")["summary"]["lost_at_next_boot"] == 1
 
 
 def test_iommu_active_agrees_with_sysfs(run):
