@@ -24,6 +24,8 @@ COMMANDS = {
     "groups": ("groups", "list every IOMMU group with its devices, drivers and a passthrough verdict"),
     "fix": ("fix", "write a reviewed remediation script (bash, dry-run by default) for what a scan finds"),
     "qemu-args": ("qemu_args", "print the QEMU -device vfio-pci arguments for devices that are ready to pass through"),
+    "vm-config": ("vm_config", "print the ready devices as a VM manager's configuration: qemu, libvirt, proxmox, "
+                               "kubevirt, nova, cloud-hypervisor"),
     "collect": ("collect", "write a snapshot of what the rules read on this machine (or a tree), to scan elsewhere later"),
     "fleet": ("fleet", "scan many hosts over ssh (a hosts file or an Ansible inventory) into one merged report"),
 }

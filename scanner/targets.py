@@ -164,7 +164,13 @@ def parse_match(match: Mapping[str, str], driver: Optional[str] = None, vfs: Opt
 
 def policy_selector(address: Optional[str] = None, match: Optional[Mapping[str, str]] = None,
                     driver: Optional[str] = None, vfs: Optional[int] = None) -> Selector:
-    """A policy's target: an ``address`` or a ``match``, with the expected driver and VF count."""
+    """A policy's target: an ``address`` or a ``match``, with the expected driver and VF count.
+
+    ``vfio_pci``, the module's name, is the driver ``vfio-pci``: sysfs names the driver with a dash,
+    and taking the module name literally would fail a correctly bound device and offer
+    ``echo vfio_pci > driver_override``, which leaves it with no driver at all."""
+    if isinstance(driver, str) and driver.replace("-", "_") == "vfio_pci":
+        driver = "vfio-pci"
     if address is not None:
         normalized = normalize_address(str(address))
         if not normalized:

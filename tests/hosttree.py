@@ -471,3 +471,11 @@ def workstation(root, vendor: str = "intel") -> HostTree:
     tree.write("/dev/vfio/vfio", "")
     tree.iomem(IOMEM_WORKSTATION)
     return tree
+
+
+def gpu_on_vfio(tree: HostTree) -> HostTree:
+    """The workstation's GPU and its HDMI audio on vfio-pci (which makes /dev/vfio/1), kept there at boot."""
+    tree.bind("0000:01:00.0", "vfio-pci")
+    tree.bind("0000:01:00.1", "vfio-pci")
+    tree.vfio_ids_at_boot(["10de:2204", "10de:1aef"], softdeps=["nvidia", "snd_hda_intel"])
+    return tree

@@ -233,6 +233,17 @@ def test_the_default_driver_is_vfio_pci(tmp_path):
     assert proc.returncode == 1 and doc["findings"][0]["message"].startswith("not on vfio-pci: bound to nvidia")
 
 
+@pytest.mark.parametrize("spelled", ["vfio_pci", "vfio-pci"])
+def test_the_module_name_vfio_pci_means_the_driver_vfio_pci(tmp_path, spelled):
+    tree = workstation(tmp_path / "ws")
+    tree.bind("0000:02:00.0", "vfio-pci")
+    policy = write_policy(tmp_path, f'[[targets]]\naddress = "02:00.0"\ndriver = "{spelled}"\n')
+    proc, doc = scan_json(tree.root, "--policy", policy, "--rule", "VFIO-013")
+    (binding,) = doc["findings"]
+    assert binding["status"] == "pass", binding["message"]
+    assert not any("vfio_pci > " in c for s in binding["remediation"] for c in s["commands"])
+
+
 # -- qemu-args -----------------------------------------------------------------------------------------
 
 def test_qemu_args_takes_its_devices_from_the_policy(tmp_path, ws):
@@ -248,7 +259,9 @@ def test_qemu_args_takes_its_devices_from_the_policy(tmp_path, ws):
     """)
     proc = run_cli("qemu-args", "--root", ws.root, "--policy", policy)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"-device vfio-pci,host={GPU},multifunction=on -device vfio-pci,host={GPU_AUDIO}\n"
+    assert proc.stdout == (f"-device pcie-root-port,id=vfio-rp1,chassis=101,bus=pcie.0 "
+                           f"-device vfio-pci,host={GPU},bus=vfio-rp1,addr=00.0,multifunction=on "
+                           f"-device vfio-pci,host={GPU_AUDIO},bus=vfio-rp1,addr=00.1\n")
     assert "VFIO-015" not in proc.stderr  # waived: no caution
 
 

@@ -75,7 +75,9 @@ def test_gpu_workstation_qemu_args(tmp_path):
     proc = run_cli("qemu-args", "--root", gpu_workstation(tmp_path / "ws").root, "--policy", GPU_POLICY,
                    "--as-of", BEFORE)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"-device vfio-pci,host={GPU},multifunction=on -device vfio-pci,host={GPU_AUDIO}\n"
+    assert proc.stdout == (f"-device pcie-root-port,id=vfio-rp1,chassis=101,bus=pcie.0 "
+                           f"-device vfio-pci,host={GPU},bus=vfio-rp1,addr=00.0,multifunction=on "
+                           f"-device vfio-pci,host={GPU_AUDIO},bus=vfio-rp1,addr=00.1\n")
 
 
 # -- the SR-IOV NIC host ------------------------------------------------------------------------------

@@ -1,16 +1,20 @@
 """``vfio-scan qemu-args --device SEL [--class PREFIX]``: the QEMU arguments, once nothing blocks.
 
 Runs the full scan (host and device rules) for the selected targets. When no finding fails or
-errors, prints on stdout one line of QEMU arguments::
+errors, prints on stdout one line of QEMU arguments for the q35 machine (``--machine pc`` for i440fx)::
 
-    -device vfio-pci,host=0000:01:00.0,multifunction=on -device vfio-pci,host=0000:01:00.1
+    -device pcie-root-port,id=vfio-rp1,chassis=101,bus=pcie.0
+    -device vfio-pci,host=0000:01:00.0,bus=vfio-rp1,addr=00.0,multifunction=on
+    -device vfio-pci,host=0000:01:00.1,bus=vfio-rp1,addr=00.1
 
-one ``-device vfio-pci,host=ADDRESS`` for each target and for each sibling function that must go
+a ``-device vfio-pci,host=ADDRESS`` for each target and for each sibling function that must go
 with it (a non-bridge member of the target's IOMMU group in the same slot: a GPU's HDMI audio, its
-USB-C controller), in address order, with ``multifunction=on`` on function 0 of a slot passed with
-its siblings. Warnings are printed on stderr as cautions and do not block, and so are the findings of
-the next-boot rules (VFIO-016, VFIO-017): QEMU takes the device now; what a reboot would lose is
-said, not held against this start.
+USB-C controller), the functions of one host slot in one guest slot behind a root port of its own
+(scanner/vm_config/qemu.py: iommufd, the 64-bit window). ``vfio-scan vm-config`` writes the same
+for other VM managers. Warnings are printed on stderr as cautions and do not block, and so are
+the findings of the next-boot rules (VFIO-016, VFIO-017, and any "works now, lost at next boot"):
+QEMU takes the device now; what a reboot would lose is said, not held against this start. So is
+VFIO-001 (no KVM): QEMU assigns a vfio-pci device without KVM, ``-accel kvm`` is what needs it.
 
 Otherwise nothing is printed on stdout; stderr lists what blocks, one ``RULE-ID SUBJECT: message``
 per line. Beside the rules, the command checks from the same facts what QEMU itself needs of every
@@ -43,8 +47,18 @@ PROG = "vfio-scan qemu-args"
 
 #: Rules about the next boot: a caution for a VM started now, never a block.
 NEXT_BOOT_RULES = frozenset({"VFIO-016", "VFIO-017"})
+#: KVM (VFIO-001) is what ``-accel kvm`` needs, not what ``-device vfio-pci`` needs: a caution.
+CAUTION_RULES = NEXT_BOOT_RULES | {"VFIO-001"}
+
 
 def add_arguments(parser) -> None:
+    add_gate_arguments(parser)
+    parser.add_argument("--machine", choices=("q35", "pc"), default="q35",
+                        help="the QEMU machine the arguments are for (default q35: each slot behind a PCIe root port)")
+
+
+def add_gate_arguments(parser) -> None:
+    """What qemu-args and vm-config share: where the host is, the devices, the policy, plugins."""
     src = parser.add_argument_group("what to scan")
     add_host_arguments(src)
     dev = parser.add_argument_group("devices to pass through (at least one)")
@@ -54,13 +68,21 @@ def add_arguments(parser) -> None:
     add_plugin_arguments(parser)
 
 
+def is_caution(finding) -> bool:
+    """A failing finding that does not stop a VM started now (see the module docstring)."""
+    from scanner.model import LOST_AT_NEXT_BOOT
+
+    return finding.rule_id in CAUTION_RULES or finding.message.startswith(LOST_AT_NEXT_BOOT)
+
+
 # -- what QEMU will be given ------------------------------------------------------------------
 
-def passthrough_set(facts, targets: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
+def passthrough_set(facts, targets: Sequence[str], managed: bool = False) -> Tuple[List[str], List[Tuple[str, str]]]:
     """(addresses to hand to QEMU in order, problems as (subject, message)) for ``targets``.
 
     The addresses are the targets plus their sibling functions; a problem is anything that makes
     QEMU refuse one of them, found from the facts alone (the rules say the same, with the fix).
+    ``managed``: the VMM detaches the passed devices itself, so a host driver on one of them is none.
     """
     from scanner.facts.pci import is_vfio_driver
     from scanner.groups import classify
@@ -86,7 +108,7 @@ def passthrough_set(facts, targets: Sequence[str]) -> Tuple[List[str], List[Tupl
         for member in view.with_role("sibling"):
             slot_target = next(t for t in targets if t.rsplit(".", 1)[0] == member.address.rsplit(".", 1)[0])
             chosen.setdefault(member.address, f"sibling function of {slot_target}")
-        held = view.blockers
+        held = [m for m in view.blockers if not (managed and m.address in chosen)]
         held_all.extend(held)
         if held:
             names = ", ".join(f"{m.address} ({m.driver})" for m in held)
@@ -96,28 +118,11 @@ def passthrough_set(facts, targets: Sequence[str]) -> Tuple[List[str], List[Tupl
     for address, why in sorted(chosen.items()):
         device = facts.pci.get(address)
         driver = device.driver if device else None
-        if device is not None and not is_vfio_driver(driver) and address not in held_elsewhere:
+        if device is not None and not is_vfio_driver(driver) and address not in held_elsewhere and not managed:
             bound = f"bound to {driver}" if driver else "bound to no driver"
             role = "" if why == "target" else f"{why}, in the same IOMMU group, must be passed too; "
             problems.append((address, f"{role}{bound}, not vfio-pci: QEMU cannot open it (see VFIO-013)"))
     return sorted(chosen), problems
-
-
-def qemu_arguments(addresses: Sequence[str]) -> str:
-    """``-device vfio-pci,host=...`` for each address (validated), ``multifunction=on`` on function 0
-    of a slot passed with more than one function."""
-    from scanner.shell import PCI_ADDRESS, checked
-
-    slots: Dict[str, List[str]] = {}
-    for address in addresses:
-        checked(address, PCI_ADDRESS, "PCI address")
-        slots.setdefault(address.rsplit(".", 1)[0], []).append(address)
-    words = []
-    for address in addresses:
-        slot, function = address.rsplit(".", 1)
-        multi = ",multifunction=on" if function == "0" and len(slots[slot]) > 1 else ""
-        words.append(f"-device vfio-pci,host={address}{multi}")
-    return " ".join(words)
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -131,7 +136,9 @@ def _say(line: str) -> None:
     print(for_terminal(line), file=sys.stderr)
 
 
-def run(args) -> int:
+def gate(args, prog: str, managed: bool = False, nothing: str = "no arguments printed"):
+    """Scan the selected devices and decide: (exit code, facts, addresses to pass). The exit code is
+    0 when the addresses may be handed to the VM manager; otherwise what blocks is on stderr."""
     selectors, _ = parse_targets(args)
     host = make_host(args)
     registry = load_registry(args)
@@ -144,42 +151,58 @@ def run(args) -> int:
     from scanner.engine import Scan, select_rules
     from scanner.facts import Facts
     from scanner.scanning import scan_host
-    from scanner.shell import UnsafeValue
 
     facts = Facts(host)
     rules = select_rules(registry.sorted_rules(), policy.only, policy.skip)
-    report = scan_host(host, rules, Scan(policy=policy), selectors=selectors, facts=facts)
+    report = scan_host(host, rules, Scan(policy=policy, managed=managed), selectors=selectors, facts=facts)
     for finding in report.findings:
-        if finding.status == "warn" or (finding.status == "fail" and finding.rule_id in NEXT_BOOT_RULES):
-            _say(f"{PROG}: caution: {finding.rule_id} {finding.subject}: {finding.message}")
+        if finding.status == "warn" or (finding.status == "fail" and is_caution(finding)):
+            _say(f"{prog}: caution: {finding.rule_id} {finding.subject}: {finding.message}")
     errors = [f for f in report.findings if f.status == "error"]
     if errors or report.notes:
-        _say(f"{PROG}: scan incomplete, no arguments printed; a rule could not judge:")
+        _say(f"{prog}: scan incomplete, {nothing}; a rule could not judge:")
         for finding in errors:
             _say(_line(finding))
         for note in report.notes:
             _say(f"  {note}")
-        return EXIT_INCOMPLETE
-    blocking = [f for f in report.findings if f.status == "fail" and f.rule_id not in NEXT_BOOT_RULES]
+        return EXIT_INCOMPLETE, facts, []
+    blocking = [f for f in report.findings if f.status == "fail" and not is_caution(f)]
     from scanner.targets import resolve
 
     targets = [t.address for t in resolve(selectors, {}, facts.pci)[0] if t.for_passthrough]  # not those kept on the host
     if blocking:
-        _say(f"{PROG}: not ready for passthrough, no arguments printed; blocked by:")
+        _say(f"{prog}: not ready for passthrough, {nothing}; blocked by:")
         for finding in blocking:
             _say(_line(finding))
-        return EXIT_BLOCKED
-    addresses, problems = passthrough_set(facts, targets)
+        return EXIT_BLOCKED, facts, []
+    addresses, problems = passthrough_set(facts, targets, managed=managed)
     if problems or not addresses:
-        _say(f"{PROG}: not ready for passthrough, no arguments printed; blocked by:")
+        _say(f"{prog}: not ready for passthrough, {nothing}; blocked by:")
         for subject, message in problems or [("-", "no device selected")]:
             _say(f"  qemu-args {subject}: {message}")
-        return EXIT_BLOCKED
+        return EXIT_BLOCKED, facts, []
+    return EXIT_READY, facts, addresses
+
+
+def emit(prog: str, make_text) -> int:
+    """Print what ``make_text()`` writes, or one line on stderr when a host value is unfit for it."""
+    from scanner.shell import UnsafeValue
+
     try:
-        line = qemu_arguments(addresses)
-    except UnsafeValue as exc:
-        _say(f"{PROG}: error: {exc}")
+        text = make_text()
+    except (UnsafeValue, ValueError) as exc:
+        _say(f"{prog}: error: {exc}")
         return EXIT_INCOMPLETE
-    sys.stdout.write(line + "\n")
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
     return EXIT_READY
+
+
+def run(args) -> int:
+    code, facts, addresses = gate(args, PROG)
+    if code != EXIT_READY:
+        return code
+    from scanner.vm_config import qemu
+    from scanner.vm_config.plan import make_plan
+
+    return emit(PROG, lambda: qemu.render(make_plan(facts, addresses), machine=args.machine))

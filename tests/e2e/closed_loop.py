@@ -67,7 +67,8 @@ state() {
 
 # qemu NAME ARGS-FILE: QEMU paused, tiny, no KVM, with the vfio-pci arguments in ARGS-FILE; QMP on stdio
 qemu() {
-    printf '%s\n' '{"execute": "qmp_capabilities"}' '{"execute": "query-pci"}' '{"execute": "quit"}' |
+    printf '%s\n' '{"execute": "qmp_capabilities"}' '{"execute": "query-pci"}' \
+        '{"execute": "human-monitor-command", "arguments": {"command-line": "info qtree"}}' '{"execute": "quit"}' |
         step "$1" timeout 180 qemu-system-x86_64 -S -m 64 -nodefaults -display none -no-user-config \
             -machine q35,accel=tcg $(cat "$2") -qmp stdio
 }

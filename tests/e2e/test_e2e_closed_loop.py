@@ -46,13 +46,36 @@ def qmp_replies(run, name):
 
 
 def pci_ids_in_vm(run, name):
-    """(vendor, device) of every PCI function the paused VM has, from QMP query-pci."""
+    """(vendor, device) of every PCI function on the paused VM's root bus, from QMP query-pci."""
     found = []
     for reply in qmp_replies(run, name):
         if isinstance(reply.get("return"), list):
             for bus in reply["return"]:
                 found += [(d["id"]["vendor"], d["id"]["device"]) for d in bus["devices"]]
     return found
+
+
+def behind_port(run, name, port):
+    """What QEMU's device tree (``info qtree``) has on the bus of root port ``port``: the text of each
+    device there. A paused VM's query-pci cannot show it: no firmware has numbered the bus yet."""
+    tree = next((r["return"] for r in qmp_replies(run, name) if isinstance(r.get("return"), str)
+                 and "dev: " in r["return"]), "")
+    lines = tree.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == f"bus: {port}"), None)
+    if start is None:
+        return []
+    depth = len(lines[start]) - len(lines[start].lstrip())
+    devices, current = [], None
+    for line in lines[start + 1:]:
+        indent = len(line) - len(line.lstrip())
+        if indent <= depth:
+            break
+        if line.strip().startswith("dev: ") and indent == depth + 2:
+            current = [line.strip()]
+            devices.append(current)
+        elif current is not None:
+            current.append(line.strip())
+    return ["\n".join(d) for d in devices]
 
 
 # -- before: what the scan asks for ----------------------------------------------------------------
@@ -201,10 +224,14 @@ def test_after_the_script_the_device_rules_pass(closed_loop):
 
 def test_qemu_args_and_qemu_opens_the_device(closed_loop):
     assert closed_loop.rc_of("qemu-args") == 0, closed_loop.text("qemu-args.err")
-    assert closed_loop.text("qemu-args.out").strip() == f"-device vfio-pci,host={E1000E}"
+    assert closed_loop.text("qemu-args.out").strip() == (
+        f"-device pcie-root-port,id=vfio-rp1,chassis=101,bus=pcie.0 -device vfio-pci,host={E1000E},bus=vfio-rp1,addr=00.0")
     assert closed_loop.rc_of("qemu") == 0, closed_loop.text("qemu.err")
     assert "vfio" not in closed_loop.text("qemu.err").lower(), closed_loop.text("qemu.err")
-    assert (0x8086, 0x10D3) in pci_ids_in_vm(closed_loop, "qemu.out"), "the VM has the e1000e"
+    # the e1000e is behind the root port the arguments made, not on the root bus as an integrated endpoint
+    (device,) = behind_port(closed_loop, "qemu.out", "vfio-rp1")
+    assert device.startswith("dev: vfio-pci") and f'host = "{E1000E}"' in device and "pci id 8086:10d3" in device
+    assert (0x1B36, 0x000C) in pci_ids_in_vm(closed_loop, "qemu.out"), "the root port is on the root bus"
     events = [r for r in qmp_replies(closed_loop, "qemu.out") if r.get("event") == "SHUTDOWN"]
     assert events and events[0]["data"]["reason"] == "host-qmp-quit"
 
@@ -224,8 +251,10 @@ def test_the_shared_group_passes_once_its_sibling_is_bound(closed_loop):
     assert f"bridge(s) {BRIDGE}" in shared["message"] and f"{SIBLING} (on vfio-pci)" in shared["message"]
     # QEMU gets the target only: not the bridge, not the unrelated sibling (only off host drivers)
     assert closed_loop.rc_of("qemu-args-shared") == 0, closed_loop.text("qemu-args-shared.err")
-    assert closed_loop.text("qemu-args-shared.out").strip() == f"-device vfio-pci,host={SHARED}"
+    assert closed_loop.text("qemu-args-shared.out").strip() == (
+        f"-device pcie-root-port,id=vfio-rp1,chassis=101,bus=pcie.0 -device vfio-pci,host={SHARED},bus=vfio-rp1,addr=00.0")
     assert closed_loop.rc_of("qemu-shared") == 0, closed_loop.text("qemu-shared.err")
     assert "vfio" not in closed_loop.text("qemu-shared.err").lower()
-    assert (0x8086, 0x100E) in pci_ids_in_vm(closed_loop, "qemu-shared.out"), "the VM has the e1000"
+    (device,) = behind_port(closed_loop, "qemu-shared.out", "vfio-rp1")
+    assert f'host = "{SHARED}"' in device and "pci id 8086:100e" in device, "the VM has the e1000"
 
