@@ -77,6 +77,7 @@ PATTERNS = (
     ("read", "/boot/grub2/grubenv"),
     ("resolve", "/boot/{initrd.img-<release>,initramfs-<release>.img,initrd-<release>,initramfs-linux.img}"),
     ("read", "/etc/kernelstub/configuration"),
+    ("read", "/etc/pve/mapping/pci.cfg"),
     ("resolve", "/{run/ostree-booted,sysroot/ostree,etc/NIXOS,etc/kernel/proxmox-boot-uuids}"),
     ("resolve", "/{usr/sbin,usr/bin,sbin,bin}/{" + TOOLS + "}"),
     ("stat", "/dev/{vfio/*,vfio/devices/*,iommu}"),

@@ -129,6 +129,7 @@ CAPTURE = (
     # the initramfs images: whether they exist (their contents are read on the host only, not collected)
     ("resolve", "/boot/{initrd.img-<release>,initramfs-<release>.img,initrd-<release>,initramfs-linux.img}", None),
     ("read", "/etc/kernelstub/configuration", DEFAULT_CAP),
+    ("read", "/etc/pve/mapping/pci.cfg", DEFAULT_CAP),  # vm-config --check: Proxmox resource mappings
     ("resolve", "/{run/ostree-booted,sysroot/ostree,etc/NIXOS,etc/kernel/proxmox-boot-uuids}", None),
     ("resolve", "/{usr/sbin,usr/bin,sbin,bin}/{" + TOOLS + "}", None),
     # what QEMU opens at VM start, the user it runs as, and the memory that user may lock

@@ -115,3 +115,36 @@ def test_a_fifo_is_refused_at_once(ws, tmp_path):
 def test_for_and_check_are_one_or_the_other(ws, tmp_path):
     proc = run_cli("vm-config", "--root", str(ws.root), "--device", GPU)
     assert proc.returncode == 2 and "give --for VMM" in proc.stderr
+
+
+PCI_CFG = ("gpu1\n\tdescription the RTX\n"
+           "\tmap id=10de:2204,iommugroup=1,node=testhost,path=0000:01:00,subsystem-id=1458:403b\n"
+           "\tmap id=10de:2204,iommugroup=3,node=pve2,path=0000:41:00\n"
+           "nic\n\tmap id=8086:1521,iommugroup=7,node=testhost,path=0000:02:00.0\n")
+
+
+def test_a_resource_mapping_is_followed_to_this_nodes_path(ws, tmp_path):
+    gpu_on_vfio(ws)
+    ws.write("/etc/pve/mapping/pci.cfg", PCI_CFG)
+    proc, lines = check(ws, tmp_path, "hostpci0: mapping=gpu1,pcie=1\nhostpci1: mapping=nic\n", name="100.conf")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert lines[1] == f"  hostpci0 {GPU} (10de:2204, on vfio-pci) {AUDIO} (10de:1aef, on vfio-pci): yes"
+    assert lines[2] == f"  hostpci1 {PF} (8086:1521, on igb): yes"  # Proxmox detaches it
+
+
+@pytest.mark.parametrize("edit, said", [
+    (("8086:1521,iommugroup=7", "8086:10fb,iommugroup=7"), f"mapping 'nic' expects 8086:10fb at {PF}; this host has 8086:1521 there"),
+    (("8086:1521,iommugroup=7", "8086:1521,iommugroup=9"), f"mapping 'nic' expects IOMMU group 9 for {PF}; it is in group 7 now"),
+])
+def test_a_mapping_that_no_longer_matches_the_host(ws, tmp_path, edit, said):
+    ws.write("/etc/pve/mapping/pci.cfg", PCI_CFG.replace(*edit))
+    proc, lines = check(ws, tmp_path, "hostpci0: mapping=nic\n", name="100.conf")
+    assert proc.returncode == 1 and lines[1].endswith(": no")
+    assert f"      {said}" in lines
+
+
+def test_a_mapping_without_a_line_for_this_node_is_unchecked(ws, tmp_path):
+    ws.write("/etc/pve/mapping/pci.cfg", PCI_CFG.replace("node=testhost", "node=pve3"))
+    proc, lines = check(ws, tmp_path, "hostpci0: mapping=gpu1\n", name="100.conf")
+    assert proc.returncode == 3
+    assert lines[2] == "      mapping 'gpu1' in /etc/pve/mapping/pci.cfg: no map line for node 'testhost'"

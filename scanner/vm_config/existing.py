@@ -18,6 +18,48 @@ from scanner.shell import PCI_ADDRESS
 #: Proxmox's host PCI ids: ``0000:01:00.0``, ``01:00.0``, or a whole slot ``0000:01:00`` / ``01:00``.
 _PVE_ID = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})(?:\.([0-7]))?\Z")
 _PVE_LINE = re.compile(r"^(hostpci[0-9]+):\s*(\S.*)$")
+_MAPPING_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}\Z")
+#: Where Proxmox keeps the cluster's PCI resource mappings.
+PVE_MAPPING_FILE = "/etc/pve/mapping/pci.cfg"
+
+
+@dataclass(frozen=True)
+class MappedDevice:
+    """One ``map`` line of a mapping: the node it is for, the path(s) there, the ids it expects."""
+
+    node: str
+    paths: Tuple[str, ...]
+    ids: Optional[str]
+    group: Optional[str]
+
+
+def parse_pve_mappings(text: str) -> dict:
+    """``pci.cfg``: mapping name -> its ``map`` lines (an entry is a name at column 0, then indented lines)."""
+    mappings: dict = {}
+    current = None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line[0].isspace():
+            current = line.strip()
+            mappings.setdefault(current, [])
+            continue
+        words = line.split(None, 1)
+        if current is None or len(words) != 2 or words[0] != "map":
+            continue
+        fields = dict(part.split("=", 1) for part in words[1].split(",") if "=" in part)
+        paths = tuple(p for p in fields.get("path", "").split(";") if p)
+        mappings[current].append(MappedDevice(fields.get("node", ""), paths, fields.get("id"), fields.get("iommugroup")))
+    return mappings
+
+
+def pve_path(item: str) -> Optional[Tuple[str, Optional[str]]]:
+    """(``0000:01:00``, function or None) of a Proxmox PCI id, or None when it is none."""
+    parsed = _PVE_ID.match(item)
+    if not parsed:
+        return None
+    domain, bus, slot, function = parsed.groups()
+    return f"{(domain or '0000').lower()}:{bus.lower()}:{slot.lower()}", function
 
 
 class DefinitionError(ValueError):
@@ -33,7 +75,9 @@ class Requested:
     addresses: Tuple[str, ...] = ()  # a Proxmox whole slot: every function the host has there
     managed: bool = False
     slots: Tuple[str, ...] = ()  # Proxmox whole-slot requests (0000:01:00): their functions come from the host
-    unchecked: Optional[str] = None  # why it cannot be checked here (a resource mapping, an mdev)
+    unchecked: Optional[str] = None  # why it cannot be checked here
+    mapping: Optional[str] = None  # a Proxmox resource mapping's name: its paths come from pci.cfg
+    expected: Optional[Tuple[Optional[str], Optional[str]]] = None  # a mapping's (ids, IOMMU group)
 
 
 def parse_definition(text: str, source: str) -> Tuple[str, List[Requested]]:
@@ -86,18 +130,18 @@ def _proxmox(text: str, source: str) -> List[Requested]:
         if "=" in host:  # host=... written out, or mapping=...
             named = dict(o.split("=", 1) for o in options if "=" in o)
             if "mapping" in named:
-                found.append(Requested(key, unchecked=f"uses the resource mapping {named['mapping'][:60]!r}: check it "
-                                                       "on the node it maps, with the mapping's path"))
+                name = named["mapping"]
+                if not _MAPPING_NAME.match(name):
+                    raise DefinitionError(f"{source}:{number}: {key}: {name[:60]!r} is not a mapping name")
+                found.append(Requested(key, managed=True, mapping=name))
                 continue
             host = named.get("host", "")
         requested = []
         for item in host.split(";"):
-            parsed = _PVE_ID.match(item)
-            if not parsed:
+            parsed = pve_path(item)
+            if parsed is None:
                 raise DefinitionError(f"{source}:{number}: {key}: {item[:60]!r} is not a PCI address")
-            domain, bus, slot, function = parsed.groups()
-            base = f"{(domain or '0000').lower()}:{bus.lower()}:{slot.lower()}"
-            requested.append((base, function))
+            requested.append(parsed)
         whole = tuple(base for base, function in requested if function is None)
         addresses = tuple(f"{base}.{function}" for base, function in requested if function is not None)
         found.append(Requested(key, addresses, managed=True, slots=whole))

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
-from scanner.vm_config.existing import Requested
+from dataclasses import replace
+
+from scanner.vm_config.existing import PVE_MAPPING_FILE, Requested, parse_pve_mappings, pve_path
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,56 @@ def expand(facts, request: Requested) -> Tuple[Tuple[str, ...], List[str]]:
     return tuple(addresses), problems
 
 
+def resolve_mappings(facts, requests: Sequence[Requested]) -> List[Requested]:
+    """Each Proxmox ``mapping=NAME`` as the devices its ``map`` line for this node names, or unchecked
+    with the reason; a map line whose ids or IOMMU group no longer match this host is kept with them,
+    and :func:`judge` says so (Proxmox refuses to start such a VM)."""
+    if not any(r.mapping for r in requests):
+        return list(requests)
+    got = facts.host.read(PVE_MAPPING_FILE)
+    mappings = parse_pve_mappings(got.text) if got.ok else {}
+    node = facts.hostname.split(".")[0]
+    resolved = []
+    for request in requests:
+        if not request.mapping:
+            resolved.append(request)
+            continue
+        if not got.ok:
+            resolved.append(replace(request, unchecked=f"mapping {request.mapping!r}: {got.describe()}"))
+            continue
+        lines = [m for m in mappings.get(request.mapping, []) if m.node == node]
+        if request.mapping not in mappings or not lines:
+            why = "no such mapping" if request.mapping not in mappings else f"no map line for node {node!r}"
+            resolved.append(replace(request, unchecked=f"mapping {request.mapping!r} in {PVE_MAPPING_FILE}: {why}"))
+            continue
+        mapped = lines[0]
+        paths = [pve_path(p) for p in mapped.paths]
+        if not paths or None in paths:
+            resolved.append(replace(request, unchecked=f"mapping {request.mapping!r}: its path is no PCI address"))
+            continue
+        resolved.append(replace(request, addresses=tuple(f"{b}.{f}" for b, f in paths if f is not None),
+                                slots=tuple(b for b, f in paths if f is None), expected=(mapped.ids, mapped.group)))
+    return resolved
+
+
+def mapping_problems(facts, request: Requested, addresses: Sequence[str]) -> List[str]:
+    """What no longer matches a mapping's ids and IOMMU group (the first device of its path)."""
+    if not request.expected or not addresses or addresses[0] not in facts.pci:
+        return []
+    ids, group = request.expected
+    device = facts.pci[addresses[0]]
+    problems = []
+    if ids and ids.lower() != device.ids:
+        problems.append(f"mapping {request.mapping!r} expects {ids} at {addresses[0]}; this host has {device.ids} there")
+    if group and group != device.iommu_group:
+        problems.append(f"mapping {request.mapping!r} expects IOMMU group {group} for {addresses[0]}; it is in group "
+                        f"{device.iommu_group or 'none'} now")
+    return problems
+
+
 def judge(facts, rules, policy, requests: Sequence[Requested], is_caution) -> Tuple[List[Verdict], List[str], bool]:
     """(one verdict per request, host-level blockers as lines, whether a rule errored)."""
+    requests = resolve_mappings(facts, requests)
     from scanner.engine import Scan
     from scanner.scanning import scan_host
     from scanner.targets import parse_all
@@ -68,7 +118,7 @@ def judge(facts, rules, policy, requests: Sequence[Requested], is_caution) -> Tu
             verdicts.append(Verdict(request.where, request.addresses, "unchecked", (request.unchecked,)))
             continue
         addresses, problems = expanded[request.where]
-        reasons = list(problems)
+        reasons = list(problems) + mapping_problems(facts, request, addresses)
         for address in addresses:
             reasons += [f"{address} {line}" for line in findings.get((request.managed, address), [])]
         if host_lines:
