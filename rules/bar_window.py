@@ -34,26 +34,13 @@ from typing import List
 
 from scanner import hookimpl
 from scanner.facts.memlock import format_size
+from scanner.facts.vm_start_hw import GIB, I440FX_HOLE64_DEFAULT, Q35_HOLE64_DEFAULT, window_needed
 from scanner.model import Evidence, Finding, Rule, Step
-
-GIB = 1 << 30
-#: QEMU's default 64-bit PCI hole (see the docstring for where these come from).
-Q35_HOLE64_DEFAULT = 32 * GIB
-I440FX_HOLE64_DEFAULT = 2 * GIB
-
 
 @hookimpl
 def vfio_scan_register_rules(register):
     register(Rule(id="VFIO-021", name="bar-window", scope="device", severity="medium",
                   title="64-bit BARs fit QEMU's default 64-bit PCI window", check=check, docs=__doc__))
-
-
-def window_needed(total: int) -> int:
-    """The window that holds BARs of ``total`` bytes at their alignment: the next power of two, whole GiB."""
-    size = GIB
-    while size < total:
-        size <<= 1
-    return size
 
 
 def slot_functions(facts, address: str) -> List[str]:

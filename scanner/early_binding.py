@@ -15,6 +15,7 @@ import re
 from typing import List, Optional, Tuple
 
 from scanner.confedit import edit_commands, ensure_lines, file_state, module_name_equal
+from scanner.facts.next_boot import loads_vfio_pci_early, modprobe_vfio_lines
 from scanner.model import Evidence, Step
 
 #: What the fix lists early, in load order (vfio_pci needs the other two).
@@ -22,8 +23,6 @@ EARLY_MODULES = ("vfio", "vfio_iommu_type1", "vfio_pci")
 INITRAMFS_TOOLS_MODULES = "/etc/initramfs-tools/modules"
 DRACUT_FILE = "/etc/dracut.conf.d/vfio-scan.conf"
 DRACUT_LINE = 'force_drivers+=" vfio vfio_iommu_type1 vfio_pci "'
-_IDS = re.compile(r"^\s*options\s+vfio[-_]pci\s+(?:.*\s)?ids=(\S+)", re.M)
-_EARLY_LOAD = re.compile(r"(?m)^\s*vfio[-_]pci\s*(?:#.*)?$")
 _DRIVER_PRE = re.compile(r"\brd\.driver\.pre=(?:\S*,)?vfio[-_]pci\b")
 
 
@@ -68,16 +67,17 @@ def judge(facts, device, mechanism: str) -> Tuple[Optional[Tuple[str, str, List[
 
 
 def _ids_in(contents, ids: str) -> bool:
-    return any(ids in found.split(",") for name, text in contents.files if "modprobe.d/" in name
-               for found in _IDS.findall(text))
+    """Does the image's copy of modprobe.d give vfio-pci these ids?"""
+    return any(ids in (modprobe_vfio_lines(text)[0] or ()) for name, text in contents.files if "modprobe.d/" in name)
 
 
 def _loads_vfio_first(contents, early: List[str]) -> bool:
+    """A softdep of one of ``early`` on vfio-pci, a module list that loads vfio_pci, or dracut's
+    ``rd.driver.pre=vfio_pci`` in the image."""
     for name, text in contents.files:
-        if "modprobe.d/" in name and any(re.search(rf"(?m)^\s*softdep\s+{re.escape(m)}\s.*\bpre:.*\bvfio[-_]pci\b", text)
-                                         for m in early):
+        if "modprobe.d/" in name and set(modprobe_vfio_lines(text)[1]) & set(early):
             return True
-        if (name == "conf/modules" or "modules-load.d/" in name or name == "etc/modules") and _EARLY_LOAD.search(text):
+        if (name == "conf/modules" or "modules-load.d/" in name or name == "etc/modules") and loads_vfio_pci_early(text):
             return True
         if name.startswith("etc/cmdline.d/") and _DRIVER_PRE.search(text):
             return True

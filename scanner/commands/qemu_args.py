@@ -131,7 +131,7 @@ def _line(finding) -> str:
     return f"  {finding.rule_id} {finding.subject}: {finding.message}"
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
     """One line on stderr, host text in it escaped: every line printed here quotes the host."""
     print(for_terminal(line), file=sys.stderr)
 
@@ -157,29 +157,29 @@ def gate(args, prog: str, managed: bool = False, nothing: str = "no arguments pr
     report = scan_host(host, rules, Scan(policy=policy, managed=managed), selectors=selectors, facts=facts)
     for finding in report.findings:
         if finding.status == "warn" or (finding.status == "fail" and is_caution(finding)):
-            _say(f"{prog}: caution: {finding.rule_id} {finding.subject}: {finding.message}")
+            say(f"{prog}: caution: {finding.rule_id} {finding.subject}: {finding.message}")
     errors = [f for f in report.findings if f.status == "error"]
     if errors or report.notes:
-        _say(f"{prog}: scan incomplete, {nothing}; a rule could not judge:")
+        say(f"{prog}: scan incomplete, {nothing}; a rule could not judge:")
         for finding in errors:
-            _say(_line(finding))
+            say(_line(finding))
         for note in report.notes:
-            _say(f"  {note}")
+            say(f"  {note}")
         return EXIT_INCOMPLETE, facts, []
     blocking = [f for f in report.findings if f.status == "fail" and not is_caution(f)]
     from scanner.targets import resolve
 
     targets = [t.address for t in resolve(selectors, {}, facts.pci)[0] if t.for_passthrough]  # not those kept on the host
     if blocking:
-        _say(f"{prog}: not ready for passthrough, {nothing}; blocked by:")
+        say(f"{prog}: not ready for passthrough, {nothing}; blocked by:")
         for finding in blocking:
-            _say(_line(finding))
+            say(_line(finding))
         return EXIT_BLOCKED, facts, []
     addresses, problems = passthrough_set(facts, targets, managed=managed)
     if problems or not addresses:
-        _say(f"{prog}: not ready for passthrough, {nothing}; blocked by:")
+        say(f"{prog}: not ready for passthrough, {nothing}; blocked by:")
         for subject, message in problems or [("-", "no device selected")]:
-            _say(f"  qemu-args {subject}: {message}")
+            say(f"  qemu-args {subject}: {message}")
         return EXIT_BLOCKED, facts, []
     return EXIT_READY, facts, addresses
 
@@ -191,7 +191,7 @@ def emit(prog: str, make_text) -> int:
     try:
         text = make_text()
     except (UnsafeValue, ValueError) as exc:
-        _say(f"{prog}: error: {exc}")
+        say(f"{prog}: error: {exc}")
         return EXIT_INCOMPLETE
     sys.stdout.write(text + "\n")
     sys.stdout.flush()

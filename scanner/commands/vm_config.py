@@ -75,7 +75,7 @@ def run(args) -> int:
 def run_check(args) -> int:
     from scanner.cli import UsageError
     from scanner.commands.common import load_policy, load_registry, make_host
-    from scanner.commands.qemu_args import EXIT_BLOCKED, EXIT_INCOMPLETE, _say, is_caution
+    from scanner.commands.qemu_args import EXIT_BLOCKED, EXIT_INCOMPLETE, is_caution, say
     from scanner.engine import select_rules
     from scanner.facts import Facts
     from scanner.inputfile import InputFileError, read_input_text
@@ -111,7 +111,7 @@ def run_check(args) -> int:
         return EXIT_BLOCKED
     if errored or any(v.status == "unchecked" for v in verdicts):
         if errored:
-            _say(f"{PROG}: scan incomplete: a rule could not judge (see 'vfio-scan scan')")
+            say(f"{PROG}: scan incomplete: a rule could not judge (see 'vfio-scan scan')")
         return EXIT_INCOMPLETE
     return EXIT_READY
 

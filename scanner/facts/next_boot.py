@@ -130,15 +130,10 @@ class NextBoot:
         every ``softdep MODULE pre: vfio-pci``), from ``/etc/modprobe.d/*.conf`` in the order modprobe reads them."""
         winner, softdeps = None, []
         for path, text, _ in self.modprobe_files:
-            for line in (text or "").splitlines():
-                options = _OPTIONS.match(line)
-                if options:
-                    for token in options.group(2).split():
-                        if token.startswith("ids="):
-                            winner = (path, tuple(i for i in token[4:].split(",") if i))
-                dep = _SOFTDEP.match(line)
-                if dep:
-                    softdeps.append((path, dep.group(1).replace("-", "_")))
+            ids, modules = modprobe_vfio_lines(text or "")
+            if ids is not None:
+                winner = (path, ids)
+            softdeps += [(path, module) for module in modules]
         return winner, tuple(softdeps)
 
     # -- what loads vfio-pci at boot ---------------------------------------------------------
@@ -161,7 +156,9 @@ class NextBoot:
         found += [f"udev rule {path} loads vfio-pci" for path in sorted({p for p, line in self.udev_rule_lines
                                                                          if _LOADS_VFIO_PCI.search(line)})]
         found += [f"{path} loads vfio_pci early" for path, text in self.initramfs_config
-                  if _EARLY_VFIO_PCI.search(text)]
+                  if loads_vfio_pci_early(text)]
+        if found:  # what could not be read matters only when nothing was found
+            return found, []
         unread = [f"{path}: {reason}" for path, _, reason in self.modprobe_files if reason]
         candidates = ["/etc/modules", "/etc/initramfs-tools/modules", "/etc/mkinitcpio.conf"]
         for directory, suffix in (("/etc/modules-load.d", ".conf"), ("/etc/udev/rules.d", ".rules"),
@@ -220,8 +217,16 @@ class NextBoot:
         alias = modalias(device)
         if alias is None:
             return []
-        return sorted({module for pattern, module in self.pci_aliases()
-                       if module in modules and "vfio" not in module and fnmatch.fnmatchcase(alias, pattern)})
+        return sorted({module for pattern, module in self._aliases_among(modules) if fnmatch.fnmatchcase(alias, pattern)})
+
+    def _aliases_among(self, modules: FrozenSet[str]) -> Tuple[Tuple[str, str], ...]:
+        """The pci aliases of ``modules`` (vfio's left out), filtered once per image rather than once per
+        target: modules.alias has some 15,000 pci lines, an initramfs a few hundred modules."""
+        kept = self.__dict__.get("_aliases_among_memo")
+        if kept is None or kept[0] != modules:
+            kept = (modules, tuple((p, m) for p, m in self.pci_aliases() if m in modules and "vfio" not in m))
+            self.__dict__["_aliases_among_memo"] = kept
+        return kept[1]
 
     def loads_at_boot(self, module: str) -> List[str]:
         """Where a boot-time load list names ``module`` (``/etc/modules-load.d/*.conf``, ``/etc/modules``)."""
@@ -244,6 +249,28 @@ def _efi_string(data: Optional[bytes]) -> Optional[str]:
     except UnicodeDecodeError:
         return None
     return text if text and text.isprintable() and "/" not in text else None
+
+
+def modprobe_vfio_lines(text: str) -> Tuple[Optional[Tuple[str, ...]], List[str]]:
+    """(the ids of the last ``options vfio-pci ids=`` line or None, the modules of each ``softdep MODULE
+    pre: vfio-pci``) of one modprobe.d file: the host's, or the copy an initramfs holds."""
+    ids, modules = None, []
+    for line in text.splitlines():
+        options = _OPTIONS.match(line)
+        if options:
+            for token in options.group(2).split():
+                if token.startswith("ids="):
+                    ids = tuple(i for i in token[4:].split(",") if i)
+        dep = _SOFTDEP.match(line)
+        if dep:
+            modules.append(dep.group(1).replace("-", "_"))
+    return ids, modules
+
+
+def loads_vfio_pci_early(text: str) -> bool:
+    """Does a module list (initramfs-tools' ``modules``, modules-load.d, dracut's ``force_drivers``,
+    mkinitcpio's ``MODULES``) load vfio_pci?"""
+    return bool(_EARLY_VFIO_PCI.search(text))
 
 
 def modalias(device) -> Optional[str]:

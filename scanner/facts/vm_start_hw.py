@@ -110,6 +110,21 @@ class Table:
         return f"{self.source}: {self.reason}" if self.reason else self.source
 
 
+GIB = 1 << 30
+#: QEMU's default 64-bit PCI hole: hw/pci-host/q35.c (1ULL << 35) and i440fx.c (1ULL << 31); VFIO-021 says more.
+Q35_HOLE64_DEFAULT = 32 * GIB
+I440FX_HOLE64_DEFAULT = 2 * GIB
+
+
+def window_needed(total: int) -> int:
+    """The 64-bit window that holds BARs of ``total`` bytes at their alignment: the next power of two,
+    whole GiB (VFIO-021 and the VM configurations size it the same way)."""
+    size = GIB
+    while size < total:
+        size <<= 1
+    return size
+
+
 def parse_iomem(text: str) -> Tuple[MemoryRange, ...]:
     """``/proc/iomem`` lines as ranges (names as written); a line of another shape is left out."""
     found = []

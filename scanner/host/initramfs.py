@@ -247,6 +247,8 @@ def _archive(stream: _Input, state: _State) -> None:
         regular = mode & 0o170000 == 0o100000
         if regular and size <= MAX_CONFIG and len(state.files) < MAX_CONFIGS and _CONFIG.match(path):
             data = stream.read(size)
+            if len(data) < size:
+                raise Garbled(f"cpio data of {path!r} cut short")
             state.files[path] = data.decode("utf-8", "replace")
         elif stream.skip(size) < size:
             raise Garbled(f"cpio data of {path!r} cut short")
@@ -266,11 +268,7 @@ def _decompressed(kind: str, raw: _Input, state: _State) -> Iterator[bytes]:
         return
     decompressor = _decompressor(kind)
     for piece in raw.pieces(_FEED):
-        try:
-            outputs = list(_drain(decompressor, piece)) if not getattr(decompressor, "bounded", False) else None
-        except Exception as exc:  # zlib.error, lzma.LZMAError, zstandard.ZstdError: all refuse input
-            raise _Corrupt(str(exc) or type(exc).__name__) from None
-        for out in outputs if outputs is not None else _guarded(_drain(decompressor, piece)):
+        for out in _guarded(_drain(decompressor, piece)):
             state.count(len(out))
             yield out
         if decompressor.eof:
@@ -284,7 +282,7 @@ def _guarded(outputs: Iterator[bytes]) -> Iterator[bytes]:
     while True:
         try:
             out = next(outputs, None)
-        except Exception as exc:  # zlib.error, lzma.LZMAError, OSError (bz2), EOFError
+        except Exception as exc:  # zlib.error, lzma.LZMAError, zstandard.ZstdError, OSError (bz2), EOFError
             raise _Corrupt(str(exc) or type(exc).__name__) from None
         if out is None:
             return

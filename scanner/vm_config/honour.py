@@ -9,10 +9,8 @@ hostdev must be on vfio-pci already. What only a reboot would lose, and a missin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Sequence, Tuple
-
-from dataclasses import replace
 
 from scanner.vm_config.existing import PVE_MAPPING_FILE, Requested, parse_pve_mappings, pve_path
 

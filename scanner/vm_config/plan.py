@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from scanner.facts.vm_start_hw import Q35_HOLE64_DEFAULT, window_needed
 from scanner.shell import DRIVER_NAME, PCI_ADDRESS, UnsafeValue, checked
 
-GIB = 1 << 30
 _HEX4 = re.compile(r"^[0-9a-f]{4}\Z")
 
 
@@ -66,7 +66,6 @@ class Plan:
 
 def make_plan(facts, addresses: Sequence[str], managed: bool = False) -> Plan:
     """The plan for ``addresses`` (targets and siblings, as ``qemu-args`` chose them)."""
-    from rules.bar_window import Q35_HOLE64_DEFAULT, window_needed
 
     devices = [_passed(facts, a) for a in sorted(addresses)]
     slots: Dict[str, List[PassedDevice]] = {}

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import List
 
-from scanner.vm_config.plan import GIB, Plan
+from scanner.facts.vm_start_hw import GIB
+from scanner.vm_config.plan import Plan
 
 FIRST_CHASSIS = 101
 FIRST_PC_SLOT = 0x10
