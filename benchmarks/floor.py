@@ -37,7 +37,7 @@ PATTERNS = (
     ("read", "/proc/config.gz"),
     ("read", "/lib/modules/<release>/{config,build/.config}"),
     ("read", "/proc/modules"),
-    ("read", "/lib/modules/<release>/{modules.builtin,modules.dep}"),
+    ("read", "/lib/modules/<release>/{modules.builtin,modules.dep,modules.alias}"),
     ("list", "/lib/modules/<release>/kernel/drivers/vfio{,/pci}"),
     ("read", "/etc/modules-load.d/*.conf"),
     ("read", "/etc/modules"),

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 from reports.script_actions import file_block, register
 from scanner.confedit import own_rule
-from scanner.shell import DRIVER_NAME, PCI_ADDRESS, UnsafeValue, checked
+from scanner.shell import DRIVER_NAME, PCI_ADDRESS, VFIO_DRIVER_NAME, UnsafeValue, checked
 
 VFIO = "vfio-pci"
 IDS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}\Z")
@@ -59,24 +59,25 @@ not_host_critical() {
     if why=$(critical_reason "$1"); then refuse "not $2 $1: $why"; fi
 }
 
-# bind_vfio ADDR IDS: bind one device to vfio-pci now with driver_override (this device, not its ids)
+# bind_vfio ADDR IDS [VFIO_DRIVER]: bind one device to vfio-pci (or the variant driver named) now
+# with driver_override (this device, not its ids)
 bind_vfio() {
-    local addr=$1 dev=/sys/bus/pci/devices/$1 driver override
+    local addr=$1 dev=/sys/bus/pci/devices/$1 want=${3:-vfio-pci} driver override
     still_the_device "$addr" "$2"
     not_host_critical "$addr" "binding"
     driver=$(driver_of "$addr")
-    if [ "$driver" = vfio-pci ]; then say "already on vfio-pci: $addr"; return 0; fi
-    load_module vfio_pci
-    if [ -z "$ROOT" ] && [ "$DRY_RUN" != 1 ] && [ ! -d /sys/bus/pci/drivers/vfio-pci ]; then
-        fail "the vfio-pci driver is not available: $addr stays on ${driver:-no driver}"
+    if [ "$driver" = "$want" ]; then say "already on $want: $addr"; return 0; fi
+    load_module "${want//-/_}"
+    if [ -z "$ROOT" ] && [ "$DRY_RUN" != 1 ] && [ ! -d "/sys/bus/pci/drivers/$want" ]; then
+        fail "the $want driver is not available: $addr stays on ${driver:-no driver}"
     fi
     override=$(read_attr "$addr" driver_override)
     undo_step rebind "$addr" "$(plain_word "$driver")" "$(plain_word "${override#(null)}")"
-    [ "$override" = vfio-pci ] || sysfs_write vfio-pci "$dev/driver_override"
+    [ "$override" = "$want" ] || sysfs_write "$want" "$dev/driver_override"
     if [ -n "$driver" ] && [ -d "$(inroot "$dev/driver")" ]; then sysfs_write "$addr" "$dev/driver/unbind"; fi
     sysfs_write "$addr" /sys/bus/pci/drivers_probe
-    if [ -z "$ROOT" ] && [ "$DRY_RUN" != 1 ] && [ "$(driver_of "$addr")" != vfio-pci ]; then
-        fail "$addr did not bind to vfio-pci (now: $(driver_of "$addr")); undo.sh gives it back"
+    if [ -z "$ROOT" ] && [ "$DRY_RUN" != 1 ] && [ "$(driver_of "$addr")" != "$want" ]; then
+        fail "$addr did not bind to $want (now: $(driver_of "$addr")); undo.sh gives it back"
     fi
 }
 
@@ -179,15 +180,16 @@ set_reset_method() {
     sysfs_write "$3" "/sys/bus/pci/devices/$addr/reset_method"
 }
 
-# driverctl_override ADDR IDS: keep a device on vfio-pci with driverctl (which also re-binds it now)
+# driverctl_override ADDR IDS [VFIO_DRIVER]: keep a device on vfio-pci (or the variant named) with
+# driverctl (which also re-binds it now)
 driverctl_override() {
-    local file value=''
+    local file value='' want=${3:-vfio-pci}
     still_the_device "$1" "$2"
     not_host_critical "$1" "binding"
     file=$(inroot "/etc/driverctl.d/pci-$1") || fail "cannot resolve /etc/driverctl.d/pci-$1"
     if [ -f "$file" ]; then read -r value < "$file" || true; fi
-    if [ "$value" = vfio-pci ]; then say "unchanged: driverctl keeps $1 on vfio-pci"; return 0; fi
-    run driverctl set-override "$1" vfio-pci
+    if [ "$value" = "$want" ]; then say "unchanged: driverctl keeps $1 on $want"; return 0; fi
+    run driverctl set-override "$1" "$want"
     undo_live run driverctl unset-override "$1"
 }
 '''
@@ -205,6 +207,12 @@ def _ids(action) -> str:
     if not isinstance(ids, str) or not IDS.match(ids):
         raise UnsafeValue(f"refusing ids {ids!r}: not vendor:device")
     return ids
+
+
+def _driver(action) -> str:
+    """The vfio driver to bind: vfio-pci (also for an action from before variants were chosen) or a
+    variant driver's name, checked against the strict pattern before it reaches the script."""
+    return checked(action.get("driver") or VFIO, VFIO_DRIVER_NAME, "vfio driver")
 
 
 def _count(value, what: str) -> int:
@@ -230,12 +238,14 @@ def bind_vfio(action, ctx) -> Optional[List[str]]:
         return refusal(action)
     if action.get("role") == "unrelated":
         return None  # an alternative to moving the card: a person decides
-    return [f"bind_vfio {addr} {_ids(action)}"]
+    driver = _driver(action)
+    return [f"bind_vfio {addr} {_ids(action)}" + ("" if driver == VFIO else f" {driver}")]
 
 
 @register("driverctl")
 def driverctl(action, ctx) -> List[str]:
-    return [f"driverctl_override {_addr(action)} {_ids(action)}"]
+    driver = _driver(action)
+    return [f"driverctl_override {_addr(action)} {_ids(action)}" + ("" if driver == VFIO else f" {driver}")]
 
 
 @register("vfio-ids")
@@ -270,9 +280,10 @@ def _udev_rule_file(action, ctx, key: str) -> List[str]:
 
 @register("udev-driver-override")
 def udev_driver_override(action, ctx) -> List[str]:
+    from scanner.binding import udev_rule
+
     addr = _addr(action)
-    rule = (f'ACTION=="add", SUBSYSTEM=="pci", KERNEL=="{addr}", ATTR{{driver_override}}="{VFIO}", '
-            f'RUN{{builtin}}+="kmod load vfio-pci"')
+    rule = udev_rule(addr, _driver(action))
     if action.get("rule") != rule or action.get("file") != _udev_file("70-vfio-pci", addr):
         raise UnsafeValue(f"refusing an unexpected udev rule for {addr}")
     return _udev_rule_file(action, ctx, f'KERNEL=="{addr}"')

@@ -110,11 +110,15 @@ def _binding(facts, scan, device) -> Finding:
 def _kept_by(facts, device) -> List[str]:
     """What binds the device to vfio-pci at boot, first the mechanism, then what makes ``ids=`` work."""
     address = device.address
-    if facts.driverctl_overrides.get(address, "").replace("_", "-") == "vfio-pci":
+    driver = device.driver if device.driver != "vfio_pci" else "vfio-pci"  # a variant keeps its own name
+    override = facts.driverctl_overrides.get(address, "")
+    if (override.replace("_", "-") if driver == "vfio-pci" else override) == driver:
         return [f"driverctl override /etc/driverctl.d/pci-{address}"]
-    rules = facts.udev_rules_for(address, "driver_override", "vfio-pci")
+    rules = facts.udev_rules_for(address, "driver_override", driver)
     if rules:
         return [f"udev rule {rules[0]}"]
+    if driver != "vfio-pci":
+        return []  # only vfio-pci itself takes ids=
     ids = _ids_at_boot(facts, device)
     if not ids:
         return []

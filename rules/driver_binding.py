@@ -31,6 +31,12 @@ Fix, now (phase binding), for exactly that device::
 Never ``echo VVVV DDDD > /sys/bus/pci/drivers/vfio-pci/new_id``: it binds *every* device with
 those ids, now and on hotplug, including an identical card the host keeps.
 
+Variant drivers: when the running kernel's modules.alias has a ``vfio_pci:`` alias for the
+device more specific than vfio_pci's own (``mlx5_vfio_pci`` for a ConnectX VF,
+``nvgrace_gpu_vfio_pci`` for a Grace Hopper GPU), the fix binds that driver, chosen as libvirt
+chooses it (the match with the fewest wildcards), and the alias line is in the evidence. A
+variant takes no ``ids=``, so it is kept at boot per device (driverctl or a udev rule).
+
 Fix, at every boot: ``driverctl set-override ADDR vfio-pci`` where driverctl is installed;
 otherwise ``options vfio-pci ids=VVVV:DDDD`` plus ``softdep <host driver> pre: vfio-pci`` in one
 ``/etc/modprobe.d/vfio.conf`` and the initramfs rebuild of the detected tool
@@ -54,8 +60,8 @@ step is manual (its action carries ``host_critical``, so the script export refus
 """
 
 from scanner import hookimpl
-from scanner.binding import (bind_now_step, critical_evidence, host_critical, persistent_steps, sysfs_device,
-                             vfio_pci_loaded)
+from scanner.binding import (bind_now_step, choice_evidence, critical_evidence, host_critical, persistent_steps,
+                             sysfs_device, vfio_choice, vfio_pci_loaded)
 from scanner.facts.pci import describe, is_vfio_driver
 from scanner.groups import classify
 from scanner.model import Evidence, Finding, Rule, Step
@@ -179,7 +185,10 @@ def judge(facts, scan, address):
         message += f"; driver_override is {device.driver_override}"
     if not device.driver and device.driver_override == "vfio-pci" and not vfio_pci_loaded(facts):
         message += " (driver_override already names vfio-pci, but vfio_pci is not loaded)"
-    message += f"; QEMU needs it on vfio-pci with {node}"
+    choice = vfio_choice(facts, device)
+    evidence += choice_evidence(choice)
+    variant = f" (the vfio-pci variant this kernel has for {device.ids})" if choice.is_variant else ""
+    message += f"; QEMU needs it on {choice.driver}{variant} with {node}"
     return Finding.fail(message, subject=address, observed=observed, expected=expected, evidence=evidence,
                         remediation=[bind_now_step(facts, device, role="target", for_target=address)]
                         + persistent_steps(facts, scan, device))

@@ -5,22 +5,25 @@ members of a target's IOMMU group. Every step has human commands (each address, 
 module name validated against :mod:`scanner.shell` patterns and quoted) and an ``action`` in
 machine form for the remediation-script export:
 
-``{"kind": "bind-vfio", "address", "current_driver", "driver_override", "group", "load_module",
+``{"kind": "bind-vfio", "address", "driver", "current_driver", "driver_override", "group", "load_module",
 "host_critical": None | why, "role", "for_target"}``
-    The runtime binding (phase ``binding``): ``modprobe vfio-pci`` when it is not loaded, then
-    ``driver_override`` + unbind (only when bound) + ``drivers_probe`` for that device only. When
+    The runtime binding (phase ``binding``): ``modprobe`` of the driver's module when it is not
+    loaded, then ``driver_override`` + unbind (only when bound) + ``drivers_probe`` for that device
+    only. ``driver`` is vfio-pci or the variant driver libvirt would pick from the kernel's
+    modules.alias (:mod:`scanner.facts.variants`: ``mlx5_vfio_pci`` for a ConnectX VF). When
     ``host_critical`` is set (the device carries the host's default route, holds its root
     filesystem, /usr, /boot or swap, or is the PF of a VF that does) the step is manual with no
     commands, and an exporter must refuse it.
-``{"kind": "driverctl", "address", "driver": "vfio-pci"}``
+``{"kind": "driverctl", "address", "driver"}``
     Persistent, per device, where the host has driverctl.
 ``{"kind": "vfio-ids", "ids", "softdeps", "file", "lines", "initramfs"}``
     Persistent by vendor:device ids in one ``/etc/modprobe.d/vfio.conf`` (written whole, for every
     target of the scan whose ids are safe to claim), then the initramfs rebuild; requires a reboot.
     The same step is in the finding of each target it covers; it does not list them all itself,
     which made a report of N targets N² addresses long (1.7 GB of JSON for 10,000 VFs).
-``{"kind": "udev-driver-override", "address", "file", "rule"}``
-    Persistent, per device, when ``ids=`` would also take a device that stays on the host.
+``{"kind": "udev-driver-override", "address", "driver", "file", "rule"}``
+    Persistent, per device, when ``ids=`` would also take a device that stays on the host, or
+    when the driver is a variant (only vfio-pci itself takes ``ids=``).
 
 Never ``new_id``: ``echo VVVV DDDD > /sys/bus/pci/drivers/vfio-pci/new_id`` binds every device
 with those ids, now and on hotplug, including the twin that the host still uses.
@@ -34,9 +37,10 @@ from typing import Collection, Dict, List, Optional, Tuple
 
 from scanner.confedit import EditError, edit_commands, file_state, merge_vfio_ids, own_rule
 from scanner.facts.pci import PciDevice, class_name, is_vfio_driver
+from scanner.facts.variants import PLAIN, VARIANT, VfioChoice
 from scanner.model import Evidence, Step
 from scanner.remedies import cmdline_steps
-from scanner.shell import MODULE_NAME, PCI_ADDRESS, UnsafeValue, checked, quote
+from scanner.shell import MODULE_NAME, PCI_ADDRESS, VFIO_DRIVER_NAME, UnsafeValue, checked, quote
 
 VFIO_DRIVER = "vfio-pci"
 MODPROBE_FILE = "/etc/modprobe.d/vfio.conf"
@@ -105,6 +109,33 @@ def vfio_pci_loaded(facts) -> bool:
     return facts.modules.state("vfio_pci") in ("loaded", "builtin")
 
 
+def vfio_choice(facts, device: PciDevice) -> VfioChoice:
+    """The vfio driver to bind ``device`` to, now and at boot: the one it is on when that is already a
+    vfio driver (it works; keep it), else vfio-pci or the variant libvirt would pick."""
+    if device.driver and is_vfio_driver(device.driver) and (device.driver == PLAIN or VARIANT.match(device.driver)):
+        return VfioChoice(device.driver, None, f"/sys/bus/pci/devices/{device.address}/driver")
+    return facts.vfio_driver_for(device)
+
+
+def choice_evidence(choice: VfioChoice) -> List[Evidence]:
+    """Why this driver: the modules.alias line that chose a variant, or why none could be looked for."""
+    if choice.note:
+        return [Evidence(choice.source, f"<{choice.note}>")]
+    if choice.is_variant and choice.alias:
+        return [Evidence(choice.source, f"alias {choice.alias} {choice.module} (the best vfio_pci: match, "
+                                        "as libvirt picks it)")]
+    return []
+
+
+def _variant_words(choice: VfioChoice) -> str:
+    return (f" (the vfio-pci variant driver this kernel has for it, as libvirt picks from modules.alias)"
+            if choice.is_variant else "")
+
+
+def driver_loaded(facts, choice: VfioChoice) -> bool:
+    return facts.modules.state(choice.module) in ("loaded", "builtin")
+
+
 def label(device: Optional[PciDevice], address: str) -> str:
     """``0000:01:00.1 (10de:1aef Audio device, driver snd_hda_intel)``."""
     if device is None:
@@ -113,14 +144,16 @@ def label(device: Optional[PciDevice], address: str) -> str:
     return f"{address} ({device.ids} {class_name(device.pci_class)}, {driver})"
 
 
-def runtime_commands(facts, device: PciDevice) -> Tuple[List[str], List[str]]:
-    """(commands, undo) binding ``device`` to vfio-pci now, for that device only."""
+def runtime_commands(facts, device: PciDevice, choice: Optional[VfioChoice] = None) -> Tuple[List[str], List[str]]:
+    """(commands, undo) binding ``device`` to its vfio driver now, for that device only."""
+    choice = choice or vfio_choice(facts, device)
+    driver = quote(choice.driver, VFIO_DRIVER_NAME, "vfio driver")
     addr = quote(device.address, PCI_ADDRESS, "PCI address")
     base = sysfs_device(device.address)
     commands = []
-    if not vfio_pci_loaded(facts):
-        commands.append("modprobe vfio-pci")
-    commands.append(f"echo {VFIO_DRIVER} > {base}/driver_override")
+    if not driver_loaded(facts, choice):
+        commands.append(f"modprobe {choice.driver}")
+    commands.append(f"echo {driver} > {base}/driver_override")
     if device.driver:
         commands.append(f"echo {addr} > {base}/driver/unbind")
     commands.append(f"echo {addr} > /sys/bus/pci/drivers_probe")
@@ -134,19 +167,20 @@ def bind_now_step(facts, device: PciDevice, role: Optional[str] = None, for_targ
                   summary: Optional[str] = None) -> Step:
     """The runtime binding of one device (phase ``binding``); manual and empty when host-critical."""
     critical = host_critical(facts, device.address)
-    action = {"kind": "bind-vfio", "address": device.address, "ids": scanned_ids(device),
+    choice = vfio_choice(facts, device)
+    action = {"kind": "bind-vfio", "address": device.address, "ids": scanned_ids(device), "driver": choice.driver,
               "current_driver": device.driver, "driver_override": device.driver_override, "group": device.iommu_group,
-              "load_module": not vfio_pci_loaded(facts), "host_critical": critical,
+              "load_module": not driver_loaded(facts, choice), "host_critical": critical,
               "role": role, "for_target": for_target}
     if critical:
         return Step(summary=f"Do NOT bind {device.address} to vfio-pci on this host: {critical}. Move the host's "
                             "network or root filesystem to another device first, or use another device",
                     phase="binding", manual=True, action=action)
-    commands, undo = runtime_commands(facts, device)
+    commands, undo = runtime_commands(facts, device, choice)
     if summary is None:
         now = f"it is on {device.driver}" if device.driver else "it has no driver"
-        summary = (f"Bind {device.address} to vfio-pci now ({now}; driver_override for this device only, "
-                   "lost at reboot)")
+        summary = (f"Bind {device.address} to {choice.driver} now{_variant_words(choice)} ({now}; driver_override "
+                   "for this device only, lost at reboot)")
     return Step(summary=summary, phase="binding", commands=commands, undo=undo, action=action)
 
 
@@ -210,16 +244,18 @@ def persistent_steps(facts, scan, device: PciDevice) -> List[Step]:
     address = device.address
     addr = quote(address, PCI_ADDRESS, "PCI address")
     targets = scan.target_set
+    choice = vfio_choice(facts, device)
+    driver = quote(choice.driver, VFIO_DRIVER_NAME, "vfio driver")
     if facts.has_tool("driverctl"):
-        return [Step(summary=f"Keep {address} on vfio-pci at every boot with driverctl (per device; it also "
+        return [Step(summary=f"Keep {address} on {choice.driver} at every boot with driverctl (per device; it also "
                              "re-binds the device now)",
                      phase="binding", persistent=True,
-                     commands=[f"driverctl set-override {addr} {VFIO_DRIVER}"],
+                     commands=[f"driverctl set-override {addr} {driver}"],
                      undo=[f"driverctl unset-override {addr}"],
                      action={"kind": "driverctl", "address": address, "ids": scanned_ids(device),
-                             "driver": VFIO_DRIVER})]
-    if not ids_safe(facts, device, targets):
-        return [udev_step(facts, device, targets)]
+                             "driver": choice.driver})]
+    if choice.is_variant or not ids_safe(facts, device, targets):
+        return [udev_step(facts, device, targets, choice)]
     return list(_per_scan(facts, scan, "boot-steps", lambda: tuple(_boot_steps(facts, scan))))
 
 
@@ -290,8 +326,8 @@ def _make_boot_plan(facts, scan) -> Tuple[List[str], List[str], List[str]]:
     for address in passthrough_functions(facts, scan):
         device = facts.pci.get(address)  # a candidate: safe ids, not needed by the host itself
         if device is None or device.is_bridge or not ids_safe(facts, device, targets) \
-                or host_critical(facts, address):
-            continue
+                or host_critical(facts, address) or vfio_choice(facts, device).is_variant:
+            continue  # a variant driver has no ids=: such a device gets its own udev rule
         ids[device.ids] = None
         if device.driver not in softdep_of:
             softdep_of[device.driver] = softdep_module(facts, device.driver)
@@ -327,29 +363,41 @@ def udev_file(address: str) -> str:
     return f"{UDEV_DIR}/70-vfio-pci-{address.replace(':', '-')}.rules"
 
 
-def udev_step(facts, device: PciDevice, targets: Collection[str]) -> Step:
-    """A per-device udev rule setting driver_override at boot (when ``ids=`` would take a twin)."""
-    address = device.address
+def udev_rule(address: str, driver: str) -> str:
+    """The one rule that sets a device's driver_override at boot and loads the driver's module."""
     checked(address, PCI_ADDRESS, "PCI address")
-    rule = (f'ACTION=="add", SUBSYSTEM=="pci", KERNEL=="{address}", ATTR{{driver_override}}="{VFIO_DRIVER}", '
-            f'RUN{{builtin}}+="kmod load vfio-pci"')
+    checked(driver, VFIO_DRIVER_NAME, "vfio driver")
+    return (f'ACTION=="add", SUBSYSTEM=="pci", KERNEL=="{address}", ATTR{{driver_override}}="{driver}", '
+            f'RUN{{builtin}}+="kmod load {driver}"')
+
+
+def udev_step(facts, device: PciDevice, targets: Collection[str], choice: Optional[VfioChoice] = None) -> Step:
+    """A per-device udev rule setting driver_override at boot (when ``ids=`` would take a twin, or
+    the driver is a variant, which has no ``ids=``)."""
+    address = device.address
+    choice = choice or vfio_choice(facts, device)
+    rule = udev_rule(address, choice.driver)
     path = udev_file(address)
     twins = same_ids_on_host(facts, device, targets)
-    if twins:
+    if choice.is_variant:
+        why = f"{choice.driver} is a variant driver of vfio-pci, which takes no ids=, so bind by address"
+    elif twins:
         why = (f"ids={device.ids} would also take {', '.join(label(t, t.address) for t in twins)}, which stays on "
                "the host, so bind by address, never by ids")
     else:
         why = f"its ids ({device.ids}) cannot be used in ids=, so bind by address"
     state = file_state(*facts.etc_file(path))
     new = own_rule(state["text"], rule, f'KERNEL=="{address}"')
-    return Step(summary=f"Keep {address} on vfio-pci at every boot: {why}; a udev rule sets its driver_override "
+    return Step(summary=f"Keep {address} on {choice.driver} at every boot: {why}; a udev rule sets its driver_override "
                         f"when it appears ({path}); if its host driver still takes it first at boot, install "
                         "driverctl, which also re-binds it",
                 phase="binding", persistent=True,
                 commands=edit_commands(path, state["text"], new), undo=[f"rm -f {path}"],
-                action={"kind": "udev-driver-override", "address": address, "file": path, "rule": rule,
+                action={"kind": "udev-driver-override", "address": address, "driver": choice.driver, "file": path,
+                        "rule": rule,
                         "twins": [t.address for t in twins], "files": [state]})
 
 
 __all__ = ["VFIO_DRIVER", "MODPROBE_FILE", "INITRAMFS_COMMANDS", "host_critical", "critical_evidence", "bind_now_step",
+           "vfio_choice", "choice_evidence", "udev_rule",
            "persistent_steps", "same_ids_on_host", "ids_safe", "runtime_commands", "label", "UnsafeValue"]

@@ -15,6 +15,8 @@ PCI_ADDRESS = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]\Z")
 KERNEL_PARAM = re.compile(r"^[A-Za-z0-9_.\-]+(=[A-Za-z0-9_.,:/+\-]+)?\Z")
 MODULE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}\Z")
 DRIVER_NAME = MODULE_NAME
+#: vfio-pci or one of its variant drivers (scanner/facts/variants.py): what a binding may name.
+VFIO_DRIVER_NAME = re.compile(r"^(?:vfio-pci|[a-z0-9][a-z0-9_]{0,60}_vfio_pci)\Z")
 
 
 class UnsafeValue(ValueError):

@@ -118,20 +118,22 @@ def copy_tree(src, dst) -> Path:
 
 
 def fake_kernel(root) -> None:
-    """What the kernel does after the script's sysfs writes: drivers_probe honours driver_override."""
+    """What the kernel does after the script's sysfs writes: drivers_probe honours driver_override
+    (vfio-pci, or a variant driver such as mlx5_vfio_pci)."""
     root = Path(root)
     devices = root / "sys/bus/pci/devices"
     for entry in sorted(devices.iterdir()):
         real = Path(os.path.realpath(entry))
         override = real / "driver_override"
-        if not override.exists() or override.read_text().strip() != "vfio-pci":
+        wanted = override.read_text().strip() if override.exists() else ""
+        if wanted != "vfio-pci" and not wanted.endswith("_vfio_pci"):  # vfio-pci or a variant of it
             continue
         link = real / "driver"
-        if link.is_symlink() and os.path.basename(os.readlink(link)) == "vfio-pci":
+        if link.is_symlink() and os.path.basename(os.readlink(link)) == wanted:
             continue
         if link.is_symlink():
             link.unlink()
-        drivers = root / "sys/bus/pci/drivers/vfio-pci"
+        drivers = root / "sys/bus/pci/drivers" / wanted
         drivers.mkdir(parents=True, exist_ok=True)
         os.symlink(os.path.relpath(drivers, real), link)
         group = os.path.basename(os.readlink(real / "iommu_group"))

@@ -290,7 +290,7 @@ def test_gpu_on_nvidia_runtime_and_boot_fix(ws):
                               f"echo {GPU} > /sys/bus/pci/devices/{GPU}/driver/unbind",
                               f"echo {GPU} > /sys/bus/pci/drivers_probe"]
     assert now.phase == "binding" and not now.persistent and not now.manual
-    assert now.action == {"kind": "bind-vfio", "address": GPU, "ids": "10de:2204", "current_driver": "nvidia",
+    assert now.action == {"kind": "bind-vfio", "address": GPU, "ids": "10de:2204", "driver": "vfio-pci", "current_driver": "nvidia",
                           "driver_override": None, "group": "1", "load_module": False, "host_critical": None,
                           "role": "target", "for_target": GPU}
     assert boot.persistent and boot.requires_reboot and boot.phase == "binding"
@@ -376,7 +376,7 @@ def test_identical_twin_on_the_host_keeps_to_driver_override(ws, tmp_path):
     rule = (f'ACTION=="add", SUBSYSTEM=="pci", KERNEL=="{NIC_A}", ATTR{{driver_override}}="vfio-pci", '
             'RUN{builtin}+="kmod load vfio-pci"')
     path = "/etc/udev/rules.d/70-vfio-pci-0000-06-01.0.rules"
-    assert boot.action == {"kind": "udev-driver-override", "address": NIC_A, "file": path, "rule": rule,
+    assert boot.action == {"kind": "udev-driver-override", "address": NIC_A, "driver": "vfio-pci", "file": path, "rule": rule,
                            "twins": [NIC_B], "files": [{"path": path, "text": None, "reason": None}]}
     copy, _ = run_in_copy(ws, tmp_path, boot.commands)
     assert (copy / path.lstrip("/")).read_text() == rule + "\n"

@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from scanner.facts.cmdline import Cmdline, parse_cmdline
+from scanner.facts.variants import PLAIN, VfioChoice, best_alias, driver_of, vfio_aliases
 from scanner.host import LARGE_CAP
 
 _OPTIONS = re.compile(r"^\s*options\s+(vfio[-_]pci)\s+(.*)$")
@@ -190,26 +191,48 @@ class NextBoot:
                 return got
         return None
 
-    def pci_aliases(self) -> Tuple[Tuple[str, str], ...]:
-        """(pattern, module) of each ``alias pci:...`` line of the running release's modules.alias.
-        Read only when an initramfs holds modules to match (a method, so that nothing else reads
-        the 1 MB file: snapshots do not carry it)."""
-        kept = self.__dict__.get("_pci_aliases")
-        if kept is not None:
-            return kept
-        self.__dict__["_pci_aliases"] = found = self._read_pci_aliases()
-        return found
-
-    def _read_pci_aliases(self) -> Tuple[Tuple[str, str], ...]:
+    @cached_property
+    def module_aliases_read(self):
+        """The running release's modules.alias (about 1 MB): read only when a target needs a vfio
+        driver chosen or an initramfs holds modules to match, never on a scan with nothing to bind."""
         if not self.release or "/" in self.release:
-            return ()
-        got = self.host.read(f"/lib/modules/{self.release}/modules.alias", cap=LARGE_CAP)
-        found = []
-        for line in got.value().splitlines():
-            words = line.split()
-            if len(words) == 3 and words[0] == "alias" and words[1].startswith("pci:"):
-                found.append((words[1], words[2].replace("-", "_")))
-        return tuple(found)
+            return None
+        return self.host.read(f"/lib/modules/{self.release}/modules.alias", cap=LARGE_CAP)
+
+    def pci_aliases(self) -> Tuple[Tuple[str, str], ...]:
+        """(pattern, module) of each ``alias pci:...`` line of the running release's modules.alias."""
+        return self._module_aliases()[0]
+
+    def vfio_aliases(self) -> Tuple[Tuple[str, str], ...]:
+        """(pattern, module) of each ``alias vfio_pci:...`` line: vfio-pci and its variant drivers."""
+        return self._module_aliases()[1]
+
+    def _module_aliases(self):
+        kept = self.__dict__.get("_module_aliases_memo")
+        if kept is None:
+            got = self.module_aliases_read
+            lines = got.value().splitlines() if got is not None else []
+            pci = []
+            for line in lines:
+                words = line.split()
+                if len(words) == 3 and words[0] == "alias" and words[1].startswith("pci:"):
+                    pci.append((words[1], words[2].replace("-", "_")))
+            kept = self.__dict__["_module_aliases_memo"] = (tuple(pci), vfio_aliases(lines))
+        return kept
+
+    def vfio_driver_for(self, device) -> VfioChoice:
+        """The vfio driver a binding should use for ``device``: the variant libvirt would pick from
+        modules.alias, else vfio-pci (also when the file cannot be read: then ``note`` says so)."""
+        got = self.module_aliases_read
+        source = got.path if got is not None else "modules.alias"
+        if got is None or not got.ok:
+            why = got.reason if got is not None else "the kernel release is unknown"
+            return VfioChoice(PLAIN, None, source, f"cannot read {source} ({why}) to look for a vfio-pci variant driver")
+        best = best_alias(self.vfio_aliases(), modalias(device))
+        driver = driver_of(best[1]) if best else None
+        if best is None or driver is None:
+            return VfioChoice(PLAIN, best[0] if best else None, source, None)
+        return VfioChoice(driver, best[0], source, None)
 
     def early_host_drivers(self, device, modules: FrozenSet[str]) -> List[str]:
         """The modules among ``modules`` (those an initramfs holds) that would claim ``device`` by its

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from scanner.facts.vm_start_hw import Q35_HOLE64_DEFAULT, window_needed
-from scanner.shell import DRIVER_NAME, PCI_ADDRESS, UnsafeValue, checked
+from scanner.shell import PCI_ADDRESS, VFIO_DRIVER_NAME, UnsafeValue, checked
 
 _HEX4 = re.compile(r"^[0-9a-f]{4}\Z")
 
@@ -104,10 +104,10 @@ def _passed(facts, address: str) -> PassedDevice:
     klass = (device.pci_class or "").lower().removeprefix("0x")
     if not re.match(r"^[0-9a-f]{6}\Z", klass):
         raise UnsafeValue(f"{address}: class {device.pci_class!r} is not six hex digits")
-    from scanner.facts.pci import is_vfio_driver
+    from scanner.binding import vfio_choice
 
-    vfio_driver = device.driver if device.driver and is_vfio_driver(device.driver) else "vfio-pci"
-    checked(vfio_driver, DRIVER_NAME, "driver name")
+    # the driver it is on, or the variant libvirt's managed mode would pick, as a binding fix does
+    vfio_driver = checked(vfio_choice(facts, device).driver, VFIO_DRIVER_NAME, "vfio driver")
     kind = "type-VF" if device.is_vf else "type-PF" if (device.sriov_totalvfs or 0) > 0 else "type-PCI"
     ids = facts.pci_ids
     return PassedDevice(address=address, vendor=vendor, device=product,
