@@ -74,6 +74,19 @@ def check(facts, scan):
         return
     if not (facts.is_x86 or cpu.vendor):  # no CPU flag to name (ARM, POWER...): /dev/kvm alone decides
         arch = facts.arch or "this architecture"
+        hyp = facts.hyp_unavailable() if facts.is_arm64 else None
+        if not kvm.ok and hyp:
+            evidence.append(Evidence("kernel log", hyp))
+            yield Finding.fail(f"/dev/kvm does not exist ({kvm.reason}): the kernel was not started at EL2 (\"{hyp}\"), "
+                               "so KVM cannot run; the firmware or boot loader entered it at EL1, or this host is a "
+                               "VM without nested virtualization", observed="/dev/kvm absent; no EL2",
+                               expected="/dev/kvm present", evidence=evidence,
+                               remediation=[Step(summary="Boot the kernel at EL2 (bare-metal UEFI firmware does; in a "
+                                                         "VM, enable nested virtualization: QEMU -machine "
+                                                         "virt,virtualization=on), then reboot",
+                                                 phase="firmware", manual=True, requires_reboot=True, persistent=True,
+                                                 action={"kind": "firmware", "feature": "el2"})])
+            return
         if not kvm.ok:
             yield Finding.fail(f"/dev/kvm does not exist ({kvm.reason}): KVM is not loaded, or the firmware did not "
                                f"start the kernel with virtualization available ({arch})",

@@ -163,6 +163,14 @@ def judge(facts, scan, address):
                                                       "is devtmpfs)", phase="access", manual=True,
                                               action={"kind": "dev-vfio", "address": address, "group": group})])
 
+    if not group and address in facts.stream_aliases:
+        sid, holder = facts.stream_aliases[address]
+        return Finding.fail(f"not on vfio-pci ({_current(device)}), and in no IOMMU group: it shares SMMU stream {sid} "
+                            f"with {holder}, which the kernel grouped instead, so vfio-pci would refuse it (see VFIO-012)",
+                            subject=address, observed=observed, expected=expected, evidence=evidence,
+                            remediation=[Step(summary=f"See VFIO-012: pass {holder}'s group instead, or move the device",
+                                              phase="binding", manual=True,
+                                              action={"kind": "see-rule", "rules": ["VFIO-012"]})])
     if not group:
         return Finding.fail(f"not on vfio-pci ({_current(device)}), and in no IOMMU group: vfio-pci would refuse "
                             "it (probe fails with error -22); the IOMMU must run first (see VFIO-005)",

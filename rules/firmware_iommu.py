@@ -9,13 +9,15 @@ This is the firmware link of the chain: VT-d / AMD-Vi switched on in the BIOS se
 How: the table's presence in sysfs (readable without root: only the directory is listed). The
 kernel log line ``DMAR: IOMMU enabled`` is **not** evidence: the kernel prints it whenever it
 parses ``intel_iommu=on``, even on a machine without any IOMMU. The ``ACPI: DMAR``/``ACPI:
-IVRS`` boot lines are shown as corroboration. Other architectures (ARM SMMU via IORT or the
-device tree) are skipped with that reason.
+IVRS`` boot lines are shown as corroboration. On arm64 the SMMU is described by the ACPI IORT or
+the device tree instead: see :mod:`rules.firmware_smmu`. Other architectures are skipped with
+that reason.
 
 Fix: a person enables VT-d (Intel) or IOMMU / AMD-Vi (AMD) in the firmware setup; in a virtual
 machine the hypervisor must give it a virtual IOMMU (QEMU ``-device intel-iommu``).
 """
 
+from rules import firmware_smmu
 from scanner import hookimpl
 from scanner.model import Evidence, Finding, Rule, Step
 from scanner.remedies import firmware_step
@@ -27,13 +29,16 @@ NAMES = {"DMAR": "DMAR (Intel VT-d)", "IVRS": "IVRS (AMD-Vi)"}
 @hookimpl
 def vfio_scan_register_rules(register):
     register(Rule(id="VFIO-002", name="firmware-iommu", scope="host", severity="critical",
-                  title="Firmware exposes an IOMMU (ACPI DMAR/IVRS)", check=check, docs=__doc__))
+                  title="Firmware exposes an IOMMU (ACPI DMAR/IVRS, IORT)", check=check, docs=__doc__))
 
 
 def check(facts, scan):
+    if facts.is_arm64:
+        yield firmware_smmu.check(facts)
+        return
     if facts.arch and not facts.is_x86:
-        yield Finding.skip(f"not applicable on {facts.arch}: DMAR and IVRS are x86 ACPI tables "
-                           "(ARM SMMUs are described by IORT or the device tree)")
+        yield Finding.skip(f"not applicable on {facts.arch}: DMAR and IVRS are x86 ACPI tables, and this tool "
+                           "knows no other architecture's IOMMU description but arm64's")
         return
     tables = facts.acpi_tables
     if not tables.ok:

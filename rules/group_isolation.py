@@ -25,15 +25,22 @@ with the target) — or move the card to a slot with an IOMMU group of its own
 ones). A member the host runs on (its default route, its disks: see VFIO-013) is never offered
 for binding: the only fix is another slot. A target without an IOMMU group fails here pointing
 at VFIO-005.
+
+arm64: devices behind a PCIe-to-PCI bridge share one SMMU stream ID, and the kernel puts only
+the first in a group (``stream N already in tree from dev X`` in its log). The other is in no
+group, so VFIO does not see it, yet its DMA goes through the group's translation: a group with
+such a hidden sharer on a host driver is not isolated (fail; unbinding it is the fix), one left
+unbound is a warning.
 """
 
 from dataclasses import replace
 
 from scanner import hookimpl
-from scanner.binding import bind_now_step, critical_evidence, host_critical, label, persistent_steps
+from scanner.binding import bind_now_step, critical_evidence, host_critical, label, persistent_steps, sysfs_device
 from scanner.groups import HARMLESS_DRIVERS, classify
 from scanner.facts.pci import class_name, is_vfio_driver
 from scanner.model import Evidence, Finding, Rule, Step
+from scanner.shell import PCI_ADDRESS, quote
 
 ROLE_TEXT = {
     "target": "another target of this scan",
@@ -94,6 +101,19 @@ def _state(member):
 def judge(facts, scan, address):
     device = facts.pci[address]
     group = device.iommu_group
+    if not group and address in facts.stream_aliases:
+        sid, holder = facts.stream_aliases[address]
+        return Finding.fail(f"in no IOMMU group although the IOMMU runs: the kernel log says its SMMU stream {sid} is "
+                            f"already taken by {holder} (devices behind a PCIe-to-PCI bridge share one stream ID, and "
+                            "the kernel groups only the first), so vfio-pci cannot take it", subject=address,
+                            observed="no iommu_group link; stream ID shared", expected="an IOMMU group",
+                            evidence=[Evidence(f"/sys/bus/pci/devices/{address}/iommu_group", "<missing>"),
+                                      Evidence("kernel log", _alias_line(address, sid, holder))],
+                            remediation=[Step(summary=f"Pass {holder}'s IOMMU group instead, with {address} left "
+                                                      "unbound, or move the device to a slot not behind a "
+                                                      "PCIe-to-PCI bridge", phase="binding", manual=True,
+                                              action={"kind": "move-slot", "address": address, "group": None,
+                                                      "members": [holder], "host_critical": None})])
     if not group:
         return Finding.fail("in no IOMMU group: the IOMMU does not run for this device, so it cannot be passed "
                             "through (see VFIO-005)", subject=address, observed="no iommu_group link",
@@ -132,6 +152,9 @@ def judge(facts, scan, address):
     expected = "every other endpoint of the group is a bridge, on vfio-pci or unbound"
 
     blockers = view.blockers
+    hidden = stream_sharers(facts, view.members)
+    if hidden and not blockers:
+        return _hidden_sharers(facts, address, group, hidden, observed, evidence)
     if not blockers:
         return Finding.passed(_passing_message(group, device, others), subject=address, observed=observed,
                               expected=expected, evidence=evidence)
@@ -169,6 +192,51 @@ def judge(facts, scan, address):
         remediation.append(_move_step(address, group, blockers, critical))
     return Finding.fail(message, subject=address, observed=observed, expected=expected, evidence=evidence,
                         remediation=remediation)
+
+
+def stream_sharers(facts, members):
+    """Devices outside every group that share an SMMU stream ID with a member (arm64, behind a PCIe-to-PCI
+    bridge): VFIO does not see them, yet their DMA is translated by whatever domain the group gets."""
+    addresses = {m.address for m in members}
+    return [(dev, sid, holder) for dev, (sid, holder) in sorted(facts.stream_aliases.items())
+            if holder in addresses and dev not in addresses and dev in facts.pci]
+
+
+def _alias_line(dev, sid, holder):
+    return f"{dev}: stream {sid} already in tree from dev {holder}"
+
+
+def _hidden_sharers(facts, address, group, hidden, observed, evidence):
+    """Fail (a sharer on a driver: the VM would take over its DMA) or warn (unbound now, but a driver may take it)."""
+    evidence = evidence + [Evidence("kernel log", _alias_line(dev, sid, holder)) for dev, sid, holder in hidden]
+    bound = [(dev, facts.pci[dev]) for dev, _, _ in hidden
+             if facts.pci[dev].driver and facts.pci[dev].driver not in HARMLESS_DRIVERS]
+    names = ", ".join(f"{label(facts.pci[dev], dev)} (stream {sid}, as {holder})" for dev, sid, holder in hidden)
+    expected = "no device outside the group shares its stream IDs"
+    if not bound:
+        return Finding.warn(f"IOMMU group {group} shares its SMMU stream ID with {names}, which is in no group and "
+                            "unbound now: keep it unbound while the VM runs (a driver that takes it, at the next boot "
+                            "too, would do DMA through the VM's mappings)", subject=address, observed=observed,
+                            expected=expected, evidence=evidence)
+    steps = []
+    for dev, device in bound:
+        why = host_critical(facts, dev)
+        if why:
+            return Finding.fail(f"IOMMU group {group} is not isolated: {names} shares its SMMU stream ID, and "
+                                f"{dev} is the host's own ({why}); pass a device not behind this PCIe-to-PCI bridge",
+                                subject=address, observed=observed, expected=expected,
+                                evidence=evidence + critical_evidence(facts, dev))
+        steps.append(Step(summary=f"Unbind {label(device, dev)} and leave it without a driver while the VM runs (it "
+                                  "has no IOMMU group, so vfio-pci cannot take it)", phase="binding", manual=True,
+                          commands=[f"echo {quote(dev, PCI_ADDRESS, 'PCI address')} > {sysfs_device(dev)}/driver/unbind"],
+                          action={"kind": "unbind-stream-sharer", "address": dev, "driver": device.driver}))
+    return Finding.fail(f"IOMMU group {group} is not isolated: {names} shares its SMMU stream ID but is in no IOMMU "
+                        "group, so VFIO cannot see it, and its host driver would do DMA through the VM's mappings",
+                        subject=address, observed=observed, expected=expected, evidence=evidence,
+                        remediation=steps + [Step(summary=f"Or move the card at {address} out from behind the "
+                                                          "PCIe-to-PCI bridge", phase="binding", manual=True,
+                                                  action={"kind": "move-slot", "address": address, "group": group,
+                                                          "members": [d for d, _, _ in hidden], "host_critical": None})])
 
 
 def _move_step(address, group, members, critical):

@@ -17,10 +17,15 @@ heuristic. ``allow_unsafe_interrupts`` (module parameter or command line) is rep
 explicit, unsafe override. With the IOMMU off there is no remapping to judge: the finding follows
 from VFIO-005 (and VFIO-004), and no unsafe override is offered for what the IOMMU fix cures.
 
+On arm64 there is no ``IR-`` chip: the GICv3 ITS isolates each device's MSIs (``ITS-MSI`` chips),
+and the kernel marks its MSI domain as isolating, so vfio_iommu_type1 attaches groups. See
+:mod:`rules.its_isolation`.
+
 Fix: enable interrupt remapping / x2APIC in the firmware or update it; as a last resort, and
 knowingly unsafe, ``options vfio_iommu_type1 allow_unsafe_interrupts=1``.
 """
 
+from rules import its_isolation
 from scanner import hookimpl
 from scanner.facts.cmdline import truthy
 from scanner.model import Evidence, Finding, Rule, Step
@@ -38,6 +43,9 @@ def vfio_scan_register_rules(register):
 
 
 def check(facts, scan):
+    if facts.is_arm64:
+        yield its_isolation.judge(facts, _unsafe(facts), _last_resort(facts))
+        return
     interrupts = facts.interrupts
     log = facts.kernel_log
     evidence = []
@@ -49,9 +57,7 @@ def check(facts, scan):
     positive = log.grep(POSITIVE)
     negative = log.grep(NEGATIVE)
     evidence += [Evidence("kernel log", line) for line in (positive + negative)[:3]]
-    param = facts.module_param("vfio_iommu_type1", "allow_unsafe_interrupts")
-    cmdline_unsafe = facts.cmdline is not None and truthy(facts.cmdline.value("vfio_iommu_type1.allow_unsafe_interrupts"))
-    unsafe = (param.ok and truthy(param.text)) or cmdline_unsafe
+    unsafe, param = _unsafe(facts)
     if param.ok:
         evidence.append(Evidence(param.path, param.text.strip()))
     judged = interrupts is not None and (interrupts.any_remapped or bool(interrupts.plain_msi))
@@ -81,10 +87,7 @@ def check(facts, scan):
                                                      "scan again", phase="kernel", manual=True,
                                              action={"kind": "see-rule", "rules": ["VFIO-004", "VFIO-005"]})])
         return
-    last_resort = modprobe_option_step("vfio_iommu_type1", "allow_unsafe_interrupts=1", UNSAFE_CONF,
-                                       "Last resort, knowingly unsafe: let VFIO run without interrupt remapping (a "
-                                       "guest could forge interrupts)", initramfs=facts.initramfs_tool,
-                                       current=facts.etc_file(UNSAFE_CONF))
+    last_resort = _last_resort(facts)
     expected_line = _log_line(facts)
     if interrupts is not None and interrupts.plain_msi and facts.is_x86:
         evidence.append(Evidence("/proc/interrupts", interrupts.plain_msi[0]))
@@ -110,6 +113,20 @@ def check(facts, scan):
     yield Finding.warn(f"no interrupt remapping seen: {where}; vfio_iommu_type1 refuses to attach IOMMU groups without it",
                        observed="no remapped interrupts", expected="remapped interrupts (IR- chips)",
                        evidence=evidence, remediation=[_firmware_fix(), last_resort])
+
+
+def _unsafe(facts):
+    """(is the unsafe override set, the module parameter's read): by module parameter or command line."""
+    param = facts.module_param("vfio_iommu_type1", "allow_unsafe_interrupts")
+    cmdline_unsafe = facts.cmdline is not None and truthy(facts.cmdline.value("vfio_iommu_type1.allow_unsafe_interrupts"))
+    return (param.ok and truthy(param.text)) or cmdline_unsafe, param
+
+
+def _last_resort(facts) -> Step:
+    return modprobe_option_step("vfio_iommu_type1", "allow_unsafe_interrupts=1", UNSAFE_CONF,
+                                "Last resort, knowingly unsafe: let VFIO run without interrupt remapping (a "
+                                "guest could forge interrupts)", initramfs=facts.initramfs_tool,
+                                current=facts.etc_file(UNSAFE_CONF))
 
 
 def _log_line(facts) -> str:

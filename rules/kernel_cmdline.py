@@ -70,6 +70,36 @@ def _driver_not_built(facts, vendor) -> Optional[str]:
     return None if kc.get(option) in ("y", "m") else f"CONFIG_{option}"
 
 
+def arm64_switches(facts, cl, parts, remove):
+    """arm64: the SMMU needs no switch (the firmware enables it); judge the generic and SMMU knobs."""
+    passthrough = cl.last_of("iommu.passthrough", {"0", "1", "y", "n", "on", "off"})
+    if passthrough in ("1", "y", "on"):
+        nvidia = [d.address for d in facts.pci.values() if d.vendor == "10de"]
+        if nvidia:
+            parts.append(Finding.warn(f"iommu.passthrough={passthrough}: NVIDIA's guidance for Grace systems is "
+                                      f"iommu.passthrough=0, and this host has NVIDIA devices ({', '.join(nvidia[:3])})",
+                                      observed=" ".join(cl.texts("iommu.passthrough")), expected="iommu.passthrough=0",
+                                      severity="medium"))
+            remove.extend(cl.texts("iommu.passthrough"))
+        else:
+            parts.append(Finding.passed(f"iommu.passthrough={passthrough}: host devices bypass translation (as iommu=pt "
+                                        "on x86); VFIO still translates for the VMs' devices",
+                                        observed=" ".join(cl.texts("iommu.passthrough"))))
+    else:
+        parts.append(Finding.passed("the SMMU needs no command-line switch on arm64 (the firmware enables it)",
+                                    observed=" ".join(cl.texts("iommu.passthrough")) or "iommu.passthrough not set"))
+    bypass = cl.value("arm-smmu-v3.disable_bypass") or cl.value("arm_smmu_v3.disable_bypass")
+    param = facts.module_param("arm_smmu_v3", "disable_bypass")
+    if (bypass is not None and not truthy(bypass)) or (param.ok and param.text.strip() in ("N", "n", "0")):
+        tokens = cl.texts("arm-smmu-v3.disable_bypass") + cl.texts("arm_smmu_v3.disable_bypass")
+        parts.append(Finding.warn("arm-smmu-v3.disable_bypass is off: a device no driver has attached to a domain "
+                                  "bypasses the SMMU, so its DMA reaches all memory",
+                                  observed=" ".join(tokens) or f"{param.path} = {param.text.strip()}",
+                                  expected="disable_bypass=Y (the default)", severity="medium",
+                                  evidence=[Evidence(param.path, param.text.strip())] if param.ok else []))
+        remove.extend(tokens)
+
+
 def check(facts, scan):
     if not facts.cmdline_read.ok:
         yield Finding.skip(f"cannot read the kernel command line ({facts.cmdline_read.describe()})")
@@ -140,6 +170,8 @@ def check(facts, scan):
                 items = [v for v in (p.value or "").split(",") if v]
                 if any(v in invalid for v in items):
                     remove.append(p.text)
+    elif facts.is_arm64:
+        arm64_switches(facts, cl, parts, remove)
     else:
         parts.append(Finding.passed(f"no x86 IOMMU switch applies on {facts.arch or 'this architecture'}"))
 
@@ -154,7 +186,7 @@ def check(facts, scan):
                                   severity="medium"))
 
     finding = fold(parts)
-    if finding.status == "pass" and generic != "pt" and not truthy(cl.value("iommu.passthrough")) \
+    if finding.status == "pass" and facts.is_x86 and generic != "pt" and not truthy(cl.value("iommu.passthrough")) \
             and facts.kconfig.get("IOMMU_DEFAULT_PASSTHROUGH") != "y":
         finding = replace(finding, message=finding.message + "; iommu=pt is not set (optional: it spares host "
                                                              "devices the translation cost)")

@@ -2,7 +2,11 @@
 
 What: ``CONFIG_IOMMU_SUPPORT``, the vendor's IOMMU driver (``CONFIG_INTEL_IOMMU`` on Intel,
 ``CONFIG_AMD_IOMMU`` on AMD), ``CONFIG_VFIO``, ``CONFIG_VFIO_PCI`` and
-``CONFIG_VFIO_IOMMU_TYPE1`` must each be ``y`` (built in) or ``m`` (module).
+``CONFIG_VFIO_IOMMU_TYPE1`` must each be ``y`` (built in) or ``m`` (module). On arm64 the IOMMU
+driver is an SMMU's (``CONFIG_ARM_SMMU_V3``, or ``CONFIG_ARM_SMMU`` for v1/v2) and MSIs need the
+GICv3 ITS driver (``CONFIG_ARM_GIC_V3_ITS``). The finding also says whether the kernel offers
+iommufd (``CONFIG_IOMMUFD``, ``/dev/iommu``) or only the legacy VFIO container, which is what
+QEMU then uses (Debian 12 and 13 build their kernels without iommufd).
 
 Why: no command line or module load can add a driver the kernel was built without; this is the
 root cause behind "IOMMU capability not compiled into kernel".
@@ -24,6 +28,8 @@ from scanner.model import Evidence, Finding, Rule, Step
 COMMON = ("IOMMU_SUPPORT",)
 VFIO = ("VFIO", "VFIO_PCI", "VFIO_IOMMU_TYPE1")
 ALTERNATIVES = {"VFIO_IOMMU_TYPE1": ("IOMMUFD_VFIO_CONTAINER",)}  # iommufd can stand in for type1
+#: arm64: an SMMU driver (v3 on servers, v1/v2 on older SoCs) and the GICv3 ITS that isolates MSIs.
+ARM64 = (("ARM_SMMU_V3", "ARM_SMMU"), ("ARM_GIC_V3_ITS",))
 
 
 @hookimpl
@@ -34,7 +40,9 @@ def vfio_scan_register_rules(register):
 
 def required_options(facts):
     vendor = facts.cpu.vendor if facts.cpu else None
-    if facts.is_x86 or vendor:
+    if facts.is_arm64:
+        vendor_opts = list(ARM64)
+    elif facts.is_x86 or vendor:
         vendor_opts = {"intel": [("INTEL_IOMMU",)], "amd": [("AMD_IOMMU",)]}.get(vendor, [("INTEL_IOMMU", "AMD_IOMMU")])
     else:
         vendor_opts = []
@@ -70,6 +78,10 @@ def check(facts, scan):
                                              action={"kind": "kernel-build", "options": missing})])
         return
     message = "the kernel has " + ", ".join(shown)
+    iommufd = _iommufd(facts, kc)
+    if iommufd:
+        message += f"; {iommufd}"
+        evidence.append(Evidence("/dev/iommu", "present" if not facts.node("/dev/iommu").missing else "<missing>"))
     if proven:
         message += (f"; {kc.source} does not match the running kernel ({', '.join(proven)} missing there): it is "
                     "not this kernel's build, so its other options are not evidence either")
@@ -79,7 +91,22 @@ def check(facts, scan):
 #: The module that proves a VFIO option in the running kernel.
 MODULE_OF = {"VFIO": "vfio", "VFIO_PCI": "vfio_pci", "VFIO_IOMMU_TYPE1": "vfio_iommu_type1"}
 #: /sys/class/iommu unit names of each vendor's driver.
-UNITS_OF = {"INTEL_IOMMU": "dmar", "AMD_IOMMU": "ivhd"}
+UNITS_OF = {"INTEL_IOMMU": "dmar", "AMD_IOMMU": "ivhd", "ARM_SMMU_V3": "smmu3.", "ARM_SMMU": "smmu."}
+
+
+def _iommufd(facts, kc) -> str:
+    """What the kernel offers besides the legacy VFIO container, said plainly: the iommufd path (/dev/iommu,
+    VFIO device cdevs) exists only with CONFIG_IOMMUFD, which some distributions' kernels (Debian 12 and 13)
+    leave unset."""
+    value = kc.get("IOMMUFD")
+    present = not facts.node("/dev/iommu").missing
+    if value not in ("y", "m"):
+        return ("no iommufd: CONFIG_IOMMUFD is not set, so there is no /dev/iommu and QEMU uses the legacy VFIO "
+                "container (/dev/vfio/vfio, vfio_iommu_type1)")
+    if not present:
+        return (f"CONFIG_IOMMUFD={value}, but /dev/iommu does not exist (iommufd not loaded): QEMU uses the legacy "
+                "VFIO container")
+    return f"iommufd is available (CONFIG_IOMMUFD={value}, /dev/iommu)"
 
 
 def _running_proof(facts, choices) -> str:
@@ -88,6 +115,8 @@ def _running_proof(facts, choices) -> str:
         module = MODULE_OF.get(option)
         if module and facts.modules.state(module) in ("loaded", "builtin"):
             return f"{module} is {facts.modules.state(module)}"
+        if option == "ARM_GIC_V3_ITS" and facts.msi_isolation is not None and facts.msi_isolation.its_lines:
+            return "its MSIs run on ITS chips"
         prefix = UNITS_OF.get(option)
         if prefix and any(u.startswith(prefix) for u in facts.iommu.units):
             return f"its IOMMU units run ({', '.join(u for u in facts.iommu.units if u.startswith(prefix))})"

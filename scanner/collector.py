@@ -74,8 +74,12 @@ CAPTURE = (
     ("read", "/proc/cpuinfo", LARGE_CAP),
     ("resolve", "/dev/kvm", None),
     ("list", "/sys/firmware/acpi/tables", None),
+    # arm64: the SMMUs the firmware describes (ACPI IORT, or the device tree's PCIe hosts and their iommu-map)
+    ("read", "/sys/firmware/acpi/tables/IORT", DEFAULT_CAP),
+    ("list", "/sys/firmware/devicetree/base", None),
+    ("list", "/sys/firmware/devicetree/base/{pcie,pci}@*", None),
     ("read", "/proc/cmdline", DEFAULT_CAP),
-    ("read", "/sys/module/{vfio*,kvm*}/parameters/*", DEFAULT_CAP),
+    ("read", "/sys/module/{vfio*,kvm*,arm_smmu_v3}/parameters/*", DEFAULT_CAP),
     # kernel build and modules
     ("read", "/boot/config-<release>", LARGE_CAP),
     ("read", "/proc/config.gz", LARGE_CAP),

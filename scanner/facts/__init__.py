@@ -14,6 +14,7 @@ from scanner.confedit import GRUB_DROPINS, GRUB_MAIN, grub_winner
 from scanner.facts.boot import BootStack, parse_grub_files
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 from scanner.facts.host_dependencies import HostDependencies
+from scanner.facts.arm_platform import ArmPlatform
 from scanner.facts.next_boot import NextBoot
 from scanner.facts.vm_start_hw import VmStartHardware
 from scanner.facts.vm_access import VmAccess
@@ -48,7 +49,7 @@ def evidence_of(read: Read, limit: int = 300) -> Evidence:
     return Evidence(read.path, f"<{read.reason}>")
 
 
-class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess):
+class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
     """Parsed facts of one host; see the module docstring."""
 
     def __init__(self, host):
@@ -82,6 +83,10 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess):
     @property
     def is_x86(self) -> bool:
         return (self.arch or "") in X86
+
+    @property
+    def is_arm64(self) -> bool:
+        return (self.arch or "") in ("aarch64", "arm64")
 
     @cached_property
     def os_release(self) -> Dict[str, str]:

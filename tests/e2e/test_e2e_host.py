@@ -73,32 +73,13 @@ READINESS = {"intel-on-pt": "NOT_READY", "intel-default": "NOT_READY", "intel-of
              "no-iommu-device": "NOT_READY", "amd-on-pt": "READY_WITH_WARNINGS"}
 
 
-_BOOTED = {}
-
-
-def booted(name, tmp_path_factory):
-    """The one boot of a scenario, shared by every test that asks for it."""
-    if name not in _BOOTED:
-        try:
-            _BOOTED[name] = guest.boot(name, HOST_BODY, tmp_path_factory.mktemp(f"e2e-{name}"), **SCENARIOS[name])
-        except BaseException as exc:  # a skip or a failed boot: the same answer, without booting again
-            _BOOTED[name] = exc
-    if isinstance(_BOOTED[name], BaseException):
-        raise _BOOTED[name]
-    return _BOOTED[name]
+BOOTS = guest.Scenarios(HOST_BODY, SCENARIOS)
+booted, by_name = BOOTS.booted, BOOTS.fixture
 
 
 @pytest.fixture(scope="module", params=list(SCENARIOS))
 def run(request, tmp_path_factory):
     return booted(request.param, tmp_path_factory)
-
-
-def by_name(name):
-    """A fixture for one scenario only (the same boot as the parametrized tests')."""
-    @pytest.fixture(scope="module")
-    def fixture(tmp_path_factory):
-        return booted(name, tmp_path_factory)
-    return fixture
 
 
 # -- every scenario -----------------------------------------------------------------------------
