@@ -144,10 +144,16 @@ def judge(facts, scan, address):
                             f"{', '.join(m.address for m in unknown)} cannot be read", subject=address,
                             evidence=[Evidence(f"/sys/bus/pci/devices/{m.address}", f"<{m.device.reason}>")
                                       for m in unknown])
-    evidence = [Evidence(listing, " ".join(m.address for m in view.members))]
-    evidence += [Evidence(f"{listing}/{m.address}", f"{label(m.device, m.address)}: {_role_of(m)}")
-                 for m in others]
-    observed = f"group {group}: " + (", ".join(f"{m.address} {m.role} ({_state(m)})" for m in others)
+    evidence = [Evidence(listing, few([m.address for m in view.members], sep=" "))]
+    blocking = {m.address for m in view.blockers}
+    shown = others if len(others) <= SHOWN else [m for m in others if m.address in blocking]
+    evidence += [Evidence(f"{listing}/{m.address}", f"{label(m.device, m.address)}: {_role_of(m)}") for m in shown]
+    if len(shown) < len(others):  # a group of hundreds: each target's finding names what blocks, not every member
+        roles = {}
+        for m in others:
+            roles[m.role] = roles.get(m.role, 0) + 1
+        evidence.append(Evidence(listing, "others: " + ", ".join(f"{n} {role}" for role, n in sorted(roles.items()))))
+    observed = f"group {group}: " + (few([f"{m.address} {m.role} ({_state(m)})" for m in others])
                                      or "only this device")
     expected = "every other endpoint of the group is a bridge, on vfio-pci or unbound"
 
@@ -260,11 +266,24 @@ def _move_step(address, group, members, critical):
                         "members": [m.address for m in members], "host_critical": held or None})
 
 
+#: Members named one by one in a finding; a bigger group (256 VFs of one PF) is summed up, so that a
+#: report grows with targets x blockers, not with targets x members.
+SHOWN = 8
+
+
+def few(items, sep=", ", limit=SHOWN) -> str:
+    """``a, b, c`` or, past ``limit``, ``a, b, ... (256 in all)``."""
+    items = list(items)
+    if len(items) <= limit:
+        return sep.join(items)
+    return sep.join(items[:limit]) + f"{sep}... ({len(items)} in all)"
+
+
 def _passing_message(group, device, others):
     pending = [m.address for m in others if m.role == "target" and m.holds_group]
     if device.driver and not is_vfio_driver(device.driver) and device.driver not in HARMLESS_DRIVERS:
         pending.insert(0, device.address)
-    viable = (f"the group is viable once {', '.join(pending)} {'is' if len(pending) == 1 else 'are'} on vfio-pci "
+    viable = (f"the group is viable once {few(pending)} {'is' if len(pending) == 1 else 'are'} on vfio-pci "
               "(see VFIO-013)") if pending else "the group is viable"
     if not others:
         return f"alone in IOMMU group {group}"
@@ -274,14 +293,14 @@ def _passing_message(group, device, others):
     siblings = [m for m in others if m.role == "sibling"]
     unrelated = [m for m in others if m.role == "unrelated"]
     if bridges:
-        parts.append(f"bridge(s) {', '.join(m.address for m in bridges)} (stay on the host, never bound)")
+        parts.append(f"bridge(s) {few(m.address for m in bridges)} (stay on the host, never bound)")
     if targets:
-        parts.append(f"target(s) {', '.join(m.address for m in targets)} of this scan")
+        parts.append(f"target(s) {few(m.address for m in targets)} of this scan")
     if siblings:
-        parts.append(f"its sibling function(s) {', '.join(f'{m.address} ({_state(m)})' for m in siblings)}, "
+        parts.append(f"its sibling function(s) {few(f'{m.address} ({_state(m)})' for m in siblings)}, "
                      "which go to the VM too")
     if unrelated:
-        parts.append(f"unrelated device(s) {', '.join(f'{m.address} ({_state(m)})' for m in unrelated)}, "
+        parts.append(f"unrelated device(s) {few(f'{m.address} ({_state(m)})' for m in unrelated)}, "
                      "which do not hold the group (unbound or on vfio)")
     if not (targets or siblings or unrelated):
         return f"alone in IOMMU group {group} but for " + parts[0]

@@ -46,6 +46,11 @@ def _log_evidence(facts):
 
 def _likely_cause(facts):
     tables = facts.acpi_tables
+    if facts.is_arm64:  # no switch turns an SMMU on: the kernel lacks the driver, or the firmware describes none
+        kc = facts.kconfig
+        if kc.found and not (kc.enabled("ARM_SMMU_V3") or kc.enabled("ARM_SMMU")):
+            return "VFIO-003", "kernel", "the kernel has no SMMU driver (see VFIO-003)"
+        return "VFIO-002", "firmware", "the firmware describes no SMMU the kernel could start (see VFIO-002)"
     if facts.is_x86 and tables.ok and not ({"DMAR", "IVRS"} & set(tables.names)):
         return "VFIO-002", "firmware", "the firmware exposes no IOMMU (see VFIO-002)"
     cl = facts.cmdline

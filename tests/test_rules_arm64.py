@@ -7,6 +7,7 @@ real IORT (with and without an SMMU), /proc/interrupts and kernel log lines (tes
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -51,6 +52,15 @@ def test_an_iort_without_an_smmu_fails_although_the_table_exists(tmp_path):
     assert f.status == "fail" and "describes no SMMU" in f.message
     (step,) = f.remediation
     assert step.manual and "Enable the SMMU" in step.summary and "iommu.passthrough=1" in step.summary
+
+
+def test_an_smmu_that_never_started_is_blamed_on_the_firmware_not_the_command_line(tmp_path):
+    tree = arm64_host(tmp_path / "h", iort="IORT-qemu-virt-no-smmu")
+    tree.remove(f"/sys/class/iommu/{SMMU_UNIT}")
+    shutil.rmtree(tree.path("/sys/kernel/iommu_groups"))
+    f = finding(scan(tree), "VFIO-005")
+    assert f.status == "fail" and "firmware describes no SMMU" in f.message
+    assert f.remediation[0].action["rules"] == ["VFIO-002"]
 
 
 def test_no_iort_at_all_fails(tmp_path):
@@ -141,6 +151,12 @@ def test_iommu_passthrough_on_a_host_with_nvidia_devices_follows_nvidia_s_guidan
     acpi.pci_device("0009:01:00.0", "10de", "2342", "030200", driver="nvidia", group="20")
     f = finding(scan(acpi), "VFIO-004")
     assert f.status == "warn" and "iommu.passthrough=0" in f.message
+
+
+def test_lazy_invalidation_is_named_and_not_blocking(acpi):
+    acpi.cmdline("console=ttyAMA0 quiet iommu.strict=0")
+    f = finding(scan(acpi), "VFIO-004")
+    assert f.status == "pass" and "iommu.strict=0" in f.message and "lazily" in f.message
 
 
 def test_smmu_bypass_turned_on_is_a_warning(acpi):

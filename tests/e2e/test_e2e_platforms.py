@@ -157,6 +157,7 @@ def test_without_an_smmu_the_iort_alone_is_not_taken_for_one(arm64_no_smmu):
     finding = report.finding("VFIO-002")
     assert "describes no SMMU" in finding["message"]
     assert finding["remediation"][0]["manual"] and "Enable the SMMU" in finding["remediation"][0]["summary"]
+    assert "firmware describes no SMMU" in report.finding("VFIO-005")["message"]
     assert arm64_no_smmu.rc_of("fix-apply") != 0 or arm64_no_smmu.report("rescan.json").status("VFIO-013", NIC) != "pass"
 
 
