@@ -207,6 +207,23 @@ def build(root, functions: int, pci_ids: bool = True) -> TreeInfo:
                     physical_functions=CARD_PFS * card, virtual_functions=tree.virtual_functions)
 
 
+def build_shared_group(root, members: int) -> TreeInfo:
+    """The ten base functions and ``members`` VFs of one ConnectX PF in one IOMMU group (a switch without
+    ACS puts them together), all on vfio-pci: a group every function of which is a target."""
+    tree = BenchTree(root)
+    _host(tree)
+    _base(tree)
+    tree.pci_device("0000:00:03.1", "1022", "1483", "060400", driver="pcieport", group="5")
+    for n in range(members):
+        bus, fn = divmod(n, 8)
+        tree.pci_device(f"0000:{0x10 + bus // 32:02x}:{bus % 32:02x}.{fn}", "15b3", "101e", "020000",
+                        driver="vfio-pci", group="6", parent="0000:00:03.1", reset_method="flr")
+    tree.write("/dev/vfio/6", "")
+    tree.kernel_log(kernel_log(tree))
+    return TreeInfo(functions=tree.count, groups=len(tree.members), group_sizes=sorted(
+        (len(m) for m in tree.members.values()), reverse=True), physical_functions=0, virtual_functions=members)
+
+
 def _host(tree: BenchTree) -> None:
     """The host half, ready for passthrough (an AMD server booted with amd_iommu=on iommu=pt)."""
     tree.release()

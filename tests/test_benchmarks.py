@@ -75,18 +75,32 @@ def test_the_floor_reads_more_with_device_targets(tmp_path):
     assert paths("--devices") > paths() + 10 * 5
 
 
-def test_the_runner_writes_every_section_on_the_smallest_sizes(tmp_path):
-    output = tmp_path / "RESULTS.md"
+def test_the_runner_writes_every_section_on_the_smallest_sizes_and_leaves_the_tracked_files(tmp_path):
+    tracked = {p: p.read_bytes() for p in (REPO / "benchmarks/RESULTS.md", REPO / "README.md")}
     done = subprocess.run([sys.executable, str(REPO / "benchmarks/run.py"), "--sizes", "10", "--runs", "1",
-                           "--hosts", "8", "--loop-budget", "5", "--work", str(tmp_path / "work"),
-                           "--output", str(output)], capture_output=True, text=True, timeout=600)
+                           "--hosts", "8", "--loop-budget", "5", "--work", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    text = output.read_text()
-    for heading in ("## Targets", "## Trees", "## IOMMU groups", "## This machine", "## Fleet: 8 snapshots"):
+    assert {p: p.read_bytes() for p in tracked} == tracked  # only --write touches them
+    text = (tmp_path / "work" / "RESULTS.md").read_text()
+    for heading in ("## Targets", "## Trees", "## IOMMU groups", "## One IOMMU group of many targets",
+                    "## This machine", "## Fleet: 8 snapshots"):
         assert heading in text
     assert "| 10 | host rules |" in text and "| 10 | every device a target |" in text
-    assert "`vfio-scan --version` under 60 ms" in text
+    assert "| 10 | every device a target, `--format table` |" in text
+    assert "`vfio-scan --version` within 1.5× of `python -c pass`" in text
+    assert "a 256-member group, every member a target: report bytes per target" in text
     fleet_row = [line for line in text.splitlines() if line.startswith("| 8 |")]
     assert fleet_row and "| 8 | ok |" in fleet_row[0]  # 8 JUnit suites, one per host
     snapshots = sorted((tmp_path / "work").glob("fleet-*/snapshots/*.json"))
     assert [p.name for p in snapshots] == [f"node-{n:04d}.json" for n in range(1, 9)]
+
+
+def test_the_readme_s_table_of_targets_is_replaced_between_its_markers_only():
+    import run
+
+    readme = f"intro\n{run.BEGIN}\n| old |\n{run.END}\noutro\n"
+    new = run.with_targets(readme, ["| a | 1× | met |"])
+    assert new == f"intro\n{run.BEGIN}\n| target | measured | |\n|---|---|---|\n| a | 1× | met |\n{run.END}\noutro\n"
+    assert run.with_targets("no markers\n", ["| a | 1× | met |"]) == "no markers\n"
+    assert run.BEGIN in (REPO / "README.md").read_text()
