@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 PCI_ATTRS = ("vendor,device,class,subsystem_vendor,subsystem_device,driver_override,sriov_totalvfs,"
-             "sriov_numvfs,sriov_drivers_autoprobe,boot_vga,reset_method")
+             "sriov_numvfs,sriov_drivers_autoprobe,sriov_vf_device,boot_vga,reset_method")
 TOOLS = ("update-initramfs,dracut,mkinitcpio,proxmox-boot-tool,kernelstub,grubby,update-grub,"
          "grub2-mkconfig,driverctl")
 PATTERNS = (

@@ -122,10 +122,11 @@ set_vfs() {
     fi
 }
 
-# bind_vfs PF: bind each VF of the PF to vfio-pci now, and at every boot with a udev rule per VF
-# (with sriov_drivers_autoprobe 0 they appear without a driver, and nothing else would probe them)
+# bind_vfs PF [VFIO_DRIVER]: bind each VF of the PF to vfio-pci (or the variant named) now, and at every
+# boot with a udev rule per VF (with sriov_drivers_autoprobe 0 they appear without a driver, and nothing
+# else would probe them)
 bind_vfs() {
-    local pf=$1 dir link vf rc rules=() bad=0
+    local pf=$1 want=${2:-vfio-pci} dir link vf rc rules=() bad=0
     dir=$(inroot "/sys/bus/pci/devices/$pf") || fail "cannot resolve $pf"
     for link in "$dir"/virtfn*; do
         [ -L "$link" ] || continue
@@ -136,11 +137,11 @@ bind_vfs() {
             continue
         fi
         set +e
-        (set -e; bind_vfio "$vf" '')
+        (set -e; bind_vfio "$vf" '' "$want")
         rc=$?
         set -e
         [ "$rc" = 0 ] || bad=1
-        rules+=("ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"$vf\", ATTR{driver_override}=\"vfio-pci\", RUN{builtin}+=\"kmod load vfio-pci\", RUN+=\"/bin/sh -c 'echo \$kernel > /sys/bus/pci/drivers_probe'\"")
+        rules+=("ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"$vf\", ATTR{driver_override}=\"$want\", RUN{builtin}+=\"kmod load $want\", RUN+=\"/bin/sh -c 'echo \$kernel > /sys/bus/pci/drivers_probe'\"")
     done
     if [ "${#rules[@]}" = 0 ]; then
         say "no VFs of $pf to bind yet${ROOT:+ (tree mode: no kernel creates them)}"
@@ -149,7 +150,7 @@ bind_vfs() {
         put_own_file "/etc/udev/rules.d/70-vfio-scan-vfs-${pf//:/-}.rules" "${rules[@]}"
         if [ "$CHANGED" = 1 ]; then flag udev; fi
     fi
-    [ "$bad" = 0 ] || fail "not every VF of $pf is on vfio-pci"
+    [ "$bad" = 0 ] || fail "not every VF of $pf is on $want"
 }
 
 # put_own_file PATH LINE...: a file of this tool's own, named for one device, made from what this run
@@ -333,7 +334,8 @@ def sriov_numvfs(action, ctx) -> List[str]:
 @register("bind-vfs")
 def bind_vfs(action, ctx) -> List[str]:
     ctx.udev_used = True
-    return [f"bind_vfs {_addr(action)}"]
+    driver = _driver(action)
+    return [f"bind_vfs {_addr(action)}" + ("" if driver == VFIO else f" {driver}")]
 
 
 @register("sriov-persist")

@@ -35,7 +35,7 @@ from scanner.facts.cmdline import truthy
 from scanner.model import Evidence, Finding, Rule, Step
 from scanner.remedies import cmdline_steps
 from scanner.shell import PCI_ADDRESS, quote
-from scanner.binding import critical_evidence, host_critical, scanned_ids
+from scanner.binding import critical_evidence, host_critical, scanned_ids, vf_vfio_choice
 from scanner.sriov import bind_vfs_step, numvfs_step, persist_step, pf_driver_step, udev_rule_file, vfs
 
 SRIOV_FILES = ("sriov_totalvfs", "sriov_numvfs", "sriov_drivers_autoprobe")
@@ -198,7 +198,7 @@ def check(facts, scan):
             steps.append(persist_step(target.address, wanted, device.sriov_drivers_autoprobe,
                                       facts.etc_file(udev_rule_file(target.address))))
             if device.sriov_drivers_autoprobe is not None:  # autoprobe goes to 0: the new VFs need binding
-                steps.append(bind_vfs_step(target.address))
+                steps.append(bind_vfs_step(target.address, vf_vfio_choice(facts, device).driver))
         yield Finding.fail("; ".join(problems), subject=target.address, observed=f"sriov_numvfs {current}",
                            expected=f"sriov_numvfs {wanted}", evidence=evidence + mmio_evidence,
                            remediation=mmio_steps + steps)

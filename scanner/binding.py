@@ -117,6 +117,17 @@ def vfio_choice(facts, device: PciDevice) -> VfioChoice:
     return facts.vfio_driver_for(device)
 
 
+def vf_vfio_choice(facts, pf: PciDevice) -> VfioChoice:
+    """The vfio driver for the VFs a PF is about to get: chosen from the VF device ID the PF announces
+    (``sriov_vf_device``), its vendor and class, as for a device that exists (a ConnectX PF's VFs:
+    mlx5_vfio_pci where the kernel has it). No subsystem IDs are known yet: an alias that names them
+    does not match, and the VFs get vfio-pci."""
+    if not pf.sriov_vf_device:
+        return VfioChoice(PLAIN, None, f"/sys/bus/pci/devices/{pf.address}/sriov_vf_device")
+    vf = PciDevice(address=pf.address, vendor=pf.vendor, device=pf.sriov_vf_device, pci_class=pf.pci_class)
+    return facts.vfio_driver_for(vf)
+
+
 def choice_evidence(choice: VfioChoice) -> List[Evidence]:
     """Why this driver: the modules.alias line that chose a variant, or why none could be looked for."""
     if choice.note:

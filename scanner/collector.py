@@ -63,7 +63,7 @@ DENIED = "permission denied"
 TOOLS = ("update-initramfs,dracut,mkinitcpio,proxmox-boot-tool,kernelstub,grubby,update-grub,"
          "grub2-mkconfig,driverctl")
 PCI_ATTRS = ("vendor,device,class,subsystem_vendor,subsystem_device,driver_override,sriov_totalvfs,"
-             "sriov_numvfs,sriov_drivers_autoprobe,boot_vga,reset_method")
+             "sriov_numvfs,sriov_drivers_autoprobe,sriov_vf_device,boot_vga,reset_method")
 PCI_IDS_FILES = "/usr/share/{misc/pci.ids,hwdata/pci.ids,pci.ids}{,.gz}"  # cut down by shrink_pci_ids
 CAPTURE = (
     # identity

@@ -26,7 +26,7 @@ from typing import List, Optional, Tuple
 
 from scanner.confedit import edit_commands, file_state, own_rule
 from scanner.model import Step
-from scanner.shell import DRIVER_NAME, PCI_ADDRESS, checked, quote
+from scanner.shell import DRIVER_NAME, PCI_ADDRESS, VFIO_DRIVER_NAME, checked, quote
 
 DEVICES = "/sys/bus/pci/devices"
 UDEV_RULES_DIR = "/etc/udev/rules.d"
@@ -122,21 +122,22 @@ def numvfs_step(address: str, current: int, wanted: int, autoprobe: Optional[int
                         "autoprobe": 0 if set_autoprobe else None, "previous_autoprobe": autoprobe})
 
 
-def bind_vfs_step(address: str) -> Step:
-    """Bind every VF of the PF to vfio-pci, now and at each boot.
+def bind_vfs_step(address: str, driver: str = "vfio-pci") -> Step:
+    """Bind every VF of the PF to vfio-pci (or ``driver``, the variant chosen for its VFs), now and at each boot.
 
     With ``sriov_drivers_autoprobe`` 0 the kernel probes no driver for new VFs: they would stay
     driverless, neither on the host nor ready for a VM. ``driver_override`` plus a probe binds each
     to vfio-pci; the script also writes a udev rule per VF so that the same happens at boot.
     """
     base = f"{DEVICES}/{quote(address, PCI_ADDRESS, 'PCI address')}"
-    return Step(summary=(f"Bind each VF of {address} to vfio-pci (with sriov_drivers_autoprobe 0 no driver takes "
+    checked(driver, VFIO_DRIVER_NAME, "vfio driver")
+    return Step(summary=(f"Bind each VF of {address} to {driver} (with sriov_drivers_autoprobe 0 no driver takes "
                          "them, and they are meant for VMs): driver_override and a probe now, a udev rule per VF "
                          "for every boot"),
                 phase="sriov", persistent=True,
                 commands=[f'for vf in {base}/virtfn*; do a=$(basename "$(readlink "$vf")"); '
-                          'echo vfio-pci > "$vf/driver_override"; echo "$a" > /sys/bus/pci/drivers_probe; done'],
-                action={"kind": "bind-vfs", "address": address})
+                          f'echo {driver} > "$vf/driver_override"; echo "$a" > /sys/bus/pci/drivers_probe; done'],
+                action={"kind": "bind-vfs", "address": address} | ({} if driver == "vfio-pci" else {"driver": driver}))
 
 
 def persist_step(address: str, wanted: int, autoprobe: Optional[int],

@@ -156,3 +156,18 @@ def test_a_snapshot_chooses_as_the_host_does(tmp_path):
     proc = run_cli("scan", "--snapshot", snap, "--device", VF, "--format", "json")
     (f,) = [f for f in json.loads(proc.stdout)["findings"] if f["rule_id"] == "VFIO-013"]
     assert f["remediation"][0]["commands"][0] == "modprobe mlx5_vfio_pci"
+
+
+def test_the_vfs_a_connectx_pf_is_about_to_get_are_bound_to_the_variant(tmp_path):
+    tree = host_with_vf(tmp_path / "h")
+    pf = "0000:06:00.0"
+    tree.pci_device(pf, "15b3", "101d", "020000", driver="mlx5_core", group="6", sriov_totalvfs="8",
+                    sriov_numvfs="0", sriov_drivers_autoprobe="1", sriov_vf_device="101e")
+    report = scan(tree.root, devices=[pf], vfs=[f"{pf}=4"])
+    (bind,) = [s for s in finding(report, "VFIO-011", pf).remediation if s.action["kind"] == "bind-vfs"]
+    assert bind.action["driver"] == "mlx5_vfio_pci" and "echo mlx5_vfio_pci >" in bind.commands[0]
+    assert f"bind_vfs {pf} mlx5_vfio_pci" in script_for(tree.root, devices=[pf], vfs=[f"{pf}=4"])
+    tree.write(ALIAS_FILE, DEBIAN)  # a kernel without the variant: plain vfio-pci, the action as it always was
+    (bind,) = [s for s in finding(scan(tree.root, devices=[pf], vfs=[f"{pf}=4"]), "VFIO-011", pf).remediation
+               if s.action["kind"] == "bind-vfs"]
+    assert dict(bind.action) == {"kind": "bind-vfs", "address": pf}

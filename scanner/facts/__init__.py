@@ -362,6 +362,7 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
             sriov_totalvfs=int_attr("sriov_totalvfs") if "sriov_totalvfs" in names else None,
             sriov_numvfs=int_attr("sriov_numvfs") if "sriov_numvfs" in names else None,
             sriov_drivers_autoprobe=int_attr("sriov_drivers_autoprobe") if "sriov_drivers_autoprobe" in names else None,
+            sriov_vf_device=hex_attr("sriov_vf_device", 4) if "sriov_vf_device" in names else None,
             physfn=link("physfn") if "physfn" in names else None,
             virtfns=tuple(v for v in (link(n) for n in virtfns) if v),
             boot_vga=(boot_vga.strip() == "1") if boot_vga is not None else None,

@@ -79,6 +79,7 @@ class PciDevice:
     sriov_totalvfs: Optional[int] = None
     sriov_numvfs: Optional[int] = None
     sriov_drivers_autoprobe: Optional[int] = None
+    sriov_vf_device: Optional[str] = None  # the device ID its VFs will have ("101e")
     physfn: Optional[str] = None
     virtfns: Tuple[str, ...] = ()
     boot_vga: Optional[bool] = None
