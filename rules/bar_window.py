@@ -34,7 +34,8 @@ from typing import List
 
 from scanner import hookimpl
 from scanner.facts.memlock import format_size
-from scanner.facts.vm_start_hw import GIB, I440FX_HOLE64_DEFAULT, Q35_HOLE64_DEFAULT, window_needed
+from scanner.facts.vm_start_hw import (GIB, I440FX_HOLE64_DEFAULT, Q35_HOLE64_DEFAULT, VIRT_HIGH_MMIO_DEFAULT,
+                                       window_needed)
 from scanner.model import Evidence, Finding, Rule, Step
 
 @hookimpl
@@ -73,6 +74,8 @@ def _judge(facts, address) -> Finding:
     listed = ", ".join(f"{a} BAR {bar.index} {format_size(bar.size)}" for a, bar in big)
     evidence = [Evidence(f"/sys/bus/pci/devices/{a}/resource", f"BAR {bar.index}: {bar.line}") for a, bar in big]
     observed = f"64-bit prefetchable BARs: {format_size(total)} ({listed}); window needed {format_size(needed)}"
+    if facts.is_arm64:
+        return _judge_virt(address, listed, needed, observed, evidence)
     expected = f"at most {format_size(Q35_HOLE64_DEFAULT)} (q35's default 64-bit window)"
     if needed <= Q35_HOLE64_DEFAULT:
         return Finding.passed(_fits(total, needed), subject=address, observed=observed, expected=expected,
@@ -83,6 +86,24 @@ def _judge(facts, address) -> Finding:
                         f"(libvirt: {_libvirt_element(needed)} in the pcie-root controller)",
                         subject=address, observed=observed, expected=expected, evidence=evidence,
                         remediation=[_step(needed)])
+
+
+def _judge_virt(address, listed, needed, observed, evidence) -> Finding:
+    """arm64: QEMU's virt machine, whose high PCIe window (512 GiB) holds what q35's 32 GiB does not."""
+    expected = f"at most {format_size(VIRT_HIGH_MMIO_DEFAULT)} (the virt machine's high PCIe window)"
+    if needed <= VIRT_HIGH_MMIO_DEFAULT:
+        return Finding.passed(f"its 64-bit prefetchable BARs need a {format_size(needed)} window: they fit the virt "
+                              f"machine's high PCIe window ({format_size(VIRT_HIGH_MMIO_DEFAULT)}); no option needed",
+                              subject=address, observed=observed, expected=expected, evidence=evidence)
+    return Finding.warn(f"its 64-bit prefetchable BARs ({listed}) need a {format_size(needed)} window, more than the "
+                        f"virt machine's high PCIe window ({format_size(VIRT_HIGH_MMIO_DEFAULT)}): the guest gets the "
+                        "device without its memory", subject=address, observed=observed, expected=expected,
+                        evidence=evidence,
+                        remediation=[Step(summary=(f"Start QEMU with -machine virt,highmem-mmio-size={needed // GIB}G "
+                                                   "where your QEMU has that property (recent releases); older ones "
+                                                   "cannot give the guest this device's memory"),
+                                          phase="access", manual=True, persistent=True,
+                                          action={"kind": "vm-config", "highmem_mmio_size": needed})])
 
 
 def _fits(total: int, needed: int) -> str:

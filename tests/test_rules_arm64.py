@@ -207,3 +207,30 @@ def test_a_snapshot_carries_the_iort_and_the_device_tree(tmp_path):
         statuses = [{(f["rule_id"], f["status"], f["message"]) for f in doc["findings"]} for doc in (live, snapped)]
         assert statuses[0] == statuses[1]
         assert ("VFIO-002", "pass") in {(r, s) for r, s, _ in statuses[1]}
+
+
+# -- QEMU's virt machine: its 512 GiB high PCIe window, no q35 options (VFIO-021, vm-config) -------------
+
+GPU = "0009:01:00.0"
+MEM64_PREF = 0x14220C  # IORESOURCE_MEM | _PREFETCH | _MEM_64 | _SIZEALIGN, as /sys/.../resource shows
+
+
+def big_bar_gpu(tree, gib):
+    tree.pci_device(GPU, "10de", "2342", "030200", driver="vfio-pci", group="20",
+                    bars={0: (0x600000000000, 16 << 20, 0x40200), 2: (0x610000000000, gib << 30, MEM64_PREF)})
+    tree.write("/dev/vfio/20", "")
+
+
+def test_a_bar_bigger_than_q35_s_window_fits_the_virt_machine(acpi):
+    big_bar_gpu(acpi, 128)
+    report = scan(acpi, devices=[GPU])
+    f = finding(report, "VFIO-021", GPU)
+    assert f.status == "pass" and "virt machine's high PCIe window" in f.message and "q35" not in f.message
+    proc = run_cli("qemu-args", "--root", acpi.root, "--device", GPU)
+    assert "pci-hole64-size" not in proc.stdout and f"host={GPU}" in proc.stdout, proc.stderr
+
+
+def test_a_bar_beyond_512_gib_asks_for_a_bigger_high_window(acpi):
+    big_bar_gpu(acpi, 1024)
+    f = finding(scan(acpi, devices=[GPU]), "VFIO-021", GPU)
+    assert f.status == "warn" and "highmem-mmio-size=" in f.remediation[0].summary

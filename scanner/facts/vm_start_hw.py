@@ -114,6 +114,9 @@ GIB = 1 << 30
 #: QEMU's default 64-bit PCI hole: hw/pci-host/q35.c (1ULL << 35) and i440fx.c (1ULL << 31); VFIO-021 says more.
 Q35_HOLE64_DEFAULT = 32 * GIB
 I440FX_HOLE64_DEFAULT = 2 * GIB
+#: arm64: QEMU's virt machine puts 64-bit BARs in its second PCIe window, 512 GiB by default
+#: (``hw/arm/virt.c``: ``[VIRT_HIGH_PCIE_MMIO] = { 0x0, 512 * GiB }``); no -global sizes it.
+VIRT_HIGH_MMIO_DEFAULT = 512 * GIB
 
 
 def window_needed(total: int) -> int:

@@ -84,7 +84,7 @@ def make_plan(facts, addresses: Sequence[str], managed: bool = False) -> Plan:
     whole = frozenset(slot for slot, passed in slots.items() if present.get(slot) == {d.address for d in passed})
     return Plan(slots=tuple(tuple(sorted(s, key=lambda d: d.function)) for _, s in sorted(slots.items())),
                 hostname=facts.hostname, managed=managed, iommufd=iommufd,
-                hole64=needed if needed > Q35_HOLE64_DEFAULT else None, whole_slots=whole)
+                hole64=needed if needed > Q35_HOLE64_DEFAULT and not facts.is_arm64 else None, whole_slots=whole)
 
 
 def _hex4(value: Optional[str], what: str, address: str) -> Optional[str]:
