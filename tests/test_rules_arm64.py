@@ -228,6 +228,8 @@ def test_a_bar_bigger_than_q35_s_window_fits_the_virt_machine(acpi):
     assert f.status == "pass" and "virt machine's high PCIe window" in f.message and "q35" not in f.message
     proc = run_cli("qemu-args", "--root", acpi.root, "--device", GPU)
     assert "pci-hole64-size" not in proc.stdout and f"host={GPU}" in proc.stdout, proc.stderr
+    libvirt = run_cli("vm-config", "--for", "libvirt", "--root", acpi.root, "--device", GPU).stdout
+    assert "virt machine" in libvirt and "pcihole64" not in libvirt and "q35" not in libvirt
 
 
 def test_a_bar_beyond_512_gib_asks_for_a_bigger_high_window(acpi):

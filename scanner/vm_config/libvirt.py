@@ -25,7 +25,7 @@ def _address(address: str) -> str:
 
 def render(plan: Plan) -> str:
     managed = "yes" if plan.managed else "no"
-    lines: List[str] = ["<!-- vfio-scan: paste into <devices> of the domain (virsh edit VM); q35 machine -->"]
+    lines: List[str] = [f"<!-- vfio-scan: paste into <devices> of the domain (virsh edit VM); {plan.machine} machine -->"]
     if plan.hole64:
         lines += ["<controller type='pci' index='0' model='pcie-root'>",
                   f"  <pcihole64 unit='KiB'>{plan.hole64 >> 10}</pcihole64>",

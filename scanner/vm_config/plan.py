@@ -58,6 +58,7 @@ class Plan:
     iommufd: bool  # /dev/iommu and every device's vfio cdev exist: QEMU may use the iommufd backend
     hole64: Optional[int]  # the 64-bit PCI window the BARs need when over QEMU's default (bytes), else None
     whole_slots: frozenset = frozenset()  # host slots (0000:01:00) all of whose functions are passed
+    machine: str = "q35"  # the QEMU machine type the layout is for: q35, or virt on arm64
 
     @property
     def devices(self) -> List[PassedDevice]:
@@ -84,7 +85,8 @@ def make_plan(facts, addresses: Sequence[str], managed: bool = False) -> Plan:
     whole = frozenset(slot for slot, passed in slots.items() if present.get(slot) == {d.address for d in passed})
     return Plan(slots=tuple(tuple(sorted(s, key=lambda d: d.function)) for _, s in sorted(slots.items())),
                 hostname=facts.hostname, managed=managed, iommufd=iommufd,
-                hole64=needed if needed > Q35_HOLE64_DEFAULT and not facts.is_arm64 else None, whole_slots=whole)
+                hole64=needed if needed > Q35_HOLE64_DEFAULT and not facts.is_arm64 else None, whole_slots=whole,
+                machine="virt" if facts.is_arm64 else "q35")
 
 
 def _hex4(value: Optional[str], what: str, address: str) -> Optional[str]:
