@@ -111,6 +111,14 @@ def test_per_device_its_domains_of_newer_kernels_count_too(acpi):
     assert finding(scan(acpi), "VFIO-006").status == "pass"
 
 
+@pytest.mark.parametrize("boot", ["acpi", "dt"])
+def test_before_any_msi_is_in_use_the_kernel_log_s_its_domain_counts(tmp_path, boot):
+    tree = arm64_host(tmp_path / boot, boot=boot)
+    tree.write("/proc/interrupts", "           CPU0       CPU1\n 10:  3751  3509  GICv3  27 Level  arch_timer\n")
+    f = finding(scan(tree), "VFIO-006")
+    assert f.status == "pass" and "no MSI in use yet" in f.message
+
+
 def test_msis_without_an_its_are_not_isolated(acpi):
     acpi.write("/proc/interrupts", "           CPU0       CPU1\n"
                " 40:          5          0  GICv2m-PCI-MSI 524288 Edge      nvme0q0\n")

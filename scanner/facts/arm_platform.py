@@ -23,7 +23,9 @@ DT_BASE = "/sys/firmware/devicetree/base"
 _STREAM_ALIAS = re.compile(r"\s(?P<dev>[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]): stream (?P<sid>\d+) "
                            r"already in tree from dev (?P<other>[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7])")
 _ITS_CHIP = re.compile(r"(?:^|\s)ITS-")
-_ITS_LOG = re.compile(r"(?:PCI/MSI|ITS-MSI)?.*ITS@0x[0-9a-f]+ domain created|PCI/MSI: .*its@[0-9a-f]+ domain created")
+#: an MSI domain on the ITS, as 6.1 prints it under ACPI (``PCI/MSI: ITS@0x8080000 domain created``) and on a
+#: device tree (``PCI/MSI: /intc@8000000/its@8080000 domain created``)
+_ITS_LOG = re.compile(r"(?i)\bits@(?:0x)?[0-9a-f]+ domain created")
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class ArmPlatform:
 
     def hyp_unavailable(self) -> Optional[str]:
         """The kernel's word that it was not started at EL2, so KVM cannot run."""
-        return self.kernel_log.first(r"kvm \[\d+\]: HYP mode not available|KVM: .*not available.*EL2")
+        return self.kernel_log.first(r"kvm \[\d+\]: HYP mode not available")
 
 
 __all__ = ["ArmPlatform", "IortRead", "DeviceTreeSmmu", "MsiIsolation", "IORT_PATH", "DT_BASE"]
