@@ -19,9 +19,10 @@ fail to be written. The escape is valid JSON and reads back as the very same str
 from __future__ import annotations
 
 import json
-import re
 from json.encoder import encode_basestring
 from typing import List
+
+from scanner.lazyre import lazy_compile
 
 INDENT = "  "
 #: lists of strings at least this long are remembered once written (by identity and depth)
@@ -31,7 +32,7 @@ MAX_DEPTH = 64
 _INFINITY = float("inf")
 _NEWLINE = ["\n" + INDENT * level for level in range(MAX_DEPTH + 2)]  # what starts a line at each depth
 _WORDS = {None: "null", True: "true", False: "false"}
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = lazy_compile("[\ud800-\udfff]")
 
 
 class _NotPlain(Exception):

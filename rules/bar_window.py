@@ -33,7 +33,6 @@ and with OVMF ``-fw_cfg name=opt/ovmf/X-PciMmio64Mb,string=<MiB>``.
 from typing import List
 
 from scanner import hookimpl
-from scanner.facts.memlock import format_size
 from scanner.facts.vm_start_hw import (GIB, I440FX_HOLE64_DEFAULT, Q35_HOLE64_DEFAULT, VIRT_HIGH_MMIO_DEFAULT,
                                        window_needed)
 from scanner.model import Evidence, Finding, Rule, Step
@@ -59,6 +58,8 @@ def check(facts, scan):
 
 
 def _judge(facts, address) -> Finding:
+    from scanner.facts.memlock import format_size
+
     functions = slot_functions(facts, address)
     tables = [facts.bars(a) for a in functions]
     unread = [t.describe() for t in tables if not t.ok]
@@ -90,6 +91,8 @@ def _judge(facts, address) -> Finding:
 
 def _judge_virt(address, listed, needed, observed, evidence) -> Finding:
     """arm64: QEMU's virt machine, whose high PCIe window (512 GiB) holds what q35's 32 GiB does not."""
+    from scanner.facts.memlock import format_size
+
     expected = f"at most {format_size(VIRT_HIGH_MMIO_DEFAULT)} (the virt machine's high PCIe window)"
     if needed <= VIRT_HIGH_MMIO_DEFAULT:
         return Finding.passed(f"its 64-bit prefetchable BARs need a {format_size(needed)} window: they fit the virt "
@@ -107,6 +110,8 @@ def _judge_virt(address, listed, needed, observed, evidence) -> Finding:
 
 
 def _fits(total: int, needed: int) -> str:
+    from scanner.facts.memlock import format_size
+
     message = (f"its 64-bit prefetchable BARs ({format_size(total)}) fit QEMU's default 64-bit window on q35 "
                f"({format_size(Q35_HOLE64_DEFAULT)})")
     if needed > I440FX_HOLE64_DEFAULT:
@@ -124,6 +129,8 @@ def _libvirt_element(needed: int) -> str:
 
 
 def _step(needed: int) -> Step:
+    from scanner.facts.memlock import format_size
+
     return Step(summary=(f"Give the VM a {format_size(needed)} 64-bit PCI window: QEMU "
                          f"{_qemu_argument('q35-pcihost', needed)} ({_qemu_argument('i440FX-pcihost', needed)} on "
                          f"the pc machine); libvirt: <controller type='pci' index='0' model='pcie-root'>"

@@ -33,11 +33,8 @@ else a udev rule per device), and for VFs the udev rule VFIO-011 writes.
 
 from typing import List, Optional
 
-from scanner import early_binding, hookimpl
-from scanner.binding import persistent_steps, same_ids_on_host
-from scanner.facts.pci import is_vfio_driver
+from scanner import hookimpl
 from scanner.model import Evidence, Finding, Rule
-from scanner.sriov import persist_step, udev_rule_file, vfs
 
 RULE_ID = "VFIO-017"
 
@@ -49,6 +46,8 @@ def vfio_scan_register_rules(register):
 
 
 def check(facts, scan):
+    from scanner.facts.pci import is_vfio_driver
+
     for target in scan.targets:
         device = facts.pci.get(target.address)
         if device is None:
@@ -70,6 +69,8 @@ def check(facts, scan):
 
 
 def _binding(facts, scan, device) -> Finding:
+    from scanner.binding import persistent_steps, same_ids_on_host
+
     address = device.address
     kept_by = _kept_by(facts, device)
     evidence = [Evidence(f"/sys/bus/pci/devices/{address}/driver", device.driver)]
@@ -88,6 +89,8 @@ def _binding(facts, scan, device) -> Finding:
                             remediation=persistent_steps(facts, scan, device))
     if kept_by:
         evidence += [Evidence("boot configuration", k) for k in kept_by]
+        from scanner import early_binding
+
         broken, seen = early_binding.judge(facts, device, kept_by[0])
         evidence += seen
         if broken:
@@ -148,6 +151,8 @@ def _vfio_pci_loaders(facts, device) -> List[str]:
 
 
 def _vf_count(facts, target, device) -> Finding:
+    from scanner.sriov import persist_step, udev_rule_file, vfs
+
     address, wanted = target.address, target.vfs
     current = device.sriov_numvfs
     if not wanted or current != wanted:

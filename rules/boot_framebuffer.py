@@ -31,16 +31,15 @@ from typing import List, Sequence, Tuple
 
 from rules.boot_vga import kernel_version
 from scanner import hookimpl
-from scanner.facts.pci import is_vfio_driver
 from scanner.facts.vm_start_hw import addresses_hidden
+from scanner.lazyre import lazy_compile
 from scanner.model import Evidence, Finding, Rule, Step
-from scanner.remedies import cmdline_steps
 
 #: The framebuffer a ``/proc/iomem`` name stands for, and the command-line option that keeps it off.
 FRAMEBUFFERS = (
-    (re.compile(r"^efifb\b|^efi-framebuffer"), "video=efifb:off"),
-    (re.compile(r"^vesafb\b|^vesa-framebuffer"), "video=vesafb:off"),
-    (re.compile(r"^(simpledrm|simplefb|BOOTFB|simple-framebuffer)\b"), "initcall_blacklist=sysfb_init"),
+    (lazy_compile(r"^efifb\b|^efi-framebuffer"), "video=efifb:off"),
+    (lazy_compile(r"^vesafb\b|^vesa-framebuffer"), "video=vesafb:off"),
+    (lazy_compile(r"^(simpledrm|simplefb|BOOTFB|simple-framebuffer)\b"), "initcall_blacklist=sysfb_init"),
 )
 
 #: The release whose vfio-pci removes firmware framebuffers from a VGA device it takes ("vfio/pci: Remove
@@ -97,6 +96,8 @@ def _judge(facts, address, iomem, framebuffers) -> Finding:
 def _vfio_pci_will_remove_it(facts, device) -> bool:
     """From 6.0 on, vfio-pci removes the firmware framebuffers in a VGA device's BARs when it takes the
     device (``aperture_remove_conflicting_pci_devices``; seen on 6.1: efifb leaves /proc/iomem at binding)."""
+    from scanner.facts.pci import is_vfio_driver
+
     version = kernel_version(facts.release)
     return ((device.pci_class or "").startswith("0300") and not is_vfio_driver(device.driver)
             and version is not None and version >= VFIO_REMOVES_FRAMEBUFFERS_SINCE)
@@ -141,6 +142,8 @@ def _fail(facts, address, source, clashes) -> Finding:
 
 
 def _steps(facts, names: Sequence[str]) -> List[Step]:
+    from scanner.remedies import cmdline_steps
+
     wanted = sorted({framebuffer_option(n) for n in names})
     missing = [option for option in wanted if not _on_cmdline(facts.cmdline, option)]
     if not missing:

@@ -24,11 +24,10 @@ of VGA arbitration.
 import re
 
 from scanner import hookimpl
-from scanner.facts.pci import describe
+from scanner.lazyre import lazy_compile
 from scanner.model import Evidence, Finding, Rule, Step
-from scanner.remedies import cmdline_steps
 
-FRAMEBUFFER = re.compile(r"(efifb: (probing|framebuffer at)|simple-framebuffer|simpledrm|vesafb: (mode|framebuffer))")
+FRAMEBUFFER = lazy_compile(r"(efifb: (probing|framebuffer at)|simple-framebuffer|simpledrm|vesafb: (mode|framebuffer))")
 SYSFB_SINCE = (5, 15)
 
 
@@ -79,6 +78,9 @@ def _short(params, version):
 
 
 def check(facts, scan):
+    from scanner.remedies import cmdline_steps
+    from scanner.facts.pci import describe
+
     for target in scan.targets:
         device = facts.pci[target.address]
         path = f"/sys/bus/pci/devices/{target.address}/boot_vga"

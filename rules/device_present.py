@@ -15,7 +15,6 @@ firmware's slot settings.
 """
 
 from scanner import hookimpl
-from scanner.facts.pci import describe
 from scanner.model import Evidence, Finding, Rule, Step
 
 
@@ -26,6 +25,8 @@ def vfio_scan_register_rules(register):
 
 
 def check(facts, scan):
+    from scanner.facts.pci import describe
+
     listing = facts.pci_listing
     for target in scan.targets:
         device = facts.pci[target.address]

@@ -23,10 +23,7 @@ reset_method``. Otherwise a firmware update of the device, or a host reboot betw
 import re
 
 from scanner import hookimpl
-from scanner.facts.pci import describe
-from scanner.binding import scanned_ids
 from scanner.model import Evidence, Finding, Rule, Step
-from scanner.shell import PCI_ADDRESS, quote
 
 RESET_BUG = ("vfio-pci cannot reset it between guests, so it may not survive a VM reboot or shutdown "
              "(the \"reset bug\")")
@@ -39,6 +36,8 @@ def vfio_scan_register_rules(register):
 
 
 def _path(address: str, name: str) -> str:
+    from scanner.shell import PCI_ADDRESS, quote
+
     return f"/sys/bus/pci/devices/{quote(address, PCI_ADDRESS, 'PCI address')}/{name}"
 
 
@@ -54,6 +53,8 @@ def wants_vendor_reset(device) -> bool:
 
 
 def _steps(device, empty: bool):
+    from scanner.binding import scanned_ids
+
     address = device.address
     steps = []
     if empty:
@@ -85,6 +86,8 @@ def _steps(device, empty: bool):
 
 
 def check(facts, scan):
+    from scanner.facts.pci import describe
+
     for target in scan.targets:
         device = facts.pci[target.address]
         base = f"/sys/bus/pci/devices/{target.address}"

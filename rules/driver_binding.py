@@ -60,12 +60,7 @@ step is manual (its action carries ``host_critical``, so the script export refus
 """
 
 from scanner import hookimpl
-from scanner.binding import (bind_now_step, choice_evidence, critical_evidence, host_critical, persistent_steps,
-                             sysfs_device, vfio_choice, vfio_pci_loaded)
-from scanner.facts.pci import describe, is_vfio_driver
-from scanner.groups import classify
 from scanner.model import Evidence, Finding, Rule, Step
-from scanner.shell import DRIVER_NAME, PCI_ADDRESS, quote
 
 SHOWN_NODES = 8  # /dev/vfio names shown when a device's own node is absent
 EXPECTED = "bound to vfio-pci (or a *_vfio_pci variant) and /dev/vfio/{group} present"
@@ -78,6 +73,8 @@ def vfio_scan_register_rules(register):
 
 
 def check(facts, scan):
+    from scanner.facts.pci import is_vfio_driver
+
     for target in scan.targets:
         expected = target.expected_driver  # set by a policy target's ``driver``; None means vfio-pci
         if expected and expected != "vfio-pci" and (facts.pci[target.address].driver != expected
@@ -115,6 +112,10 @@ def _node_evidence(facts, group):
 
 
 def judge(facts, scan, address):
+    from scanner.facts.pci import describe, is_vfio_driver
+    from scanner.binding import (bind_now_step, choice_evidence, critical_evidence, host_critical, persistent_steps,
+                                 vfio_choice, vfio_pci_loaded)
+
     device = facts.pci[address]
     group = device.iommu_group
     evidence = _evidence(facts, device)
@@ -205,6 +206,8 @@ def judge(facts, scan, address):
 def judge_managed(facts, scan, device, evidence, observed):
     """``--managed``: the VMM detaches the target at VM start. That works when the host does not run
     on it (checked by the caller) and its group is viable once it is detached."""
+    from scanner.groups import classify
+
     address, group = device.address, device.iommu_group
     expected = "detachable by the VMM at VM start: not host-critical, IOMMU group viable"
     info = facts.iommu.groups.get(group)
@@ -234,6 +237,9 @@ def judge_managed(facts, scan, device, evidence, observed):
 def judge_expected(facts, address, expected):
     """A target a policy expects on another driver than vfio-pci: a PF kept on ``ixgbe``, a NIC the
     host keeps, or one vfio variant driver. Passes when bound to exactly that driver."""
+    from scanner.shell import DRIVER_NAME, PCI_ADDRESS, quote
+    from scanner.binding import sysfs_device
+
     device = facts.pci[address]
     evidence = _evidence(facts, device)
     observed = f"driver {device.driver or '(none)'}; driver_override {device.driver_override or '(null)'}"

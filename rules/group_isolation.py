@@ -36,11 +36,7 @@ unbound is a warning.
 from dataclasses import replace
 
 from scanner import hookimpl
-from scanner.binding import bind_now_step, critical_evidence, host_critical, label, persistent_steps, sysfs_device
-from scanner.groups import HARMLESS_DRIVERS, classify
-from scanner.facts.pci import class_name, is_vfio_driver
 from scanner.model import Evidence, Finding, Rule, Step
-from scanner.shell import PCI_ADDRESS, quote
 
 ROLE_TEXT = {
     "target": "another target of this scan",
@@ -88,6 +84,8 @@ def _with_override(finding, override):
 
 
 def _role_of(member):
+    from scanner.facts.pci import class_name
+
     if member.role == "bridge" and member.device is not None:
         return (f"bridge ({class_name(member.device.pci_class)}): stays on the host, never bound to vfio nor "
                 "given to the VM")
@@ -99,6 +97,9 @@ def _state(member):
 
 
 def judge(facts, scan, address):
+    from scanner.groups import classify
+    from scanner.binding import bind_now_step, critical_evidence, host_critical, label, persistent_steps
+
     device = facts.pci[address]
     group = device.iommu_group
     if not group and address in facts.stream_aliases:
@@ -214,6 +215,10 @@ def _alias_line(dev, sid, holder):
 
 def _hidden_sharers(facts, address, group, hidden, observed, evidence):
     """Fail (a sharer on a driver: the VM would take over its DMA) or warn (unbound now, but a driver may take it)."""
+    from scanner.shell import PCI_ADDRESS, quote
+    from scanner.groups import HARMLESS_DRIVERS
+    from scanner.binding import critical_evidence, host_critical, label, sysfs_device
+
     evidence = evidence + [Evidence("kernel log", _alias_line(dev, sid, holder)) for dev, sid, holder in hidden]
     bound = [(dev, facts.pci[dev]) for dev, _, _ in hidden
              if facts.pci[dev].driver and facts.pci[dev].driver not in HARMLESS_DRIVERS]
@@ -280,6 +285,9 @@ def few(items, sep=", ", limit=SHOWN) -> str:
 
 
 def _passing_message(group, device, others):
+    from scanner.facts.pci import is_vfio_driver
+    from scanner.groups import HARMLESS_DRIVERS
+
     pending = [m.address for m in others if m.role == "target" and m.holds_group]
     if device.driver and not is_vfio_driver(device.driver) and device.driver not in HARMLESS_DRIVERS:
         pending.insert(0, device.address)

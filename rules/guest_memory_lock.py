@@ -31,13 +31,11 @@ unit instead.
 from typing import List
 
 from scanner import hookimpl
-from scanner.facts.memlock import GIB, KIB, SYSTEMD_DEFAULT, format_size, memlock_for
 from scanner.model import Evidence, Finding, Rule, Step
-from scanner.vm_access import ACCOUNT_NAME, MEMLOCK_FILE, memlock_step
 
 RULE_ID = "VFIO-019"
 #: What libvirt adds to the guest's memory for a VM with a VFIO device (qemuDomainGetMemLockLimitBytes).
-MARGIN = GIB
+MARGIN = 1 << 30  # 1 GiB
 
 
 @hookimpl
@@ -52,6 +50,8 @@ def check(facts, scan):
         yield Finding.skip("give --guest-memory SIZE (the VM's RAM, e.g. 16G) to check that the VM's user may lock "
                            "it: VFIO pins all guest memory")
         return
+    from scanner.facts.memlock import format_size
+
     need = guest + MARGIN
     expected = f"memlock of at least {format_size(need)} (the guest's {format_size(guest)} + 1 GiB)"
     user = facts.vm_user(scan.vm_user)
@@ -69,6 +69,8 @@ def check(facts, scan):
 
 
 def _judge_limits(facts, user, guest: int, need: int, expected: str) -> Finding:
+    from scanner.facts.memlock import KIB, format_size, memlock_for
+
     unread = [r for r in facts.limits_files if not r.ok and not r.missing]
     evidence = list(user.evidence) + [Evidence(r.path, f"<{r.reason}>") for r in unread]
     if unread:
@@ -97,6 +99,8 @@ def _judge_limits(facts, user, guest: int, need: int, expected: str) -> Finding:
 
 def _baseline(facts):
     """(soft, hard, where) of what a session has before pam_limits: systemd's DefaultLimitMEMLOCK."""
+    from scanner.facts.memlock import SYSTEMD_DEFAULT
+
     configured = facts.systemd_memlock
     if configured is not None:
         soft, hard, path = configured
@@ -117,6 +121,9 @@ def _limit_evidence(memlock, base_from: str) -> List[Evidence]:
 
 
 def _steps(facts, user, need: int) -> List[Step]:
+    from scanner.facts.memlock import KIB
+    from scanner.vm_access import ACCOUNT_NAME, MEMLOCK_FILE, memlock_step
+
     kib = -(-need // KIB)
     if not ACCOUNT_NAME.match(user.name):
         return [Step(summary=f"Let {user.name} lock {kib} KiB (soft and hard memlock in {MEMLOCK_FILE}); its name is "

@@ -27,18 +27,18 @@ advisory), move the card to a slot that no RMRR covers, or run a kernel with the
 relaxable-RMRR patch (at the risk the firmware's DMA hits guest memory).
 """
 
-import re
 from typing import Dict, List
 
 from scanner import hookimpl
+from scanner.lazyre import lazy_compile
 from scanner.model import Evidence, Finding, Rule, Step
 
 #: What the kernel prints when it refuses a device an unmanaged (VFIO) domain because of a firmware
 #: direct mapping: the Intel driver's RMRR check in older kernels, the IOMMU core's check in newer ones.
-REFUSAL = re.compile(r"Device is ineligible for IOMMU domain attach due to platform RMRR requirement"
-                     r"|Firmware has requested this device have a 1:1 IOMMU mapping")
+REFUSAL = lazy_compile(r"Device is ineligible for IOMMU domain attach due to platform RMRR requirement"
+                       r"|Firmware has requested this device have a 1:1 IOMMU mapping")
 #: A PCI address in a log line, whole (``10000:01:00.0`` does not name ``0000:01:00.0``).
-ADDRESS_IN_LINE = re.compile(r"(?<![0-9a-f:])([0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7])(?![0-9])")
+ADDRESS_IN_LINE = lazy_compile(r"(?<![0-9a-f:])([0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7])(?![0-9])")
 
 
 @hookimpl

@@ -34,10 +34,8 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from scanner import hookimpl
-from scanner.facts.accounts import group_name
 from scanner.host import Stat
 from scanner.model import Evidence, Finding, Rule, Step
-from scanner.vm_access import ACCESS_RULES_FILE, ACCOUNT_NAME, access_step, kind_names
 
 RULE_ID = "VFIO-018"
 EXPECTED = "the VM's user can open /dev/vfio/vfio and /dev/vfio/GROUP (read-write)"
@@ -174,6 +172,8 @@ def _closed_reason(facts, node: Node) -> str:
 
 def _describe(facts, found: Stat) -> str:
     """``mode 0600, owner root, group kvm`` (numbers where the account files have no name)."""
+    from scanner.facts.accounts import group_name
+
     if not found.ok:
         return f"<{found.reason}>"
     owner = next((a.name for a in facts.accounts.values() if a.uid == found.uid), f"uid {found.uid}")
@@ -183,6 +183,8 @@ def _describe(facts, found: Stat) -> str:
 
 def _steps(facts, user, closed: Sequence[Node]) -> List[Step]:
     """A udev rule opening the closed kinds of node to one of the user's groups; manual where none can."""
+    from scanner.vm_access import ACCESS_RULES_FILE, access_step, kind_names
+
     if any(n.kind == "container" and n.stat.missing for n in closed):
         return [Step(summary="This kernel offers no VFIO container (/dev/vfio/vfio): QEMU must use iommufd "
                              "(-object iommufd), or boot a kernel with CONFIG_VFIO_CONTAINER or "
@@ -199,6 +201,9 @@ def _steps(facts, user, closed: Sequence[Node]) -> List[Step]:
 
 def _access_group(facts, user) -> Optional[str]:
     """The group to open the nodes to: ``kvm`` where the user is in it, else its primary group, else another."""
+    from scanner.facts.accounts import group_name
+    from scanner.vm_access import ACCOUNT_NAME
+
     names = sorted(user.group_names)
     primary = group_name(user.account.gid, facts.groups)
     for name in ["kvm", primary] + names:

@@ -20,12 +20,13 @@ run alone on a host where nothing of vfio-scan is installed.)
 from __future__ import annotations
 
 import os
-import re
 import stat
 import threading
 
+from scanner.lazyre import lazy_compile
+
 #: a file descriptor's magic link: writing "through" it must reach the descriptor, not replace a file
-_FD_LINK = re.compile(r"^/(?:proc/[^/]+/fd|dev/fd)/|^/dev/std(?:in|out|err)$")
+_FD_LINK = lazy_compile(r"^/(?:proc/[^/]+/fd|dev/fd)/|^/dev/std(?:in|out|err)$")
 
 _umask_lock = threading.Lock()
 

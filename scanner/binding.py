@@ -31,13 +31,13 @@ with those ids, now and on hotplug, including the twin that the host still uses.
 
 from __future__ import annotations
 
-import re
 import shlex
 from typing import Collection, Dict, List, Optional, Tuple
 
 from scanner.confedit import EditError, edit_commands, file_state, merge_vfio_ids, own_rule
 from scanner.facts.pci import PciDevice, class_name, is_vfio_driver
 from scanner.facts.variants import PLAIN, VARIANT, VfioChoice
+from scanner.lazyre import lazy_compile
 from scanner.model import Evidence, Step
 from scanner.remedies import cmdline_steps
 from scanner.shell import MODULE_NAME, PCI_ADDRESS, VFIO_DRIVER_NAME, UnsafeValue, checked, quote
@@ -46,7 +46,7 @@ VFIO_DRIVER = "vfio-pci"
 MODPROBE_FILE = "/etc/modprobe.d/vfio.conf"
 UDEV_DIR = "/etc/udev/rules.d"
 #: vendor:device as the kernel's ``ids=`` parameter takes it.
-PCI_IDS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
+PCI_IDS = lazy_compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
 INITRAMFS_COMMANDS = {
     "update-initramfs": "update-initramfs -u -k all",
     "dracut": "dracut -f --regenerate-all",

@@ -15,11 +15,11 @@ Pure functions of text: no file is opened here.
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from scanner.lazyre import lazy_compile
 
 GRUB_MAIN = "/etc/default/grub"
 GRUB_DROPINS = "/etc/default/grub.d"
@@ -43,7 +43,20 @@ def digest(text: Optional[str]) -> str:
     """sha256 of the file's bytes, or ``absent``: what the script compares before it writes."""
     if text is None:
         return "absent"
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    return _sha256()(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _sha256():
+    """The sha256 constructor. hashlib's is OpenSSL's, and importing hashlib loads OpenSSL: milliseconds
+    and megabytes of every scan that proposes a fix. The interpreter's own module computes the same digest."""
+    try:
+        from _sha2 import sha256  # Python 3.12 and later
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:  # an interpreter built without them
+            from hashlib import sha256
+    return sha256
 
 
 def writable_text(path: str, text: str) -> str:
@@ -111,7 +124,7 @@ def own_limits(text: Optional[str], domain: str, item: str, lines: Sequence[str]
 
 # -- vfio-pci ids in /etc/modprobe.d ------------------------------------------------------------
 
-_OPTIONS = re.compile(r"^(\s*options\s+)(vfio[-_]pci)(\s+)(.*?)\s*$")
+_OPTIONS = lazy_compile(r"^(\s*options\s+)(vfio[-_]pci)(\s+)(.*?)\s*$")
 
 
 def _softdep_present(texts: Sequence[str], module: str) -> bool:
@@ -159,11 +172,11 @@ def merge_vfio_ids(files: Sequence[Mapping], ids: Sequence[str], softdeps: Seque
 
 # -- GRUB: /etc/default/grub and its grub.d drop-ins ---------------------------------------------
 
-_ASSIGNMENT = re.compile(r"^(\s*(?:export\s+)?)(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)(\+?=)(.*?)(\r?\n?)$")
+_ASSIGNMENT = lazy_compile(r"^(\s*(?:export\s+)?)(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)(\+?=)(.*?)(\r?\n?)$")
 _VALUE_FORMS = (
-    ('"', re.compile(r'^"([^"\\`]*)"(\s*(?:#.*)?)$')),
-    ("'", re.compile(r"^'([^']*)'(\s*(?:#.*)?)$")),
-    ("", re.compile(r"^([^\s\"'\\#;&|<>()`]*)(\s*(?:#.*)?)$")),
+    ('"', lazy_compile(r'^"([^"\\`]*)"(\s*(?:#.*)?)$')),
+    ("'", lazy_compile(r"^'([^']*)'(\s*(?:#.*)?)$")),
+    ("", lazy_compile(r"^([^\s\"'\\#;&|<>()`]*)(\s*(?:#.*)?)$")),
 )
 
 
@@ -220,6 +233,8 @@ def _expand(inner: str, values: Mapping[str, str]) -> str:
 
 
 def _unquoted(raw: str) -> str:
+    import shlex
+
     try:
         return " ".join(shlex.split(raw, comments=True))
     except ValueError:
@@ -310,6 +325,8 @@ def cmdline_file_edit(text: Optional[str], add: Sequence[str], remove: Sequence[
 # -- what a person types: the same edit, line by line ------------------------------------------
 
 def _q(text: str) -> str:
+    import shlex
+
     return shlex.quote(text)
 
 

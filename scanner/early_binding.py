@@ -11,11 +11,11 @@ Arch wiki and every passthrough guide warn about; VFIO-017 reports it.
 
 from __future__ import annotations
 
-import re
 from typing import List, Optional, Tuple
 
 from scanner.confedit import edit_commands, ensure_lines, file_state, module_name_equal
 from scanner.facts.next_boot import loads_vfio_pci_early, modprobe_vfio_lines
+from scanner.lazyre import lazy_compile
 from scanner.model import Evidence, Step
 
 #: What the fix lists early, in load order (vfio_pci needs the other two).
@@ -23,7 +23,7 @@ EARLY_MODULES = ("vfio", "vfio_iommu_type1", "vfio_pci")
 INITRAMFS_TOOLS_MODULES = "/etc/initramfs-tools/modules"
 DRACUT_FILE = "/etc/dracut.conf.d/vfio-scan.conf"
 DRACUT_LINE = 'force_drivers+=" vfio vfio_iommu_type1 vfio_pci "'
-_DRIVER_PRE = re.compile(r"\brd\.driver\.pre=(?:\S*,)?vfio[-_]pci\b")
+_DRIVER_PRE = lazy_compile(r"\brd\.driver\.pre=(?:\S*,)?vfio[-_]pci\b")
 
 
 def judge(facts, device, mechanism: str) -> Tuple[Optional[Tuple[str, str, List[Step]]], List[Evidence]]:

@@ -7,9 +7,10 @@ format (table, JSON, JUnit, the remediation script) is built from the same objec
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+from scanner.lazyre import lazy_compile
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 STATUSES = ("pass", "fail", "warn", "skip", "error", "waived")
@@ -17,8 +18,8 @@ PHASES = ("firmware", "kernel", "boot", "modules", "sriov", "binding", "access")
 SCOPES = ("host", "device")
 
 #: Built-in rules are ``VFIO-NNN``; third-party plugins use their own prefix (``ACME-100``).
-RULE_ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]{1,15}-[0-9]{3,4}\Z")  # \Z: "$" would let "ACME-100\n" through
-RULE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*\Z")
+RULE_ID_PATTERN = lazy_compile(r"^[A-Z][A-Z0-9]{1,15}-[0-9]{3,4}\Z")  # \Z: "$" would let "ACME-100\n" through
+RULE_NAME_PATTERN = lazy_compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*\Z")
 
 #: How a finding that holds now but not after a reboot begins its message (VFIO-016, VFIO-017):
 #: the report counts them apart, since READY must also mean "after the next boot".

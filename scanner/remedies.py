@@ -6,14 +6,9 @@ harmless) and an ``action`` in machine form for the remediation-script export.
 
 from __future__ import annotations
 
-import shlex
 from typing import List, Optional, Sequence, Tuple
 
-from scanner.confedit import (EditError, cmdline_file_edit, edit_commands, ensure_lines, file_state, grub_edit,
-                              module_name_equal)
-from scanner.facts.boot import BootStack
 from scanner.model import Step
-from scanner.shell import KERNEL_PARAM, MODULE_NAME, checked, quote
 
 MODULES_LOAD_FILE = "/etc/modules-load.d/vfio.conf"
 VFIO_MODULES = ("vfio", "vfio_iommu_type1", "vfio_pci")
@@ -44,6 +39,8 @@ def firmware_step(feature: str, vendor: Optional[str], extra: str = "") -> Step:
 def _file_commands(stack: BootStack, add: Sequence[str], remove: Sequence[str]) -> Tuple[List[str], str]:
     """(commands, note) changing the scanned boot files for a person: merged line by line (scanner/confedit.py),
     then the stack's regeneration; no commands and the reason when the change cannot be made safely."""
+    from scanner.confedit import EditError, cmdline_file_edit, edit_commands, file_state, grub_edit
+
     states = [file_state(*f) for f in stack.files]
     try:
         if stack.stack == "grub":
@@ -83,6 +80,10 @@ def cmdline_steps(stack: BootStack, add: Sequence[str] = (), remove: Sequence[st
     the whole change a manual step that names it: refused, not quoted into a command, and not a
     crash of the rule (which still reports what it found).
     """
+    from scanner.shell import KERNEL_PARAM, checked
+    import shlex
+    from scanner.confedit import file_state
+
     unsafe = [p for p in list(add) + list(remove) if not (isinstance(p, str) and KERNEL_PARAM.match(p))]
     if unsafe:
         shown = ", ".join(repr(p) for p in unsafe)
@@ -162,6 +163,9 @@ def modules_steps(missing: Sequence[str], persist: Sequence[str] = VFIO_MODULES,
     ``current``: that file as scanned, (path, text, reason); its lines are kept and the module
     names added to them. ``reindex``: modules.dep is missing, so ``depmod -a`` comes first.
     """
+    from scanner.shell import MODULE_NAME, checked, quote
+    from scanner.confedit import edit_commands, ensure_lines, file_state, module_name_equal
+
     names = [checked(m, MODULE_NAME, "module name") for m in missing]
     persist = [checked(m, MODULE_NAME, "module name") for m in persist]
     state = file_state(*(current or (MODULES_LOAD_FILE, None, None)))
@@ -181,6 +185,10 @@ def modules_steps(missing: Sequence[str], persist: Sequence[str] = VFIO_MODULES,
 def modprobe_option_step(module: str, option: str, conf: str, summary: str, initramfs: Optional[str] = None,
                          current: Optional[Tuple[str, Optional[str], Optional[str]]] = None) -> Step:
     """An ``options MODULE X=Y`` line in /etc/modprobe.d (used for last-resort overrides), added to what is there."""
+    from scanner.shell import KERNEL_PARAM, MODULE_NAME, checked
+    import shlex
+    from scanner.confedit import edit_commands, ensure_lines, file_state
+
     module = checked(module, MODULE_NAME, "module name")
     checked(option, KERNEL_PARAM, "module option")
     line = f"options {module} {option}"

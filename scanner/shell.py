@@ -9,14 +9,16 @@ from __future__ import annotations
 import re
 import shlex
 
+from scanner.lazyre import lazy_compile
+
 # ``\Z``, not ``$``: ``$`` also matches before a trailing newline, so "0000:01:00.0\n" (a directory
 # name in a hostile tree) would pass and end a script line where it is interpolated.
-PCI_ADDRESS = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]\Z")
-KERNEL_PARAM = re.compile(r"^[A-Za-z0-9_.\-]+(=[A-Za-z0-9_.,:/+\-]+)?\Z")
-MODULE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}\Z")
+PCI_ADDRESS = lazy_compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]\Z")
+KERNEL_PARAM = lazy_compile(r"^[A-Za-z0-9_.\-]+(=[A-Za-z0-9_.,:/+\-]+)?\Z")
+MODULE_NAME = lazy_compile(r"^[A-Za-z0-9_\-]{1,64}\Z")
 DRIVER_NAME = MODULE_NAME
 #: vfio-pci or one of its variant drivers (scanner/facts/variants.py): what a binding may name.
-VFIO_DRIVER_NAME = re.compile(r"^(?:vfio-pci|[a-z0-9][a-z0-9_]{0,60}_vfio_pci)\Z")
+VFIO_DRIVER_NAME = lazy_compile(r"^(?:vfio-pci|[a-z0-9][a-z0-9_]{0,60}_vfio_pci)\Z")
 
 
 class UnsafeValue(ValueError):

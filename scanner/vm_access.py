@@ -13,17 +13,17 @@ the human commands and an ``action`` the remediation script turns into a guarded
 
 from __future__ import annotations
 
-import re
 from typing import List, Optional, Sequence, Tuple
 
 from scanner.confedit import edit_commands, file_state, own_limits, own_rule
+from scanner.lazyre import lazy_compile
 from scanner.model import Step
 from scanner.shell import UnsafeValue, checked
 
 ACCESS_RULES_FILE = "/etc/udev/rules.d/70-vfio-scan-access.rules"
 MEMLOCK_FILE = "/etc/security/limits.d/95-vfio-scan-memlock.conf"
 #: A user or group name as shadow-utils accepts it (what a udev rule and a limits line may name).
-ACCOUNT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
+ACCOUNT_NAME = lazy_compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
 
 #: The udev match of each kind of node QEMU opens: the group's node and the container are what
 #: ``-device vfio-pci,host=...`` opens; /dev/iommu and the device's cdev what ``iommufd=`` opens.

@@ -5,7 +5,9 @@
   anything it does not read itself (a zip on ``sys.path``, a malformed file...);
 * :func:`scanner.report.local_timestamp` writes what ``datetime`` would;
 * the parser built for one subcommand is that subcommand's parser in the full one;
-* a plain scan leaves out the modules only other commands or options need.
+* a plain scan leaves out the modules only other commands, options or findings need, and compiles
+  no regular expression it does not use (:func:`scanner.lazyre.lazy_compile`);
+* the live host's kernel-log command (scanner/host/command.py) answers what ``subprocess.run`` answered.
 
 No timings here: speed is measured in ``benchmarks/``.
 """
@@ -16,6 +18,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,6 +30,9 @@ import pytest
 from clihelpers import GOOD_PLUGIN, REPO, cli_env, make_plugin
 from scanner import entrypoints
 from scanner.cli import COMMANDS, build_parser
+from scanner.host import LARGE_CAP
+from scanner.host.live import run_command
+from scanner.lazyre import lazy_compile
 from scanner.report import local_timestamp
 
 GROUP = "vfio_scan"
@@ -273,7 +279,12 @@ def test_a_commands_own_parser_is_the_full_parsers(name):
 
 NOT_FOR_A_PLAIN_SCAN = ("importlib.metadata", "email", "zipfile", "csv", "concurrent.futures", "logging", "socket",
                         "tomllib", "tomli", "scanner.policy_file", "difflib", "jsonschema", "datetime", "shutil",
-                        "scanner.targets", "scanner.commands.fleet", "scanner.commands.groups", "tabulate")
+                        "scanner.targets", "scanner.commands.fleet", "scanner.commands.groups", "tabulate",
+                        # what only device targets, failing checks or other platforms need
+                        "hashlib", "shlex", "struct", "subprocess", "scanner.binding", "scanner.early_binding",
+                        "scanner.groups", "scanner.shell", "scanner.sriov", "scanner.vm_access", "scanner.facts.pci",
+                        "scanner.facts.accounts", "scanner.facts.arm", "scanner.facts.memlock",
+                        "scanner.facts.variants")
 
 
 @needs_fast_path  # before 3.11 entry points come from importlib.metadata, which imports email, zipfile...
@@ -288,3 +299,125 @@ def test_a_plain_scan_leaves_other_commands_modules_alone(intel_host):
     assert code == "0"
     loaded = set(modules.split())
     assert sorted(m for m in NOT_FOR_A_PLAIN_SCAN if m in loaded) == []
+
+
+def test_a_plain_scan_compiles_only_the_patterns_it_uses():
+    """Loading the scan's modules and plugins compiles no pattern of ours but the two that check each
+    registered rule's id and name: the others wait for their first use."""
+    code = ("import re, sys\ncallers = []\nreal = re._compile\n"
+            "def counting(pattern, flags):\n"
+            "    where = sys._getframe(2).f_code.co_filename.replace('\\\\', '/')\n"
+            "    if any(f'/{p}/' in where for p in ('scanner', 'rules', 'reports')):\n"
+            "        callers.append(pattern)\n"
+            "    return real(pattern, flags)\n"
+            "re._compile = counting\n"
+            "from scanner.cli import build_parser\nbuild_parser(only='scan')\n"
+            "import scanner.commands.scan, scanner.scanning, scanner.output, scanner.host.tree, scanner.host.live\n"
+            "from scanner.plugins import load_plugins\nload_plugins(autoload=False)\n"
+            "print(len(set(callers)))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) <= 2
+
+
+@pytest.mark.parametrize("regex, flags, text", [
+    (r"^(?P<domain>[0-9a-f]{4}):(?P<bus>[0-9a-f]{2})\Z", 0, "0000:01"),
+    (r"[0-9]+", 0, "no digits here"),
+    (r"^\s*(\d+)\s*([kmg]?)", re.I, "  16G and 8k"),
+])
+def test_lazy_compile_answers_as_re_compile(regex, flags, text):
+    lazy, eager = lazy_compile(regex, flags), re.compile(regex, flags)
+    for name in ("match", "search", "fullmatch"):
+        got, expected = getattr(lazy, name)(text), getattr(eager, name)(text)
+        assert (got and (got.group(0), got.groups(), got.span())) == (expected and (expected.group(0),
+                                                                                    expected.groups(), expected.span()))
+    assert lazy.findall(text) == eager.findall(text)
+    assert lazy.sub("#", text) == eager.sub("#", text)
+    assert lazy.split(text) == eager.split(text)
+    assert (lazy.pattern, lazy.flags, lazy.groupindex) == (eager.pattern, eager.flags, eager.groupindex)
+
+
+def test_lazy_compile_reports_a_bad_pattern_when_used():
+    broken = lazy_compile("(unclosed")
+    with pytest.raises(re.error):
+        broken.match("x")
+
+
+# -- the kernel log's command, without the subprocess module -------------------------------------------
+
+def reference_run_command(argv, timeout):
+    """What the live host's run_command answered with subprocess.run (its former implementation)."""
+    env = dict(os.environ, LC_ALL="C", SYSTEMD_PAGER="", PAGER="cat")
+    source = " ".join(argv)
+    try:
+        proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout, env=env, check=False)
+    except FileNotFoundError:
+        return (source, None, "command not found")
+    except subprocess.TimeoutExpired:
+        return (source, None, f"timed out after {timeout} s")
+    except OSError as exc:
+        return (source, None, f"could not run: {exc.strerror or exc}")
+    err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    if proc.returncode != 0:
+        return (source, None, err[-1] if err else f"exit status {proc.returncode}")
+    out = proc.stdout[:LARGE_CAP].decode("utf-8", "replace")
+    if not out.strip():
+        return (source, None, "printed nothing" + (f" ({err[-1]})" if err else ""))
+    return (source, out, None)
+
+
+@pytest.mark.parametrize("argv, timeout", [
+    (("sh", "-c", "echo 'kernel: line'; echo warn >&2"), 15),
+    (("sh", "-c", "echo err >&2; echo more >&2; exit 3"), 15),
+    (("sh", "-c", "exit 4"), 15),
+    (("sh", "-c", "kill -9 $$"), 15),
+    (("sh", "-c", "echo only stderr >&2"), 15),
+    (("sh", "-c", "printf '\\377\\376 not utf-8\\n'"), 15),
+    (("sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; head -c 200000 /dev/zero | tr '\\0' y >&2"), 15),
+    (("sh", "-c", "cat; echo stdin was empty"), 15),
+    (("sh", "-c", "sleep 5"), 1),
+    (("no-such-command-vfio-scan",), 15),
+    ((os.devnull,), 15),  # not executable
+])
+def test_run_command_answers_as_subprocess_did(argv, timeout):
+    got = run_command(argv, timeout=timeout)
+    assert (got.path, got.text, got.reason) == reference_run_command(argv, timeout)
+
+
+def test_an_interrupted_command_is_killed_and_reaped(monkeypatch):
+    from scanner.host import command
+
+    spawned = []
+    real_spawn, real_poll = os.posix_spawnp, command.select.poll
+
+    def spawn(*args, **kwargs):
+        spawned.append(real_spawn(*args, **kwargs))
+        return spawned[-1]
+
+    class Interrupted:
+        def __init__(self):
+            self.inner = real_poll()
+            self.register = self.inner.register
+
+        def poll(self, *args):
+            raise KeyboardInterrupt  # the user's Ctrl-C (or a rule's deadline) while the command runs
+
+    monkeypatch.setattr(command.os, "posix_spawnp", spawn)
+    monkeypatch.setattr(command.select, "poll", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        command.run(["sleep", "30"], dict(os.environ), 30)
+    assert len(spawned) == 1
+    with pytest.raises(ChildProcessError):  # killed and reaped: no such child any more
+        os.waitpid(spawned[0], os.WNOHANG)
+
+
+def test_reading_the_kernel_log_imports_no_subprocess():
+    code = ("import sys\nfrom scanner.host.live import run_command\n"
+            "got = run_command(('sh', '-c', 'echo kernel'))\n"
+            "print(got.text.strip(), 'subprocess' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["kernel", "False"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Dict, List, Optional, Tuple
 
-from scanner.confedit import GRUB_DROPINS, GRUB_MAIN, grub_winner
 from scanner.facts.boot import BootStack, parse_grub_files
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 from scanner.facts.host_dependencies import HostDependencies
@@ -24,15 +23,6 @@ from scanner.facts.iommu import IommuGroup, IommuState, group_sort_key
 from scanner.facts.kconfig import KernelConfig, parse_kconfig
 from scanner.facts.kernel_log import KernelLog, parse_kernel_log
 from scanner.facts.modules import Modules, module_name, parse_modules_builtin, parse_modules_dep, parse_proc_modules
-from scanner.facts.pciids import PCI_IDS_PATHS, PciIds, gunzip, parse_pci_ids
-from scanner.facts.pci import (
-    ADDRESS,
-    PciDevice,
-    parse_hex_id,
-    parse_int,
-    parse_override,
-    parse_reset_method,
-)
 from scanner.host import LARGE_CAP, MISSING, Listing, Read
 from scanner.model import Evidence
 
@@ -150,6 +140,8 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
                 continue
             data = raw.data
             if path.endswith(".gz"):
+                from scanner.facts.pciids import gunzip
+
                 # capped like every read: an unbounded gzip.decompress of a small file can take
                 # gigabytes (a "gzip bomb" in a captured tree)
                 data, why = gunzip(data, LARGE_CAP)
@@ -270,6 +262,8 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
     @cached_property
     def pci(self) -> Dict[str, PciDevice]:
         """Every PCI function by address; names that are not PCI addresses are ignored."""
+        from scanner.facts.pci import ADDRESS
+
         devices = {}
         for name in self.pci_listing.entries():
             if ADDRESS.match(name):
@@ -299,6 +293,8 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
         return self._link_target(path)[0]
 
     def _read_pci_device(self, address: str) -> PciDevice:
+        from scanner.facts.pci import PciDevice, parse_hex_id, parse_int, parse_override, parse_reset_method
+
         base = f"/sys/bus/pci/devices/{address}"
         notes = []
 
@@ -381,6 +377,8 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
         Empty (``found`` false, with a note saying where it looked) when none is installed or
         none is readable: names are a nicety, numeric ids are shown instead.
         """
+        from scanner.facts.pciids import PCI_IDS_PATHS, PciIds, gunzip, parse_pci_ids
+
         searched = []
         for path in [p + suffix for p in PCI_IDS_PATHS for suffix in ("", ".gz")]:
             raw = self.host.read_bytes(path, cap=LARGE_CAP)
@@ -489,6 +487,8 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
                              configured=entry or grub_configured, initramfs_tool=tool, files=grub_files,
                              detected_by=self._tool("grubby"))
         if grub.ok:
+            from scanner.confedit import grub_winner
+
             if self._tool("update-grub"):
                 regen = ("update-grub",)
             elif self._tool("grub2-mkconfig"):
@@ -520,6 +520,8 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
     @cached_property
     def grub_files(self) -> Tuple[Tuple[str, Optional[str], Optional[str]], ...]:
         """/etc/default/grub, then each /etc/default/grub.d/*.cfg in the order grub-mkconfig sources them."""
+        from scanner.confedit import GRUB_DROPINS, GRUB_MAIN
+
         names = [n for n in self.host.listdir(GRUB_DROPINS).entries() if n.endswith(".cfg") and self._plain_name(n)]
         return tuple(self.etc_file(p) for p in [GRUB_MAIN] + [f"{GRUB_DROPINS}/{n}" for n in sorted(names)])
 

@@ -6,12 +6,13 @@ Pure parsers of text. Only the local files are read: a user that comes from a di
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Optional
 
+from scanner.lazyre import lazy_compile
+
 #: libvirt's qemu.conf: ``key = value`` lines (virConf), strings in double or single quotes.
-_CONF_LINE = re.compile(r"""^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*("[^"]*"|'[^']*'|[^\s#]+)""")
+_CONF_LINE = lazy_compile(r"""^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*("[^"]*"|'[^']*'|[^\s#]+)""")
 
 
 @dataclass(frozen=True)

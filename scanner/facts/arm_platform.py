@@ -11,21 +11,21 @@ Devices behind a PCIe-to-PCI bridge share one SMMU stream ID; the kernel then sa
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Dict, Optional, Tuple
 
-from scanner.facts.arm import Iort, is_pcie_node, is_smmu_node, parse_iort
+from scanner.lazyre import lazy_compile
+
 
 IORT_PATH = "/sys/firmware/acpi/tables/IORT"
 DT_BASE = "/sys/firmware/devicetree/base"
-_STREAM_ALIAS = re.compile(r"\s(?P<dev>[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]): stream (?P<sid>\d+) "
-                           r"already in tree from dev (?P<other>[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7])")
-_ITS_CHIP = re.compile(r"(?:^|\s)ITS-")
+_STREAM_ALIAS = lazy_compile(r"\s(?P<dev>[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]): stream (?P<sid>\d+) "
+                             r"already in tree from dev (?P<other>[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7])")
+_ITS_CHIP = lazy_compile(r"(?:^|\s)ITS-")
 #: an MSI domain on the ITS, as 6.1 prints it under ACPI (``PCI/MSI: ITS@0x8080000 domain created``) and on a
 #: device tree (``PCI/MSI: /intc@8000000/its@8080000 domain created``)
-_ITS_LOG = re.compile(r"(?i)\bits@(?:0x)?[0-9a-f]+ domain created")
+_ITS_LOG = lazy_compile(r"(?i)\bits@(?:0x)?[0-9a-f]+ domain created")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ class ArmPlatform:
 
     @cached_property
     def iort_read(self) -> IortRead:
+        from scanner.facts.arm import parse_iort
+
         got = self.host.read_bytes(IORT_PATH)
         if not got.ok:
             return IortRead(None, IORT_PATH, got.reason)
@@ -67,6 +69,8 @@ class ArmPlatform:
 
     @cached_property
     def device_tree_smmu(self) -> DeviceTreeSmmu:
+        from scanner.facts.arm import is_pcie_node, is_smmu_node
+
         listing = self.host.listdir(DT_BASE)
         if not listing.ok:
             return DeviceTreeSmmu((), (), (), listing.reason)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
-from scanner.confedit import grub_parameters
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 
 #: (stack id, human name) in the order detection prefers them.
@@ -55,4 +54,6 @@ def parse_default_grub(text: str, source: str = "/etc/default/grub") -> Cmdline:
 def parse_grub_files(files: Sequence[Tuple[str, str]], source: Optional[str] = None) -> Cmdline:
     """What the next boot gets from /etc/default/grub and then each grub.d drop-in, in the order
     grub-mkconfig sources them (a cloud image's drop-in overrides the main file)."""
+    from scanner.confedit import grub_parameters
+
     return parse_cmdline(grub_parameters(files), source=source or ", ".join(path for path, _ in files))

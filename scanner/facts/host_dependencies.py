@@ -17,12 +17,11 @@ links back cannot make it exponential) down to a fixed depth.
 
 from __future__ import annotations
 
-import re
 from functools import cached_property
 from typing import Callable, Dict, Hashable, List, Optional, Tuple, TypeVar
 
-from scanner.facts.pci import ADDRESS
 from scanner.host import DEFAULT_CAP, LARGE_CAP
+from scanner.lazyre import lazy_compile
 
 #: Mount points whose disk the running host cannot lose.
 CRITICAL_MOUNT_POINTS = ("/", "/usr", "/boot", "/boot/efi", "/efi")
@@ -30,12 +29,12 @@ CRITICAL_MOUNT_POINTS = ("/", "/usr", "/boot", "/boot/efi", "/efi")
 ROUTE_DEPTH = 6
 #: Block layers followed below a mounted device (LUKS on LVM on MD on a partition is 4).
 BLOCK_DEPTH = 8
-MAJOR_MINOR = re.compile(r"^[0-9]+:[0-9]+\Z")
+MAJOR_MINOR = lazy_compile(r"^[0-9]+:[0-9]+\Z")
 #: A controller link in an NVMe subsystem's directory (``nvme0``), where a multipath head leads.
-NVME_CONTROLLER = re.compile(r"^nvme[0-9]+\Z")
-_FIELD_SEPARATORS = re.compile(r"[ \t]+")
+NVME_CONTROLLER = lazy_compile(r"^nvme[0-9]+\Z")
+_FIELD_SEPARATORS = lazy_compile(r"[ \t]+")
 #: The escapes of mountinfo and /proc/swaps (space, tab, newline, backslash).
-_MOUNT_ESCAPE = re.compile(r"\\(040|011|012|134)")
+_MOUNT_ESCAPE = lazy_compile(r"\\(040|011|012|134)")
 Found = TypeVar("Found", bound=Hashable)
 
 
@@ -130,6 +129,8 @@ class HostDependencies:
 
     @staticmethod
     def _address_in(resolved: str) -> Optional[str]:
+        from scanner.facts.pci import ADDRESS
+
         found = [part for part in resolved.split("/") if ADDRESS.match(part)]
         return found[-1] if found else None
 
@@ -289,6 +290,8 @@ class HostDependencies:
         Unbinding such a PF, or writing 0 to its ``sriov_numvfs``, removes those VFs with it.
         The PF is the device's ``physfn`` link (:attr:`scanner.facts.pci.PciDevice.physfn`).
         """
+        from scanner.facts.pci import ADDRESS
+
         parents: Dict[str, List[str]] = {}
         for address in dict.fromkeys(list(self.default_route_devices) + list(self.host_disk_devices)):
             device = self.pci.get(address)

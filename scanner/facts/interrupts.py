@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Tuple
 
-_IR = re.compile(r"(?:^|\s)IR-[A-Za-z]")
-_MSI = re.compile(r"PCI-MSI|DMAR-MSI|IO-APIC")
+from scanner.lazyre import lazy_compile
+
+_IR = lazy_compile(r"(?:^|\s)IR-[A-Za-z]")
+_MSI = lazy_compile(r"PCI-MSI|DMAR-MSI|IO-APIC")
 #: a device's MSI on the plain PCI-MSI chip (``PCI-MSI``, ``PCI-MSIX-0000:00:02.0``), not through the IR domain
-_PLAIN_PCI_MSI = re.compile(r"(?:^|\s)PCI-MSI")
+_PLAIN_PCI_MSI = lazy_compile(r"(?:^|\s)PCI-MSI")
 
 
 @dataclass(frozen=True)

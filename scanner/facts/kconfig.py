@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-_SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
-_UNSET = re.compile(r"^#\s*CONFIG_([A-Za-z0-9_]+) is not set\s*$")
+from scanner.lazyre import lazy_compile
+
+_SET = lazy_compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
+_UNSET = lazy_compile(r"^#\s*CONFIG_([A-Za-z0-9_]+) is not set\s*$")
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,17 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Pattern, Tuple, Union
 
-_QUOTE = re.compile(r"^(?:\s*>)+ ?")
-_STAMP = re.compile(r"^\s*(?:<\d+>)?\[\s*[0-9]+\.[0-9]+\]\s?")
-_SYSLOG = re.compile(
+from scanner.lazyre import lazy_compile
+
+_QUOTE = lazy_compile(r"^(?:\s*>)+ ?")
+_STAMP = lazy_compile(r"^\s*(?:<\d+>)?\[\s*[0-9]+\.[0-9]+\]\s?")
+_SYSLOG = lazy_compile(
     # time and host of every journal/syslog line; ``kernel:`` too, while other senders keep their
     # name (``systemd[1]: ...``), as they appear in plain dmesg when they write to /dev/kmsg
     r"^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT[0-9:.,+\-]+Z?)\s+\S+\s+(?:kernel:\s?)?"
 )
-_QP_SOFT_BREAK = re.compile(r"=\r?\n")
-_QP_HEX = re.compile(r"=([0-9A-F]{2})")
+_QP_SOFT_BREAK = lazy_compile(r"=\r?\n")
+_QP_HEX = lazy_compile(r"=([0-9A-F]{2})")
 
 
 def _undo_quoted_printable(text: str) -> str:

@@ -15,12 +15,14 @@ import re
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
+from scanner.lazyre import lazy_compile
+
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 UNLIMITED = float("inf")
 #: systemd's DefaultLimitMEMLOCK when none is configured (systemd 253 and later).
 SYSTEMD_DEFAULT = 8 * MIB
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*\Z", re.I)
+_SIZE = lazy_compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*\Z", re.I)
 _UNITS = {"": MIB, "K": KIB, "M": MIB, "G": GIB, "T": 1 << 40, "P": 1 << 50}
 _SYSTEMD_UNITS = {"": 1, "K": KIB, "M": MIB, "G": GIB, "T": 1 << 40, "P": 1 << 50, "E": 1 << 60}
 

@@ -7,14 +7,15 @@ everything here is normalized to the module name. Whole names are compared, neve
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Tuple
 
-_KO = re.compile(r"([^/\s:]+)\.ko(?:\.(?:xz|gz|zst|bz2))?$")
+from scanner.lazyre import lazy_compile
+
+_KO = lazy_compile(r"([^/\s:]+)\.ko(?:\.(?:xz|gz|zst|bz2))?$")
 #: Where a ``.ko`` name may start in a line: its start, or after ``/``, a blank or ``:``. Searching
 #: for _KO from every position instead is quadratic: a 1 MiB line without ``.ko`` hung the scan.
-_KO_IN_LINE = re.compile(r"(?:^|[/\s:])[^/\s:]+\.ko(?:\.(?:xz|gz|zst|bz2))?$")
+_KO_IN_LINE = lazy_compile(r"(?:^|[/\s:])[^/\s:]+\.ko(?:\.(?:xz|gz|zst|bz2))?$")
 
 
 def module_name(path_or_name: str) -> str:

@@ -9,22 +9,20 @@ the rules that compare it with now (VFIO-016, VFIO-017).
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import re
 from functools import cached_property
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from scanner.facts.cmdline import Cmdline, parse_cmdline
-from scanner.facts.variants import PLAIN, VfioChoice, best_alias, driver_of, vfio_aliases
 from scanner.host import LARGE_CAP
+from scanner.lazyre import lazy_compile
 
-_OPTIONS = re.compile(r"^\s*options\s+(vfio[-_]pci)\s+(.*)$")
-_LOADS_VFIO_PCI = re.compile(r"(?:kmod load|modprobe)[^\"]*\bvfio[-_]pci\b")
+_OPTIONS = lazy_compile(r"^\s*options\s+(vfio[-_]pci)\s+(.*)$")
+_LOADS_VFIO_PCI = lazy_compile(r"(?:kmod load|modprobe)[^\"]*\bvfio[-_]pci\b")
 #: vfio_pci in initramfs-tools' modules list (a line), dracut's force_drivers, mkinitcpio's MODULES=().
-_EARLY_VFIO_PCI = re.compile(r"(?m)^\s*vfio[-_]pci\s*(?:#.*)?$|^\s*force_drivers\+?=\"[^\"]*\bvfio[-_]pci\b"
-                             r"|^\s*MODULES\+?=\([^)]*\bvfio[-_]pci\b")
-_SOFTDEP = re.compile(r"^\s*softdep\s+(\S+)\s.*\bpre:.*\bvfio[-_]pci\b")
+_EARLY_VFIO_PCI = lazy_compile(r"(?m)^\s*vfio[-_]pci\s*(?:#.*)?$|^\s*force_drivers\+?=\"[^\"]*\bvfio[-_]pci\b"
+                               r"|^\s*MODULES\+?=\([^)]*\bvfio[-_]pci\b")
+_SOFTDEP = lazy_compile(r"^\s*softdep\s+(\S+)\s.*\bpre:.*\bvfio[-_]pci\b")
 
 
 class NextBoot:
@@ -60,6 +58,8 @@ class NextBoot:
         Which entry: the ``LoaderEntryDefault`` EFI variable (``bootctl set-default``), else
         ``default`` of ``loader/loader.conf`` (a glob), else ``LoaderEntrySelected``, the entry this
         boot started from (the EFI variables are systemd-boot's own, readable by everyone)."""
+        import fnmatch
+
         entries = {}  # entry id (file name) -> path, first ESP or XBOOTLDR mount point wins
         loader_conf = None
         for esp in ESP_MOUNTS:
@@ -89,6 +89,8 @@ class NextBoot:
 
     def kernelstub_cmdline(self) -> Optional[Cmdline]:
         """``/etc/kernelstub/configuration``'s user kernel options (Pop!_OS)."""
+        import json
+
         got = self.host.read("/etc/kernelstub/configuration")
         if not got.ok:
             return None
@@ -208,6 +210,8 @@ class NextBoot:
         return self._module_aliases()[1]
 
     def _module_aliases(self):
+        from scanner.facts.variants import vfio_aliases
+
         kept = self.__dict__.get("_module_aliases_memo")
         if kept is None:
             got = self.module_aliases_read
@@ -223,6 +227,8 @@ class NextBoot:
     def vfio_driver_for(self, device) -> VfioChoice:
         """The vfio driver a binding should use for ``device``: the variant libvirt would pick from
         modules.alias, else vfio-pci (also when the file cannot be read: then ``note`` says so)."""
+        from scanner.facts.variants import PLAIN, VfioChoice, best_alias, driver_of
+
         got = self.module_aliases_read
         source = got.path if got is not None else "modules.alias"
         if got is None or not got.ok:
@@ -237,6 +243,8 @@ class NextBoot:
     def early_host_drivers(self, device, modules: FrozenSet[str]) -> List[str]:
         """The modules among ``modules`` (those an initramfs holds) that would claim ``device`` by its
         modalias: its host drivers, loaded before the real root. vfio's own are left out."""
+        import fnmatch
+
         alias = modalias(device)
         if alias is None:
             return []

@@ -6,13 +6,14 @@ becomes ``None`` plus a note naming the file, never an exception.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
+from scanner.lazyre import lazy_compile
+
 # ``\Z``, not ``$`` (which also matches before a trailing newline: "0000:01:00.0\n" is no address)
-ADDRESS = re.compile(r"^(?P<domain>[0-9a-f]{4,8}):(?P<bus>[0-9a-f]{2}):(?P<slot>[0-1][0-9a-f])\.(?P<func>[0-7])\Z")
-_HEX_ID = re.compile(r"^(?:0x)?([0-9a-fA-F]{1,8})$")
+ADDRESS = lazy_compile(r"^(?P<domain>[0-9a-f]{4,8}):(?P<bus>[0-9a-f]{2}):(?P<slot>[0-1][0-9a-f])\.(?P<func>[0-7])\Z")
+_HEX_ID = lazy_compile(r"^(?:0x)?([0-9a-fA-F]{1,8})$")
 
 #: PCI class codes (base class + subclass) that are bridges: they stay on the host, never bound to vfio.
 BRIDGE_CLASSES = ("0604", "0609")

@@ -17,18 +17,19 @@ drive the terminal. The Facts layer finds and reads the file (``Facts.pci_ids``)
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Collection, Dict, Optional, Tuple
+
+from scanner.lazyre import lazy_compile
 
 #: Where distributions install it, in the order lspci's builds look (Debian/Ubuntu's pciutils and
 #: pci.ids packages, Fedora/Arch's hwdata, older or hand-built pciutils); a ``.gz`` of each is tried too.
 PCI_IDS_PATHS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids")
 
-_VENDOR = re.compile(r"^([0-9A-Fa-f]{4})\s+(\S.*)$")
-_DEVICE = re.compile(r"^\t([0-9A-Fa-f]{4})\s+(\S.*)$")
-_SECTION = re.compile(r"^[A-Z] ")  # "C 03  Display controller" (and any other lettered section)
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_VENDOR = lazy_compile(r"^([0-9A-Fa-f]{4})\s+(\S.*)$")
+_DEVICE = lazy_compile(r"^\t([0-9A-Fa-f]{4})\s+(\S.*)$")
+_SECTION = lazy_compile(r"^[A-Z] ")  # "C 03  Display controller" (and any other lettered section)
+_CONTROL = lazy_compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,13 @@ Pure: the Facts layer reads the file.
 from __future__ import annotations
 
 import fnmatch
-import re
 from typing import Iterable, NamedTuple, Optional, Tuple
+
+from scanner.lazyre import lazy_compile
 
 PLAIN = "vfio-pci"
 #: What a variant's driver name may be before it goes near a shell or sysfs: its module name.
-VARIANT = re.compile(r"^[a-z0-9][a-z0-9_]{0,60}_vfio_pci\Z")
+VARIANT = lazy_compile(r"^[a-z0-9][a-z0-9_]{0,60}_vfio_pci\Z")
 PREFIX = "vfio_pci:"
 
 

@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from scanner.facts.accounts import (ROOT, Account, Group, group_name, groups_of, lookup, parse_group, parse_passwd,
-                                    parse_qemu_conf)
-from scanner.facts.memlock import LimitLine, Who, parse_limits, parse_systemd_memlock
 from scanner.host import Read, Stat
 from scanner.model import Evidence
 
@@ -57,6 +54,8 @@ class VmUser:
     @property
     def who(self) -> Who:
         """The account as pam_limits looks it up."""
+        from scanner.facts.memlock import Who
+
         return Who(self.account.name, self.account.uid, self.account.gid, self.gids, self.group_names)
 
     def label(self) -> str:
@@ -79,6 +78,8 @@ class VmAccess:
 
     @cached_property
     def accounts(self) -> Dict[str, Account]:
+        from scanner.facts.accounts import parse_passwd
+
         return parse_passwd(self.passwd_read.value())
 
     @cached_property
@@ -87,6 +88,8 @@ class VmAccess:
 
     @cached_property
     def groups(self) -> Dict[str, Group]:
+        from scanner.facts.accounts import parse_group
+
         return parse_group(self.group_read.value())
 
     @cached_property
@@ -95,6 +98,8 @@ class VmAccess:
 
     @cached_property
     def qemu_conf(self) -> Dict[str, str]:
+        from scanner.facts.accounts import parse_qemu_conf
+
         return parse_qemu_conf(self.qemu_conf_read.value())
 
     @property
@@ -144,6 +149,8 @@ class VmAccess:
 
     def _account(self, name: str, source: str, libvirt: bool, evidence: List[Evidence]) -> VmUser:
         """The VmUser for ``name``, with its uid and groups from the local account files."""
+        from scanner.facts.accounts import ROOT, group_name, lookup
+
         passwd = self.passwd_read
         account = lookup(name, self.accounts) or (ROOT if name == "root" else None)
         if account is None:
@@ -167,6 +174,8 @@ class VmAccess:
     def _process_gids(self, account: Account, libvirt: bool) -> FrozenSet[int]:
         """The groups of a QEMU process of ``account``: under libvirt, qemu.conf's ``group`` replaces the
         primary group (the user's other groups stay: libvirt sets them too)."""
+        from scanner.facts.accounts import groups_of
+
         gids = set(groups_of(account, self.groups))
         spec = self.qemu_conf.get("group") if libvirt else None
         if spec:
@@ -207,11 +216,15 @@ class VmAccess:
 
     @cached_property
     def memlock_lines(self) -> Tuple[LimitLine, ...]:
+        from scanner.facts.memlock import parse_limits
+
         return tuple(line for read in self.limits_files if read.ok for line in parse_limits(read.path, read.text))
 
     @cached_property
     def systemd_memlock(self) -> Optional[Tuple[float, float, str]]:
         """(soft, hard, file) of systemd's ``DefaultLimitMEMLOCK=``, or None when no readable file sets it."""
+        from scanner.facts.memlock import parse_systemd_memlock
+
         listing = self.host.listdir(SYSTEM_CONF_DIR)
         paths = [SYSTEM_CONF] + [f"{SYSTEM_CONF_DIR}/{n}" for n in listing.entries()
                                  if n.endswith(".conf") and self._plain_name(n)]

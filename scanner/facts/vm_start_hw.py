@@ -21,17 +21,17 @@ Formats, as Debian's 6.1 and 6.12 kernels show them (checked under QEMU):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Dict, Optional, Tuple
 
 from scanner.host import Read
+from scanner.lazyre import lazy_compile
 
-_IOMEM_LINE = re.compile(r"^( *)([0-9a-fA-F]{1,16})-([0-9a-fA-F]{1,16}) : (.*)$")
-_RESOURCE_LINE = re.compile(r"^0x([0-9a-fA-F]{1,16}) 0x([0-9a-fA-F]{1,16}) 0x([0-9a-fA-F]{1,16})$")
-_REGION_LINE = re.compile(r"^0x([0-9a-fA-F]{1,16}) 0x([0-9a-fA-F]{1,16}) (\S+)$")
-_LOCKDOWN_MODE = re.compile(r"\[([a-z]+)\]")
+_IOMEM_LINE = lazy_compile(r"^( *)([0-9a-fA-F]{1,16})-([0-9a-fA-F]{1,16}) : (.*)$")
+_RESOURCE_LINE = lazy_compile(r"^0x([0-9a-fA-F]{1,16}) 0x([0-9a-fA-F]{1,16}) 0x([0-9a-fA-F]{1,16})$")
+_REGION_LINE = lazy_compile(r"^0x([0-9a-fA-F]{1,16}) 0x([0-9a-fA-F]{1,16}) (\S+)$")
+_LOCKDOWN_MODE = lazy_compile(r"\[([a-z]+)\]")
 
 #: ``include/linux/ioport.h``: the resource flags a ``resource`` line shows.
 IORESOURCE_MEM = 0x200

@@ -27,26 +27,23 @@ KERNEL_LOG_COMMANDS = (
 
 def run_command(argv: Sequence[str], timeout: int = COMMAND_TIMEOUT) -> Read:
     """Run a read-only command; its stdout or the reason it gave none."""
-    import subprocess  # here: only reading the kernel log runs a command
+    from scanner.host.command import CommandTimeout, run  # here: only reading the kernel log runs a command
 
     source = " ".join(argv)
     env = dict(os.environ, LC_ALL="C", SYSTEMD_PAGER="", PAGER="cat")
     try:
-        proc = subprocess.run(
-            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            timeout=timeout, env=env, check=False,
-        )
+        returncode, stdout, stderr = run(argv, env, timeout)
     except FileNotFoundError:
         return Read(source, reason="command not found")
-    except subprocess.TimeoutExpired:
+    except CommandTimeout:
         return Read(source, reason=f"timed out after {timeout} s")
     except OSError as exc:
         return Read(source, reason=f"could not run: {exc.strerror or exc}")
-    err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-    if proc.returncode != 0:
-        why = err[-1] if err else f"exit status {proc.returncode}"
+    err = stderr.decode("utf-8", "replace").strip().splitlines()
+    if returncode != 0:
+        why = err[-1] if err else f"exit status {returncode}"
         return Read(source, reason=why)
-    out = proc.stdout[:LARGE_CAP].decode("utf-8", "replace")
+    out = stdout[:LARGE_CAP].decode("utf-8", "replace")
     if not out.strip():
         return Read(source, reason="printed nothing" + (f" ({err[-1]})" if err else ""))
     return Read(source, out)
