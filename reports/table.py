@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import textwrap
 
-from tabulate import tabulate
-
+from reports.text_table import simple_table
 from scanner.terminal_text import for_terminal
 
 WIDTH = 100
 CHECK_WIDTH = 30
+HEADERS = ("status", "rule", "check", "result")
 LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP", "error": "ERROR", "waived": "WAIVED"}
 
 
@@ -183,13 +183,12 @@ def render_one(report, verbose: bool) -> str:
         out.append(_wrap(f"ERROR {note}", WIDTH))
     for subject, findings in _subjects(report).items():
         rows = [(LABEL[f.status], for_terminal(f.rule_id), for_terminal(f.title), _result(f)) for f in findings]
-        # tabulate pads a header by 2 and separates columns by 2: give the result what is left of WIDTH
+        # a header is padded by 2 and columns are 2 apart (reports/text_table.py): the result gets what is left
         status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
         rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
         result_w = max(20, WIDTH - status_w - rule_w - CHECK_WIDTH - 3 * 2)
         out.append(for_terminal(subject))
-        out.append(tabulate(rows, headers=("status", "rule", "check", "result"), tablefmt="simple",
-                            maxcolwidths=[None, None, CHECK_WIDTH, result_w]))
+        out.append(simple_table(HEADERS, rows, [None, None, CHECK_WIDTH, result_w]))
         out.append("")
     fixes = _fixes(report, verbose)
     if fixes:
