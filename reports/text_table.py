@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from itertools import zip_longest
 from textwrap import TextWrapper
 
 GAP = "  "
@@ -85,23 +86,24 @@ def wrapped(text: str, width: int) -> str:
     if len(text) <= width:  # one line: what textwrap leaves of it is all but the trailing blanks
         return text.rstrip(" ")
     chunks = [chunk for chunk in _WORDS.split(text) if chunk]
-    chunks.reverse()
-    lines = []
-    while chunks:
-        line, used = [], 0
-        if lines and not chunks[-1].strip():  # a line after the first starts with no blank
-            del chunks[-1]
-        while chunks and used + len(chunks[-1]) <= width:
-            used += len(chunks[-1])
-            line.append(chunks.pop())
-        if chunks and len(chunks[-1]) > width:  # fits no line: cut at what is left of this one
-            word = chunks[-1]
+    lines, start, end = [], 0, len(chunks)
+    while start < end:
+        if lines and not chunks[start].strip():  # a line after the first starts with no blank
+            start += 1
+        stop, used = start, 0
+        while stop < end and used + len(chunks[stop]) <= width:
+            used += len(chunks[stop])
+            stop += 1
+        line = chunks[start:stop]
+        if stop < end and len(chunks[stop]) > width:  # fits no line: cut at what is left of this one
+            word = chunks[stop]
             line.append(word[:width - used])
-            chunks[-1] = word[width - used:]
+            chunks[stop] = word[width - used:]
         if line and not line[-1].strip():
             del line[-1]
         if line:
             lines.append("".join(line))
+        start = stop
     return "\n".join(lines)
 
 
@@ -134,11 +136,11 @@ def simple_table(headers, rows, max_widths) -> str:
         right.append(is_number)
         texts.append(lines)
 
-    def joined(parts) -> str:
-        return GAP.join(p.rjust(w) if r else p.ljust(w) for p, w, r in zip(parts, widths, right)).rstrip()
-
-    out = [joined(headers), GAP.join("-" * w for w in widths).rstrip()]
+    line = GAP.join(f"{{:{'>' if r else '<'}{w}}}" for w, r in zip(widths, right)).format
+    out = [line(*headers).rstrip(), GAP.join("-" * w for w in widths).rstrip()]
     for cells in zip(*texts):
-        height = max(map(len, cells), default=0) if multiline else 1  # tabulate drops a row of empty cells
-        out.extend(joined([cell[i] if i < len(cell) else "" for cell in cells]) for i in range(height))
+        if multiline:  # as many lines as the row's tallest cell (none for a row of empty cells, as tabulate)
+            out.extend(line(*parts).rstrip() for parts in zip_longest(*cells, fillvalue=""))
+        else:
+            out.append(line(*(cell[0] if cell else "" for cell in cells)).rstrip())
     return "\n".join(out)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from unittest import mock
 
+import textwrap
+
 import pytest
 import tabulate as tabulate_module
 from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 
 import reports.table
-from reports.table import CHECK_WIDTH, HEADERS, render_one
+from reports.table import CHECK_WIDTH, HEADERS, _wrap, render_one
 from reports.text_table import simple_table
 from scanner.model import Evidence, Finding, Step
 from scanner.report import Report
@@ -92,6 +94,18 @@ def test_long_results_wrap_at_their_width_break_after_hyphens_and_cut_long_words
         "FAIL      VFIO-007  vfio modules available  nothing loads vfio_pci at boot (no modules-",
         "                                            load.d or /etc/modules entry) " + "z" * 18,
         "                                            " + "z" * 32]
+
+
+# -- the lines below the tables ---------------------------------------------------------------------
+
+@settings(max_examples=400, deadline=None)
+@given(text=texts, width=st.integers(min_value=10, max_value=100), indent=st.sampled_from(["", "  ", "    "]))
+@example(text="   ", width=10, indent="    ")
+@example(text="  leading and trailing  ", width=40, indent="  ")
+def test_a_message_below_the_tables_wraps_as_textwrap_wraps_it(text, width, indent):
+    lines = textwrap.wrap(for_terminal(text), width=width, initial_indent=indent, subsequent_indent=indent + "  ",
+                          break_long_words=True, break_on_hyphens=False)
+    assert _wrap(text, width, indent) == ("\n".join(lines) or indent)
 
 
 # -- whole reports -----------------------------------------------------------------------------------
