@@ -79,7 +79,7 @@ def _digits_after_point(text: str) -> int:
 
 
 @lru_cache(maxsize=4096)  # rule titles and many results repeat from one device's table to the next
-def wrapped(text: str, width: int) -> str:
+def _wrapped(text: str, width: int) -> str:
     """``text`` as lines of at most ``width`` characters, joined by newlines; a number as it is."""
     if _is_number(text):
         return text
@@ -122,7 +122,7 @@ def simple_table(headers, rows, max_widths) -> str:
 
     ``max_widths`` holds, per column, the width its cells are wrapped at, or None for no limit.
     """
-    rows = [[cell if width is None else wrapped(cell, width) for cell, width in zip(row, max_widths)]
+    rows = [[cell if width is None else _wrapped(cell, width) for cell, width in zip(row, max_widths)]
             for row in rows]
     multiline = any("\n" in cell for row in rows for cell in row)
     columns = list(zip(*rows)) if rows else [()] * len(headers)
