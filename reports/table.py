@@ -9,19 +9,29 @@ no newline of theirs starts a line of ours.
 from __future__ import annotations
 
 import textwrap
+from functools import lru_cache
 
-from tabulate import tabulate
-
+from reports.text_table import simple_table
 from scanner.terminal_text import for_terminal
 
 WIDTH = 100
 CHECK_WIDTH = 30
+PROMPT, CONTINUED = "      $ ", "          "  # how a fix command's first line and its continuations begin
+HEADERS = ("status", "rule", "check", "result")
 LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP", "error": "ERROR", "waived": "WAIVED"}
 
 
 def _wrap(text: str, width: int, indent: str = "") -> str:
     """One line of text (host text in it escaped here) wrapped at ``width``, continuation lines indented."""
-    lines = textwrap.wrap(for_terminal(text), width=width, initial_indent=indent, subsequent_indent=indent + "  ",
+    text = for_terminal(text)
+    if len(indent) + len(text) <= width:  # one line: textwrap would only drop the trailing blanks
+        return indent + text.rstrip(" ")
+    return _wrapped_lines(text, width, indent)
+
+
+@lru_cache(maxsize=4096)  # a fix's summary and the message of the same problem repeat from device to device
+def _wrapped_lines(text: str, width: int, indent: str) -> str:
+    lines = textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ",
                           break_long_words=True, break_on_hyphens=False)
     return "\n".join(lines) or indent
 
@@ -55,25 +65,29 @@ def _shell_words(command: str):
     return words + ([current] if current else [])
 
 
-def _command(command: str, width: int, prompt: str = "      $ ", indent: str = "          ") -> list:
+def _command(command: str, width: int) -> list:
     """A fix command as lines of at most ``width`` columns, continued with `` \\`` at unquoted blanks,
     so that it still pastes into a shell as is. A single word longer than a line stays whole.
     A quoted host value may hold control characters: they are shown escaped, never sent raw."""
-    command = for_terminal(command)
-    if len(prompt) + len(command) <= width:
-        return [prompt + command]
+    return list(_command_lines(for_terminal(command), width))
+
+
+@lru_cache(maxsize=4096)  # the same fix commands repeat for every device of a kind
+def _command_lines(command: str, width: int) -> tuple:
+    if len(PROMPT) + len(command) <= width:
+        return (PROMPT + command,)
     words = _shell_words(command)
     if not words:
-        return [prompt + command]
-    lines, current = [], prompt + words[0]
+        return (PROMPT + command,)
+    lines, current = [], PROMPT + words[0]
     for i, word in enumerate(words[1:], start=2):
         reserve = 0 if i == len(words) else 2
         if len(current) + 1 + len(word) + reserve <= width:
             current += " " + word
         else:
             lines.append(current + " \\")
-            current = indent + word
-    return lines + [current]
+            current = CONTINUED + word
+    return tuple(lines) + (current,)
 
 
 def _header(report) -> str:
@@ -183,13 +197,12 @@ def render_one(report, verbose: bool) -> str:
         out.append(_wrap(f"ERROR {note}", WIDTH))
     for subject, findings in _subjects(report).items():
         rows = [(LABEL[f.status], for_terminal(f.rule_id), for_terminal(f.title), _result(f)) for f in findings]
-        # tabulate pads a header by 2 and separates columns by 2: give the result what is left of WIDTH
+        # a header is padded by 2 and columns are 2 apart (reports/text_table.py): the result gets what is left
         status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
         rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
         result_w = max(20, WIDTH - status_w - rule_w - CHECK_WIDTH - 3 * 2)
         out.append(for_terminal(subject))
-        out.append(tabulate(rows, headers=("status", "rule", "check", "result"), tablefmt="simple",
-                            maxcolwidths=[None, None, CHECK_WIDTH, result_w]))
+        out.append(simple_table(HEADERS, rows, [None, None, CHECK_WIDTH, result_w]))
         out.append("")
     fixes = _fixes(report, verbose)
     if fixes:

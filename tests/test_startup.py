@@ -288,9 +288,10 @@ NOT_FOR_A_PLAIN_SCAN = ("importlib.metadata", "email", "zipfile", "csv", "concur
 
 
 @needs_fast_path  # before 3.11 entry points come from importlib.metadata, which imports email, zipfile...
-def test_a_plain_scan_leaves_other_commands_modules_alone(intel_host):
+@pytest.mark.parametrize("fmt", ["json", "table"])  # the table lays itself out: tabulate is for other commands
+def test_a_plain_scan_leaves_other_commands_modules_alone(intel_host, fmt):
     code = ("import sys\nfrom scanner.cli import main\n"
-            f"code = main(['scan', '--root', {str(intel_host.root)!r}, '--format', 'json', '-o', '/dev/null'])\n"
+            f"code = main(['scan', '--root', {str(intel_host.root)!r}, '--format', {fmt!r}, '-o', '/dev/null'])\n"
             "print(code, ' '.join(sorted(sys.modules)))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
                           timeout=120)
