@@ -43,7 +43,10 @@ def _visible(match) -> str:
 
 def clean(text) -> str:
     """Strip colours; replace characters XML cannot hold with a visible ``\\xNN`` (never silently)."""
-    return ILLEGAL.sub(_visible, ANSI.sub("", str(text or "")))
+    text = str(text or "")
+    if text.isprintable():  # every character acted on here (ESC starts a colour) is unprintable: nothing to do
+        return text
+    return ILLEGAL.sub(_visible, ANSI.sub("", text))
 
 
 def host_slug(host: str) -> str:
@@ -58,7 +61,9 @@ def details(f) -> str:
         tag = f"[{step.phase}{', manual' if step.manual else ''}{', reboot' if step.requires_reboot else ''}]"
         lines.append(f"fix {tag} {step.summary}")
         lines += [f"  $ {c}" for c in step.commands]
-    return clean("\n".join(lines))
+    text = "\n".join(lines)
+    # a colour code never runs across a line break: lines that are each printable need no cleaning
+    return text if all(map(str.isprintable, lines)) else clean(text)
 
 
 def run_name(report) -> str:

@@ -29,33 +29,66 @@ from scanner.report import Report
 from scanner.streaming import Streamed
 
 
-# -- the whole-document JUnit writer, as it was --------------------------------------------------
+# -- the whole-document JUnit writer, as it was, text cleaning included ---------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufdd0-\ufddf\ufffe\uffff"
+                     + "".join(f"{chr(plane << 16 | 0xfffe)}{chr(plane << 16 | 0xffff)}" for plane in range(1, 17))
+                     + "]")
+
+
+def _visible(match) -> str:
+    code = ord(match.group())
+    return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code if code < 0x10000 else "\\U%08x" % code
+
+
+def clean(text) -> str:
+    return ILLEGAL.sub(_visible, ANSI.sub("", str(text or "")))
+
+
+def details(f) -> str:
+    lines = [f.message, f"observed: {f.observed or '-'}", f"expected: {f.expected or '-'}"]
+    lines += [f"evidence: {e.source}: {e.value}" for e in f.evidence]
+    for step in f.remediation:
+        tag = f"[{step.phase}{', manual' if step.manual else ''}{', reboot' if step.requires_reboot else ''}]"
+        lines.append(f"fix {tag} {step.summary}")
+        lines += [f"  $ {c}" for c in step.commands]
+    return clean("\n".join(lines))
+
+
+def host_slug(host: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-]", "_", host or "host") or "host"
+
+
+def run_name(report) -> str:
+    return report.host.get("label") or report.host.get("hostname") or "host"
+
 
 def reference_junit(reports, options) -> str:
     from junit_xml import TestCase, TestSuite, to_xml_report_string
 
     def testcase(f, fail_on, slug):
         name = f"{f.rule_id} {f.title}" + ("" if f.subject == "host" else f" {f.subject}")
-        case = TestCase(name=junit.clean(name), classname=junit.clean(f"{slug}.{f.rule or 'rule'}"),
-                        stdout=junit.details(f) if f.status in ("pass", "warn") else None)
-        message = junit.clean(f.message) or f"{f.rule_id} {f.status}"
+        case = TestCase(name=clean(name), classname=clean(f"{slug}.{f.rule or 'rule'}"),
+                        stdout=details(f) if f.status in ("pass", "warn") else None)
+        message = clean(f.message) or f"{f.rule_id} {f.status}"
         if f.status == "fail" or (f.status == "warn" and fail_on == "warn"):
-            case.add_failure_info(message=message, output=junit.details(f), failure_type=f.severity or "info")
+            case.add_failure_info(message=message, output=details(f), failure_type=f.severity or "info")
         elif f.status == "error":
-            case.add_error_info(message=message, output=junit.details(f), error_type="error")
+            case.add_error_info(message=message, output=details(f), error_type="error")
         elif f.status == "skip":
-            case.add_skipped_info(message=message, output=junit.details(f))
+            case.add_skipped_info(message=message, output=details(f))
         elif f.status == "waived":
             w = f.waiver or {}
             why = f"waived: {w.get('justification', '')} (expires {w.get('expires') or 'never'})"
-            case.add_skipped_info(message=junit.clean(why), output=junit.details(f))
+            case.add_skipped_info(message=clean(why), output=details(f))
         elif f.status == "warn":
-            case.stdout = junit.clean("WARNING: " + junit.details(f))
+            case.stdout = clean("WARNING: " + details(f))
         return case
 
     def suite(report, index):
-        host = junit.run_name(report)
-        slug = junit.host_slug(host)
+        host = run_name(report)
+        slug = host_slug(host)
         cases = [testcase(f, report.fail_on, slug) for f in report.findings]
         seen = {}
         for case in cases:
@@ -66,12 +99,12 @@ def reference_junit(reports, options) -> str:
         props = {"vfio-scan.version": report.tool.get("version", ""), "kernel": report.host.get("kernel") or "",
                  "arch": report.host.get("arch") or "", "cpu_vendor": report.host.get("cpu_vendor") or "",
                  "readiness": report.readiness, "source": report.host.get("source") or ""}
-        ts = TestSuite(name=junit.clean(f"vfio-scan:{host}"), test_cases=cases,
-                       hostname=junit.clean(report.host.get("hostname") or host), id=index,
-                       timestamp=report.started_at, properties={k: junit.clean(v) for k, v in props.items()})
+        ts = TestSuite(name=clean(f"vfio-scan:{host}"), test_cases=cases,
+                       hostname=clean(report.host.get("hostname") or host), id=index,
+                       timestamp=report.started_at, properties={k: clean(v) for k, v in props.items()})
         for note in report.notes:
             err = TestCase(name="host scan", classname=f"{slug}.scan")
-            err.add_error_info(message=junit.clean(note), output=junit.clean(note), error_type="error")
+            err.add_error_info(message=clean(note), output=clean(note), error_type="error")
             ts.test_cases.append(err)
         return ts
 
@@ -166,6 +199,15 @@ def test_the_streamed_text_is_the_whole_document_writers(module, reference, runs
     expected = reference(runs, options)
     assert streamed(module, runs, options) == expected
     assert module.render(runs, options) == expected
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(TEXT, max_size=4))
+def test_text_is_cleaned_as_it_always_was(lines):
+    finding = Finding(status="pass", message=lines[0] if lines else "m", observed="\n".join(lines),
+                      evidence=tuple(Evidence(line, line) for line in lines))
+    assert [junit.clean(line) for line in lines] == [clean(line) for line in lines]
+    assert junit.details(finding) == details(finding)
 
 
 def test_a_value_json_cannot_take_as_it_is_is_written_as_the_standard_library_writes_it():
