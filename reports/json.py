@@ -1,6 +1,13 @@
-"""JSON output: one report, or the fleet document when several hosts were scanned."""
+"""JSON output: one report, or the fleet document when several hosts were scanned.
+
+The text is made piece by piece (:func:`pieces`), one finding at a time, so that a scan of thousands
+of targets is written without its whole document or text in memory. Only ``--validate`` builds the
+whole document first: the schema is checked against all of it before a byte is written.
+"""
 
 from __future__ import annotations
+
+from typing import Iterator
 
 from scanner.report import SCHEMA_VERSION
 
@@ -18,13 +25,41 @@ def document(reports, fleet: bool = False) -> dict:
     }
 
 
-def render(reports, options) -> str:
+def streamed_document(reports, fleet: bool = False) -> dict:
+    """:func:`document` with each report's findings, and a fleet's hosts, made only as they are written."""
+    from reports.jsontext import Stream
+
+    def one(report) -> dict:
+        return report.to_dict_with(Stream(f.to_dict() for f in report.findings))
+
+    if len(reports) == 1 and not fleet:
+        return one(reports[0])
+    from scanner.fleet.summary import fleet_summary
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "hosts": Stream(one(r) for r in reports),
+        "summary": fleet_summary(reports),
+    }
+
+
+def pieces(reports, options) -> Iterator[str]:
+    """The text of :func:`render` in pieces. ``--validate`` is checked here, before the first piece."""
+    from reports.jsontext import iterdumps  # json.dumps(doc, indent=2, ensure_ascii=False), faster
+
     fleet = bool(options.get("fleet")) or len(reports) > 1
-    doc = document(reports, fleet)
     if options.get("validate"):
         from scanner.output import validate_document
 
+        doc = document(reports, fleet)
         validate_document(doc, "fleet" if fleet else "report")
-    from reports.jsontext import dumps  # json.dumps(doc, indent=2, ensure_ascii=False), faster
+    else:
+        doc = streamed_document(reports, fleet)
+    return iterdumps(doc, end="\n")
 
-    return dumps(doc, end="\n")
+
+def render(reports, options) -> str:
+    return "".join(pieces(reports, options))
+
+
+render.pieces = pieces  # what scanner/output.py streams to the destination instead of the whole text

@@ -10,6 +10,13 @@ Only plain values take this path (dicts with ``str`` keys, lists, tuples, ``str`
 finite ``float``, ``bool``, ``None``, shallow): anything else, or a reference cycle, leaves the
 whole document to ``json.dumps``, so the text, or the error, is always the standard library's.
 
+:func:`iterdumps` gives the same text in pieces, for a writer that sends each piece on at once: a
+:class:`Stream` in the document stands for a list whose items are made one at a time (a report's
+findings), so that neither the whole document nor its whole text is ever held. Each piece is a value
+of the document (one finding), written as above, or by ``json.dumps`` when it is not plain: the
+standard library indents a value inside a document exactly as it indents it alone, one level deeper
+on every line, so the text is the same either way.
+
 One difference, in both paths: a lone surrogate (a file name's undecodable byte kept as
 ``\\udcff``, or one a snapshot spelled so) is written as JSON's escape ``\\udcff``. The standard
 library writes it raw, and a raw surrogate cannot be encoded as UTF-8: every output file would
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring
-from typing import List
+from typing import Iterable, Iterator, List
 
 from scanner.lazyre import lazy_compile
 
@@ -48,6 +55,68 @@ def dumps(doc, end: str = "") -> str:
     except _NotPlain:
         return escape_surrogates(json.dumps(doc, indent=2, ensure_ascii=False) + end)
     out.append(end)
+    return escape_surrogates("".join(out))
+
+
+class Stream:
+    """A list whose items are made only when :func:`iterdumps` reaches each one, and dropped once written."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Iterable):
+        self.items = items
+
+
+def iterdumps(doc, end: str = "") -> Iterator[str]:
+    """The text of ``dumps(doc, end)`` piece by piece. A dict that holds a :class:`Stream` as one of its
+    values (a report around its findings) is written key by key, and its keys must be ``str``."""
+    known: dict = {}
+    yield from _pieces(doc, 0, known)
+    if end:
+        yield end
+
+
+#: at most this many lists' texts are remembered while a document is streamed: its findings come and go
+STREAM_KNOWN_MAX = 4096
+
+
+def _pieces(o, level: int, known: dict) -> Iterator[str]:
+    if type(o) is Stream:
+        items = iter(o.items)
+        first = next(items, _END)
+        if first is _END:
+            yield "[]"
+            return
+        inner = "," + _NEWLINE[level + 1]
+        yield "[" + _NEWLINE[level + 1]
+        yield from _pieces(first, level + 1, known)
+        for item in items:
+            yield inner
+            yield from _pieces(item, level + 1, known)
+        yield _NEWLINE[level] + "]"
+    elif type(o) is dict and any(type(v) is Stream for v in o.values()):
+        start, comma = "{" + _NEWLINE[level + 1], "," + _NEWLINE[level + 1]
+        for key, value in o.items():
+            yield start + encode_basestring(key) + ": "
+            yield from _pieces(value, level + 1, known)
+            start = comma
+        yield _NEWLINE[level] + "}"
+    else:
+        if len(known) > STREAM_KNOWN_MAX:
+            known.clear()
+        yield _text(o, level, known)
+
+
+_END = object()
+
+
+def _text(o, level: int, known: dict) -> str:
+    """One value's text, as it stands at ``level`` of a document."""
+    out: List[str] = []
+    try:
+        _value(o, level, out, known, set())
+    except _NotPlain:
+        return escape_surrogates(json.dumps(o, indent=2, ensure_ascii=False).replace("\n", "\n" + INDENT * level))
     return escape_surrogates("".join(out))
 
 
@@ -142,4 +211,4 @@ def _dict(mapping, level: int, out: List[str], known: dict, active: set) -> None
     active.discard(id(mapping))
 
 
-__all__ = ["dumps", "escape_surrogates"]
+__all__ = ["Stream", "dumps", "escape_surrogates", "iterdumps"]

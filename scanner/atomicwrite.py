@@ -8,6 +8,11 @@ and only then renamed over the old one: a reader sees the old file or the new on
 When anything fails (ENOSPC, EFBIG, EIO, a permission...) the temporary file is removed, the old
 file is left as it was, and :class:`OutputError` says what and why in one line.
 
+The text may also come as an iterable of pieces (a report of thousands of findings, made one
+finding at a time): they are encoded and written in blocks as they come, into the same temporary
+file, so the whole text is never held. Whatever stops the pieces midway -- the code making them
+raises, an interrupt -- removes the temporary file as a failed write does, and is raised as it was.
+
 What is not a regular file -- a device (``/dev/null``, ``/dev/full``), a FIFO, a file descriptor's
 link (``/dev/stdout``, ``/proc/self/fd/1``) -- is written in place: renaming over it would replace
 a device node (as root) or cut a link to a descriptor. A symlink to a regular file has the file it
@@ -22,6 +27,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from typing import Iterable, Iterator, Union
 
 from scanner.lazyre import lazy_compile
 
@@ -29,6 +35,9 @@ from scanner.lazyre import lazy_compile
 _FD_LINK = lazy_compile(r"^/(?:proc/[^/]+/fd|dev/fd)/|^/dev/std(?:in|out|err)$")
 
 _umask_lock = threading.Lock()
+
+#: pieces of text are joined into blocks of about this many characters before being encoded and written
+BLOCK_CHARS = 1 << 20
 
 
 class OutputError(Exception):
@@ -39,16 +48,37 @@ class OutputError(Exception):
         self.path, self.reason, self.errno = path, reason, errno
 
 
-def write_atomically(path: str, data: str | bytes) -> None:
-    """Write ``data`` (text is UTF-8) to ``path`` whole or not at all; raises :class:`OutputError`."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+def write_atomically(path: str, data: Union[str, bytes, bytearray, memoryview, Iterable[str]]) -> None:
+    """Write ``data`` (text is UTF-8; an iterable of text pieces is written as it comes) to ``path``
+    whole or not at all; raises :class:`OutputError`."""
+    if isinstance(data, str):
+        data = [data.encode("utf-8")]
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        data = [data]
+    else:
+        data = (block.encode("utf-8") for block in text_blocks(data))
     try:
         if _in_place(path):
-            _write_in_place(path, raw)
+            _write_in_place(path, data)
         else:
-            _replace(os.path.realpath(path), raw)
+            _replace(os.path.realpath(path), data)
     except OSError as exc:
         raise OutputError(path, exc.strerror or str(exc), exc.errno) from exc
+
+
+def text_blocks(pieces: Iterable[str], size: int = 0) -> Iterator[str]:
+    """The pieces joined into blocks of about ``size`` characters (default :data:`BLOCK_CHARS`): a write per
+    block, not per piece."""
+    size = size or BLOCK_CHARS
+    batch, held = [], 0
+    for piece in pieces:
+        batch.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield "".join(batch)
+            batch, held = [], 0
+    if batch:
+        yield "".join(batch)
 
 
 def _in_place(path: str) -> bool:
@@ -66,15 +96,15 @@ def _in_place(path: str) -> bool:
         return False
 
 
-def _write_in_place(path: str, raw: bytes) -> None:
+def _write_in_place(path: str, blocks: Iterable[bytes]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0))
     try:
-        _write_all(fd, raw)
+        _write_all(fd, blocks)
     finally:
         os.close(fd)
 
 
-def _replace(target: str, raw: bytes) -> None:
+def _replace(target: str, blocks: Iterable[bytes]) -> None:
     import tempfile  # only here: it imports shutil and random, which a scan to stdout does not need
 
     directory, name = os.path.split(target)
@@ -85,13 +115,13 @@ def _replace(target: str, raw: bytes) -> None:
     fd, temp = tempfile.mkstemp(dir=directory, prefix="." + name + ".", suffix=".tmp")
     try:
         try:
-            _write_all(fd, raw)
+            _write_all(fd, blocks)
             os.fsync(fd)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)  # close() reports delayed write errors too (NFS): still before the rename
         os.replace(temp, target)
-    except BaseException:  # OSError, and an interrupt mid-write: no temporary file is left behind
+    except BaseException:  # OSError, an interrupt or a failing piece mid-write: no temporary file is left behind
         try:
             os.unlink(temp)
         except OSError:
@@ -100,10 +130,11 @@ def _replace(target: str, raw: bytes) -> None:
     _sync_directory(directory)
 
 
-def _write_all(fd: int, raw: bytes) -> None:
-    view = memoryview(raw)
-    while view:
-        view = view[os.write(fd, view):]
+def _write_all(fd: int, blocks: Iterable[bytes]) -> None:
+    for raw in blocks:
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def _sync_directory(directory: str) -> None:

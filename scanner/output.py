@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple, Union
 
 from scanner.report import Report
+from scanner.streaming import StreamFailed, Streamed  # noqa: F401 (StreamFailed: part of this module's API)
 
 
 class InvalidReport(Exception):
@@ -24,6 +25,9 @@ class RenderFailed(InvalidReport):
         super().__init__("; ".join(failures))
         self.failures = failures
         self.rendered = rendered
+
+
+Rendered = Union[str, Streamed]
 
 
 def load_schema(name: str) -> dict:
@@ -61,8 +65,9 @@ def validate_document(document: dict, schema_name: str = "report") -> None:
 
 
 def render_all(registry, reports: Sequence[Report], outputs: Iterable[Tuple[str, str]], verbose: bool = False,
-               validate: bool = False, fleet: bool = False) -> List[Tuple[str, str]]:
-    """Render every (format, path) before anything is written, so one failure loses nothing.
+               validate: bool = False, fleet: bool = False) -> List[Tuple[Rendered, str]]:
+    """Render every (format, path) before anything is written, so one failure loses nothing: each
+    output's text, or for a built-in format that streams its text, a :class:`Streamed` ready to go.
 
     ``fleet``: render the merged many-host output (matrix table, JSON fleet document) even for
     one report -- what ``vfio-scan fleet`` promises a script; several reports always get it.
@@ -81,7 +86,8 @@ def render_all(registry, reports: Sequence[Report], outputs: Iterable[Tuple[str,
             spec = registry.formats[fmt]
             try:
                 guard = Deadline() if spec.plugin in builtin else deadline
-                rendered.append((guard.call(_render, spec, list(reports), dict(options)), path))
+                output = guard.call(_render, spec, list(reports), dict(options), spec.plugin in builtin)
+                rendered.append((output, path))
             except PluginCrash as crash:
                 if isinstance(crash.__cause__, InvalidReport):  # --validate: the report itself is wrong
                     raise crash.__cause__ from None
@@ -91,11 +97,16 @@ def render_all(registry, reports: Sequence[Report], outputs: Iterable[Tuple[str,
     return rendered
 
 
-def _render(spec, reports: List[Report], options: dict) -> str:
-    """One format's text; run under the guard, since even importing the renderer runs plugin code."""
+def _render(spec, reports: List[Report], options: dict, builtin: bool) -> Rendered:
+    """One format's text, or its pieces to come for a built-in format that streams them; run under the
+    guard, since even importing the renderer runs plugin code."""
     from scanner.engine import PluginCrash
 
-    text = spec.load()(reports, options)
+    renderer = spec.load()
+    pieces = getattr(renderer, "pieces", None) if builtin else None
+    if pieces is not None:
+        return Streamed(spec.name, spec.plugin, pieces(reports, options))
+    text = renderer(reports, options)
     if not isinstance(text, str):
         raise PluginCrash(f"returned a {type(text).__name__}, not text")
     return text

@@ -217,16 +217,18 @@ def check_writable(path: str, option: str) -> None:
         raise UsageError(f"{option} {path}: not writable")
 
 
-def write_output(path: str, text: str) -> None:
-    """Write one output to stdout (``None`` or ``-``) or to a file, whole or not at all
-    (scanner/atomicwrite.py); a write that fails raises OutputError."""
-    from scanner.atomicwrite import OutputError, write_atomically
+def write_output(path: str, text) -> None:
+    """Write one output -- its text, or the pieces of a streamed one (scanner/output.py) -- to stdout
+    (``None`` or ``-``) or to a file, whole or not at all (scanner/atomicwrite.py); a write that fails
+    raises OutputError, a streamed format that fails midway StreamFailed."""
+    from scanner.atomicwrite import OutputError, text_blocks, write_atomically
 
     if path not in (None, "-"):
         write_atomically(path, text)
         return
     try:
-        sys.stdout.write(text)
+        for block in ([text] if isinstance(text, str) else text_blocks(text)):
+            sys.stdout.write(block)
         sys.stdout.flush()
     except OSError as exc:  # > /dev/full, a closed pipe (EPIPE)
         _drop_stdout()
@@ -248,12 +250,13 @@ def write_outputs(command: str, outputs) -> bool:
     """Write every ``(text, path)``; one that fails is one line on stderr, and the others are still
     written (nothing already gathered is lost). True when every output was written."""
     from scanner.atomicwrite import OutputError
+    from scanner.streaming import StreamFailed
 
     written = True
     for text, path in outputs:
         try:
             write_output(path, text)
-        except OutputError as exc:
+        except (OutputError, StreamFailed) as exc:
             print(f"vfio-scan {command}: error: {exc}", file=sys.stderr)
             written = False
     return written
