@@ -49,7 +49,18 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
         started_at=started,
         duration_s=time.perf_counter() - clock,
         targets=[str(t) for t in scan.targets],
+        devices=_target_devices(facts, scan.targets),
         tool={"name": "vfio-scan", "version": __version__},
         fail_on=scan.fail_on,
         policy=policy_info,
     )
+
+
+def _target_devices(facts: Facts, targets) -> list:
+    """Each target that sysfs shows, named (ids, class, driver, pci.ids names) for the outputs;
+    none without targets, so a host scan does not read pci.ids."""
+    if not targets:
+        return []
+    from scanner.device_identity import device_entry
+
+    return [device_entry(facts, t.address) for t in targets if t.address in facts.pci]
