@@ -46,6 +46,9 @@ class Report:
     notes: List[str] = field(default_factory=list)  # host-level problems (unreadable snapshot, ...)
     policy: Optional[dict] = None  # {file, date, waivers, expired_waivers, unused_waivers} with --policy
     devices: List[dict] = field(default_factory=list)  # each target as scanner/device_identity.py names it
+    #: every PCI function with its parent bridge and group (scanner/facts/topology.py), for the HTML
+    #: picture; gathered only when an HTML output is asked for, and never part of the JSON
+    topology: Optional[List[dict]] = None
 
     @property
     def counts(self) -> dict:

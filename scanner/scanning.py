@@ -50,6 +50,7 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
         duration_s=time.perf_counter() - clock,
         targets=[str(t) for t in scan.targets],
         devices=_target_devices(facts, scan.targets),
+        topology=_topology(facts) if scan.options.get("topology") else None,
         tool={"name": "vfio-scan", "version": __version__},
         fail_on=scan.fail_on,
         policy=policy_info,
@@ -64,3 +65,9 @@ def _target_devices(facts: Facts, targets) -> list:
     from scanner.device_identity import device_entry
 
     return [device_entry(facts, t.address) for t in targets if t.address in facts.pci]
+
+
+def _topology(facts: Facts) -> list:
+    from scanner.facts.topology import pci_tree
+
+    return pci_tree(facts)

@@ -97,11 +97,12 @@ def run(args) -> int:
     from scanner.report import EXIT_INCOMPLETE, combined_exit_code
     from scanner.scanning import scan_host
 
-    scan = Scan(fail_on=policy.fail_on or "fail", policy=policy, vm_user=vm_user(args.vm_user),
-                guest_memory=guest_memory(args.guest_memory), managed=args.managed)
-    reports = hosts.scan(lambda host: scan_host(host, rules, scan, selectors=selectors, vfs=vfs), fail_on=scan.fail_on)
     outputs = [(args.format, args.output or "-")]
     outputs += [(fmt, path) for fmt, _, path in extra if path]
+    scan = Scan(fail_on=policy.fail_on or "fail", policy=policy, vm_user=vm_user(args.vm_user),
+                guest_memory=guest_memory(args.guest_memory), managed=args.managed,
+                options={"topology": any(fmt == "html" for fmt, _ in outputs)})  # the HTML draws each PCI tree
+    reports = hosts.scan(lambda host: scan_host(host, rules, scan, selectors=selectors, vfs=vfs), fail_on=scan.fail_on)
     try:
         rendered = render_all(registry, reports, outputs, verbose=args.verbose, validate=args.validate,
                               fleet=hosts.fleet)
