@@ -76,7 +76,9 @@ def guest_memory(text):
         raise UsageError(f"--guest-memory {exc}") from None
 
 
-def run(args) -> int:
+def run(args, finished=None) -> int:
+    """Scan and write every output; ``finished(reports, rendered, code)`` (``fix``'s) may then say more and
+    decide the exit code, once everything was written."""
     extra = (("json", "--json", args.json_file), ("junit", "--junit", args.junit_file),
              ("script", "--script", args.script_file))
     for option, path in [("-o", args.output)] + [(opt, path) for _, opt, path in extra]:
@@ -115,4 +117,5 @@ def run(args) -> int:
         return EXIT_INCOMPLETE
     if not write_outputs(args.command, rendered):  # each failure already said on stderr, in one line
         return EXIT_INCOMPLETE
-    return combined_exit_code(reports)
+    code = combined_exit_code(reports)
+    return finished(reports, rendered, code) if finished else code
