@@ -14,13 +14,17 @@ from scanner.report import Report, local_timestamp
 
 
 def host_info(facts: Facts) -> dict:
-    return {
+    info = {
         "hostname": facts.hostname,
         "kernel": facts.release,
         "arch": facts.arch,
         "cpu_vendor": facts.cpu.vendor if facts.cpu else None,
         "source": facts.host.source,
     }
+    collected = getattr(facts.host, "collected_at", None)  # a snapshot: the verdict is as of then
+    if collected:
+        info["collected_at"] = collected
+    return info
 
 
 def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (), vfs: Mapping[str, int] = None,
