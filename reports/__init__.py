@@ -7,6 +7,9 @@ BUILTIN_FORMATS = (
     ("json", "reports.json:render", "JSON document (schemas/report.schema.json)"),
     ("junit", "reports.junit:render", "JUnit XML for CI dashboards: one suite per host, passes included"),
     ("script", "reports.script:render", "bash remediation script: ordered, guarded, dry-run by default"),
+    ("html", "reports.html:render", "one self-contained HTML page: verdict, hosts x rules grid, fixes, PCI tree pictures"),
+    ("prometheus", "reports.prometheus:render", "metrics for node_exporter's textfile collector"),
+    ("nfd", "reports.nfd:render", "node-feature-discovery feature file: Kubernetes node labels (one host)"),
 )
 
 

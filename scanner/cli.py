@@ -28,6 +28,8 @@ COMMANDS = {
                                "kubevirt, nova, cloud-hypervisor"),
     "collect": ("collect", "write a snapshot of what the rules read on this machine (or a tree), to scan elsewhere later"),
     "fleet": ("fleet", "scan many hosts over ssh (a hosts file or an Ansible inventory) into one merged report"),
+    "diff": ("diff", "compare two scans of the same hosts (snapshots, reports, fleet directories): group, device, "
+                     "driver, kernel and readiness changes; exit 1 on a regression"),
 }
 
 

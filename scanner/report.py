@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 from scanner.model import LOST_AT_NEXT_BOOT, SEVERITIES, STATUSES, Finding, severity_rank
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 FAIL_ON_CHOICES = ("warn", "fail") + SEVERITIES
 
 EXIT_READY, EXIT_NOT_READY, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -45,6 +45,10 @@ class Report:
     fail_on: str = "fail"
     notes: List[str] = field(default_factory=list)  # host-level problems (unreadable snapshot, ...)
     policy: Optional[dict] = None  # {file, date, waivers, expired_waivers, unused_waivers} with --policy
+    devices: List[dict] = field(default_factory=list)  # each target as scanner/device_identity.py names it
+    #: every PCI function with its parent bridge and group (scanner/facts/topology.py), for the HTML
+    #: picture; gathered only when an HTML output is asked for, and never part of the JSON
+    topology: Optional[List[dict]] = None
 
     @property
     def counts(self) -> dict:
@@ -98,6 +102,7 @@ class Report:
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
             "targets": list(self.targets),
+            **({"devices": [dict(d) for d in self.devices]} if self.devices else {}),
             "summary": summary,
             "findings": findings,
         }

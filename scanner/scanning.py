@@ -14,13 +14,17 @@ from scanner.report import Report, local_timestamp
 
 
 def host_info(facts: Facts) -> dict:
-    return {
+    info = {
         "hostname": facts.hostname,
         "kernel": facts.release,
         "arch": facts.arch,
         "cpu_vendor": facts.cpu.vendor if facts.cpu else None,
         "source": facts.host.source,
     }
+    collected = getattr(facts.host, "collected_at", None)  # a snapshot: the verdict is as of then
+    if collected:
+        info["collected_at"] = collected
+    return info
 
 
 def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (), vfs: Mapping[str, int] = None,
@@ -49,7 +53,25 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
         started_at=started,
         duration_s=time.perf_counter() - clock,
         targets=[str(t) for t in scan.targets],
+        devices=_target_devices(facts, scan.targets),
+        topology=_topology(facts) if scan.options.get("topology") else None,
         tool={"name": "vfio-scan", "version": __version__},
         fail_on=scan.fail_on,
         policy=policy_info,
     )
+
+
+def _target_devices(facts: Facts, targets) -> list:
+    """Each target that sysfs shows, named (ids, class, driver, pci.ids names) for the outputs;
+    none without targets, so a host scan does not read pci.ids."""
+    if not targets:
+        return []
+    from scanner.device_identity import device_entry
+
+    return [device_entry(facts, t.address) for t in targets if t.address in facts.pci]
+
+
+def _topology(facts: Facts) -> list:
+    from scanner.facts.topology import pci_tree
+
+    return pci_tree(facts)

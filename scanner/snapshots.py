@@ -81,6 +81,11 @@ def label_for(path: str, taken: set) -> str:
         from urllib.parse import unquote
 
         label = unquote(label, errors="replace")
+    return unique_label(label, taken)
+
+
+def unique_label(label: str, taken: set) -> str:
+    """``label``, or ``label (2)``, ``label (3)``... when taken; the answer is added to ``taken``."""
     unique, n = label, 1
     while unique in taken:
         n += 1

@@ -359,3 +359,50 @@ def test_live_scan_as_nobody(machine_without_iommu):
     doc = _check_live_scan(proc)
     # unprivileged, some evidence is unreadable: that is a skip or a note, never a crash
     assert all(f["message"] for f in doc["findings"])
+
+
+def test_explain_renders_for_the_terminal_not_raw_restructuredtext():
+    """No ``literal`` or **bold** markers, paragraphs reflowed to $COLUMNS, literal blocks kept as written."""
+    narrow = run_cli("explain", "VFIO-013", COLUMNS="70")
+    assert narrow.returncode == 0
+    text = narrow.stdout
+    assert "``" not in text and "**" not in text
+    assert "Fix, now (phase binding), for exactly that device:\n" in text  # "::" reads ":"
+    assert "    echo vfio-pci > /sys/bus/pci/devices/ADDR/driver_override\n" in text  # the literal block, verbatim
+    prose = [line for line in text.splitlines() if not line.startswith("    ")]
+    assert max(map(len, prose[2:])) <= 70
+    wide = run_cli("explain", "VFIO-013", COLUMNS="120").stdout
+    assert max(len(line) for line in wide.splitlines() if not line.startswith("    ")) > 100  # reflowed, not cut
+    assert "\x1b[" not in text  # not a terminal: no colour
+
+
+def test_explain_colours_only_a_terminal_and_honours_no_color():
+    """Under a pseudo-terminal the labels are bold and literals coloured; NO_COLOR turns that off."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from clihelpers import REPO, cli_env
+
+    def under_tty(**env):
+        leader, follower = pty.openpty()
+        proc = subprocess.run([sys.executable, "-m", "scanner", "explain", "VFIO-013"], cwd=REPO, stdout=follower,
+                              stderr=subprocess.PIPE, env=cli_env(**env), timeout=120)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(leader)
+        assert proc.returncode == 0
+        return b"".join(chunks).decode()
+
+    coloured = under_tty()
+    assert "\x1b[1mWhat:\x1b[0m" in coloured and "\x1b[36mvfio-pci\x1b[0m" in coloured
+    assert "\x1b[" not in under_tty(NO_COLOR="1")

@@ -188,3 +188,14 @@ def test_a_saved_snapshot_s_escaped_file_name_is_the_host_s_name_again():
     assert label_for("/snaps/web1_2222.json", taken) == "web1_2222"
     assert label_for("/snaps/other%3A2222.json", taken) == "other:2222"
     assert label_for("/snaps/web1%3A2222.json", taken) == "web1:2222 (2)"
+
+
+def test_a_snapshot_scan_says_when_the_snapshot_was_collected(trees):
+    """The findings describe the host as it was then: the report and the groups document carry the time."""
+    tree, snapshot = trees[0]["ready"]
+    collected = json.loads(snapshot.read_text("utf-8"))["collected_at"]
+    proc = run_cli("scan", "--snapshot", snapshot, "--format", "json")
+    assert json.loads(proc.stdout)["host"]["collected_at"] == collected
+    groups = run_cli("groups", "--snapshot", snapshot, "--format", "json")
+    assert json.loads(groups.stdout)["host"]["collected_at"] == collected
+    assert "collected_at" not in json.loads(run_cli("scan", "--root", tree, "--format", "json").stdout)["host"]

@@ -1,16 +1,19 @@
 """``vfio-scan explain RULE``: what a rule checks, why it matters, how, and how to fix it.
 
 A third-party plugin writes the title and docs shown here: they are escaped for the terminal
-(scanner/terminal_text.py), the docs line by line so their paragraphs stay.
+(scanner/terminal_text.py); the docs are rendered for the terminal (scanner/terminal_docs.py):
+paragraphs reflowed to its width, markup turned into bold or colour on a colour terminal (plain
+text elsewhere), literal blocks kept as written.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 
 from scanner.cli import UsageError
 from scanner.commands.common import add_plugin_arguments, load_registry
-from scanner.terminal_text import for_terminal, lines_for_terminal
+from scanner.terminal_text import for_terminal
 
 
 def add_arguments(parser) -> None:
@@ -26,6 +29,9 @@ def run(args) -> int:
             print(for_terminal(f"{rule.id} {rule.name} — {rule.title}"))
             print(for_terminal(f"scope: {rule.scope} · severity: {rule.severity} · from: {rule.plugin}"))
             print()
-            print(lines_for_terminal(inspect.cleandoc(rule.docs)))
+            from scanner.terminal_docs import render_docs
+            from scanner.terminal_style import output_width, use_color
+
+            sys.stdout.write(render_docs(inspect.cleandoc(rule.docs), output_width(), use_color()))
             return 0
     raise UsageError(f"no rule {wanted!r} (see 'vfio-scan rules')")

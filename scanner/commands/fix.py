@@ -2,9 +2,16 @@
 
 It takes every scan option; the default output format is the script. Nothing is changed on
 the host: the script is for a person to review, commit and run (``DRY_RUN=0``).
+
+Its exit code answers "was a script written?", not "is the host ready?" (``scan`` answers that):
+0 once the script is written, with one line on stderr saying where, for how many findings, and
+how many need a person; 3 when the scan was incomplete (a rule errored: the script may miss a
+fix) or a write failed; 2 for bad input.
 """
 
 from __future__ import annotations
+
+import sys
 
 from scanner.commands import scan
 
@@ -15,4 +22,28 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    return scan.run(args)
+    return scan.run(args, finished=lambda reports, rendered, code: _said(args, reports, rendered, code))
+
+
+def _said(args, reports, rendered, code: int) -> int:
+    from scanner.report import EXIT_INCOMPLETE
+    from scanner.terminal_text import for_terminal
+
+    scripts = [(text, path) for text, path in rendered if text.startswith("#!")]
+    if not scripts:
+        return code
+    report = reports[0]
+    fixes = [f for f in report.findings if f.status in ("fail", "warn") and f.remediation]
+    manual = sum(text.count("# NO AUTOMATED FIX") for text, _ in scripts)
+    where = ", ".join("stdout" if path in (None, "-") else path for _, path in scripts)
+    if fixes:
+        what = (f"fixes for {len(fixes)} finding(s)" + (f", {manual} step(s) for a person (NO AUTOMATED FIX)"
+                                                        if manual else "")
+                + "; a dry run until DRY_RUN=0: review it, then run it as root")
+    else:
+        what = "nothing to fix: the script only checks the host and changes nothing"
+    line = f"vfio-scan fix: wrote {where}: {what}"
+    if code == EXIT_INCOMPLETE:
+        line += "; the scan was incomplete (a rule errored), so fixes may be missing"
+    print(for_terminal(line), file=sys.stderr)
+    return EXIT_INCOMPLETE if code == EXIT_INCOMPLETE else 0

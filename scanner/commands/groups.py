@@ -35,6 +35,7 @@ import textwrap
 from typing import List, Optional
 
 from scanner.commands.common import add_host_arguments, make_host
+from scanner.device_identity import device_entry
 from scanner.terminal_text import for_terminal, row_for_terminal
 
 SCHEMA_VERSION = "1.0"
@@ -53,27 +54,6 @@ def add_arguments(parser) -> None:
 
 
 # -- the document ------------------------------------------------------------------------------
-
-def device_entry(facts, address: str) -> dict:
-    """One device as the JSON shows it; a group member sysfs does not list keeps only its address."""
-    from scanner.facts.pci import class_name
-
-    device = facts.pci.get(address)
-    ids = facts.pci_ids
-    vendor = device.vendor if device else None
-    dev = device.device if device else None
-    return {
-        "address": address,
-        "vendor": vendor,
-        "device": dev,
-        "class": device.pci_class if device else None,
-        "class_name": class_name(device.pci_class if device else None, base_fallback=True),
-        "vendor_name": ids.vendor_name(vendor),
-        "device_name": ids.device_name(vendor, dev),
-        "driver": device.driver if device else None,
-        "bridge": bool(device and device.is_bridge),
-    }
-
 
 def group_verdict(facts, group) -> str:
     from scanner.groups import classify, verdict

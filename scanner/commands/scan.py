@@ -76,7 +76,9 @@ def guest_memory(text):
         raise UsageError(f"--guest-memory {exc}") from None
 
 
-def run(args) -> int:
+def run(args, finished=None) -> int:
+    """Scan and write every output; ``finished(reports, rendered, code)`` (``fix``'s) may then say more and
+    decide the exit code, once everything was written."""
     extra = (("json", "--json", args.json_file), ("junit", "--junit", args.junit_file),
              ("script", "--script", args.script_file))
     for option, path in [("-o", args.output)] + [(opt, path) for _, opt, path in extra]:
@@ -97,11 +99,12 @@ def run(args) -> int:
     from scanner.report import EXIT_INCOMPLETE, combined_exit_code
     from scanner.scanning import scan_host
 
-    scan = Scan(fail_on=policy.fail_on or "fail", policy=policy, vm_user=vm_user(args.vm_user),
-                guest_memory=guest_memory(args.guest_memory), managed=args.managed)
-    reports = hosts.scan(lambda host: scan_host(host, rules, scan, selectors=selectors, vfs=vfs), fail_on=scan.fail_on)
     outputs = [(args.format, args.output or "-")]
     outputs += [(fmt, path) for fmt, _, path in extra if path]
+    scan = Scan(fail_on=policy.fail_on or "fail", policy=policy, vm_user=vm_user(args.vm_user),
+                guest_memory=guest_memory(args.guest_memory), managed=args.managed,
+                options={"topology": any(fmt == "html" for fmt, _ in outputs)})  # the HTML draws each PCI tree
+    reports = hosts.scan(lambda host: scan_host(host, rules, scan, selectors=selectors, vfs=vfs), fail_on=scan.fail_on)
     try:
         rendered = render_all(registry, reports, outputs, verbose=args.verbose, validate=args.validate,
                               fleet=hosts.fleet)
@@ -114,4 +117,5 @@ def run(args) -> int:
         return EXIT_INCOMPLETE
     if not write_outputs(args.command, rendered):  # each failure already said on stderr, in one line
         return EXIT_INCOMPLETE
-    return combined_exit_code(reports)
+    code = combined_exit_code(reports)
+    return finished(reports, rendered, code) if finished else code

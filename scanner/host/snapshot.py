@@ -169,6 +169,7 @@ class SnapshotHost(TreeHost):
         self.kernel_log_file = None
         self.machine = bounded_identity(snapshot.get("machine"))
         self._hostname = bounded_identity(snapshot["hostname"])
+        self.collected_at = snapshot["collected_at"]  # when the collector ran (ISO 8601, schema-checked)
         self._dir_cache = {}
         self._listed = {}
         self.uncollected = set()
