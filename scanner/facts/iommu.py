@@ -3,18 +3,50 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from functools import cached_property
+from typing import Callable, Dict, Optional, Tuple
 
 
-@dataclass(frozen=True)
 class IommuGroup:
-    """One IOMMU group: its number, its devices (PCI addresses) and its type."""
+    """One IOMMU group: its number, its devices (PCI addresses) and its type.
 
-    number: str
-    devices: Tuple[str, ...]
-    name: Optional[str] = None  # ``vfio-noiommu`` for a fake group
-    type: Optional[str] = None  # DMA | DMA-FQ | identity | blocked | unmanaged (>= 5.11)
-    devices_reason: Optional[str] = None  # why ``devices/`` could not be listed (then ``devices`` is empty)
+    ``name``: ``vfio-noiommu`` for a fake group. ``type``: DMA | DMA-FQ | identity | blocked |
+    unmanaged (>= 5.11). ``devices_reason``: why ``devices/`` could not be listed (then
+    ``devices`` is empty).
+
+    The members and the type may be given as readers instead (``read_devices`` gives
+    ``(devices, devices_reason)``, ``read_type`` the type), called on first use: every group's
+    name tells a fake group from a real one, which the host rules count, but a host with
+    thousands of groups needs the members of its targets' groups only.
+    """
+
+    def __init__(self, number: str, devices: Tuple[str, ...] = (), name: Optional[str] = None,
+                 type: Optional[str] = None, devices_reason: Optional[str] = None, *,
+                 read_devices: Optional[Callable[[], Tuple[Tuple[str, ...], Optional[str]]]] = None,
+                 read_type: Optional[Callable[[], Optional[str]]] = None):
+        self.number = number
+        self.name = name
+        self._read_devices = read_devices or (lambda: (devices, devices_reason))
+        self._read_type = read_type or (lambda: type)
+
+    @cached_property
+    def _members(self) -> Tuple[Tuple[str, ...], Optional[str]]:
+        return self._read_devices()
+
+    @property
+    def devices(self) -> Tuple[str, ...]:
+        return self._members[0]
+
+    @property
+    def devices_reason(self) -> Optional[str]:
+        return self._members[1]
+
+    @cached_property
+    def type(self) -> Optional[str]:
+        return self._read_type()
+
+    def __repr__(self) -> str:
+        return f"IommuGroup(number={self.number!r}, name={self.name!r})"
 
     @property
     def is_noiommu(self) -> bool:
