@@ -29,6 +29,8 @@ from scanner.facts.pci import (
 )
 
 DEVICES = "/sys/bus/pci/devices"
+#: The attributes :class:`PciFields` reads only when the device directory lists them, as the full read does.
+_LISTED_ONLY = ("subsystem_vendor", "subsystem_device", "driver", "pci_bus")
 
 
 def link_target(host, path: str, where=None) -> Tuple[Optional[str], Optional[str]]:
@@ -149,8 +151,10 @@ class PciFields:
 
     @cached_property
     def _names(self) -> frozenset:
-        """The device directory's names: an attribute the full read takes only where it is listed."""
-        return frozenset(self.host.listdir(self.base).entries())
+        """Which of the attributes the full read takes only where they are listed the device directory
+        lists (not the whole listing: thousands of devices would each keep a dozen names)."""
+        listed = self.host.listdir(self.base).entries()
+        return frozenset(name for name in _LISTED_ONLY if name in listed)
 
     @cached_property
     def vendor(self) -> Optional[str]:
