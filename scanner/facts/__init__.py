@@ -7,7 +7,7 @@ into a ``skip`` instead of a false ``fail``.
 
 from __future__ import annotations
 
-from functools import cached_property, partial
+from functools import cached_property
 from typing import Dict, List, Optional, Tuple
 
 from scanner.facts.boot import BootStack, parse_grub_files
@@ -229,15 +229,11 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
         units = self.host.listdir("/sys/class/iommu")
         groups_dir = self.host.listdir("/sys/kernel/iommu_groups")
         groups = {}
+        members, group_type = self._group_members, self._group_type  # one pair of readers for every group
         for number in sorted(groups_dir.entries(), key=group_sort_key):
-            base = f"/sys/kernel/iommu_groups/{number}"
-            name = self.host.read(f"{base}/name")
-            groups[number] = IommuGroup(
-                number=number,
-                name=name.text.strip() if name.ok else None,
-                read_devices=partial(self._group_members, base),
-                read_type=partial(self._group_type, base),
-            )
+            name = self.host.read(f"/sys/kernel/iommu_groups/{number}/name")
+            groups[number] = IommuGroup(number=number, name=name.text.strip() if name.ok else None,
+                                        read_devices=members, read_type=group_type)
         return IommuState(
             units=units.entries(),
             units_reason=None if units.ok or units.missing else units.reason,
@@ -245,13 +241,13 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
             groups_reason=None if groups_dir.ok or groups_dir.missing else groups_dir.reason,
         )
 
-    def _group_members(self, base: str) -> Tuple[Tuple[str, ...], Optional[str]]:
+    def _group_members(self, number: str) -> Tuple[Tuple[str, ...], Optional[str]]:
         """(addresses, None) of an IOMMU group's ``devices`` directory, or ((), why it cannot be listed)."""
-        devices = self.host.listdir(f"{base}/devices")
+        devices = self.host.listdir(f"/sys/kernel/iommu_groups/{number}/devices")
         return devices.entries(), None if devices.ok else devices.reason
 
-    def _group_type(self, base: str) -> Optional[str]:
-        gtype = self.host.read(f"{base}/type")
+    def _group_type(self, number: str) -> Optional[str]:
+        gtype = self.host.read(f"/sys/kernel/iommu_groups/{number}/type")
         return gtype.text.strip() if gtype.ok else None
 
     @cached_property
