@@ -27,6 +27,8 @@ from scanner.model import Evidence, Finding, Rule, Step
 
 RESET_BUG = ("vfio-pci cannot reset it between guests, so it may not survive a VM reboot or shutdown "
              "(the \"reset bug\")")
+#: What the kernel logs after a device's address when its reset_method is emptied (a literal, no pattern).
+RESET_DISABLED = ": All device reset methods disabled by user"
 
 
 @hookimpl
@@ -103,7 +105,8 @@ def check(facts, scan):
                                  evidence=[Evidence(f"{base}/reset_method", " ".join(device.reset_method))])
             continue
         if device.reset_method == ():
-            disabled = facts.kernel_log.grep(re.escape(target.address) + ": All device reset methods disabled by user")
+            said = re.compile(re.escape(target.address) + RESET_DISABLED)
+            disabled = [line for line in facts.kernel_log.with_text(RESET_DISABLED) if said.search(line)]
             evidence = [Evidence(f"{base}/reset_method", "(empty)")]
             evidence += [Evidence("kernel log", line) for line in disabled[:1]]
             yield Finding.warn(f"reset_method is empty: every reset method is disabled; {RESET_BUG}",

@@ -74,7 +74,7 @@ def arm64_switches(facts, cl, parts, remove):
     """arm64: the SMMU needs no switch (the firmware enables it); judge the generic and SMMU knobs."""
     passthrough = cl.last_of("iommu.passthrough", {"0", "1", "y", "n", "on", "off"})
     if passthrough in ("1", "y", "on"):
-        nvidia = [d.address for d in facts.pci.values() if d.vendor == "10de"]
+        nvidia = [a for a, d in facts.pci.fields.items() if d.vendor == "10de"]
         if nvidia:
             parts.append(Finding.warn(f"iommu.passthrough={passthrough}: NVIDIA's guidance for Grace systems is "
                                       f"iommu.passthrough=0, and this host has NVIDIA devices ({', '.join(nvidia[:3])})",

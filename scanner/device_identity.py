@@ -12,7 +12,7 @@ def device_entry(facts, address: str) -> dict:
     """One device as the JSON shows it; a group member sysfs does not list keeps only its address."""
     from scanner.facts.pci import class_name
 
-    device = facts.pci.get(address)
+    device = facts.pci.fields.get(address)  # only what is shown: ids, class, driver
     ids = facts.pci_ids
     vendor = device.vendor if device else None
     dev = device.device if device else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import FrozenSet, Iterable, List, Optional, Tuple
+from typing import FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from scanner.facts.pci import PciDevice, is_vfio_driver
 
@@ -28,7 +28,8 @@ HARMLESS_DRIVERS = ("pci-stub",)
 class Member:
     address: str
     role: str  # target | bridge | sibling | unrelated
-    device: Optional[PciDevice]  # None when the group lists an address sysfs does not show
+    #: None when the group lists an address sysfs does not show (a PciFields when classify was given them)
+    device: Optional[PciDevice]
 
     @property
     def driver(self) -> Optional[str]:
@@ -61,17 +62,20 @@ class GroupView:
         return [m for m in self.members if m.role != "bridge"]
 
 
-def classify(facts, group: str, targets: Iterable[str] = ()) -> GroupView:
+def classify(facts, group: str, targets: Iterable[str] = (), devices: Optional[Mapping] = None) -> GroupView:
     """Members of IOMMU group ``group`` relative to ``targets`` (the devices to pass through).
 
     Called once per target: give ``targets`` as a frozenset (the scan's ``target_set``), so that
-    neither it nor its slots are rebuilt each time.
+    neither it nor its slots are rebuilt each time. ``devices``: where members are looked up,
+    ``facts.pci`` (read in full) by default; the ``groups`` command, which shows a few fields of
+    every device, gives ``facts.pci.fields``.
     """
     targets = targets if isinstance(targets, frozenset) else frozenset(targets)
     slots = _slots(targets)
+    devices = facts.pci if devices is None else devices
     members = []
     for address in facts.devices_in_group(group):
-        device = facts.pci.get(address)
+        device = devices.get(address)
         if address in targets:
             role = "target"
         elif device is not None and (device.is_bridge or _idle_host_bridge(device)):

@@ -41,7 +41,7 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
     if selectors or vfs:
         from scanner.targets import resolve  # a scan without targets needs none of it
 
-        targets, unmatched = resolve(selectors, vfs or {}, facts.pci)
+        targets, unmatched = resolve(selectors, vfs or {}, facts.pci.fields)  # ids and class: no full reads
         scan = replace(scan, targets=tuple(targets), unmatched=tuple(unmatched))
     findings = run_rules(rules, facts, scan)
     policy_info = None

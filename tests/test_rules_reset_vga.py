@@ -10,12 +10,14 @@ empty ("All device reset methods disabled by user") and ``echo default`` restore
 
 import shutil
 import subprocess
+from dataclasses import replace
 
 import pytest
 
 from clihelpers import run_cli, scan_json
 from hosttree import ready_host, workstation
 from scanner.engine import Scan
+from scanner.facts import Facts
 from scanner.facts.boot import parse_default_grub
 from scanner.host.tree import TreeHost
 from scanner.plugins import load_plugins
@@ -103,6 +105,40 @@ def test_014_disabled_by_user_log_line_is_evidence(ws):
     f = scan(ws, [SATA], "VFIO-014")[SATA]
     assert ("kernel log", "ahci 0000:00:17.0: All device reset methods disabled by user") in [
         (e.source, e.value) for e in f.evidence]
+
+
+class CountedMessages(tuple):
+    """A log's messages that count how often they are gone through."""
+
+    passes = 0
+
+    def __iter__(self):
+        type(self).passes += 1
+        return super().__iter__()
+
+
+def test_014_goes_through_the_kernel_log_once_for_every_target(ws):
+    """Each target's own "disabled by user" line is its evidence, and no other's; the log is
+    searched once for all targets, not once per device (a host may have thousands of them)."""
+    targets = [GPU, NIC, NVME, SATA]
+    for address in targets:
+        ws.write(f"{ws.device_dir(address)}/reset_method", "")
+    ws.kernel_log(ws.path("/var/log/dmesg").read_text()
+                  + "[   12.554598] ahci 0000:00:17.0: All device reset methods disabled by user\n"
+                  + "[   12.554599] igb 0000:02:00.0: All device reset methods disabled by user\n"
+                  + "[   12.554600] igb 0000:02:00.01: reset methods unchanged\n")
+    host = TreeHost(str(ws.root))
+    facts = Facts(host)
+    facts.kernel_log = replace(facts.kernel_log, messages=CountedMessages(facts.kernel_log.messages))
+    CountedMessages.passes = 0
+    selectors, requests = parse_all(devices=targets)
+    report = scan_host(host, [r for r in _REGISTRY.sorted_rules() if r.id == "VFIO-014"], Scan(),
+                       selectors=selectors, vfs=requests, facts=facts)
+    logged = {f.subject: [e.value for e in f.evidence if e.source == "kernel log"] for f in report.findings}
+    assert logged == {GPU: [], NVME: [], NIC: ["igb 0000:02:00.0: All device reset methods disabled by user"],
+                      SATA: ["ahci 0000:00:17.0: All device reset methods disabled by user"]}
+    assert all(f.status == "warn" for f in report.findings)
+    assert CountedMessages.passes == 1
 
 
 def test_014_no_reset_files_at_all_warns(ws):

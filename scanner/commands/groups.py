@@ -64,7 +64,7 @@ def group_verdict(facts, group) -> str:
         return NOIOMMU_VERDICT
     if not group.devices:
         return "no devices"
-    return verdict(classify(facts, group.number))
+    return verdict(classify(facts, group.number, devices=facts.pci.fields))
 
 
 def groups_document(facts) -> dict:

@@ -169,7 +169,8 @@ def gate(args, prog: str, managed: bool = False, nothing: str = "no arguments pr
     blocking = [f for f in report.findings if f.status == "fail" and not is_caution(f)]
     from scanner.targets import resolve
 
-    targets = [t.address for t in resolve(selectors, {}, facts.pci)[0] if t.for_passthrough]  # not those kept on the host
+    # not those kept on the host
+    targets = [t.address for t in resolve(selectors, {}, facts.pci.fields)[0] if t.for_passthrough]
     if blocking:
         say(f"{prog}: not ready for passthrough, {nothing}; blocked by:")
         for finding in blocking:

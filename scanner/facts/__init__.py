@@ -229,24 +229,26 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
         units = self.host.listdir("/sys/class/iommu")
         groups_dir = self.host.listdir("/sys/kernel/iommu_groups")
         groups = {}
+        members, group_type = self._group_members, self._group_type  # one pair of readers for every group
         for number in sorted(groups_dir.entries(), key=group_sort_key):
-            base = f"/sys/kernel/iommu_groups/{number}"
-            devices = self.host.listdir(f"{base}/devices")
-            name = self.host.read(f"{base}/name")
-            gtype = self.host.read(f"{base}/type")
-            groups[number] = IommuGroup(
-                number=number,
-                devices=devices.entries(),
-                name=name.text.strip() if name.ok else None,
-                type=gtype.text.strip() if gtype.ok else None,
-                devices_reason=None if devices.ok else devices.reason,
-            )
+            name = self.host.read(f"/sys/kernel/iommu_groups/{number}/name")
+            groups[number] = IommuGroup(number=number, name=name.text.strip() if name.ok else None,
+                                        read_devices=members, read_type=group_type)
         return IommuState(
             units=units.entries(),
             units_reason=None if units.ok or units.missing else units.reason,
             groups=groups,
             groups_reason=None if groups_dir.ok or groups_dir.missing else groups_dir.reason,
         )
+
+    def _group_members(self, number: str) -> Tuple[Tuple[str, ...], Optional[str]]:
+        """(addresses, None) of an IOMMU group's ``devices`` directory, or ((), why it cannot be listed)."""
+        devices = self.host.listdir(f"/sys/kernel/iommu_groups/{number}/devices")
+        return devices.entries(), None if devices.ok else devices.reason
+
+    def _group_type(self, number: str) -> Optional[str]:
+        gtype = self.host.read(f"/sys/kernel/iommu_groups/{number}/type")
+        return gtype.text.strip() if gtype.ok else None
 
     @cached_property
     def xen_dom0(self) -> bool:
@@ -260,114 +262,19 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
         return self.host.listdir("/sys/bus/pci/devices")
 
     @cached_property
-    def pci(self) -> Dict[str, PciDevice]:
-        """Every PCI function by address; names that are not PCI addresses are ignored."""
-        from scanner.facts.pci import ADDRESS
+    def pci(self) -> PciDevices:
+        """Every PCI function by address (names that are not PCI addresses are ignored), each read in
+        full on first access; ``facts.pci.fields`` reads only the attributes asked for
+        (:mod:`scanner.facts.pci_devices`)."""
+        from scanner.facts.pci_devices import PciDevices
 
-        devices = {}
-        for name in self.pci_listing.entries():
-            if ADDRESS.match(name):
-                devices[name] = self._read_pci_device(name)
-        return devices
-
-    def _link_target(self, path: str, where: Optional[Read] = None) -> Tuple[Optional[str], Optional[str]]:
-        """(last component of what the link at ``path`` points to, None), or (None, why there is none).
-
-        A ``driver`` or ``iommu_group`` that is a plain file or directory instead of a link is
-        garbage, not a driver named ``driver``: comparing with the path itself is not enough, since
-        ``/sys/bus/pci/devices/<addr>`` is a link and resolves elsewhere. ``where``: the parent
-        directory already resolved, when the caller reads several links of one directory.
-        """
-        got = self.host.resolve(path)
-        if not got.ok:
-            return None, got.reason
-        parent, _, leaf = path.rstrip("/").rpartition("/")
-        if where is None:
-            where = self.host.resolve(parent or "/")
-        if got.text == path or (where.ok and got.text == where.text.rstrip("/") + "/" + leaf):
-            return None, "not a symlink"
-        name = got.text.rstrip("/").rsplit("/", 1)[-1]
-        return (name, None) if name else (None, "not a symlink")
+        return PciDevices(self.host, self.pci_listing.entries())
 
     def _link_name(self, path: str) -> Optional[str]:
-        return self._link_target(path)[0]
+        """What the link at ``path`` points to (its last component), or None when it is no link."""
+        from scanner.facts.pci_devices import link_target
 
-    def _read_pci_device(self, address: str) -> PciDevice:
-        from scanner.facts.pci import PciDevice, parse_hex_id, parse_int, parse_override, parse_reset_method
-
-        base = f"/sys/bus/pci/devices/{address}"
-        notes = []
-
-        def attr(name: str) -> Optional[str]:
-            got = self.host.read(f"{base}/{name}")
-            if got.ok:
-                return got.text
-            if not got.missing:
-                notes.append(f"{base}/{name}: {got.reason}")
-            elif name in names:  # listed, yet missing: a dangling link, not an absent attribute
-                notes.append(f"{base}/{name}: {got.reason} (a dangling link)")
-            return None
-
-        def hex_attr(name: str, width: int) -> Optional[str]:
-            text = attr(name)
-            value = parse_hex_id(text, width)
-            if text is not None and value is None:
-                notes.append(f"{base}/{name}: garbled: {text.strip()[:40]!r}")
-            return value
-
-        def int_attr(name: str) -> Optional[int]:
-            text = attr(name)
-            value = parse_int(text)
-            if text is not None and value is None:
-                notes.append(f"{base}/{name}: garbled: {text.strip()[:40]!r}")
-            return value
-
-        listing = self.host.listdir(base)
-        names = set(listing.entries())
-        # what makes the device's state unknowable: its directory, its driver or its group link
-        problems = [] if listing.ok else [f"{base}: {listing.reason}"]
-        if listing.ok and not names & {"vendor", "device", "class"}:
-            problems.append(f"{base}: not a PCI device directory (no vendor, device or class)")
-
-        resolved_base = []  # resolved once for all of the device's links (a virtfn link per VF of a PF)
-
-        def link(name: str, vital: bool = False) -> Optional[str]:
-            if not resolved_base:
-                resolved_base.append(self.host.resolve(base))
-            value, why = self._link_target(f"{base}/{name}", resolved_base[0])
-            if why:
-                (problems if vital else notes).append(f"{base}/{name}: {why}")
-            return value
-        virtfns = sorted((n for n in names if n.startswith("virtfn") and n[6:].isascii() and n[6:].isdigit()
-                          and len(n) <= 16),
-                         key=lambda n: int(n[6:]))
-        boot_vga = attr("boot_vga") if "boot_vga" in names else None
-        if boot_vga is not None and boot_vga.strip() not in ("0", "1"):
-            notes.append(f"{base}/boot_vga: garbled: {boot_vga.strip()[:40]!r}")
-            boot_vga = None
-        return PciDevice(
-            address=address,
-            vendor=hex_attr("vendor", 4),
-            device=hex_attr("device", 4),
-            pci_class=hex_attr("class", 6),
-            subsystem_vendor=hex_attr("subsystem_vendor", 4) if "subsystem_vendor" in names else None,
-            subsystem_device=hex_attr("subsystem_device", 4) if "subsystem_device" in names else None,
-            driver=link("driver", vital=True) if "driver" in names else None,
-            driver_override=parse_override(attr("driver_override")) if "driver_override" in names else None,
-            iommu_group=link("iommu_group", vital=True) if "iommu_group" in names else None,
-            sriov_totalvfs=int_attr("sriov_totalvfs") if "sriov_totalvfs" in names else None,
-            sriov_numvfs=int_attr("sriov_numvfs") if "sriov_numvfs" in names else None,
-            sriov_drivers_autoprobe=int_attr("sriov_drivers_autoprobe") if "sriov_drivers_autoprobe" in names else None,
-            sriov_vf_device=hex_attr("sriov_vf_device", 4) if "sriov_vf_device" in names else None,
-            physfn=link("physfn") if "physfn" in names else None,
-            virtfns=tuple(v for v in (link(n) for n in virtfns) if v),
-            boot_vga=(boot_vga.strip() == "1") if boot_vga is not None else None,
-            reset_method=parse_reset_method(attr("reset_method")) if "reset_method" in names else None,
-            has_reset="reset" in names,
-            has_pci_bus="pci_bus" in names,
-            notes=tuple(notes),
-            reason="; ".join(problems) or None,
-        )
+        return link_target(self.host, path)[0]
 
     @cached_property
     def pci_ids(self) -> PciIds:
@@ -392,8 +299,8 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
                 if data is None:
                     searched.append(f"{path}: {why}")
                     continue
-            ids = parse_pci_ids(data.replace(b"\0", b"").decode("utf-8", "replace"), source=path,
-                                wanted={(d.vendor, d.device) for d in self.pci.values() if d.vendor and d.device})
+            present = {(d.vendor, d.device) for d in self.pci.fields.values() if d.vendor and d.device}
+            ids = parse_pci_ids(data.replace(b"\0", b"").decode("utf-8", "replace"), source=path, wanted=present)
             if ids.found:
                 return PciIds(ids.vendors, ids.devices, path, tuple(searched) + ids.notes)
             searched.append(f"{path}: garbled: no vendor lines")
@@ -414,7 +321,7 @@ class Facts(HostDependencies, NextBoot, VmStartHardware, VmAccess, ArmPlatform):
         do not scan every device again (:class:`scanner.facts.pci_index.PciIndex`)."""
         from scanner.facts.pci_index import PciIndex
 
-        return PciIndex(self.pci)
+        return PciIndex(self.pci.fields)
 
     def devices_in_group(self, group: str) -> List[str]:
         """Addresses in an IOMMU group, from the group's own ``devices`` directory."""

@@ -3,18 +3,59 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 
-@dataclass(frozen=True)
+_UNREAD = object()  # a type not read yet (None is a type that could not be read)
+
+
 class IommuGroup:
-    """One IOMMU group: its number, its devices (PCI addresses) and its type."""
+    """One IOMMU group: its number, its devices (PCI addresses) and its type.
 
-    number: str
-    devices: Tuple[str, ...]
-    name: Optional[str] = None  # ``vfio-noiommu`` for a fake group
-    type: Optional[str] = None  # DMA | DMA-FQ | identity | blocked | unmanaged (>= 5.11)
-    devices_reason: Optional[str] = None  # why ``devices/`` could not be listed (then ``devices`` is empty)
+    ``name``: ``vfio-noiommu`` for a fake group. ``type``: DMA | DMA-FQ | identity | blocked |
+    unmanaged (>= 5.11). ``devices_reason``: why ``devices/`` could not be listed (then
+    ``devices`` is empty).
+
+    The members and the type may be given as readers instead, called with the group's number on
+    first use (``read_devices`` gives ``(devices, devices_reason)``, ``read_type`` the type): every
+    group's name tells a fake group from a real one, which the host rules count, but a host with
+    thousands of groups needs the members of its targets' groups only. Slots, and one pair of
+    readers shared by all groups: a host may have ten thousand of them.
+    """
+
+    __slots__ = ("number", "name", "_members", "_type", "_read_devices", "_read_type")
+
+    def __init__(self, number: str, devices: Tuple[str, ...] = (), name: Optional[str] = None,
+                 type: Optional[str] = None, devices_reason: Optional[str] = None, *,
+                 read_devices: Optional[Callable[[str], Tuple[Tuple[str, ...], Optional[str]]]] = None,
+                 read_type: Optional[Callable[[str], Optional[str]]] = None):
+        self.number = number
+        self.name = name
+        self._read_devices, self._read_type = read_devices, read_type
+        self._members = None if read_devices else (devices, devices_reason)
+        self._type = _UNREAD if read_type else type
+
+    @property
+    def devices(self) -> Tuple[str, ...]:
+        return self._listed()[0]
+
+    @property
+    def devices_reason(self) -> Optional[str]:
+        return self._listed()[1]
+
+    def _listed(self) -> Tuple[Tuple[str, ...], Optional[str]]:
+        if self._members is None:
+            self._members = self._read_devices(self.number)
+        return self._members
+
+    @property
+    def type(self) -> Optional[str]:
+        if self._type is _UNREAD:
+            self._type = self._read_type(self.number)
+        return self._type
+
+    def __repr__(self) -> str:
+        return f"IommuGroup(number={self.number!r}, name={self.name!r})"
 
     @property
     def is_noiommu(self) -> bool:

@@ -9,8 +9,8 @@ message text. The log only ever corroborates: rules decide on sysfs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import List, Optional, Pattern, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Pattern, Tuple, Union
 
 from scanner.lazyre import lazy_compile
 
@@ -44,6 +44,7 @@ class KernelLog:
     messages: Tuple[str, ...] = ()
     source: Optional[str] = None
     reason: Optional[str] = None  # why there is no log, when there is none
+    _with: Dict[str, Tuple[str, ...]] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def available(self) -> bool:
@@ -52,6 +53,14 @@ class KernelLog:
     def grep(self, pattern: Union[str, Pattern]) -> List[str]:
         rx = re.compile(pattern) if isinstance(pattern, str) else pattern
         return [m for m in self.messages if rx.search(m)]
+
+    def with_text(self, text: str) -> Tuple[str, ...]:
+        """The messages that contain ``text``, found once per log: a rule that looks for one kind of
+        line per device (``<address>: ...``) searches these few, not the whole log per device."""
+        found = self._with.get(text)
+        if found is None:
+            found = self._with[text] = tuple(m for m in self.messages if text in m)
+        return found
 
     def first(self, pattern: Union[str, Pattern]) -> Optional[str]:
         found = self.grep(pattern)
