@@ -101,7 +101,7 @@ def _command_lines(command: str, width: int) -> tuple:
 
 
 def _header(report, color: bool = False) -> str:
-    """The verdict first, then which host and, for a snapshot, as of when."""
+    """The verdict first (with what a reboot would undo), then which host and, for a snapshot, as of when."""
     h = report.host
     source = h.get("source")
     if h.get("collected_at"):
@@ -111,7 +111,7 @@ def _header(report, color: bool = False) -> str:
     counts = report.counts
     tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     shown = for_terminal(" · ".join(str(p) for p in parts if p))
-    return f"Readiness: {_paint(report.readiness, color)} ({tally})\nHost {shown}" + _next_boot_line(report)
+    return f"Readiness: {_paint(report.readiness, color)} ({tally})" + _next_boot_line(report) + f"\nHost {shown}"
 
 
 def _paint(word: str, color: bool) -> str:
