@@ -1,6 +1,12 @@
-"""Human output: a table per subject (host, then each device), then what to do about each problem.
+"""Human output: the verdict, a table per subject (host, then each device), then what to do about each problem.
 
-Readable at 100 columns: long texts wrap inside their column. Evidence is shown with ``-v``.
+Laid out for where it goes (scanner/output.py): a terminal's width (``$COLUMNS``, else the
+terminal's; readable from 80 columns), with the statuses and the verdict in colour on a colour
+terminal (``NO_COLOR`` honoured); a file gets 100 columns and no colour. Long texts wrap inside
+their column. The verdict comes first. Each problem is said once: its message in the table, its
+fix steps under "What to do" (with ``-v``, everything there, evidence too). A device's table is
+headed with what it is (ids, the host's pci.ids name, its driver). A scan without device targets
+shows the device rules as one line that says how to name devices, not a row of SKIPs each.
 Every text that comes from the host, a plugin or a policy is escaped for the terminal
 (scanner/terminal_text.py) before it is wrapped, so no control character reaches the screen and
 no newline of theirs starts a line of ours.
@@ -12,13 +18,17 @@ import textwrap
 from functools import lru_cache
 
 from reports.text_table import simple_table
+from scanner.engine import NO_TARGETS
 from scanner.terminal_text import for_terminal
 
 WIDTH = 100
-CHECK_WIDTH = 30
+CHECK_WIDTH = 30  # at 100 columns; narrower terminals give the check column less
+MIN_CHECK_WIDTH = 16
 PROMPT, CONTINUED = "      $ ", "          "  # how a fix command's first line and its continuations begin
 HEADERS = ("status", "rule", "check", "result")
 LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP", "error": "ERROR", "waived": "WAIVED"}
+COLOR = {"PASS": "32", "FAIL": "1;31", "WARN": "33", "SKIP": "2", "ERROR": "1;35", "WAIVED": "34",
+         "READY": "1;32", "READY_WITH_WARNINGS": "1;33", "NOT_READY": "1;31"}
 
 
 def _wrap(text: str, width: int, indent: str = "") -> str:
@@ -90,14 +100,48 @@ def _command_lines(command: str, width: int) -> tuple:
     return tuple(lines) + (current,)
 
 
-def _header(report) -> str:
+def _header(report, color: bool = False) -> str:
+    """The verdict first (with what a reboot would undo), then which host and, for a snapshot, as of when."""
     h = report.host
+    source = h.get("source")
+    if h.get("collected_at"):
+        source = f"{source} collected {h['collected_at']}"
     parts = [h.get("hostname") or "?", f"kernel {h.get('kernel') or '?'}", h.get("arch") or "?",
-             (h.get("cpu_vendor") or "unknown CPU").upper() if h.get("cpu_vendor") else "unknown CPU", h.get("source")]
+             (h.get("cpu_vendor") or "unknown CPU").upper() if h.get("cpu_vendor") else "unknown CPU", source]
     counts = report.counts
     tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     shown = for_terminal(" · ".join(str(p) for p in parts if p))
-    return f"Host {shown}\nReadiness: {report.readiness} ({tally})" + _next_boot_line(report)
+    return f"Readiness: {_paint(report.readiness, color)} ({tally})" + _next_boot_line(report) + f"\nHost {shown}"
+
+
+def _paint(word: str, color: bool) -> str:
+    return f"\x1b[{COLOR[word]}m{word}\x1b[0m" if color and word in COLOR else word
+
+
+def _paint_rows(table: str, color: bool) -> str:
+    """The status word that begins each row in colour; the layout is made before, so widths stay."""
+    if not color:
+        return table
+    lines = table.split("\n")
+    for i, line in enumerate(lines):
+        word = line.split(" ", 1)[0]
+        if word in LABEL.values():
+            lines[i] = _paint(word, True) + line[len(word):]
+    return "\n".join(lines)
+
+
+def _device_title(report, subject: str) -> str:
+    """``0000:01:00.0 · 10de:2204 NVIDIA Corporation GA102 [GeForce RTX 3090] · driver nvidia``."""
+    entry = next((d for d in report.devices if d.get("address") == subject), None)
+    if entry is None:
+        return for_terminal(subject)
+    ids = f"{entry.get('vendor') or '????'}:{entry.get('device') or '????'}"
+    if entry.get("vendor_name"):
+        name = f"{entry['vendor_name']} {entry.get('device_name') or 'Device ' + (entry.get('device') or '????')}"
+    else:
+        name = entry.get("class_name") or ""
+    parts = [subject, f"{ids} {name}".strip(), f"driver {entry.get('driver') or 'none'}"]
+    return for_terminal(" · ".join(parts))
 
 
 #: Subjects named on the next-boot line before it says how many there are in all.
@@ -126,29 +170,31 @@ def _subjects(report):
     return {s: found[s] for s in sorted(found, key=lambda s: (s != "host", s))}
 
 
-def _fixes(report, verbose: bool) -> list:
+def _fixes(report, verbose: bool, width: int = WIDTH, color: bool = False) -> list:
+    """Each problem's fix steps, headed by what it is; its message is the table's (said once). With
+    ``-v``, every finding with evidence, its message, observed and expected, and the evidence too."""
     lines = []
     for f in report.findings:
         wanted = f.status in ("fail", "warn", "error") and (f.remediation or verbose)
         if not wanted and not (verbose and f.evidence):
             continue
         subject = "" if f.subject == "host" else f" {f.subject}"
-        lines.append(for_terminal(f"{LABEL[f.status]} {f.rule_id} {f.rule}{subject}"))
-        lines.append(_wrap(f.message, WIDTH, "    "))
-        if f.observed or f.expected:
-            lines.append(_wrap(f"observed: {f.observed or '-'} | expected: {f.expected or '-'}", WIDTH, "    "))
+        lines.append(_paint(LABEL[f.status], color) + for_terminal(f" {f.rule_id} {f.rule}{subject}"))
         if verbose:
+            lines.append(_wrap(f.message, width, "    "))
+            if f.observed or f.expected:
+                lines.append(_wrap(f"observed: {f.observed or '-'} | expected: {f.expected or '-'}", width, "    "))
             for e in f.evidence:
-                lines.append(_wrap(f"evidence {e.source}: {e.value}", WIDTH, "    "))
+                lines.append(_wrap(f"evidence {e.source}: {e.value}", width, "    "))
         if f.status in ("fail", "warn", "error"):
             for step in f.remediation:
                 flags = [step.phase] + (["manual"] if step.manual else []) + (["reboot"] if step.requires_reboot else [])
-                lines.append(_wrap(f"fix [{', '.join(flags)}] {step.summary}", WIDTH, "    "))
+                lines.append(_wrap(f"fix [{', '.join(flags)}] {step.summary}", width, "    "))
                 for cmd in step.commands:
-                    lines.extend(_command(cmd, WIDTH))
+                    lines.extend(_command(cmd, width))
         if f.waiver:
             lines.append(_wrap(f"waived: {f.waiver.get('justification')} (expires {f.waiver.get('expires') or 'never'})",
-                               WIDTH, "    "))
+                               width, "    "))
         lines.append("")
     return lines
 
@@ -166,7 +212,7 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
 
 
-def _policy(report) -> list:
+def _policy(report, width: int = WIDTH) -> list:
     """The policy used, and the waivers that expired or covered nothing on this host."""
     info = report.policy
     if not info:
@@ -175,7 +221,7 @@ def _policy(report) -> list:
     waived = sum(1 for f in report.findings if f.status == "waived")
     lines = [_wrap(f"Policy {info.get('file')} (waivers judged on {info.get('date')}): "
                    f"{_count(waived, 'finding')} waived, {_count(len(expired), 'expired waiver')}, "
-                   f"{_count(len(unused), 'unused waiver')}", WIDTH)]
+                   f"{_count(len(unused), 'unused waiver')}", width)]
 
     def what(w):
         subject = f" {w['subject']}" if w.get("subject") else ""
@@ -184,27 +230,36 @@ def _policy(report) -> list:
 
     for w in expired:
         again = ", ".join(w.get("would_cover") or []) or "nothing on this host"
-        lines.append(_wrap(f"EXPIRED waiver {what(w)}: last day {w.get('expires')}; counts again: {again}", WIDTH, "  "))
+        lines.append(_wrap(f"EXPIRED waiver {what(w)}: last day {w.get('expires')}; counts again: {again}", width, "  "))
     for w in unused:
-        lines.append(_wrap(f"UNUSED waiver {what(w)}: {w.get('reason')}; remove it if the gap is closed", WIDTH, "  "))
+        lines.append(_wrap(f"UNUSED waiver {what(w)}: {w.get('reason')}; remove it if the gap is closed", width, "  "))
     return lines + [""]
 
 
-def render_one(report, verbose: bool) -> str:
-    out = [_header(report), ""]
-    out.extend(_policy(report))
+def render_one(report, verbose: bool, width: int = WIDTH, color: bool = False) -> str:
+    out = [_header(report, color), ""]
+    out.extend(_policy(report, width))
     for note in report.notes:
-        out.append(_wrap(f"ERROR {note}", WIDTH))
+        out.append(_wrap(f"ERROR {note}", width))
+    check_w = CHECK_WIDTH if width >= WIDTH else max(MIN_CHECK_WIDTH, CHECK_WIDTH * width // WIDTH)
     for subject, findings in _subjects(report).items():
+        untargeted = [f for f in findings if f.status == "skip" and f.message == NO_TARGETS] if subject == "host" else []
+        if len(untargeted) > 1:
+            findings = [f for f in findings if not (f.status == "skip" and f.message == NO_TARGETS)]
         rows = [(LABEL[f.status], for_terminal(f.rule_id), for_terminal(f.title), _result(f)) for f in findings]
         # a header is padded by 2 and columns are 2 apart (reports/text_table.py): the result gets what is left
         status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
         rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
-        result_w = max(20, WIDTH - status_w - rule_w - CHECK_WIDTH - 3 * 2)
-        out.append(for_terminal(subject))
-        out.append(simple_table(HEADERS, rows, [None, None, CHECK_WIDTH, result_w]))
+        result_w = max(20, width - status_w - rule_w - check_w - 3 * 2)
+        out.append("host" if subject == "host" else _device_title(report, subject))
+        if rows:
+            out.append(_paint_rows(simple_table(HEADERS, rows, [None, None, check_w, result_w]), color))
+        if len(untargeted) > 1:
+            out.append(_wrap(f"Device rules not run ({', '.join(f.rule_id for f in untargeted)}): no device "
+                             "targets. Name the devices to pass through with --device or --class; "
+                             "'vfio-scan groups' lists every device and its IOMMU group.", width))
         out.append("")
-    fixes = _fixes(report, verbose)
+    fixes = _fixes(report, verbose, width, color)
     if fixes:
         out.append("Details and fixes" if verbose else "What to do")
         out.append("")
@@ -219,4 +274,5 @@ def render(reports, options) -> str:
         from reports.matrix import render_fleet
 
         return render_fleet(reports, options)
-    return "\n".join(render_one(r, options.get("verbose", False)) for r in reports)
+    width, color = options.get("width", WIDTH), options.get("color", False)
+    return "\n".join(render_one(r, options.get("verbose", False), width, color) for r in reports)

@@ -269,13 +269,17 @@ def _unreadable_targets(facts, scan: Scan) -> dict:
     return found
 
 
+#: Every device rule's one skip when a scan names no devices (the table shows them as one line).
+NO_TARGETS = "no device targets given (select devices with --device or --class)"
+
+
 def run_rule(rule: Rule, facts, scan: Scan, deadline: Optional[Deadline] = None) -> List[Finding]:
     """The rule's findings on this host; whatever its check does, the findings of a rule that failed.
 
     ``deadline`` (:func:`run_rules` gives one per host) bounds the check; without one it is only guarded.
     """
     if rule.scope == "device" and not scan.has_targets:
-        return [Finding.skip("no device targets given (select devices with --device or --class)").bind(rule)]
+        return [Finding.skip(NO_TARGETS).bind(rule)]
     unreadable = _unreadable_targets(facts, scan) if rule.scope == "device" else {}
     skipped: List[Finding] = []
     if unreadable:  # judged by no rule: a missing driver link does not mean "unbound"

@@ -86,7 +86,8 @@ def render_all(registry, reports: Sequence[Report], outputs: Iterable[Tuple[str,
             spec = registry.formats[fmt]
             try:
                 guard = Deadline() if spec.plugin in builtin else deadline
-                output = guard.call(_render, spec, list(reports), dict(options), spec.plugin in builtin)
+                output = guard.call(_render, spec, list(reports), dict(options, **_layout(path)),
+                                    spec.plugin in builtin)
                 rendered.append((output, path))
             except PluginCrash as crash:
                 if isinstance(crash.__cause__, InvalidReport):  # --validate: the report itself is wrong
@@ -95,6 +96,16 @@ def render_all(registry, reports: Sequence[Report], outputs: Iterable[Tuple[str,
     if failures:
         raise RenderFailed(failures, rendered)
     return rendered
+
+
+def _layout(path: str) -> dict:
+    """What a human output may assume about where it goes: on a terminal, its width and colour
+    (scanner/terminal_style.py); in a file, 100 columns and no colour, whatever window made it."""
+    if path not in (None, "-"):
+        return {"width": 100, "color": False}
+    from scanner.terminal_style import output_width, use_color
+
+    return {"width": output_width(), "color": use_color()}
 
 
 def _render(spec, reports: List[Report], options: dict, builtin: bool) -> Rendered:

@@ -25,6 +25,8 @@ _EMPHASIS = re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])")
 _ROLE = re.compile(r":[a-z]+:`([^`]+)`")
 _LABEL = re.compile(r"^([A-Z][\w ,()/.-]{0,60}?:)(?=\s)")
 _BULLET = re.compile(r"^([-*•]|\d+[.)])\s+")
+#: A line that starts a section of its own even without a blank line before it ("Why: ...").
+_SECTION = re.compile(r"^(What|Why|How|Fix|Note|Undo)\b[^:]{0,60}:(\s|$)")
 
 
 def render_docs(text: str, width: int = 80, color: bool = False) -> str:
@@ -66,10 +68,10 @@ def _blocks(lines: List[str]):
             if block:
                 yield kind, block
             block, kind = [], "para"
-        elif _BULLET.match(line) and not line.startswith(" "):
+        elif (_BULLET.match(line) or _SECTION.match(line)) and not line.startswith(" "):
             if block:
                 yield kind, block
-            block, kind = [line], "bullet"
+            block, kind = [line], "bullet" if _BULLET.match(line) else "para"
         else:
             block.append(line)
         literal_next = literal_next or line.rstrip().endswith("::")

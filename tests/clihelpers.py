@@ -170,3 +170,24 @@ BUILTIN_IDS = sorted(HOST_IDS + DEVICE_IDS)  # in id order, as the registry list
 ON_REQUEST_IDS = ["VFIO-019"]
 #: What passes on a ready host scanned without options.
 READY_HOST_IDS = [r for r in HOST_IDS if r not in ON_REQUEST_IDS]
+
+
+def run_under_tty(*args, **env) -> tuple:
+    """``python -m scanner ARGS`` with stdout on a pseudo-terminal, as a person sees it: (exit code, text)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.run([sys.executable, "-m", "scanner", *map(str, args)], cwd=REPO, stdout=follower,
+                          stderr=subprocess.PIPE, env=cli_env(**env), timeout=300)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the other end is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return proc.returncode, b"".join(chunks).decode().replace("\r\n", "\n")

@@ -308,7 +308,7 @@ def test_plugins_lists_builtins():
     plugins = {p["name"]: p for p in json.loads(proc.stdout)}
     assert plugins["rules.kernel_cmdline"]["rules"] == ["VFIO-004"]
     assert plugins["rules.kernel_cmdline"]["source"] == "builtin"
-    assert sorted(plugins["reports"]["formats"]) == ["json", "junit", "script", "table"]
+    assert sorted(plugins["reports"]["formats"]) == ["html", "json", "junit", "nfd", "prometheus", "script", "table"]
     assert all(p["error"] is None for p in plugins.values())
 
 
@@ -378,30 +378,12 @@ def test_explain_renders_for_the_terminal_not_raw_restructuredtext():
 
 def test_explain_colours_only_a_terminal_and_honours_no_color():
     """Under a pseudo-terminal the labels are bold and literals coloured; NO_COLOR turns that off."""
-    import os
-    import pty
-    import subprocess
-    import sys
-
-    from clihelpers import REPO, cli_env
+    from clihelpers import run_under_tty
 
     def under_tty(**env):
-        leader, follower = pty.openpty()
-        proc = subprocess.run([sys.executable, "-m", "scanner", "explain", "VFIO-013"], cwd=REPO, stdout=follower,
-                              stderr=subprocess.PIPE, env=cli_env(**env), timeout=120)
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(leader)
-        assert proc.returncode == 0
-        return b"".join(chunks).decode()
+        code, text = run_under_tty("explain", "VFIO-013", **env)
+        assert code == 0
+        return text
 
     coloured = under_tty()
     assert "\x1b[1mWhat:\x1b[0m" in coloured and "\x1b[36mvfio-pci\x1b[0m" in coloured

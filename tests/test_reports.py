@@ -418,7 +418,8 @@ def test_table_fits_100_columns(any_tree, verbose):
     name, root = any_tree
     proc = run_cli("scan", "--root", root, *(["-v"] if verbose else []))
     assert proc.returncode == EXPECTED_EXIT[name]
-    assert proc.stdout.startswith("Host testhost")
+    assert proc.stdout.startswith("Readiness: ")  # the verdict first
+    assert _host_line(proc.stdout).startswith("Host testhost")
     assert _long_lines(proc.stdout) == []
 
 
@@ -536,3 +537,8 @@ def test_table_command_not_wrapped_when_unsafe(command):
     from reports.table import _command
 
     assert _command(command, 40) == ["      $ " + command]
+
+
+def _host_line(text: str) -> str:
+    """The table's "Host ..." line: after the verdict (and the next-boot line, when there is one)."""
+    return next(line for line in text.splitlines()[:3] if line.startswith("Host "))

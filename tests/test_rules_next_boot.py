@@ -177,8 +177,8 @@ def test_what_a_reboot_undoes_has_its_own_status_line(ws):
     args = ["scan", "--root", str(ws.root), "--device", GPU, "--device", AUDIO]
     table = run_cli(*args)
     lines = table.stdout.splitlines()
-    assert lines[1].startswith("Readiness: NOT_READY")
-    assert lines[2] == f"Next boot: works now, lost at next boot — VFIO-017 {GPU}, VFIO-017 {AUDIO}"
+    assert lines[0].startswith("Readiness: NOT_READY")  # the verdict first, what a reboot undoes beside it
+    assert lines[1] == f"Next boot: works now, lost at next boot — VFIO-017 {GPU}, VFIO-017 {AUDIO}"
     report = json.loads(run_cli(*args, "--format", "json", "--validate").stdout)
     assert report["summary"]["lost_at_next_boot"] == 2
     ws.vfio_ids_at_boot(["10de:2204", "10de:1aef"], softdeps=["nvidia"])  # now kept at boot

@@ -61,7 +61,8 @@ def test_scan_of_a_snapshot_equals_scan_of_its_tree(trees, name):
     a, b = json.loads(direct.stdout), json.loads(offline.stdout)
     assert findings(b) == findings(a)
     assert b["targets"] == a["targets"] and b["summary"] == a["summary"]
-    assert b["host"] == dict(a["host"], source="snapshot")
+    collected = json.loads(snap.read_text("utf-8"))["collected_at"]
+    assert b["host"] == dict(a["host"], source="snapshot", collected_at=collected)
 
 
 def test_many_snapshots_one_fleet_document_same_findings_per_host(trees):
@@ -122,9 +123,11 @@ def test_snapshot_input_errors(trees, tmp_path):
 def test_groups_and_qemu_args_read_one_snapshot(trees):
     made, _ = trees
     root, snap = made["workstation"]
+    collected = json.loads(snap.read_text("utf-8"))["collected_at"]
     for command in (("groups", "--format", "json"), ("qemu-args", "--device", "00:1f.6")):
         a, b = run_cli(*command, "--root", root), run_cli(*command, "--snapshot", snap)
-        assert (a.returncode, a.stdout.replace('"root"', '"snapshot"')) == (b.returncode, b.stdout)
+        as_snapshot = a.stdout.replace('"source": "root"', f'"source": "snapshot",\n    "collected_at": "{collected}"')
+        assert (a.returncode, as_snapshot) == (b.returncode, b.stdout)
     proc = run_cli("qemu-args", "--device", "01:00.0", "--snapshot", snap, made["ready"][1])
     assert proc.returncode == 2 and "reads one host" in proc.stderr
 
