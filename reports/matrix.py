@@ -3,9 +3,10 @@
 Why a matrix: with forty hosts, forty one-host tables hide the answer to "which hosts are ready,
 and what blocks the others". Each row is a host, each column a rule (ids shortened to their
 number when every rule shares the ``VFIO-`` prefix), each cell the host's worst outcome for that
-rule. Readable at 100 columns: long host names are shortened in the middle, and when the rules do
-not fit even then in one row the matrix continues in another block with the host column repeated. ``-v``
-appends every host's own table, evidence and fixes.
+rule. Laid out at the terminal's width (100 columns in a file), readable from 80: long host names
+are shortened in the middle, and when the rules do not fit even then in one row the matrix
+continues in another block with the host column repeated. ``-v`` appends every host's own table,
+evidence and fixes.
 
 Host names, rule names and the reasons a host could not be scanned (ssh's or the collector's own
 words) come from outside: each is escaped for the terminal (scanner/terminal_text.py) before it
@@ -53,7 +54,7 @@ def state_of(report) -> str:
     return STATE.get(report.readiness, report.readiness)
 
 
-def matrix(reports) -> list:
+def matrix(reports, width: int = WIDTH) -> list:
     rules = rules_seen(reports)
     ids = [r[0] for r in rules]
     names = [for_terminal(name) for name in column_names(ids)]
@@ -61,9 +62,9 @@ def matrix(reports) -> list:
     widths = [max(len(n), 4) for n in names]
     hosts = [shown_name(r) for r in reports]
     natural = max([len("host")] + [len(h) for h in hosts])
-    fits_all = WIDTH - 2 - state_w - sum(w + 1 for w in widths)  # what is left for the host column
+    fits_all = width - 2 - state_w - sum(w + 1 for w in widths)  # what is left for the host column
     host_w = min(natural, max(MIN_HOST_WIDTH, fits_all), MAX_HOST_WIDTH)
-    room = WIDTH - host_w - 2 - state_w  # each rule column takes its width and the blank before it
+    room = width - host_w - 2 - state_w  # each rule column takes its width and the blank before it
     blocks, current, used = [], [], 0
     for index, width in enumerate(widths):
         if current and used + width + 1 > room:
@@ -82,13 +83,13 @@ def matrix(reports) -> list:
         lines.append("")
     legend = "  ".join(f"{name}\u00a0{for_terminal(rule)}" for name, (_, rule, _t) in zip(names, rules))  # pairs whole
     lines += [line.replace("\u00a0", " ") for line in
-              textwrap.wrap("Rules: " + legend, WIDTH, subsequent_indent="  ", break_on_hyphens=False)]
-    lines.append("Cells: ok pass, FAIL fail, warn warning, skip skipped, ERR the rule errored, wvd waived, "
-                 "- not run")
+              textwrap.wrap("Rules: " + legend, width, subsequent_indent="  ", break_on_hyphens=False)]
+    lines += textwrap.wrap("Cells: ok pass, FAIL fail, warn warning, skip skipped, ERR the rule errored, wvd waived, "
+                           "- not run", width, subsequent_indent="  ")
     return lines
 
 
-def per_rule(reports, summary: dict) -> list:
+def per_rule(reports, summary: dict, width: int = WIDTH) -> list:
     lines = []
     total = summary["hosts"]
     for rule in summary["rules"]:
@@ -100,29 +101,31 @@ def per_rule(reports, summary: dict) -> list:
             shown = ", ".join(who[:8]) + (f" (+{len(who) - 8} more)" if len(who) > 8 else "")
             verb = {"fail": "fail", "error": "error on", "warn": "warn on", "waived": "waive"}[status]
             line = for_terminal(f"{count}/{total} hosts {verb} {rule['rule_id']} {rule['rule']}: {shown}")
-            lines += textwrap.wrap(line, WIDTH, subsequent_indent="    ", break_on_hyphens=False)
+            lines += textwrap.wrap(line, width, subsequent_indent="    ", break_on_hyphens=False)
     return lines or ["No rule fails, errors or warns on any host."]
 
 
 def render_fleet(reports, options) -> str:
     summary = fleet_summary(reports)
     counts = summary["readiness"]
-    out = [f"Fleet: {summary['hosts']} hosts: {counts['READY']} ready, {counts['READY_WITH_WARNINGS']} ready with "
-           f"warnings, {counts['NOT_READY']} not ready"
-           + (f" ({len([r for r in reports if r.notes])} could not be scanned)" if summary["host_errors"] else ""), ""]
-    out += matrix(reports)
+    width = options.get("width", WIDTH)  # the terminal's (scanner/output.py), 100 in a file
+    verdict = (f"Fleet: {summary['hosts']} hosts: {counts['READY']} ready, {counts['READY_WITH_WARNINGS']} ready with "
+               f"warnings, {counts['NOT_READY']} not ready"
+               + (f" ({len([r for r in reports if r.notes])} could not be scanned)" if summary["host_errors"] else ""))
+    out = textwrap.wrap(verdict, width, subsequent_indent="  ") + [""]
+    out += matrix(reports, width)
     out += ["", "Per rule"]
-    out += ["  " + line for line in per_rule(reports, summary)]
+    out += ["  " + line for line in per_rule(reports, summary, width - 2)]
     if summary["host_errors"]:
         out += ["", "Could not be scanned"]
         for item in summary["host_errors"]:
-            out += textwrap.wrap(for_terminal(f"{item['host']}: {item['reason']}"), WIDTH, initial_indent="  ",
+            out += textwrap.wrap(for_terminal(f"{item['host']}: {item['reason']}"), width, initial_indent="  ",
                                  subsequent_indent="      ", break_on_hyphens=False)
     if options.get("verbose"):
         from reports.table import render_one
 
         for report in reports:
-            out += ["", "=" * WIDTH, f"[{shown_name(report)}]", render_one(report, True).rstrip()]
+            out += ["", "=" * width, f"[{shown_name(report)}]", render_one(report, True, width).rstrip()]
     else:
         out += ["", "Each host's findings and fixes: add -v, or use --format json."]
     return "\n".join(out).rstrip() + "\n"

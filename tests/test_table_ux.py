@@ -77,3 +77,16 @@ def test_a_snapshot_scan_says_when_it_was_collected(tmp_path):
     assert run_cli("collect", "--root", tree.root, "-o", snapshot).returncode == 0
     host_line = run_cli("scan", "--snapshot", snapshot).stdout.splitlines()[1]
     assert re.search(r"· snapshot collected \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", host_line), host_line
+
+
+def test_the_fleet_matrix_fits_the_terminal_too(tmp_path):
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    tree = workstation(tmp_path / "ws")
+    for n in range(3):
+        assert run_cli("collect", "--root", tree.root, "-o", fleet / f"gpu-node-{n:02d}.rack7.example.com.json").returncode == 0
+    (fleet / "broken.json").write_text("{", "utf-8")
+    for columns in (80, 100):
+        out = run_cli("scan", "--snapshot", fleet, "--device", "01:00.0", COLUMNS=str(columns)).stdout
+        assert out.startswith("Fleet: 4 hosts")
+        assert [line for line in out.splitlines() if len(line) > columns] == []
