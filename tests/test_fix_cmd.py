@@ -18,6 +18,17 @@ def test_fix_writes_the_script_says_where_and_exits_0(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_fix_with_json_and_junit_beside_the_script(tmp_path):
+    """The JSON and JUnit outputs are streamed beside the script: fix still says what it wrote."""
+    tree = workstation(tmp_path / "ws")
+    out, report, junit = tmp_path / "fix.sh", tmp_path / "before.json", tmp_path / "junit.xml"
+    proc = run_cli("fix", "--root", tree.root, "--device", "01:00.0", "-o", out, "--json", report, "--junit", junit)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith(f"vfio-scan fix: wrote {out}: fixes for ")
+    assert out.read_text().startswith("#!/usr/bin/env bash") and report.read_text().startswith("{")
+    assert junit.read_text().startswith("<?xml")
+
+
 def test_scan_script_option_equals_fix(tmp_path):
     tree = workstation(tmp_path / "ws")
     a, b = tmp_path / "a.sh", tmp_path / "b.sh"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,12 @@ def test_single_host_renders_offline_with_verdict_grid_fixes_and_pci_picture(bro
         assert p.locator("svg.pcitree text.target").count() == 2  # both GPUs are targets (--class 0300)
         fix = p.locator("article.finding.fail .cmd").first
         fix.locator("button.copy").click()
-        p.wait_for_function("document.querySelector('button.copy').textContent === 'Copied'")
+        button = fix.locator("button.copy")
+        for _ in range(100):  # polled from here: the page's CSP forbids the string eval wait_for_function uses
+            if button.inner_text() == "Copied":
+                break
+            time.sleep(0.1)
+        assert button.inner_text() == "Copied"
         copied = p.evaluate("navigator.clipboard.readText()")
         assert copied == fix.locator("pre").inner_text()
         assert "driver_override" in copied

@@ -29,7 +29,8 @@ def _said(args, reports, rendered, code: int) -> int:
     from scanner.report import EXIT_INCOMPLETE
     from scanner.terminal_text import for_terminal
 
-    scripts = [(text, path) for text, path in rendered if text.startswith("#!")]
+    # the script is text; a JSON or JUnit output beside it (--json, --junit) is streamed, not text
+    scripts = [(text, path) for text, path in rendered if isinstance(text, str) and text.startswith("#!")]
     if not scripts:
         return code
     report = reports[0]
