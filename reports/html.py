@@ -18,10 +18,10 @@ from typing import List
 
 from reports.html_assets import CSP, SCRIPT, STYLE
 from reports.html_text import esc, esc_lines
-from scanner.fleet.summary import fleet_summary, host_name, outcome, rules_seen
+from reports.matrix import CELL
+from scanner.fleet.summary import host_name, outcome, rules_seen
 
 PROBLEMS = ("fail", "error", "warn", "waived")
-CELL = {"pass": "ok", "fail": "FAIL", "warn": "warn", "skip": "skip", "error": "ERR", "waived": "wvd", None: "-"}
 LABEL = {"READY": "READY", "READY_WITH_WARNINGS": "READY WITH WARNINGS", "NOT_READY": "NOT READY",
          "UNSCANNED": "UNSCANNED", "INCOMPLETE": "INCOMPLETE"}
 

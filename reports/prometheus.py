@@ -20,11 +20,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Dict, Iterable, List, Tuple
 
+from scanner.fleet.summary import outcome, rules_seen
 from scanner.model import STATUSES
 from scanner.report import is_blocking
 
 READINESS = ("READY", "READY_WITH_WARNINGS", "NOT_READY")
-_WORST_FIRST = ("error", "fail", "warn", "waived", "skip", "pass")
 
 FAMILIES = (
     ("vfio_scan_up", "1 when the host was scanned, 0 when it could not be (unreachable, broken snapshot)."),
@@ -66,7 +66,8 @@ def host_samples(report) -> Iterable[Tuple[str, List[Tuple[str, str]], str]]:
     for state in READINESS:
         yield "vfio_scan_readiness", host + [("state", state)], "1" if state == readiness else "0"
     yield "vfio_scan_complete", host, "0" if report.incomplete else "1"
-    for (rule_id, rule), worst in _worst_per_rule(report.findings).items():
+    for rule_id, rule, _ in rules_seen([report]):
+        worst = outcome(report, rule_id)
         for status in STATUSES:
             yield ("vfio_scan_rule_status", host + [("rule_id", rule_id), ("rule", rule), ("status", status)],
                    "1" if status == worst else "0")
@@ -80,16 +81,6 @@ def host_samples(report) -> Iterable[Tuple[str, List[Tuple[str, str]], str]]:
     if started is not None:
         yield "vfio_scan_scan_timestamp_seconds", host, started
     yield "vfio_scan_scan_duration_seconds", host, f"{report.duration_s:.3f}"
-
-
-def _worst_per_rule(findings) -> Dict[Tuple[str, str], str]:
-    worst: Dict[Tuple[str, str], str] = {}
-    for finding in findings:
-        key = (finding.rule_id, finding.rule)
-        kept = worst.get(key)
-        if kept is None or _WORST_FIRST.index(finding.status) < _WORST_FIRST.index(kept):
-            worst[key] = finding.status
-    return dict(sorted(worst.items()))
 
 
 def _epoch(timestamp: str):

@@ -22,21 +22,21 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    return scan.run(args, finished=lambda reports, rendered, code: _said(args, reports, rendered, code))
+    return scan.run(args, finished=lambda reports, written, code: _said(reports, written, code))
 
 
-def _said(args, reports, rendered, code: int) -> int:
+def _said(reports, written, code: int) -> int:
     from scanner.report import EXIT_INCOMPLETE
     from scanner.terminal_text import for_terminal
 
-    # the script is text; a JSON or JUnit output beside it (--json, --junit) is streamed, not text
-    scripts = [(text, path) for text, path in rendered if isinstance(text, str) and text.startswith("#!")]
+    scripts = [path for fmt, path in written if fmt == "script"]  # -o (the default format) or --script
     if not scripts:
         return code
     report = reports[0]
     fixes = [f for f in report.findings if f.status in ("fail", "warn") and f.remediation]
-    manual = sum(text.count("# NO AUTOMATED FIX") for text, _ in scripts)
-    where = ", ".join("stdout" if path in (None, "-") else path for _, path in scripts)
+    # what the script leaves to a person: a manual step, or one with no action to run (NO AUTOMATED FIX)
+    manual = sum(1 for f in fixes for step in f.remediation if step.manual or not step.action)
+    where = ", ".join("stdout" if path in (None, "-") else path for path in scripts)
     if fixes:
         what = (f"fixes for {len(fixes)} finding(s)" + (f", {manual} step(s) for a person (NO AUTOMATED FIX)"
                                                         if manual else "")

@@ -77,8 +77,8 @@ def guest_memory(text):
 
 
 def run(args, finished=None) -> int:
-    """Scan and write every output; ``finished(reports, rendered, code)`` (``fix``'s) may then say more and
-    decide the exit code, once everything was written."""
+    """Scan and write every output; ``finished(reports, written, code)`` (``fix``'s) may then say more and
+    decide the exit code, once everything was written: ``written`` is each output's (format, path)."""
     extra = (("json", "--json", args.json_file), ("junit", "--junit", args.junit_file),
              ("script", "--script", args.script_file))
     for option, path in [("-o", args.output)] + [(opt, path) for _, opt, path in extra]:
@@ -118,4 +118,4 @@ def run(args, finished=None) -> int:
     if not write_outputs(args.command, rendered):  # each failure already said on stderr, in one line
         return EXIT_INCOMPLETE
     code = combined_exit_code(reports)
-    return finished(reports, rendered, code) if finished else code
+    return finished(reports, outputs, code) if finished else code

@@ -111,11 +111,11 @@ def _file_label(path: str, taken: set) -> str:
 
 def _file_hosts(path: str, label: str, scan: ScanFunction) -> List[HostState]:
     """The hosts one file describes (one, or a fleet report's many)."""
-    from scanner.host.snapshot import SnapshotError, _decode
+    from scanner.host.snapshot import SnapshotError, decode_bounded
 
     try:
         text = read_input_text(path, MAX_INPUT_BYTES)
-        document = _decode(text, path)
+        document = decode_bounded(text, path)
     except InputFileError as exc:
         raise SideError(f"{path}: {exc}") from None
     except SnapshotError as exc:

@@ -57,7 +57,7 @@ class SnapshotError(Exception):
 
 def parse_snapshot(text: str, where: str) -> dict:
     """Parse and validate snapshot JSON; raises :class:`SnapshotError` with one line naming ``where``."""
-    document = _decode(text, where)
+    document = decode_bounded(text, where)
     if not isinstance(document, dict) or document.get("format") != "vfio-scan-snapshot":
         raise SnapshotError(f"{where}: not a vfio-scan snapshot (no \"format\": \"vfio-scan-snapshot\")")
     version = str(document.get("snapshot_version", ""))
@@ -82,7 +82,7 @@ def parse_snapshot(text: str, where: str) -> dict:
     return document
 
 
-def _decode(text: str, where: str):
+def decode_bounded(text: str, where: str):
     """The JSON value of ``text``, nested no deeper than :data:`MAX_NESTING`.
 
     The C decoder counts its nesting against the recursion limit and stops with RecursionError
