@@ -143,9 +143,9 @@ def _command(argv: list[str]) -> int:
         return EXIT_USAGE
     from scanner.commands.options import from_namespace
 
-    options = from_namespace(args)  # the only reading of the namespace: below here, typed options
     module = importlib.import_module(f"scanner.commands.{COMMANDS[args.command][0]}")
     try:
+        options = from_namespace(args)  # the namespace's only reader: the command gets typed options
         return module.run(options)
     except UsageError as exc:  # may quote a snapshot's own text (its snapshot_version): shown escaped
         from scanner.terminal_text import for_terminal

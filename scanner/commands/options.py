@@ -8,28 +8,39 @@ options it needs rather than a stand-in for a whole command line.
 Values are carried over as given: checking them (a malformed target, an unreadable policy) stays
 with the code that uses them, in the same order as before, so the errors a user sees do not move.
 
-The classes are plain slotted classes, not dataclasses: building them costs nothing at start-up,
-which a plain scan is measured on.
+The classes are declared like dataclasses but are not: a frozen dataclass costs a generated
+``__init__`` (and more) at import, on every run, for objects made once; a plain scan is measured on
+its start-up. The annotations are never evaluated (``from __future__ import annotations``).
 """
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # typing's own flag, without importing typing first
+if TYPE_CHECKING:  # names for the annotations only
+    from typing import Optional, Tuple
+
+    from scanner.hostset import HostSet
+
 
 class Options:
-    """A frozen record: the fields are ``__slots__``, given by keyword; those in ``DEFAULTS`` may be left out."""
+    """A frozen record, declared like a dataclass: each annotated name is a field, given by keyword, and
+    its class value (if any) is its default. Building the class costs no more than any class."""
 
-    __slots__ = ()
-    DEFAULTS: dict = {}
+    FIELDS: tuple = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.FIELDS = cls.FIELDS + tuple(name for name in cls.__dict__.get("__annotations__", {}) if name != "FIELDS")
 
     def __init__(self, **values):
-        unknown = set(values) - set(self.__slots__)
+        unknown = set(values) - set(self.FIELDS)
         if unknown:
             raise TypeError(f"{type(self).__name__}: no field {', '.join(sorted(unknown))}")
-        for name in self.__slots__:
+        for name in self.FIELDS:
             if name in values:
                 value = values[name]
-            elif name in self.DEFAULTS:
-                value = self.DEFAULTS[name]
+            elif hasattr(type(self), name):
+                value = getattr(type(self), name)
             else:
                 raise TypeError(f"{type(self).__name__}: {name} is required")
             object.__setattr__(self, name, value)
@@ -44,8 +55,8 @@ class Options:
         """A copy with ``changes``, as ``dataclasses.replace``."""
         return type(self)(**dict(self.items(), **changes))
 
-    def items(self):
-        return [(name, getattr(self, name)) for name in self.__slots__]
+    def items(self) -> list:
+        return [(name, getattr(self, name)) for name in self.FIELDS]
 
     def __eq__(self, other):
         return type(other) is type(self) and self.items() == other.items()
@@ -62,40 +73,53 @@ class HostSource(Options):
     """Where the host (or hosts) to read come from: ``--root`` (with ``--kernel-log``), ``--snapshot``
     files, or a host set made by the command itself (``vfio-scan fleet``'s); nothing: this machine."""
 
-    __slots__ = ("root", "kernel_log", "snapshots", "preset")
-    DEFAULTS = {"root": None, "kernel_log": None, "snapshots": (), "preset": None}
+    root: Optional[str] = None
+    kernel_log: Optional[str] = None
+    snapshots: Tuple[str, ...] = ()
+    preset: Optional[HostSet] = None
 
 
 class Targets(Options):
     """The devices asked for, as typed: ``--device``, ``--class``, ``--vfs`` selectors (parsed by the command)."""
 
-    __slots__ = ("devices", "classes", "vfs")
-    DEFAULTS = {"devices": (), "classes": (), "vfs": ()}
+    devices: Tuple[str, ...] = ()
+    classes: Tuple[str, ...] = ()
+    vfs: Tuple[str, ...] = ()
 
 
 class PolicyChoice(Options):
     """How findings are judged: ``--policy`` file, ``--rule``/``--skip-rule``, ``--severity`` overrides,
     ``--fail-on`` and ``--as-of`` (waiver expiry)."""
 
-    __slots__ = ("file", "rules", "skip_rules", "severities", "fail_on", "as_of")
-    DEFAULTS = {"file": None, "rules": (), "skip_rules": (), "severities": (), "fail_on": None, "as_of": None}
+    file: Optional[str] = None
+    rules: Tuple[str, ...] = ()
+    skip_rules: Tuple[str, ...] = ()
+    severities: Tuple[str, ...] = ()  # RULE=LEVEL, as typed
+    fail_on: Optional[str] = None
+    as_of: Optional[str] = None  # YYYY-MM-DD, as typed
 
 
 class Outputs(Options):
     """What a scan writes: ``--format`` to ``-o`` (stdout when None), the extra ``--json``/``--junit``/
-    ``--script`` files, and how (``--verbose`` table, ``--validate`` JSON)."""
+    ``--script`` files, and how (``--verbose`` table, ``--validate`` JSON). Width and colour are not
+    options: each output takes them from where it goes (scanner/output.py)."""
 
-    __slots__ = ("format", "output", "json_file", "junit_file", "script_file", "verbose", "validate")
-    DEFAULTS = {"format": "table", "output": None, "json_file": None, "junit_file": None, "script_file": None,
-                "verbose": False, "validate": False}
+    format: str = "table"
+    output: Optional[str] = None
+    json_file: Optional[str] = None
+    junit_file: Optional[str] = None
+    script_file: Optional[str] = None
+    verbose: bool = False
+    validate: bool = False
 
 
 class VmSide(Options):
     """What the scan is told about the VM: the user QEMU runs as, its memory, and whether its manager
     detaches the targets itself (``--vm-user``, ``--guest-memory``, ``--managed``), as typed."""
 
-    __slots__ = ("user", "guest_memory", "managed")
-    DEFAULTS = {"user": None, "guest_memory": None, "managed": False}
+    user: Optional[str] = None
+    guest_memory: Optional[str] = None
+    managed: bool = False
 
 
 # -- one object per command ------------------------------------------------------------------------
@@ -103,54 +127,88 @@ class VmSide(Options):
 class ScanOptions(Options):
     """``scan``, ``fix`` and the scanning half of ``fleet``; ``command`` names the command in messages."""
 
-    __slots__ = ("command", "hosts", "targets", "policy", "outputs", "vm", "strict_plugins")
+    command: str
+    hosts: HostSource
+    targets: Targets
+    policy: PolicyChoice
+    outputs: Outputs
+    vm: VmSide
+    strict_plugins: bool
 
 
 class FleetHosts(Options):
     """Which hosts ``fleet`` reaches: HOST arguments, ``--hosts-file``, ``-i`` inventories, ``--limit``."""
 
-    __slots__ = ("names", "hosts_files", "inventories", "limits")
+    names: Tuple[str, ...]
+    hosts_files: Tuple[str, ...]
+    inventories: Tuple[str, ...]
+    limits: Tuple[str, ...]
 
 
 class Connection(Options):
     """How ``fleet`` reaches each host: ``--parallel``, ``--timeout``, ssh's options and config, the remote
     Python, ``--sudo``, and where to keep the snapshots."""
 
-    __slots__ = ("parallel", "timeout", "ssh_options", "ssh_config", "python", "sudo", "save_snapshots")
+    parallel: int
+    timeout: float
+    ssh_options: Tuple[str, ...]
+    ssh_config: Optional[str]
+    python: str
+    sudo: bool
+    save_snapshots: Optional[str]
 
 
 class FleetOptions(Options):
-    __slots__ = ("hosts", "connection", "scan")
+    hosts: FleetHosts
+    connection: Connection
+    scan: ScanOptions  # its hosts are filled in by the command, once it knows them
 
 
 class ListOptions(Options):
     """``rules`` and ``plugins``: a listing as a table or JSON."""
 
-    __slots__ = ("format", "strict_plugins")
+    format: str
+    strict_plugins: bool
 
 
 class ExplainOptions(Options):
-    __slots__ = ("rule", "strict_plugins")
+    rule: str
+    strict_plugins: bool
 
 
 class GroupsOptions(Options):
-    __slots__ = ("hosts", "format")
+    hosts: HostSource
+    format: str
 
 
 class CollectOptions(Options):
-    __slots__ = ("hosts", "output", "print_script")
+    hosts: HostSource
+    output: Optional[str]
+    print_script: bool
 
 
 class DiffOptions(Options):
-    __slots__ = ("command", "old", "new", "targets", "format", "output", "strict_plugins")
+    command: str
+    old: str
+    new: str
+    targets: Targets
+    format: str
+    output: Optional[str]
+    strict_plugins: bool
 
 
 class GateOptions(Options):
     """``qemu-args`` and ``vm-config``: the host, the devices to pass, the policy, then what to print:
     ``machine``, and for vm-config the VM manager (``vmm``), ``--check FILE`` and ``--managed``."""
 
-    __slots__ = ("hosts", "targets", "policy", "strict_plugins", "machine", "vmm", "check", "managed")
-    DEFAULTS = {"vmm": None, "check": None, "managed": False}
+    hosts: HostSource
+    targets: Targets
+    policy: PolicyChoice
+    strict_plugins: bool
+    machine: str
+    vmm: Optional[str] = None
+    check: Optional[str] = None
+    managed: bool = False
 
 
 # -- from the parsed command line ------------------------------------------------------------------

@@ -98,7 +98,6 @@ def run(options, finished=None) -> int:
 
     from scanner.engine import Scan
     from scanner.output import InvalidReport, RenderFailed, render_all
-    from scanner.terminal_text import for_terminal
     from scanner.report import EXIT_INCOMPLETE, combined_exit_code
     from scanner.scanning import scan_host
 
@@ -113,6 +112,8 @@ def run(options, finished=None) -> int:
         rendered = render_all(registry, reports, outputs, verbose=out.verbose, validate=out.validate,
                               fleet=hosts.fleet)
     except RenderFailed as exc:  # a format plugin failed: its line, the other outputs still written, exit 3
+        from scanner.terminal_text import for_terminal  # a plugin's words: escaped; imported for this only
+
         print(f"vfio-scan {command}: error: {for_terminal(str(exc))}", file=sys.stderr)
         write_outputs(command, exc.rendered)
         return EXIT_INCOMPLETE
