@@ -1,7 +1,9 @@
 """The ``vfio-scan`` command line: parse arguments, hand over to one command module.
 
 Kept thin on purpose (tox's shape): each subcommand lives in ``scanner/commands/`` and is imported
-only when used, so ``vfio-scan --version`` loads nothing but this file.
+only when used, so ``vfio-scan --version`` loads nothing but this file. The parsed arguments are
+turned into the command's typed options (scanner/commands/options.py) at once: argparse and its
+namespace go no further than this module and the commands' ``add_arguments``.
 """
 
 from __future__ import annotations
@@ -139,9 +141,12 @@ def _command(argv: list[str]) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    from scanner.commands.options import from_namespace
+
     module = importlib.import_module(f"scanner.commands.{COMMANDS[args.command][0]}")
     try:
-        return module.run(args)
+        options = from_namespace(args)  # the namespace's only reader: the command gets typed options
+        return module.run(options)
     except UsageError as exc:  # may quote a snapshot's own text (its snapshot_version): shown escaped
         from scanner.terminal_text import for_terminal
 

@@ -24,34 +24,35 @@ def add_arguments(parser) -> None:
                         help="print the stand-alone collector (Python 3.6+, stdlib only) instead of running it")
 
 
-def run(args) -> int:
+def run(options) -> int:
     from scanner import collector
 
-    if args.print_script:
+    root, kernel_log, output = options.hosts.root, options.hosts.kernel_log, options.output
+    if options.print_script:
         from scanner.fleet.remote import collector_source
 
-        written = write_outputs("collect", [(collector_source().decode("utf-8"), args.output or "-")])
+        written = write_outputs("collect", [(collector_source().decode("utf-8"), output or "-")])
         return 0 if written else EXIT_INCOMPLETE
-    if args.output:
-        check_writable(args.output, "-o")
-    check_host_options(args.root, args.kernel_log)  # --root "" would collect this machine instead
+    if output:
+        check_writable(output, "-o")
+    check_host_options(root, kernel_log)  # --root "" would collect this machine instead
 
     from scanner.host.snapshot import SnapshotError, parse_snapshot
 
-    snapshot = collector.collect(args.root, args.kernel_log)
+    snapshot = collector.collect(root, kernel_log)
     text = collector.dumps(snapshot)
     try:
         parse_snapshot(text, "the snapshot just collected")
     except SnapshotError as exc:  # a collector bug: say so, write nothing
         print(f"vfio-scan collect: error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
-    if not write_outputs("collect", [(text, args.output or "-")]):  # said on stderr; no part of it is left
+    if not write_outputs("collect", [(text, output or "-")]):  # said on stderr; no part of it is left
         return EXIT_INCOMPLETE
     from scanner.terminal_text import for_terminal  # the host's own words: escaped for the terminal
 
     for note in snapshot["notes"]:
         print(f"vfio-scan collect: warning: {for_terminal(note)}", file=sys.stderr)
-    if args.output and args.output != "-":
-        print(f"vfio-scan collect: wrote {args.output}: {for_terminal(snapshot['hostname'])}, "
+    if output and output != "-":
+        print(f"vfio-scan collect: wrote {output}: {for_terminal(snapshot['hostname'])}, "
               f"{len(snapshot['entries'])} paths, {len(text) // 1024} KiB", file=sys.stderr)
     return 0

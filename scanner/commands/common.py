@@ -21,38 +21,37 @@ def add_host_arguments(group, kernel_log: bool = True) -> None:
                             "machine; 'scan' takes several files or directories of *.json, one host each")
 
 
-def _snapshot_jobs(args):
+def _snapshot_jobs(source):
     """The ``--snapshot`` hosts (scanner/snapshots.py), or None; refused beside --root/--kernel-log."""
-    if not getattr(args, "snapshot", None):
+    if not source.snapshots:
         return None
-    if getattr(args, "root", None) is not None or getattr(args, "kernel_log", None) is not None:
+    if source.root is not None or source.kernel_log is not None:
         raise UsageError("--snapshot cannot be combined with --root or --kernel-log (a snapshot carries its own "
                          "kernel log)")
     from scanner.snapshots import snapshot_jobs
 
-    return snapshot_jobs(args.snapshot)
+    return snapshot_jobs(source.snapshots)
 
 
-def host_set(args):
-    """The hosts a scan reads (scanner/hostset.py): ``vfio-scan fleet``'s, one per ``--snapshot`` file, or
-    :func:`make_host`'s one. Usage errors (exit 2) are raised here, before any scanning."""
+def host_set(source):
+    """The hosts a scan reads (scanner/hostset.py) from a :class:`~scanner.commands.options.HostSource`:
+    ``vfio-scan fleet``'s, one per ``--snapshot`` file, or :func:`make_host`'s one. Usage errors (exit 2)
+    are raised here, before any scanning."""
     from scanner.hostset import HostJob, HostSet
 
-    preset = getattr(args, "host_set", None)  # set by 'vfio-scan fleet'
-    if preset is not None:
-        return preset
-    jobs = _snapshot_jobs(args)
+    if source.preset is not None:  # made by 'vfio-scan fleet'
+        return source.preset
+    jobs = _snapshot_jobs(source)
     if jobs is not None:
         return HostSet(jobs, processes=True)
-    host = make_host(args)
+    host = make_host(source)
     return HostSet([HostJob(None, lambda: host, source=host.source)])
 
 
-def make_host(args):
+def make_host(source):
     """The host a command reads: ``--root DIR``, one ``--snapshot FILE``, or this machine; a bad path is a usage error."""
-    kernel_log = getattr(args, "kernel_log", None)
-    root = getattr(args, "root", None)
-    jobs = _snapshot_jobs(args)
+    kernel_log, root = source.kernel_log, source.root
+    jobs = _snapshot_jobs(source)
     if jobs is not None:
         if len(jobs) != 1:
             raise UsageError(f"--snapshot: this command reads one host, and {len(jobs)} snapshots were given "
@@ -106,9 +105,10 @@ def add_target_arguments(group, vfs: bool = True) -> None:
                            help="ask for N SR-IOV virtual functions on the physical function PF (0000:3b:00.0=8)")
 
 
-def parse_targets(args):
-    """Selectors from the command line; a malformed one is a usage error naming the accepted forms."""
-    devices, classes, vfs = args.device, args.pci_class, getattr(args, "vfs", ())
+def parse_targets(targets):
+    """Selectors from the command line (a :class:`~scanner.commands.options.Targets`); a malformed one is a
+    usage error naming the accepted forms."""
+    devices, classes, vfs = targets.devices, targets.classes, targets.vfs
     if not (devices or classes or vfs):  # parse_all's answer for nothing, without importing scanner.targets
         return [], {}
     from scanner.targets import SelectorError, parse_all
@@ -132,12 +132,12 @@ def add_policy_arguments(group, severity: bool = True) -> None:
                            help="give a rule another severity, e.g. VFIO-006=critical (repeatable; wins over the policy)")
 
 
-def load_policy(args, registry):
+def load_policy(choice, registry):
     """``--policy FILE`` merged with ``--rule``, ``--skip-rule``, ``--severity`` and ``--fail-on``.
 
     The file is validated (schema, dates, rule ids against the loaded rules) before any scanning;
     a problem is a usage error naming the file, where in it and what. Without a file the result
-    is an empty policy carrying the command line's choices.
+    is an empty policy carrying the command line's choices (a :class:`~scanner.commands.options.PolicyChoice`).
     """
     from scanner.model import SEVERITIES
     from scanner.policy import merge_cli
@@ -145,17 +145,17 @@ def load_policy(args, registry):
     to_id = {r.name: r.id for r in registry.rules.values()}
     to_id.update({r.id: r.id for r in registry.rules.values()})
     policy = None
-    if getattr(args, "policy", None):
+    if choice.file:
         # Only a policy file needs its reader (TOML, difflib, the validator): imported here.
         from scanner.policy_file import PolicyError
         from scanner.policy_file import load_policy as read_policy
 
         try:
-            policy = read_policy(args.policy, known_rules={r.id for r in registry.rules.values()})
+            policy = read_policy(choice.file, known_rules={r.id for r in registry.rules.values()})
         except PolicyError as exc:
             raise UsageError(str(exc)) from None
     severity = {}
-    for item in getattr(args, "severity", None) or ():
+    for item in choice.severities:
         rule, sep, level = item.partition("=")
         rule, level = rule.strip(), level.strip().lower()
         if not sep:
@@ -165,10 +165,10 @@ def load_policy(args, registry):
         if level not in SEVERITIES:
             raise UsageError(f"--severity {item}: LEVEL is one of {', '.join(SEVERITIES)}")
         severity[to_id[rule]] = level
-    only = [to_id.get(r, r) for r in getattr(args, "rule", None) or ()]
-    skip = [to_id.get(r, r) for r in getattr(args, "skip_rule", None) or ()]
-    merged = merge_cli(policy, only, skip, severity, getattr(args, "fail_on", None))
-    as_of = getattr(args, "as_of", None)
+    only = [to_id.get(r, r) for r in choice.rules]
+    skip = [to_id.get(r, r) for r in choice.skip_rules]
+    merged = merge_cli(policy, only, skip, severity, choice.fail_on)
+    as_of = choice.as_of
     if as_of:
         from dataclasses import replace
         from datetime import date
@@ -187,8 +187,8 @@ def add_plugin_arguments(parser) -> None:
                         help="a plugin that fails to load is an error (exit 2) instead of a warning")
 
 
-def load_registry(args):
-    """Load plugins; print one warning per failed plugin, or fail under --strict-plugins."""
+def load_registry(strict_plugins: bool = False):
+    """Load plugins; print one warning per failed plugin, or fail under ``--strict-plugins``."""
     from scanner.cli import end_of_startup
     from scanner.plugins import load_plugins
 
@@ -198,7 +198,7 @@ def load_registry(args):
         from scanner.terminal_text import for_terminal  # a plugin's own words: escaped for the terminal
 
         line = for_terminal(f"plugin {info.name!r} ({info.source}) failed to load: {info.error}")
-        if getattr(args, "strict_plugins", False):
+        if strict_plugins:
             raise UsageError(line + " [--strict-plugins]")
         print(f"vfio-scan: warning: {line}", file=sys.stderr)
     return registry

@@ -31,24 +31,24 @@ def add_arguments(parser) -> None:
     add_plugin_arguments(parser)
 
 
-def run(args) -> int:
+def run(options) -> int:
     from scanner.commands.common import write_outputs
     from scanner.drift.render import render_json, render_table
     from scanner.drift.result import EXIT_INCOMPLETE, diff_document, exit_code, pair_sides
     from scanner.drift.sides import SideError, read_side
 
-    if args.output:
-        check_writable(args.output, "-o")
-    scan = SnapshotScanner(args)
+    if options.output:
+        check_writable(options.output, "-o")
+    scan = SnapshotScanner(options.targets, options.strict_plugins)
     try:
-        old = read_side(args.old, scan)
-        new = read_side(args.new, scan)
+        old = read_side(options.old, scan)
+        new = read_side(options.new, scan)
     except SideError as exc:
         raise UsageError(str(exc)) from None
     diffs = pair_sides(old, new)
     document = diff_document(old, new, diffs)
-    text = render_json(document) if args.format == "json" else render_table(document)
-    if not write_outputs(args.command, [(text, args.output or "-")]):
+    text = render_json(document) if options.format == "json" else render_table(document)
+    if not write_outputs(options.command, [(text, options.output or "-")]):
         return EXIT_INCOMPLETE
     return exit_code(diffs)
 
@@ -57,9 +57,9 @@ class SnapshotScanner:
     """Scans a snapshot host with every loaded rule and the command's targets; plugins load on first use,
     so comparing two reports loads none."""
 
-    def __init__(self, args):
-        self.args = args
-        self.selectors, _ = parse_targets(args)  # a malformed target is a usage error before anything is read
+    def __init__(self, targets, strict_plugins: bool = False):
+        self.strict_plugins = strict_plugins
+        self.selectors, _ = parse_targets(targets)  # a malformed target is a usage error before anything is read
         self._rules = None
 
     def __call__(self, host, facts) -> dict:
@@ -69,5 +69,5 @@ class SnapshotScanner:
         if self._rules is None:
             from scanner.commands.common import load_registry
 
-            self._rules = load_registry(self.args).sorted_rules()
+            self._rules = load_registry(self.strict_plugins).sorted_rules()
         return scan_host(host, self._rules, Scan(), selectors=self.selectors, facts=facts).to_dict()

@@ -21,9 +21,9 @@ def add_arguments(parser) -> None:
     add_plugin_arguments(parser)
 
 
-def run(args) -> int:
-    registry = load_registry(args)
-    wanted = args.rule.strip()
+def run(options) -> int:
+    registry = load_registry(options.strict_plugins)
+    wanted = options.rule.strip()
     for rule in registry.sorted_rules():
         if wanted.upper() == rule.id or wanted.lower() == rule.name:
             print(for_terminal(f"{rule.id} {rule.name} — {rule.title}"))

@@ -21,8 +21,8 @@ def add_arguments(parser) -> None:
     parser.set_defaults(format="script")
 
 
-def run(args) -> int:
-    return scan.run(args, finished=lambda reports, written, code: _said(reports, written, code))
+def run(options) -> int:
+    return scan.run(options, finished=lambda reports, written, code: _said(reports, written, code))
 
 
 def _said(reports, written, code: int) -> int:

@@ -54,28 +54,29 @@ def add_arguments(parser) -> None:
     scan.add_arguments(parser, hosts=False)
 
 
-def gather_hosts(args) -> list:
-    """Every host asked for, in order, once each (by name); a bad file or host is a usage error."""
+def gather_hosts(asked) -> list:
+    """Every host ``asked`` (a :class:`~scanner.commands.options.FleetHosts`) names, in order, once each
+    (by name); a bad file or host is a usage error."""
     from scanner.fleet.inventory import InventoryError, limit, make_host, parse_host_spec, read_inventory
 
     hosts = []
     try:
-        for spec in args.hosts:
+        for spec in asked.names:
             try:
                 parse_host_spec(spec)
             except ValueError as exc:
                 raise InventoryError(f"HOST {exc}") from None
             hosts.append(make_host(spec, {}))
-        for path in args.hosts_file:
+        for path in asked.hosts_files:
             hosts += read_inventory(path, hosts_file=True)
-        for path in args.inventory:
+        for path in asked.inventories:
             hosts += read_inventory(path)
     except InventoryError as exc:
         raise UsageError(str(exc)) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     unique = list({h.name: h for h in hosts}.values())
-    chosen = limit(unique, args.limit)
+    chosen = limit(unique, asked.limits)
     if not chosen:
         raise UsageError("no hosts to scan: give HOST arguments, --hosts-file or -i INVENTORY"
                          + (" (--limit matched none)" if unique else ""))
@@ -141,44 +142,49 @@ def say(line: str) -> None:
         pass
 
 
-def check_connection_arguments(args) -> None:
-    if args.parallel < 1:
+def check_connection_arguments(connection) -> None:
+    """A :class:`~scanner.commands.options.Connection` that cannot work is a usage error, before any host is reached."""
+    if connection.parallel < 1:
         raise UsageError("--parallel N: N must be 1 or more")
-    if not (args.timeout > 0 and math.isfinite(args.timeout)):
+    if not (connection.timeout > 0 and math.isfinite(connection.timeout)):
         raise UsageError("--timeout SECONDS: must be a number of seconds more than 0")
-    for option in args.ssh_option:
+    for option in connection.ssh_options:
         if "=" not in option or option.startswith("-"):
             raise UsageError(f"--ssh-option {option}: expected OPTION=VALUE, e.g. ConnectTimeout=5")
-    if args.ssh_config and not os.path.isfile(args.ssh_config):
-        raise UsageError(f"--ssh-config {args.ssh_config}: no such file")
-    if args.save_snapshots:
+    if connection.ssh_config and not os.path.isfile(connection.ssh_config):
+        raise UsageError(f"--ssh-config {connection.ssh_config}: no such file")
+    save = connection.save_snapshots
+    if save:
         try:
-            os.makedirs(args.save_snapshots, exist_ok=True)
+            os.makedirs(save, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"--save-snapshots {args.save_snapshots}: {exc.strerror or exc}") from None
-        if not os.access(args.save_snapshots, os.W_OK):
-            raise UsageError(f"--save-snapshots {args.save_snapshots}: not writable")
+            raise UsageError(f"--save-snapshots {save}: {exc.strerror or exc}") from None
+        if not os.access(save, os.W_OK):
+            raise UsageError(f"--save-snapshots {save}: not writable")
 
 
-def run(args) -> int:
+def run(options) -> int:
     from scanner.fleet.progress import Progress
+    from scanner.commands.options import HostSource
     from scanner.fleet.remote import InFlight, RemoteOptions, snapshot_file_names, snapshot_host
     from scanner.hostset import HostJob, HostSet
 
-    check_connection_arguments(args)
-    hosts = gather_hosts(args)
+    connection = options.connection
+    check_connection_arguments(connection)
+    hosts = gather_hosts(options.hosts)
     in_flight = InFlight()
-    options = RemoteOptions(timeout=args.timeout, ssh_options=args.ssh_option, ssh_config=args.ssh_config,
-                            python=args.python, sudo=args.sudo, save_dir=args.save_snapshots, in_flight=in_flight)
+    remote = RemoteOptions(timeout=connection.timeout, ssh_options=connection.ssh_options,
+                           ssh_config=connection.ssh_config, python=connection.python, sudo=connection.sudo,
+                           save_dir=connection.save_snapshots, in_flight=in_flight)
     files = snapshot_file_names([h.name for h in hosts])
     progress = Progress() if Progress.wanted() else None
     stopper = StopOnSignals(in_flight, progress)
-    jobs = [HostJob(h.name, partial(snapshot_host, h, options, files[h.name])) for h in hosts]
-    args.host_set = HostSet(jobs, parallel=args.parallel, fleet=True, progress=progress, guard=stopper)
+    jobs = [HostJob(h.name, partial(snapshot_host, h, remote, files[h.name])) for h in hosts]
+    host_set = HostSet(jobs, parallel=connection.parallel, fleet=True, progress=progress, guard=stopper)
     if progress:
         progress.start(len(jobs))
     try:
-        code = scan.run(args)
+        code = scan.run(options.scan.replace(hosts=HostSource(preset=host_set)))
     finally:
         if progress:
             progress.finish()

@@ -170,10 +170,10 @@ def _no_groups_line(facts) -> str:
     return NOT_ACTIVE
 
 
-def run(args) -> int:
+def run(options) -> int:
     from scanner.facts import Facts
 
-    facts = Facts(make_host(args))
+    facts = Facts(make_host(options.hosts))
     state = facts.iommu
     if state.groups_reason:
         _say(f"error: cannot list /sys/kernel/iommu_groups: {state.groups_reason}")
@@ -188,8 +188,8 @@ def run(args) -> int:
                    "(see 'vfio-scan explain VFIO-005')")
         code = EXIT_NO_GROUPS
     unreadable = [g for g in state.groups.values() if g.devices_reason]
-    if doc["groups"] or args.format == "json":
-        _write(render_json(doc) if args.format == "json" else render_table(doc))
+    if doc["groups"] or options.format == "json":
+        _write(render_json(doc) if options.format == "json" else render_table(doc))
     if problem:
         _say(problem)
     for group in unreadable:

@@ -18,27 +18,27 @@ def add_arguments(parser) -> None:
     add_plugin_arguments(parser)
 
 
-def run(args) -> int:
+def run(options) -> int:
     from scanner.plugins import check_formats
 
-    registry = load_registry(args)
+    registry = load_registry(options.strict_plugins)
     broken = check_formats(registry)  # a format that cannot render is its plugin's failure, shown here
-    if args.format == "json":
+    if options.format == "json":
         print(json.dumps([p.to_dict() for p in registry.plugins], indent=2))
-        return _exit_code(args, broken)
+        return _exit_code(options.strict_plugins, broken)
     from tabulate import tabulate
 
     rows = [row_for_terminal((p.name, p.source, ", ".join(p.rules + p.formats) or "-",
                               f"FAILED: {p.error}" if p.error else "ok")) for p in registry.plugins]
     print(tabulate(rows, headers=("plugin", "from", "provides", "status"), tablefmt="simple",
                    maxcolwidths=[None, 30, 30, 40]))
-    return _exit_code(args, broken)
+    return _exit_code(options.strict_plugins, broken)
 
 
-def _exit_code(args, broken) -> int:
+def _exit_code(strict_plugins: bool, broken) -> int:
     """0; under --strict-plugins, 2 when a format plugin cannot render, as for a plugin that failed to load
     (the listing is printed first: it is what this command is for)."""
-    if not (broken and args.strict_plugins):
+    if not (broken and strict_plugins):
         return 0
     from scanner.terminal_text import for_terminal
 

@@ -136,13 +136,14 @@ def say(line: str) -> None:
     print(for_terminal(line), file=sys.stderr)
 
 
-def gate(args, prog: str, managed: bool = False, nothing: str = "no arguments printed"):
-    """Scan the selected devices and decide: (exit code, facts, addresses to pass). The exit code is
-    0 when the addresses may be handed to the VM manager; otherwise what blocks is on stderr."""
-    selectors, _ = parse_targets(args)
-    host = make_host(args)
-    registry = load_registry(args)
-    policy = load_policy(args, registry)  # its targets, rules, severities and waivers; fail_on does not apply here
+def gate(options, prog: str, managed: bool = False, nothing: str = "no arguments printed"):
+    """Scan the devices ``options`` (a :class:`~scanner.commands.options.GateOptions`) select and decide:
+    (exit code, facts, addresses to pass). The exit code is 0 when the addresses may be handed to the
+    VM manager; otherwise what blocks is on stderr."""
+    selectors, _ = parse_targets(options.targets)
+    host = make_host(options.hosts)
+    registry = load_registry(options.strict_plugins)
+    policy = load_policy(options.policy, registry)  # its targets, rules, severities and waivers; fail_on does not apply here
     selectors = list(policy.targets) + list(selectors)
     if not selectors:
         raise UsageError("name the devices to pass through with --device (0000:01:00.0, 01:00.0 or 10de:2204) "
@@ -199,11 +200,11 @@ def emit(prog: str, make_text) -> int:
     return EXIT_READY
 
 
-def run(args) -> int:
-    code, facts, addresses = gate(args, PROG)
+def run(options) -> int:
+    code, facts, addresses = gate(options, PROG)
     if code != EXIT_READY:
         return code
     from scanner.vm_config import qemu
     from scanner.vm_config.plan import make_plan
 
-    return emit(PROG, lambda: qemu.render(make_plan(facts, addresses), machine=args.machine))
+    return emit(PROG, lambda: qemu.render(make_plan(facts, addresses), machine=options.machine))

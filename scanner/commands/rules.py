@@ -16,10 +16,10 @@ def add_arguments(parser) -> None:
     add_plugin_arguments(parser)
 
 
-def run(args) -> int:
-    registry = load_registry(args)
+def run(options) -> int:
+    registry = load_registry(options.strict_plugins)
     rules = registry.sorted_rules()
-    if args.format == "json":
+    if options.format == "json":
         print(json.dumps([{"id": r.id, "name": r.name, "scope": r.scope, "severity": r.severity, "title": r.title,
                            "plugin": r.plugin} for r in rules], indent=2))
         return 0

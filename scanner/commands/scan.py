@@ -44,17 +44,18 @@ def add_arguments(parser, hosts: bool = True) -> None:
     add_plugin_arguments(parser)
 
 
-def pick_rules(registry, args, policy=None):
+def pick_rules(registry, choice, policy=None):
+    """The rules to run: ``choice`` (a :class:`~scanner.commands.options.PolicyChoice`) names only known ones."""
     from scanner.engine import select_rules
 
     known = {r.id for r in registry.rules.values()} | {r.name for r in registry.rules.values()}
-    for option, values in (("--rule", args.rule), ("--skip-rule", args.skip_rule)):
+    for option, values in (("--rule", choice.rules), ("--skip-rule", choice.skip_rules)):
         unknown = [v for v in values if v not in known]
         if unknown:
             raise UsageError(f"{option} {unknown[0]}: no such rule (see 'vfio-scan rules')")
     if policy is not None:  # --rule/--skip-rule already merged into the policy's only/skip
         return select_rules(registry.sorted_rules(), policy.only, policy.skip)
-    return select_rules(registry.sorted_rules(), args.rule, args.skip_rule)
+    return select_rules(registry.sorted_rules(), choice.rules, choice.skip_rules)
 
 
 def vm_user(text):
@@ -76,46 +77,50 @@ def guest_memory(text):
         raise UsageError(f"--guest-memory {exc}") from None
 
 
-def run(args, finished=None) -> int:
-    """Scan and write every output; ``finished(reports, written, code)`` (``fix``'s) may then say more and
-    decide the exit code, once everything was written: ``written`` is each output's (format, path)."""
-    extra = (("json", "--json", args.json_file), ("junit", "--junit", args.junit_file),
-             ("script", "--script", args.script_file))
-    for option, path in [("-o", args.output)] + [(opt, path) for _, opt, path in extra]:
+def run(options, finished=None) -> int:
+    """Scan as ``options`` (a :class:`~scanner.commands.options.ScanOptions`) say and write every output;
+    ``finished(reports, written, code)`` (``fix``'s) may then say more and decide the exit code, once
+    everything was written: ``written`` is each output's (format, path)."""
+    out, command = options.outputs, options.command
+    extra = (("json", "--json", out.json_file), ("junit", "--junit", out.junit_file),
+             ("script", "--script", out.script_file))
+    for option, path in [("-o", out.output)] + [(opt, path) for _, opt, path in extra]:
         if path:
             check_writable(path, option)
-    selectors, vfs = parse_targets(args)
-    hosts = host_set(args)  # one host, one per --snapshot file, or vfio-scan fleet's
-    registry = load_registry(args)
-    if args.format not in registry.formats:
-        raise UsageError(f"--format {args.format}: unknown format; choose from {', '.join(sorted(registry.formats))}")
-    policy = load_policy(args, registry)  # validated here, before any scanning
-    rules = pick_rules(registry, args, policy)
+    selectors, vfs = parse_targets(options.targets)
+    hosts = host_set(options.hosts)  # one host, one per --snapshot file, or vfio-scan fleet's
+    registry = load_registry(options.strict_plugins)
+    if out.format not in registry.formats:
+        raise UsageError(f"--format {out.format}: unknown format; choose from {', '.join(sorted(registry.formats))}")
+    policy = load_policy(options.policy, registry)  # validated here, before any scanning
+    rules = pick_rules(registry, options.policy, policy)
     selectors = list(policy.targets) + list(selectors)  # command-line targets add to the policy's
 
     from scanner.engine import Scan
     from scanner.output import InvalidReport, RenderFailed, render_all
-    from scanner.terminal_text import for_terminal
     from scanner.report import EXIT_INCOMPLETE, combined_exit_code
     from scanner.scanning import scan_host
 
-    outputs = [(args.format, args.output or "-")]
+    outputs = [(out.format, out.output or "-")]
     outputs += [(fmt, path) for fmt, _, path in extra if path]
-    scan = Scan(fail_on=policy.fail_on or "fail", policy=policy, vm_user=vm_user(args.vm_user),
-                guest_memory=guest_memory(args.guest_memory), managed=args.managed,
+    vm = options.vm
+    scan = Scan(fail_on=policy.fail_on or "fail", policy=policy, vm_user=vm_user(vm.user),
+                guest_memory=guest_memory(vm.guest_memory), managed=vm.managed,
                 options={"topology": any(fmt == "html" for fmt, _ in outputs)})  # the HTML draws each PCI tree
     reports = hosts.scan(lambda host: scan_host(host, rules, scan, selectors=selectors, vfs=vfs), fail_on=scan.fail_on)
     try:
-        rendered = render_all(registry, reports, outputs, verbose=args.verbose, validate=args.validate,
+        rendered = render_all(registry, reports, outputs, verbose=out.verbose, validate=out.validate,
                               fleet=hosts.fleet)
     except RenderFailed as exc:  # a format plugin failed: its line, the other outputs still written, exit 3
-        print(f"vfio-scan {args.command}: error: {for_terminal(str(exc))}", file=sys.stderr)
-        write_outputs(args.command, exc.rendered)
+        from scanner.terminal_text import for_terminal  # a plugin's words: escaped; imported for this only
+
+        print(f"vfio-scan {command}: error: {for_terminal(str(exc))}", file=sys.stderr)
+        write_outputs(command, exc.rendered)
         return EXIT_INCOMPLETE
     except InvalidReport as exc:  # --validate caught a report that breaks the contract: one line, exit 3
-        print(f"vfio-scan {args.command}: error: {exc}", file=sys.stderr)
+        print(f"vfio-scan {command}: error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
-    if not write_outputs(args.command, rendered):  # each failure already said on stderr, in one line
+    if not write_outputs(command, rendered):  # each failure already said on stderr, in one line
         return EXIT_INCOMPLETE
     code = combined_exit_code(reports)
     return finished(reports, outputs, code) if finished else code

@@ -48,31 +48,32 @@ def add_arguments(parser) -> None:
 MAX_DEFINITION = 4 << 20
 
 
-def run(args) -> int:
-    if (args.vmm is None) == (args.check is None):
+def run(options) -> int:
+    if (options.vmm is None) == (options.check is None):
         from scanner.cli import UsageError
 
         raise UsageError("give --for VMM (the configuration to print) or --check FILE (a definition to check), one of them")
-    if args.check is not None:
-        return run_check(args)
-    managed = args.vmm in DETACHES_ITSELF or (args.vmm == "libvirt" and args.managed)
-    code, facts, addresses = gate(args, PROG, managed=managed, nothing="no configuration printed")
+    if options.check is not None:
+        return run_check(options)
+    vmm = options.vmm
+    managed = vmm in DETACHES_ITSELF or (vmm == "libvirt" and options.managed)
+    code, facts, addresses = gate(options, PROG, managed=managed, nothing="no configuration printed")
     if code != EXIT_READY:
         return code
     from importlib import import_module
 
     from scanner.vm_config.plan import make_plan
 
-    renderer = import_module(f"scanner.vm_config.{args.vmm.replace('-', '_')}")
+    renderer = import_module(f"scanner.vm_config.{vmm.replace('-', '_')}")
 
     def text():
         plan = make_plan(facts, addresses, managed=managed)
-        return renderer.render(plan, machine=args.machine) if args.vmm == "qemu" else renderer.render(plan)
+        return renderer.render(plan, machine=options.machine) if vmm == "qemu" else renderer.render(plan)
 
     return emit(PROG, text)
 
 
-def run_check(args) -> int:
+def run_check(options) -> int:
     from scanner.cli import UsageError
     from scanner.commands.common import load_policy, load_registry, make_host
     from scanner.commands.qemu_args import EXIT_BLOCKED, EXIT_INCOMPLETE, is_caution, say
@@ -83,23 +84,23 @@ def run_check(args) -> int:
     from scanner.vm_config.existing import DefinitionError, parse_definition
     from scanner.vm_config.honour import judge
 
-    if getattr(args, "device", None) or getattr(args, "pci_class", None):
+    if options.targets.devices or options.targets.classes:
         raise UsageError("--check takes its devices from the file: leave out --device and --class")
     try:
-        text = read_input_text(args.check, MAX_DEFINITION)
-        kind, requests = parse_definition(text, args.check)
+        text = read_input_text(options.check, MAX_DEFINITION)
+        kind, requests = parse_definition(text, options.check)
     except InputFileError as exc:
-        raise UsageError(f"--check {args.check}: {exc}") from None
+        raise UsageError(f"--check {options.check}: {exc}") from None
     except DefinitionError as exc:
         raise UsageError(f"--check {exc}") from None
-    host = make_host(args)
-    registry = load_registry(args)
-    policy = load_policy(args, registry)
+    host = make_host(options.hosts)
+    registry = load_registry(options.strict_plugins)
+    policy = load_policy(options.policy, registry)
     rules = select_rules(registry.sorted_rules(), policy.only, policy.skip)
     facts = Facts(host)
     verdicts, host_lines, errored = judge(facts, rules, policy, requests, is_caution)
     title = "libvirt domain" if kind == "libvirt" else "Proxmox VM config"
-    out = [f"{args.check} ({title}): {len(verdicts)} PCI device(s) asked for"]
+    out = [f"{options.check} ({title}): {len(verdicts)} PCI device(s) asked for"]
     out += [f"  host: {line}" for line in host_lines]
     for verdict in verdicts:
         named = " ".join(_label(facts, a) for a in verdict.addresses) or "-"
