@@ -28,7 +28,7 @@ def run(args) -> int:
     from scanner import collector
 
     if args.print_script:
-        from scanner.fleet.remote import collector_source
+        from scanner.fleet.remote_command import collector_source
 
         written = write_outputs("collect", [(collector_source().decode("utf-8"), args.output or "-")])
         return 0 if written else EXIT_INCOMPLETE
