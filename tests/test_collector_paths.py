@@ -134,7 +134,7 @@ def _join(steps, absolute: bool) -> str:
 
 
 component_lists = st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map(tuple)
-link_targets = st.builds(_join, st.lists(st.sampled_from(STEPS), min_size=1, max_size=5), st.booleans())
+link_targets = st.builds(_join, st.lists(st.sampled_from(STEPS), min_size=1, max_size=5), st.booleans()).filter(bool)
 items = st.one_of(
     st.tuples(component_lists, st.just("dir"), st.none()),
     st.tuples(component_lists, st.just("file"), st.binary(max_size=CAP + 8)),
@@ -144,7 +144,7 @@ items = st.one_of(
 query_paths = st.builds(_join, st.lists(st.sampled_from(STEPS), min_size=0, max_size=6), st.just(True))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(items, min_size=1, max_size=25), st.lists(query_paths, max_size=25))
 def test_generated_trees_resolve_read_and_list_alike(tree_items, queries):
     base = tempfile.mkdtemp(prefix="collector-paths-")
@@ -241,6 +241,42 @@ def test_a_fifo_is_never_opened_only_named(tmp_path, monkeypatch):
     recorder.close()
     assert [name for name in opened if os.path.basename(name) in ("fifo", "to-fifo")] == []
     assert recorder.entries["/fifo"]["read_error"] == collector.NOT_REGULAR
+
+
+# -- what is read: text as the host layer decodes it ---------------------------------------------
+
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=40), st.binary(max_size=40))
+def test_text_the_hostname_and_a_lenient_log_decode_alike(hostname, log):
+    base = tempfile.mkdtemp(prefix="collector-text-")
+    try:
+        root = os.path.join(base, "root")
+        make_tree(root, [(("etc",), "dir", None), (("etc", "hostname"), "file", hostname), (("var",), "dir", None),
+                         (("var", "log"), "dir", None), (("var", "log", "dmesg"), "file", log)])
+        host, recorder = TreeHost(root), collector.Collector(root)
+        assert recorder.read_text("/etc/hostname") == host.read("/etc/hostname").text
+        assert recorder.tree_hostname() == host.hostname()
+        assert recorder.tree_kernel_log()["text"] == host.kernel_log().text
+        assert collector.lenient(log) == host_layer.decode_text("/var/log/dmesg", log, lenient=True).text
+        os.unlink(os.path.join(root, "var", "log", "dmesg"))
+        host.close()
+        recorder.close()
+        recorder = collector.Collector(root)
+        assert recorder.tree_kernel_log()["reason"] == host.kernel_log().reason
+        recorder.close()
+    finally:
+        shutil.rmtree(base)
+
+
+def test_a_kernel_log_named_through_links_is_read_alike(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "dmesg.txt").write_bytes(b"[0.1] DMAR: IOMMU enabled\n[0.2] odd \xff\x00 byte\n")
+    (tmp_path / "hop").symlink_to("logs/dmesg.txt")
+    (tmp_path / "link").symlink_to("hop")
+    for name in ("link", "hop", "logs/dmesg.txt", "nothing"):
+        named = str(tmp_path / name)
+        got, want = collector.read_outside_file(named), tree.read_outside_file(named)
+        assert (got.get("text"), got.get("reason")) == (want.text, want.reason)
 
 
 # -- unprivileged: what nobody may pass through but not list ----------------------------------------
