@@ -1,5 +1,5 @@
 """One flooding host in a fleet: ``vfio-scan fleet``'s peak memory is bounded by the cap on what a
-host may send (``MAX_REPLY_BYTES``, scanner/fleet/remote.py), not by the flood.
+host may send (``MAX_REPLY_BYTES``, scanner/fleet/collection.py), not by the flood.
 
 The hosts are a fake ``ssh`` first on PATH, so that nothing but vfio-scan is measured: the word
 after ``--`` is the host; ``node-NNNN`` answers with its snapshot from a fleet that
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from scanner.fleet.remote import ERROR_KEPT_BYTES, MAX_ERROR_BYTES, MAX_REPLY_BYTES, MIB
+from scanner.fleet.collection import ERROR_KEPT_BYTES, MAX_ERROR_BYTES, MAX_REPLY_BYTES, MIB
 
 #: the flooding host of each run (None: the fleet without one)
 FLOODS = {"no flooding host": None, "a host flooding stdout": "flood", "a host flooding stderr": "errflood"}

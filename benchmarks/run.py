@@ -29,17 +29,13 @@ What runs side by side:
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -47,6 +43,8 @@ sys.path.insert(0, str(HERE))
 import fleet_flood  # noqa: E402
 import fleetgen  # noqa: E402
 import treegen  # noqa: E402
+from results import Results  # noqa: E402
+from timing import Timing, compile_bytecode, mb, measure, ms, peak_memory, run_once  # noqa: E402
 
 TARGET_ARGS = [arg for cls in treegen.TARGET_CLASSES for arg in ("--class", cls)]
 TARGETS = {  # what a user of each path waits at most, as ratios to a reference measured in the same run
@@ -63,88 +61,14 @@ TARGETS = {  # what a user of each path waits at most, as ratios to a reference 
 SHARED_GROUPS = (16, 256)
 
 
-@dataclass
-class Timing:
-    """Median wall time and peak memory of repeated runs of one command."""
-
-    command: Sequence[str]
-    wall: List[float]
-    peak_kb: int
-    status: int
-    note: str = ""
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.wall) if self.wall else float("nan")
-
-
-def run_once(command: Sequence[str], budget: Optional[float] = None, stdout=None):
-    """(wall seconds, exit status, stopped by the budget) of one run."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=stdout if stdout is not None else subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    stopped = False
-    while True:
-        pid, status = os.waitpid(process.pid, os.WNOHANG if budget else 0)
-        if pid:
-            break
-        if time.perf_counter() - started > budget:
-            process.kill()
-            stopped = True
-            pid, status = os.waitpid(process.pid, 0)
-            break
-        time.sleep(0.05)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - started, process.returncode, stopped
-
-
-def peak_memory(command: Sequence[str]) -> int:
-    """The command's peak resident set in KB, from GNU time (0 when it is not installed).
-
-    Not from our own ``wait4``: a child spawned by this (20 MB) Python process inherits its
-    high-water mark across fork and exec, so every command would seem to need 20 MB. GNU time
-    is small, and forks the command itself.
-    """
-    gnu_time = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
-    if not gnu_time:
-        return 0
-    done = subprocess.run([gnu_time, "-f", "%M"] + list(command), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-    last = done.stderr.strip().splitlines()[-1:] or ["0"]
-    return int(last[0]) if last[0].isdigit() else 0
-
-
-def measure(command: Sequence[str], runs: int, ok=(0, 1)) -> Timing:
-    """Warm up once, then ``runs`` timed runs; a status outside ``ok`` is reported, not hidden."""
-    run_once(command)
-    walls, status = [], 0
-    for _ in range(runs):
-        wall, status, _ = run_once(command)
-        walls.append(wall)
-    note = "" if status in ok else f"exit status {status}"
-    return Timing(command, walls, peak_memory(command), status, note)
-
-
-def ms(seconds: float) -> str:
-    if seconds != seconds:  # nan
-        return "—"
-    return f"{seconds * 1000:,.0f} ms" if seconds < 10 else f"{seconds:,.1f} s"
-
-
-def mb(kb: int) -> str:
-    return f"{kb / 1024:.0f} MB" if kb else "— (needs GNU time)"
-
-
-class Bench:
-    """Everything one run measures, and the Markdown it writes."""
+class Bench(Results):
+    """Everything one run measures, written into its page (:class:`results.Results`)."""
 
     def __init__(self, args):
+        super().__init__(args.runs, args.vfio_scan)
         self.args = args
-        self.vfio_scan = args.vfio_scan
         self.python = args.python
         self.work = Path(args.work)
-        self.lines: List[str] = []
-        self.verdicts: List[str] = []
 
     # -- inputs -----------------------------------------------------------------------------
     def tree(self, functions: int) -> Path:
@@ -353,42 +277,6 @@ class Bench:
         else:
             self.check("peak bounded by the cap, not by the flood", False, "not measured (needs GNU time)")
 
-    # -- output -----------------------------------------------------------------------------
-    def check(self, what: str, met: bool, measured: str) -> None:
-        self.verdicts.append(f"| {what} | {measured} | {'met' if met else '**missed**'} |")
-
-    def section(self, title: str, text: str, header: List[str], rows: List[str]) -> None:
-        self.lines += [f"## {title}", "", text, "", "| " + " | ".join(header) + " |",
-                       "|" + "|".join("---" for _ in header) + "|"] + rows + [""]
-
-    def write(self, path: Path, started: float) -> None:
-        head = ["# vfio-scan benchmarks", "",
-                f"Written by `benchmarks/run.py` on {datetime.date.today().isoformat()} in "
-                f"{time.perf_counter() - started:.0f} s: medians of {self.args.runs} runs after a warm-up; "
-                "peak = the largest resident set (GNU time's %M).", "", "Machine: " + machine(self.vfio_scan), "",
-                "## Targets", "", "| target | measured | |", "|---|---|---|"] + self.verdicts + [""]
-        path.write_text("\n".join(head + self.lines))
-
-
-def machine(vfio_scan: str) -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    version = subprocess.run([vfio_scan, "--version"], capture_output=True, text=True).stdout.strip()
-    tools = []
-    for tool, flag in (("lspci", "--version"), ("virt-host-validate", "--version")):
-        if shutil.which(tool):
-            out = subprocess.run([tool, flag], capture_output=True, text=True)
-            tools.append(f"{tool} {(out.stdout or out.stderr).strip().split()[-1]}")
-    return (f"{cpu}, {os.cpu_count()} CPUs, {memory:.0f} GiB; Linux {platform.release()}; "
-            f"Python {platform.python_version()}; {version}" + ("; " + ", ".join(tools) if tools else ""))
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -429,18 +317,6 @@ def main(argv=None) -> int:
         readme.write_text(with_targets(readme.read_text(), bench.verdicts))
         print(f"updated the table of targets in {readme}")
     return 0
-
-
-def compile_bytecode(vfio_scan: str) -> None:
-    """Byte-compile vfio-scan's packages with its own interpreter first, so that no timed run pays for
-    compiling (or does not, under PYTHONDONTWRITEBYTECODE) depending on what ran before."""
-    script = Path(shutil.which(vfio_scan) or vfio_scan)
-    first = script.read_text(errors="replace").splitlines()[0] if script.is_file() else ""
-    python = first[2:].strip() if first.startswith("#!") else sys.executable
-    code = ("import compileall, importlib, os, sys\n"
-            "for name in ('scanner', 'rules', 'reports'):\n"
-            "    compileall.compile_dir(os.path.dirname(importlib.import_module(name).__file__), quiet=1)\n")
-    subprocess.run([python, "-c", code], check=False, env=dict(os.environ, PYTHONDONTWRITEBYTECODE=""))
 
 
 BEGIN, END = "<!-- benchmarks: targets -->", "<!-- benchmarks: end -->"

@@ -3,7 +3,7 @@
 from scanner import hookimpl
 
 BUILTIN_FORMATS = (
-    ("table", "reports.table:render", "human-readable table grouped by subject, with fixes"),
+    ("table", "reports.table_format:render", "human-readable table grouped by subject, with fixes"),
     ("json", "reports.json:render", "JSON document (schemas/report.schema.json)"),
     ("junit", "reports.junit:render", "JUnit XML for CI dashboards: one suite per host, passes included"),
     ("script", "reports.script:render", "bash remediation script: ordered, guarded, dry-run by default"),

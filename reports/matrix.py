@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import textwrap
 
+from reports.table import render_one
 from scanner.fleet.summary import fleet_summary, host_name, outcome, rules_seen
 from scanner.terminal_text import for_terminal
 
@@ -122,8 +123,6 @@ def render_fleet(reports, options) -> str:
             out += textwrap.wrap(for_terminal(f"{item['host']}: {item['reason']}"), width, initial_indent="  ",
                                  subsequent_indent="      ", break_on_hyphens=False)
     if options.get("verbose"):
-        from reports.table import render_one
-
         for report in reports:
             out += ["", "=" * width, f"[{shown_name(report)}]", render_one(report, True, width).rstrip()]
     else:

@@ -176,7 +176,7 @@ def _action_key(action, context) -> str:
     """``json.dumps(action, sort_keys=True, default=str)``: what makes two steps the same.
 
     Kept per action object: one step shared by many findings (every target's ``vfio-ids`` step,
-    :func:`scanner.binding.persistent_steps`, with the scan's whole list of addresses) is encoded
+    :func:`scanner.persistent_binding.persistent_steps`, with the scan's whole list of addresses) is encoded
     once, not once per target, which made a script for thousands of targets quadratic.
     """
     known = context.encoded.get(id(action))

@@ -281,7 +281,7 @@ def _udev_rule_file(action, ctx, key: str) -> List[str]:
 
 @register("udev-driver-override")
 def udev_driver_override(action, ctx) -> List[str]:
-    from scanner.binding import udev_rule
+    from scanner.persistent_binding import udev_rule
 
     addr = _addr(action)
     rule = udev_rule(addr, _driver(action))

@@ -267,12 +267,3 @@ def render_one(report, verbose: bool, width: int = WIDTH, color: bool = False) -
     if any(f.status in ("fail", "warn") for f in report.findings):
         out.append("Apply the fixes above, reboot where marked, then run 'vfio-scan scan' again.")
     return "\n".join(out).rstrip() + "\n"
-
-
-def render(reports, options) -> str:
-    if options.get("fleet") or len(reports) > 1:  # many hosts: one hosts x rules matrix (reports/matrix.py)
-        from reports.matrix import render_fleet
-
-        return render_fleet(reports, options)
-    width, color = options.get("width", WIDTH), options.get("color", False)
-    return "\n".join(render_one(r, options.get("verbose", False), width, color) for r in reports)

@@ -69,7 +69,7 @@ def check(facts, scan):
 
 
 def _binding(facts, scan, device) -> Finding:
-    from scanner.binding import persistent_steps, same_ids_on_host
+    from scanner.persistent_binding import persistent_steps, same_ids_on_host
 
     address = device.address
     kept_by = _kept_by(facts, device)

@@ -113,8 +113,9 @@ def _node_evidence(facts, group):
 
 def judge(facts, scan, address):
     from scanner.facts.pci import describe, is_vfio_driver
-    from scanner.binding import (bind_now_step, choice_evidence, critical_evidence, host_critical, persistent_steps,
-                                 vfio_choice, vfio_pci_loaded)
+    from scanner.binding import (bind_now_step, choice_evidence, critical_evidence, host_critical, vfio_choice,
+                                 vfio_pci_loaded)
+    from scanner.persistent_binding import persistent_steps
 
     device = facts.pci[address]
     group = device.iommu_group

@@ -98,7 +98,8 @@ def _state(member):
 
 def judge(facts, scan, address):
     from scanner.groups import classify
-    from scanner.binding import bind_now_step, critical_evidence, host_critical, label, persistent_steps
+    from scanner.binding import bind_now_step, critical_evidence, host_critical, label
+    from scanner.persistent_binding import persistent_steps
 
     device = facts.pci[address]
     group = device.iommu_group

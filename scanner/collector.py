@@ -10,7 +10,8 @@ of a SyntaxError). ``vfio-scan collect`` imports this same module in-process.
 
 What it captures is ``CAPTURE``: the paths scanner/facts reads, as patterns (``*`` globs over
 directory listings, ``{a,b}`` alternatives, ``<release>`` for the kernel release). Every path is
-resolved like a chroot, exactly as scanner/host/tree.py does, and every step is recorded: each
+resolved like a chroot, exactly as scanner/host/tree.py does (tests/test_collector_paths.py holds
+this copy of its walk, limits and words to the original), and every step is recorded: each
 directory, each symlink with its target, or the reason a step failed (missing, permission
 denied, symlink loop). The snapshot host (scanner/host/snapshot.py) replays the same walk over
 these records, so a scan of a snapshot answers every read as a scan of the host would have,
@@ -46,14 +47,21 @@ COLLECTOR_VERSION = "1.0"
 DEFAULT_CAP = 1 << 20  # the scanner's caps (scanner/host/__init__.py): sysfs/procfs files are tiny
 LARGE_CAP = 16 << 20  # kernel configs, logs, pci.ids, cpuinfo of big machines
 MAX_LINK_HOPS = 40  # the kernel's own limit (ELOOP)
+MAX_DEPTH = 256  # directories one path may go down (scanner/host/tree.py's limit)
+TOO_DEEP = "too deep: over %d directories down" % MAX_DEPTH
 OPEN_DIRECTORIES = 64  # directory descriptors kept open for the walk (far under any RLIMIT_NOFILE)
 DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+#: Added where reading a directory is denied: a directory one may pass through but not list (0711)
+#: is walked as the kernel walks it (scanner/host/tree.py does the same).
+O_PATH = getattr(os, "O_PATH", 0)
 MAX_ENTRIES = 250000  # a runaway tree (thousands of block devices) cannot grow a snapshot forever
 MAX_TOTAL_BYTES = 256 << 20
 COMMAND_TIMEOUT = 15
 MISSING = "missing"
 CHANGED = "changed while being read (a directory on the way was replaced)"  # scanner/host/tree.py's words
 DENIED = "permission denied"
+NOT_REGULAR = "not a regular file"
+A_DIRECTORY = "not a regular file (a directory)"
 
 # What the Facts layer reads (scanner/facts/__init__.py), as (kind, pattern, cap). Kinds: "read"
 # a file, "list" a directory, "resolve" a path (exists, links, is_dir), "stat" a path's owner,
@@ -180,6 +188,23 @@ def reason_for(exc):
     return "unreadable: %s" % (exc.strerror or exc)
 
 
+def not_regular(mode):
+    """Why a file of this mode is not read, or None for a regular file (scanner/host/tree.py's words)."""
+    if stat.S_ISREG(mode):
+        return None
+    return A_DIRECTORY if stat.S_ISDIR(mode) else NOT_REGULAR
+
+
+def open_directory(name, dir_fd, flags=DIR_FLAGS):
+    """A directory descriptor, readable where reading is allowed, else one only to pass through."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except PermissionError:
+        if not O_PATH:
+            raise
+        return os.open(name, flags | O_PATH, dir_fd=dir_fd)
+
+
 def _text(raw):
     """Bytes from the filesystem as the scanner's str (UTF-8, odd bytes kept as surrogates)."""
     return raw.decode("utf-8", "surrogateescape")
@@ -251,13 +276,13 @@ class Collector(object):
         if parts:
             parent = self._dir_fd(parts[:-1])
             try:
-                fd = os.open(_raw(parts[-1]), DIR_FLAGS, dir_fd=parent)
+                fd = open_directory(_raw(parts[-1]), parent)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # it was a directory when the walk passed
                     raise OSError(errno.ESTALE, CHANGED)
                 raise
-        else:
-            fd = os.open(self._root_raw, DIR_FLAGS)
+        else:  # the root is the user's own path: a link to it is followed, as the system would
+            fd = open_directory(self._root_raw, None, DIR_FLAGS & ~os.O_NOFOLLOW)
         self._dir_fds[parts] = fd
         while len(self._dir_fds) > OPEN_DIRECTORIES:
             _, old = self._dir_fds.popitem(last=False)
@@ -306,6 +331,8 @@ class Collector(object):
                     resolved.pop()
                 continue
             candidate = resolved + [name]
+            if len(candidate) > MAX_DEPTH:
+                raise Unresolvable(TOO_DEEP)
             entry = self._lookup(tuple(candidate))
             kind = entry["type"]
             if kind == "missing":
@@ -332,6 +359,8 @@ class Collector(object):
         cached = self._dir_cache.get(path)
         if cached is None:
             cached = self._walk(path.split("/"), [], True)
+            if cached and self._lookup(cached)["type"] != "dir":
+                raise Unresolvable(MISSING)  # a path through a regular file, as the kernel's ENOTDIR
             self._dir_cache[path] = cached
         return cached
 
@@ -377,7 +406,8 @@ class Collector(object):
             try:
                 entry["names"] = sorted(_text(n) for n in self._listdir(parts))
             except OSError as exc:
-                entry["list_error"] = "not a directory" if exc.errno == errno.ENOTDIR else reason_for(exc)
+                entry["list_error"] = "not a directory" if exc.errno == errno.ENOTDIR else \
+                    DENIED if exc.errno == errno.EBADF else reason_for(exc)  # EBADF: open only to pass through
         return entry.get("names")
 
     def read(self, path, cap=DEFAULT_CAP):
@@ -417,20 +447,18 @@ class Collector(object):
         no links, no blocking, no terminal, a cap."""
         real = self._os_path(parts)
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-        try:
-            if not parts:
-                raise OSError(errno.EISDIR, "a directory")
+        try:  # the type before any open: a FIFO, a terminal or a watchdog device is never opened at all
+            why = not_regular(self._lstat(parts).st_mode)
+            if why:
+                return {"read_error": why, "cap": cap}
             fd = os.open(_raw(parts[-1]), flags, dir_fd=self._dir_fd(parts[:-1]))
         except OSError as exc:
-            if exc.errno == errno.EISDIR:
-                return {"read_error": "not a regular file (a directory)", "cap": cap}
-            return {"read_error": reason_for(exc), "cap": cap}
+            changed = exc.errno == errno.ELOOP  # a link now where the walk met a file
+            return {"read_error": CHANGED if changed else reason_for(exc), "cap": cap}
         try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
-                return {"read_error": "not a regular file (a directory)", "cap": cap}
-            if not stat.S_ISREG(mode):
-                return {"read_error": "not a regular file", "cap": cap}
+            why = not_regular(os.fstat(fd).st_mode)
+            if why:
+                return {"read_error": why, "cap": cap}
             chunks, size = [], 0
             while size <= cap:
                 chunk = os.read(fd, min(1 << 16, cap + 1 - size))

@@ -94,7 +94,7 @@ def _early_step(facts) -> Step:
             return Step(summary=f"Add {' / '.join(lines)} to {path} by hand ({state['reason']}), rebuild the initramfs "
                                 "and reboot", phase="binding", persistent=True, requires_reboot=True, manual=True)
         new = ensure_lines(state["text"], lines, module_name_equal)
-        from scanner.binding import INITRAMFS_COMMANDS
+        from scanner.persistent_binding import INITRAMFS_COMMANDS
 
         how = "initramfs-tools loads them before any other driver" if tool == "update-initramfs" else \
             "dracut loads them before udev starts"
@@ -123,7 +123,7 @@ def early_file(tool: str) -> Tuple[str, List[str]]:
 
 def _rebuild_step(facts) -> Step:
     tool = facts.initramfs_tool
-    from scanner.binding import INITRAMFS_COMMANDS
+    from scanner.persistent_binding import INITRAMFS_COMMANDS
 
     command = INITRAMFS_COMMANDS.get(tool or "")
     if not command:

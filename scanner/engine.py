@@ -61,7 +61,7 @@ class Scan:
     @cached_property
     def memo(self) -> dict:
         """What helpers derive from this scan's targets once rather than once per target
-        (:func:`scanner.binding._per_scan`); a new Scan (``dataclasses.replace``) starts empty."""
+        (:func:`scanner.persistent_binding._per_scan`); a new Scan (``dataclasses.replace``) starts empty."""
         return {}
 
 

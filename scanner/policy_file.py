@@ -13,188 +13,23 @@ import json
 import re
 import sys
 from datetime import date, datetime, time
-from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Collection, List, Optional, Sequence, Tuple
 
 from scanner.policy import Policy, Waiver
+from scanner.policy_schema import validate
+from scanner.policy_toml import BARE, TomlLocator
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
-Path = Tuple[Any, ...]
-MAX_VALUE = 60  # characters of a quoted bad value in a message
 #: The largest policy file read: real ones are a few KB (targets, rules, waivers).
 MAX_POLICY_BYTES = 4 << 20
 
 
 class PolicyError(ValueError):
     """An unreadable or invalid policy file: one line, exit 2."""
-
-
-# -- where things are in a TOML text ----------------------------------------------------------
-
-_BARE = re.compile(r"[A-Za-z0-9_\-]+")
-
-
-class TomlLocator:
-    """Maps key paths (``("waivers", 1, "expires")``) to the line they are written on.
-
-    Runs only on text that ``tomllib`` already accepted, so it can be simple; it is best effort
-    and never raises (a path it cannot place falls back to its nearest placed parent).
-    """
-
-    def __init__(self, text: str):
-        self.text = text
-        self.lines: Dict[Path, int] = {}
-        self.i = 0
-        self.line = 1
-        self.arrays: Dict[Path, int] = {}
-        try:
-            self._document()
-        except Exception:  # noqa: BLE001 - locations are a help, never a failure
-            pass
-
-    def line_of(self, path: Sequence[Any]) -> Optional[int]:
-        path = tuple(path)
-        while True:
-            if path in self.lines:
-                return self.lines[path]
-            if not path:
-                return None
-            path = path[:-1]
-
-    # the scanner
-    def _peek(self, n: int = 1) -> str:
-        return self.text[self.i:self.i + n]
-
-    def _advance(self, n: int = 1) -> None:
-        self.line += self.text.count("\n", self.i, self.i + n)
-        self.i += n
-
-    def _skip_space(self, newlines: bool) -> None:
-        while self.i < len(self.text):
-            ch = self.text[self.i]
-            if ch in " \t\r" or (newlines and ch == "\n"):
-                self._advance()
-            elif ch == "#":
-                end = self.text.find("\n", self.i)
-                self._advance((len(self.text) if end < 0 else end) - self.i)
-            else:
-                return
-
-    def _record(self, path: Path) -> None:
-        self.lines.setdefault(path, self.line)
-
-    def _key(self) -> List[str]:
-        parts = []
-        while True:
-            self._skip_space(False)
-            ch = self._peek()
-            if ch in ('"', "'"):
-                start = self.i
-                self._string()
-                raw = self.text[start:self.i]
-                try:
-                    parts.append(json.loads(raw) if ch == '"' else raw[1:-1])
-                except ValueError:
-                    parts.append(raw[1:-1])
-            else:
-                m = _BARE.match(self.text, self.i)
-                if not m:
-                    raise ValueError("not a key")
-                parts.append(m.group())
-                self._advance(m.end() - self.i)
-            self._skip_space(False)
-            if self._peek() != ".":
-                return parts
-            self._advance()
-
-    def _resolve(self, parts: Sequence[str]) -> Path:
-        path: Path = ()
-        for part in parts:
-            path += (part,)
-            if path in self.arrays:
-                path += (self.arrays[path] - 1,)
-        return path
-
-    def _document(self) -> None:
-        current: Path = ()
-        while True:
-            self._skip_space(True)
-            if self.i >= len(self.text):
-                return
-            if self._peek(2) == "[[":
-                self._advance(2)
-                parts = self._key()
-                table = self._resolve(parts[:-1]) + (parts[-1],)
-                self._record(table)
-                self.arrays[table] = self.arrays.get(table, 0) + 1
-                current = table + (self.arrays[table] - 1,)
-                self._record(current)
-                self._advance(2)
-            elif self._peek() == "[":
-                self._advance()
-                current = self._resolve(self._key())
-                self._record(current)
-                self._advance()
-            else:
-                path = current + tuple(self._key())
-                self._record(path)
-                self._advance()  # "="
-                self._skip_space(False)
-                self._value(path)
-
-    def _string(self) -> None:
-        quote = self._peek()
-        if self._peek(3) == quote * 3:
-            end = self.text.find(quote * 3, self.i + 3)
-            end = len(self.text) if end < 0 else end + 3
-            while end < len(self.text) and self.text[end] == quote:  # """a"""" ends with the last quotes
-                end += 1
-            self._advance(end - self.i)
-            return
-        j = self.i + 1
-        while j < len(self.text) and self.text[j] != quote:
-            j += 2 if quote == '"' and self.text[j] == "\\" else 1
-        self._advance(j + 1 - self.i)
-
-    def _value(self, path: Path) -> None:
-        ch = self._peek()
-        if ch in ('"', "'"):
-            self._string()
-        elif ch == "[":
-            self._advance()
-            index = 0
-            while True:
-                self._skip_space(True)
-                if self._peek() == "]" or self.i >= len(self.text):
-                    self._advance()
-                    return
-                self._record(path + (index,))
-                self._value(path + (index,))
-                self._skip_space(True)
-                if self._peek() == ",":
-                    self._advance()
-                    index += 1
-        elif ch == "{":
-            self._advance()
-            while True:
-                self._skip_space(True)  # TOML 1.0 keeps inline tables on one line; 1.1 does not
-                if self._peek() == "}" or self.i >= len(self.text):
-                    self._advance()
-                    return
-                inner = path + tuple(self._key())
-                self._record(inner)
-                self._advance()  # "="
-                self._skip_space(False)
-                self._value(inner)
-                self._skip_space(True)
-                if self._peek() == ",":
-                    self._advance()
-        else:
-            m = re.compile(r"[^,\]}\n#]*").match(self.text, self.i)
-            self._advance(max(1, len(m.group().rstrip())) if m else 1)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -267,7 +102,7 @@ class Loaded:
             if isinstance(part, int):
                 text += f"[{part}]"
             else:
-                key = part if _BARE.fullmatch(part) else json.dumps(part)
+                key = part if BARE.fullmatch(part) else json.dumps(part)
                 text += f".{key}" if text else key
         line = self.locator.line_of(path) if self.locator else None
         return f"{text or 'top level'}" + (f" (line {line})" if line else "")
@@ -318,87 +153,6 @@ def read(path: str) -> Loaded:
         where = f"line {lineno}, column {colno}" if lineno else "end of document"
         raise PolicyError(f"policy {path}: {where}: invalid TOML: {message[:1].lower() + message[1:]}") from None
     return Loaded(path, fmt, _plain(data), TomlLocator(text))
-
-
-# -- validating ---------------------------------------------------------------------------------
-
-def load_schema() -> dict:
-    from importlib import resources
-
-    return json.loads(resources.files("schemas").joinpath("policy.schema.json").read_text(encoding="utf-8"))
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= MAX_VALUE else text[:MAX_VALUE - 3] + "..."
-
-
-def _order(data: Any, path: Sequence[Any]) -> Tuple[int, ...]:
-    """Document order of a path: the position of each step among its siblings."""
-    key = []
-    node = data
-    for part in path:
-        if isinstance(node, dict) and part in node:
-            key.append(list(node).index(part))
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            key.append(part)
-            node = node[part]
-        else:
-            key.append(10 ** 6)
-            node = None
-    return tuple(key)
-
-
-def _describe(error) -> Tuple[List[Any], str]:
-    """(path of the offending key, message) for one jsonschema error, in vfio-scan's words."""
-    path = list(error.absolute_path)
-    custom = (error.schema.get("errorMessage") or {}) if isinstance(error.schema, dict) else {}
-    custom = custom.get(error.validator) if isinstance(custom, dict) else custom
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = list((error.schema.get("properties") or {}).keys())
-        extra = [k for k in error.instance if k not in allowed]
-        if extra:
-            bad = extra[0]
-            close = difflib.get_close_matches(bad, allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (known keys: {', '.join(allowed)})"
-            return path + [bad], f"unknown key {bad!r}{hint}"
-    if "propertyNames" in error.relative_schema_path or "propertyNames" in error.schema_path:
-        path = path + [error.instance]
-    if error.validator == "required":
-        missing = re.match(r"^'(.*)' is a required property$", error.message)
-        if missing:
-            return path, f"missing required key {missing.group(1)!r}"
-    if error.validator == "enum":
-        options = error.validator_value
-        close = difflib.get_close_matches(str(error.instance), [str(o) for o in options], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return path, f"{_short(error.instance)} is not one of {', '.join(map(str, options))}{hint}"
-    if custom:
-        if error.validator in ("pattern", "type", "const", "enum"):
-            return path, f"{_short(error.instance)}: {custom}"
-        return path, custom
-    return path, error.message if len(error.message) <= 200 else error.message[:197] + "..."
-
-
-def validate(loaded: Loaded) -> None:
-    """The first schema error in document order, as a PolicyError (with how many more there are)."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = list(validator.iter_errors(loaded.data))
-    if not errors:
-        return
-    def position(error, path):  # a missing key is reported after the keys its table has (a typo comes first)
-        return _order(loaded.data, path) + ((10 ** 6,) if error.validator == "required" else ())
-
-    described = sorted(((position(e, p), p, m) for e in errors for p, m in [_describe(e)]), key=lambda x: x[0])
-    described = [(p, m) for _, p, m in described]
-    path, message = described[0]
-    more = len(described) - 1
-    if more:
-        message += f" (and {more} more problem{'s' if more > 1 else ''})"
-    raise loaded.error(path, message)
 
 
 # -- building the policy --------------------------------------------------------------------------
@@ -463,4 +217,4 @@ def load_policy(path: str, known_rules: Optional[Collection[str]] = None) -> Pol
     return build(loaded, known_rules)
 
 
-__all__ = ["PolicyError", "TomlLocator", "Loaded", "read", "validate", "build", "load_policy", "load_schema"]
+__all__ = ["PolicyError", "Loaded", "read", "build", "load_policy"]

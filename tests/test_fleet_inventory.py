@@ -6,7 +6,8 @@ import pytest
 
 from scanner.fleet.inventory import (InventoryError, expand_range, limit, parse_host_spec, parse_hosts_file,
                                      parse_ini_inventory, parse_yaml_inventory, read_inventory)
-from scanner.fleet.remote import RemoteOptions, collector_command, ssh_argv, safe_name
+from scanner.fleet.remote_command import RemoteOptions, collector_command, ssh_argv
+from scanner.fleet.snapshot_names import safe_name
 
 
 @pytest.mark.parametrize("spec, want", [

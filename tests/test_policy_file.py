@@ -9,7 +9,8 @@ import pytest
 from clihelpers import BUILTIN_IDS, make_plugin, plugin_with_rule, run_cli, stderr_lines
 from policyhelpers import write_policy
 
-from scanner.policy_file import PolicyError, TomlLocator, load_policy, read
+from scanner.policy_file import PolicyError, load_policy, read
+from scanner.policy_toml import TomlLocator
 
 KNOWN = set(BUILTIN_IDS)
 

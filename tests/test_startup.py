@@ -278,10 +278,12 @@ def test_a_commands_own_parser_is_the_full_parsers(name):
 # -- what a plain scan does not import -----------------------------------------------------------------
 
 NOT_FOR_A_PLAIN_SCAN = ("importlib.metadata", "email", "zipfile", "csv", "concurrent.futures", "logging", "socket",
-                        "tomllib", "tomli", "scanner.policy_file", "difflib", "jsonschema", "datetime", "shutil",
+                        "tomllib", "tomli", "scanner.policy_file", "scanner.policy_schema", "scanner.policy_toml",
+                        "difflib", "jsonschema", "datetime", "shutil",
                         "scanner.targets", "scanner.commands.fleet", "scanner.commands.groups", "tabulate",
                         # what only device targets, failing checks or other platforms need
                         "hashlib", "shlex", "struct", "subprocess", "scanner.binding", "scanner.early_binding",
+                        "scanner.persistent_binding",
                         "scanner.groups", "scanner.shell", "scanner.sriov", "scanner.vm_access", "scanner.facts.pci",
                         "scanner.facts.accounts", "scanner.facts.arm", "scanner.facts.memlock",
                         "scanner.facts.variants")

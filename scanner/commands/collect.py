@@ -29,7 +29,7 @@ def run(options) -> int:
 
     root, kernel_log, output = options.hosts.root, options.hosts.kernel_log, options.output
     if options.print_script:
-        from scanner.fleet.remote import collector_source
+        from scanner.fleet.remote_command import collector_source
 
         written = write_outputs("collect", [(collector_source().decode("utf-8"), output or "-")])
         return 0 if written else EXIT_INCOMPLETE

@@ -166,7 +166,10 @@ def check_connection_arguments(connection) -> None:
 def run(options) -> int:
     from scanner.fleet.progress import Progress
     from scanner.commands.options import HostSource
-    from scanner.fleet.remote import InFlight, RemoteOptions, snapshot_file_names, snapshot_host
+    from scanner.fleet.collection import InFlight
+    from scanner.fleet.remote import snapshot_host
+    from scanner.fleet.remote_command import RemoteOptions
+    from scanner.fleet.snapshot_names import snapshot_file_names
     from scanner.hostset import HostJob, HostSet
 
     connection = options.connection
