@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gc
 import json
 import stat
 from typing import List, Optional
@@ -131,24 +130,13 @@ def decode_bounded(text: str, where: str):
 
 
 def _decode(text: str, where: str):
-    """The JSON value of ``text``, of any nesting the C decoder accepts.
-
-    The cyclic garbage collector is paused meanwhile: decoding makes no cycles, yet the tens of
-    thousands of containers of one snapshot would set off collection after collection, each
-    walking the half-built document again (a third of the decoding time).
-    """
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
+    """The JSON value of ``text``, of any nesting the C decoder accepts."""
     try:
         return json.loads(text)
     except RecursionError:
         raise SnapshotError(f"{where}: {TOO_DEEP}") from None
     except ValueError as exc:
         raise SnapshotError(f"{where}: not valid JSON: {exc}") from None
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _nesting_exceeds(value, limit: int) -> bool:
