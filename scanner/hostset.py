@@ -73,7 +73,7 @@ class HostSet:
 
     def _scan_all(self, scan_one: Callable[[object], Report], fail_on: str) -> List[Report]:
         # snapshot files, one after another in each process (never threads: a pause is process-wide)
-        scan_job = _collected_after if self.processes and self.parallel == 1 else self._scan_job
+        scan_job = _collected_after if self.processes and self.parallel == 1 and len(self.jobs) > 1 else self._scan_job
 
         def one(job: HostJob) -> Report:
             report = scan_job(job, scan_one, fail_on)
