@@ -72,8 +72,9 @@ class HostSet:
             return self._scan_all(scan_one, fail_on)
 
     def _scan_all(self, scan_one: Callable[[object], Report], fail_on: str) -> List[Report]:
-        # snapshot files, one after another in each process (never threads: a pause is process-wide)
-        scan_job = _collected_after if self.processes and self.parallel == 1 and len(self.jobs) > 1 else self._scan_job
+        # many snapshot files, one after another in each process (never threads: a pause is process-wide)
+        one_by_one = self.processes and self.parallel == 1 and len(self.jobs) > 1
+        scan_job = _collected_after if one_by_one else self._scan_job
 
         def one(job: HostJob) -> Report:
             report = scan_job(job, scan_one, fail_on)
@@ -122,11 +123,11 @@ def _collected_after(job: HostJob, scan_one, fail_on: str) -> Report:
     collected at once when it is done.
 
     Why: a scan leaves its host in a reference cycle (the facts keep the host, the host its whole
-    snapshot). With the collector on, the snapshot's containers were walked again and again as
-    they aged through the generations during the scan, and the finished host then waited for a
-    rare full collection to be freed, several snapshots held at once. Paused, everything the job
-    made is still in the youngest generation at its end: one walk of it frees the host and its
-    snapshot, and keeps the report (a job makes few cycles: facts and readings, a host's worth).
+    snapshot). With the collector on, the snapshot's containers are walked again and again as they
+    age through the generations during the scan, and the finished host waits for a rare full
+    collection to be freed, several snapshots held at once. Paused, everything the job made is
+    still in the youngest generation at its end: one walk of it frees the host and its snapshot,
+    and keeps the report (a job makes few cycles: facts and readings, a host's worth).
     """
     if not gc.isenabled():
         return HostSet._scan_job(job, scan_one, fail_on)
