@@ -93,7 +93,7 @@ def scan_in_processes(count: int, work: Callable[[int], object], workers: int) -
     _work = work
     try:
         with context.Pool(workers, initializer=_worker_signals) as pool:  # leaving it terminates the workers
-            return _map_ending_on_sigterm(pool, count, chunksize=max(1, min(32, count // (workers * 4))))
+            return _map_ending_on_sigterm(pool, count, chunksize=max(1, min(8, count // (workers * 4))))
     except _Terminated:
         _die_of_sigterm()
     except Exception:  # a worker that died, a report that would not pickle: scan here instead

@@ -10,6 +10,7 @@ comes and dropped once scanned, so a fleet of hundreds does not hold every snaps
 from __future__ import annotations
 
 import _thread  # threading.Lock is _thread.allocate_lock; threading itself is imported only for a pool
+import gc
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
@@ -71,8 +72,12 @@ class HostSet:
             return self._scan_all(scan_one, fail_on)
 
     def _scan_all(self, scan_one: Callable[[object], Report], fail_on: str) -> List[Report]:
+        # many snapshot files, one after another in each process (never threads: a pause is process-wide)
+        one_by_one = self.processes and self.parallel == 1 and len(self.jobs) > 1
+        scan_job = _collected_after if one_by_one else self._scan_job
+
         def one(job: HostJob) -> Report:
-            report = self._scan_job(job, scan_one, fail_on)
+            report = scan_job(job, scan_one, fail_on)
             if self.progress:
                 with self._lock:
                     self._done += 1
@@ -82,7 +87,7 @@ class HostSet:
         if self.processes and self.progress is None and len(self.jobs) > 1:
             from scanner.hostpool import map_jobs
 
-            reports = map_jobs(self.jobs, lambda job: self._scan_job(job, scan_one, fail_on))
+            reports = map_jobs(self.jobs, lambda job: scan_job(job, scan_one, fail_on))
             if reports is not None:
                 return reports
         if self.parallel == 1 or len(self.jobs) == 1:
@@ -111,3 +116,24 @@ class HostSet:
         # a host read only in part (a snapshot whose collector stopped at a limit) is no verdict
         report.notes.extend(getattr(host, "collection_limits", ()))
         return report
+
+
+def _collected_after(job: HostJob, scan_one, fail_on: str) -> Report:
+    """:meth:`HostSet._scan_job` with the cyclic garbage collector paused, and what the job left
+    collected at once when it is done.
+
+    Why: a scan leaves its host in a reference cycle (the facts keep the host, the host its whole
+    snapshot). With the collector on, the snapshot's containers are walked again and again as they
+    age through the generations during the scan, and the finished host waits for a rare full
+    collection to be freed, several snapshots held at once. Paused, everything the job made is
+    still in the youngest generation at its end: one walk of it frees the host and its snapshot,
+    and keeps the report (a job makes few cycles: facts and readings, a host's worth).
+    """
+    if not gc.isenabled():
+        return HostSet._scan_job(job, scan_one, fail_on)
+    gc.disable()
+    try:
+        return HostSet._scan_job(job, scan_one, fail_on)
+    finally:
+        gc.enable()
+        gc.collect(0)

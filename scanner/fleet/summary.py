@@ -24,7 +24,19 @@ def host_name(report) -> str:
 
 def outcome(report, rule_id: str) -> Optional[str]:
     """The worst status of ``rule_id``'s findings on this host, or None when the rule did not run there."""
-    statuses = {f.status for f in report.findings if f.rule_id == rule_id}
+    return _worst({f.status for f in report.findings if f.rule_id == rule_id})
+
+
+def outcomes(report) -> Dict[str, Optional[str]]:
+    """:func:`outcome` of every rule that ran on this host, in one pass over its findings (a fleet's
+    summary asks for every rule on every host: rule by rule, that was rules x findings per host)."""
+    statuses: Dict[str, set] = {}
+    for f in report.findings:
+        statuses.setdefault(f.rule_id, set()).add(f.status)
+    return {rule_id: _worst(seen) for rule_id, seen in statuses.items()}
+
+
+def _worst(statuses) -> Optional[str]:
     return next((s for s in WORST_FIRST if s in statuses), None)
 
 
@@ -40,19 +52,21 @@ def rules_seen(reports) -> List[tuple]:
 def fleet_summary(reports: Sequence) -> dict:
     """The ``summary`` of the fleet document (schemas/fleet.schema.json)."""
     rules = []
+    per_host = [outcomes(report) for report in reports]
     for rule_id, name, title in rules_seen(reports):
         hosts = {status: 0 for status in STATUSES}
         hosts["not_run"] = 0
         failing = []
-        for report in reports:
-            got = outcome(report, rule_id)
+        for report, outcome_of in zip(reports, per_host):
+            got = outcome_of.get(rule_id)
             hosts[got or "not_run"] += 1
             if got in ("fail", "error"):
                 failing.append(host_name(report))
         rules.append({"rule_id": rule_id, "rule": name, "title": title, "hosts": hosts, "failing_hosts": failing})
+    states = [r.readiness for r in reports]
     return {
         "hosts": len(reports),
-        "readiness": {state: sum(1 for r in reports if r.readiness == state) for state in READINESS},
+        "readiness": {state: states.count(state) for state in READINESS},
         "incomplete": sum(1 for r in reports if r.incomplete),
         "host_errors": [{"host": host_name(r), "reason": note} for r in reports for note in r.notes],
         "rules": rules,
