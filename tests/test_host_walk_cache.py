@@ -110,6 +110,18 @@ def test_a_deep_chain_through_kept_links_is_refused(tree, host):
         assert host.read("/near/d/d/d/f").reason == TOO_DEEP
 
 
+def test_names_that_are_not_utf8_are_walked_the_same_every_time(tree, host, outside):
+    odd, link = os.fsdecode(b"caf\xe9"), os.fsdecode(b"l\xff")  # names a filesystem holds, but no text
+    tree.write(f"/etc/{odd}/value", "odd\n")
+    sys_dir = os.fsencode(str(tree.mkdir("/sys")))
+    os.symlink(os.fsencode(f"../etc/{odd}"), sys_dir + os.fsencode(f"/{link}"))
+    os.symlink(os.fsencode(str(outside)) + b"/\xff", sys_dir + b"/away")
+    for _ in range(2):
+        assert host.read(f"/sys/{link}/value").text == "odd\n"
+        assert host.resolve(f"/sys/{link}").text == f"/etc/{odd}"
+        assert host.read("/sys/away").reason == "missing"
+
+
 def test_each_link_of_a_device_is_read_once(tree, monkeypatch):
     """The walk keeps the links it followed: a device's attributes, its listing and its driver
     cost one readlink of ``/sys/bus/pci/devices/<address>``, not one per read."""
