@@ -67,11 +67,24 @@ def group_verdict(facts, group) -> str:
     return verdict(classify(facts, group.number, devices=facts.pci.fields))
 
 
+def _read_device_by_device(facts) -> None:
+    """Read what the document shows of every device (ids, class, driver, whether a bridge), one
+    device after the other in the order of their listing.
+
+    Why: the document asks for them group by group, after the names from pci.ids have asked for
+    every device's ids; each device's directory would be opened twice, the second time in group
+    order, which is no order on disk. The same files are read either way, each once.
+    """
+    for device in facts.pci.fields.values():
+        device.vendor, device.device, device.pci_class, device.driver, device.is_bridge
+
+
 def groups_document(facts) -> dict:
     """The whole answer as a JSON-ready dict (the table is rendered from it too)."""
     from scanner import __version__
     from scanner.scanning import host_info
 
+    _read_device_by_device(facts)
     groups, grouped = [], set()
     for number, group in facts.iommu.groups.items():  # already in numeric order
         if not (number.isascii() and number.isdigit() and len(number) <= 20):  # "²" is isdigit(), yet no int
@@ -124,9 +137,25 @@ def _format_row(row: tuple, widths: List[int]) -> List[str]:
     lines = [("  " + "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths))).rstrip()]
     if row[4]:
         indent = " " * (2 + widths[0] + 2)
-        lines += textwrap.wrap(row[4], WIDTH, initial_indent=indent, subsequent_indent=indent + "  ",
-                               break_on_hyphens=False)
+        lines += wrap(row[4], indent, indent + "  ", break_on_hyphens=False)
     return lines
+
+
+#: What textwrap turns into a space or takes for one: a text with none of it but single-line spaces
+#: is wrapped as it is.
+_WRAPPED_WHITESPACE = frozenset("\t\n\x0b\x0c\r")
+
+
+def wrap(text: str, indent: str = "", subsequent_indent: str = "", break_on_hyphens: bool = True) -> List[str]:
+    """``textwrap.wrap(text, WIDTH, ...)``, the same lines; a text that fits on its first line as it
+    is (most names and titles: a table of ten thousand devices has as many) skips textwrap's
+    chunking. It fits when no space is at either end to drop and nothing in it is a tab or a line
+    break to replace."""
+    if (text and len(indent) + len(text) <= WIDTH and text.strip() == text
+            and _WRAPPED_WHITESPACE.isdisjoint(text)):
+        return [indent + text]
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=subsequent_indent,
+                         break_on_hyphens=break_on_hyphens)
 
 
 def render_table(doc: dict) -> str:
@@ -139,21 +168,23 @@ def render_table(doc: dict) -> str:
     else:
         out.append("No pci.ids on this host: numeric ids only (install pciutils or hwdata for names)")
     every = [e for g in doc["groups"] for e in g["devices"]] + doc["ungrouped"]
-    all_rows = _rows(every)
+    all_rows = _rows(every)  # in the order they are shown: each group's slice of them, then the ungrouped
     widths = _layout(all_rows)
     head = ("address", "ids", "class", "driver")
     out.append("")
     out.append(("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths))).rstrip())
+    shown = 0
     for group in doc["groups"]:
         title = f"Group {group['group']}" + (f" ({group['type']})" if group["type"] else "") + f": {group['verdict']}"
         out.append("")
-        out.extend(textwrap.wrap(for_terminal(title), WIDTH, subsequent_indent="    "))
-        for row in _rows(group["devices"]):
+        out.extend(wrap(for_terminal(title), subsequent_indent="    "))
+        for row in all_rows[shown:shown + len(group["devices"])]:
             out.extend(_format_row(row, widths))
+        shown += len(group["devices"])
     if doc["groups"] and doc["ungrouped"]:
         out.append("")
         out.append("In no IOMMU group (cannot be passed through):")
-        for row in _rows(doc["ungrouped"]):
+        for row in all_rows[shown:]:
             out.extend(_format_row(row, widths))
     devices = sum(len(g["devices"]) for g in doc["groups"])
     out.append("")

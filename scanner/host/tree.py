@@ -19,12 +19,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections import OrderedDict
 from typing import Optional, Tuple
 
 from scanner.host import (
-    DENIED,
     DEFAULT_CAP,
+    DENIED,
     LARGE_CAP,
     MISSING,
     BytesRead,
@@ -33,56 +32,33 @@ from scanner.host import (
     Stat,
     decode_text,
 )
+from scanner.host.descriptors import (
+    FILE_FLAGS,
+    OPEN_DIRECTORIES,
+    Directories,
+    reason_for,
+    replaced,
+)
+from scanner.host.walk import (  # noqa: F401  (MAX_*, TOO_DEEP: the limits, named where the reads are)
+    MAX_DEPTH,
+    MAX_LINK_HOPS,
+    TOO_DEEP,
+    Components,
+    ConfinedWalk,
+    _Unresolvable,
+)
 from scanner.inputfile import read_capped
 
-MAX_LINK_HOPS = 40  # the kernel's own limit (ELOOP)
-#: Directories one path may go down: sysfs's deepest are some 20; a hostile tree nesting thousands
-#: (reached through links) would make every step of the walk longer than the one before.
-MAX_DEPTH = 256
-TOO_DEEP = f"too deep: over {MAX_DEPTH} directories down"
-#: Directory descriptors kept open: a scan reads one device's attributes one after the other, so a
-#: handful would do; more spare re-opening the shared directories above them. Well under the usual
-#: limit of 1024 descriptors per process.
-OPEN_DIRECTORIES = 128
+__all__ = ["CHANGED", "MAX_DEPTH", "MAX_LINK_HOPS", "MISSING", "OPEN_DIRECTORIES", "TOO_DEEP", "Components",
+           "TreeHost", "missing_host_signs", "read_outside_file"]
+
 #: The reason when the tree changed between the walk and the read (only a concurrent change does it).
 CHANGED = "changed while being read (a directory on the way was replaced)"
 NOT_REGULAR = "not a regular file"
 A_DIRECTORY = "not a regular file (a directory)"
 
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-#: A directory inside the tree, never through a link; opened for reading, so that it can be listed.
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
-#: Added where reading is denied: O_PATH (Linux) asks only for the right to pass through, as a
-#: path walk does, so a directory one may search but not list (mode 0711) is walked as the kernel
-#: walks it (and listing it is denied, as the kernel denies it).
-_O_PATH = getattr(os, "O_PATH", 0)
-#: A file to read: never through a link, never waiting for a writer, never a controlling terminal.
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | _CLOEXEC
 
-Components = Tuple[str, ...]
-#: Where a walk stands: (components, links followed so far, ended on a non-directory).
-_State = Tuple[Components, int, bool]
-
-
-class _Unresolvable(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _reason_for(exc: OSError) -> str:
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return MISSING
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return DENIED
-    if exc.errno == errno.ELOOP:
-        return "symlink loop"
-    return f"unreadable: {exc.strerror or exc}"
-
-
-def _replaced(exc: OSError) -> bool:
-    """An O_NOFOLLOW open met a link or a non-directory where the walk had seen something else."""
-    return exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK)  # EMLINK: the BSDs' ELOOP
+_FORMAT, _LINK, _REGULAR = stat.S_IFMT(0o170000), stat.S_IFLNK, stat.S_IFREG  # the type bits of a mode, tested inline
 
 
 def _mode_in(dir_fd: int, name: str) -> int:
@@ -90,7 +66,7 @@ def _mode_in(dir_fd: int, name: str) -> int:
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except OSError as exc:
-        raise _Unresolvable(_reason_for(exc)) from None
+        raise _Unresolvable(reason_for(exc)) from None
 
 
 def _not_regular(mode: int) -> Optional[str]:
@@ -100,91 +76,23 @@ def _not_regular(mode: int) -> Optional[str]:
     return A_DIRECTORY if stat.S_ISDIR(mode) else NOT_REGULAR
 
 
-def _open_directory(name: str, dir_fd: Optional[int], flags: int = _DIR_FLAGS) -> int:
-    """A directory descriptor, readable where reading is allowed, else one only to pass through."""
-    try:
-        return os.open(name, flags, dir_fd=dir_fd)
-    except PermissionError:
-        if not _O_PATH:
-            raise
-        return os.open(name, flags | _O_PATH, dir_fd=dir_fd)
+class TreeHost(ConfinedWalk):
+    """Read-only view of a root directory; see the module docstring for the rules.
 
-
-class _Directories:
-    """Open descriptors of the tree's directories, by in-root components: the walk's only way in.
-
-    Why descriptors: each one was opened by one name inside its parent's descriptor, never through
-    a link, so it stays the directory the walk saw there whatever is renamed or replaced later; a
-    path handed to the kernel whole would be resolved again, links and all. Why a bounded cache:
-    a scan reads each device's attributes one after the other, so the most recently used few
-    serve nearly every read, and the descriptors stay far below the process's limit. Used by one
-    thread at a time, like the host that owns it (a descriptor handed out stays open until the
-    next call opens another).
+    Paths are named by the walk (:class:`~scanner.host.walk.ConfinedWalk`), whose two
+    primitives are answered here inside the parent's descriptor; what is read is always reached
+    through :class:`~scanner.host.descriptors.Directories`.
     """
-
-    def __init__(self, root: str, limit: int = OPEN_DIRECTORIES):
-        self._root = root
-        self._root_fd: Optional[int] = None
-        self._open: "OrderedDict[Components, int]" = OrderedDict()
-        self._limit = limit
-
-    def fd(self, parts: Components) -> int:
-        """The descriptor of the directory at ``parts``, opened from the nearest open ancestor
-        one name at a time (raises OSError: ENOTDIR or ELOOP where a name is no directory)."""
-        opened = self._open
-        fd = opened.get(parts)
-        if fd is not None:
-            opened.move_to_end(parts)
-            return fd
-        depth = len(parts) - 1
-        while depth > 0:
-            fd = opened.get(parts[:depth])
-            if fd is not None:
-                opened.move_to_end(parts[:depth])
-                break
-            depth -= 1
-        else:
-            fd = self._root_descriptor()
-            depth = 0
-        for end in range(depth + 1, len(parts) + 1):
-            fd = _open_directory(parts[end - 1], fd)
-            opened[parts[:end]] = fd
-            if len(opened) > self._limit:
-                os.close(opened.popitem(last=False)[1])
-        return fd
-
-    def _root_descriptor(self) -> int:
-        if self._root_fd is None:
-            # the root is the user's own path: a link to it is followed, as the system would
-            self._root_fd = _open_directory(self._root, None, _DIR_FLAGS & ~os.O_NOFOLLOW)
-        return self._root_fd
-
-    def close(self) -> None:
-        fds = list(self._open.values()) + ([self._root_fd] if self._root_fd is not None else [])
-        self._open.clear()
-        self._root_fd = None
-        for fd in fds:
-            os.close(fd)
-
-
-class TreeHost:
-    """Read-only view of a root directory; see the module docstring for the rules."""
 
     source = "root"
     machine: Optional[str] = None  # only the live host knows its architecture without reading
-    #: components -> lstat mode of the directories met so far: a walk would lstat each component
-    #: again, though a scan passes through the same few directories (``sys/bus/pci/drivers/...``,
-    #: ``sys/devices/pci0000:00``) thousands of times. Links, files and failures are not kept: a
-    #: link is walked about once (``_dir_state`` keeps walked directories), a file read once.
-    #: A hint only: what is read is always reached through :class:`_Directories`.
-    _known: Optional[dict] = None
-    _dirs: Optional[_Directories] = None  # a snapshot host has no directories behind it
+    _dirs: Optional[Directories] = None  # a snapshot host has no directories behind it
 
     def __init__(self, root: str, kernel_log_file: Optional[str] = None):
         self.root = os.path.abspath(root)
         self.kernel_log_file = kernel_log_file
         self._dir_cache: dict = {}
-        self._dirs = _Directories(self.root)
+        self._dirs = Directories(self.root)
 
     def close(self) -> None:
         """Close the tree's directory descriptors (a later read opens them again)."""
@@ -203,7 +111,7 @@ class TreeHost:
         try:
             return self._dirs.fd(parts)
         except OSError as exc:  # ENOTDIR, ELOOP: what the walk saw as a directory no longer is one
-            raise _Unresolvable(CHANGED if _replaced(exc) else _reason_for(exc)) from None
+            raise _Unresolvable(CHANGED if replaced(exc) else reason_for(exc)) from None
 
     # The two filesystem primitives the walk needs; a snapshot (scanner/host/snapshot.py) answers
     # them from recorded entries, so both backends share one walk and resolve paths identically.
@@ -218,109 +126,7 @@ class TreeHost:
         try:
             return os.readlink(parts[-1], dir_fd=dir_fd)
         except OSError as exc:
-            raise _Unresolvable(_reason_for(exc)) from None
-
-    # -- path resolution --------------------------------------------------------------
-    def _walk(self, pending: list, resolved: Components, follow_last: bool) -> Components:
-        return self._advance(pending, resolved, 0, follow_last)[0]
-
-    def _advance(self, pending: list, resolved: Components, hops: int, follow_last: bool) -> _State:
-        """The walk: (components, links followed so far, whether it ended on a non-directory).
-
-        ``hops`` and the last flag let :meth:`_dir_state` go on from a walked prefix exactly where
-        a walk of the whole path would be at that point (see there).
-        """
-        known = self._known
-        if known is None:
-            known = self._known = {}
-        pending = pending[::-1]  # a stack: the next name last
-        on_file = False
-        while pending:
-            name = pending.pop()
-            on_file = False
-            if name in ("", "."):
-                continue
-            if name == "..":
-                resolved = resolved[:-1]
-                continue
-            key = resolved + (name,)
-            if len(key) > MAX_DEPTH:
-                raise _Unresolvable(TOO_DEEP)
-            mode = known.get(key)
-            if mode is None:
-                mode = self._lstat_mode(key)
-                if stat.S_ISDIR(mode):
-                    known[key] = mode
-            if stat.S_ISLNK(mode) and (pending or follow_last):
-                hops += 1
-                if hops > MAX_LINK_HOPS:
-                    raise _Unresolvable("symlink loop")
-                target = self._readlink(key)
-                if target.startswith("/"):
-                    resolved = ()
-                pending.extend(reversed(target.split("/")))
-                continue
-            if not stat.S_ISDIR(mode) and not stat.S_ISLNK(mode):
-                if pending:
-                    raise _Unresolvable(MISSING)  # a path through a regular file
-                on_file = True
-            resolved = key
-        return resolved, hops, on_file
-
-    def _dir_state(self, path: str) -> _State:
-        """What ``_advance(path.split("/"), (), 0, True)`` returns, one component at a time from
-        the longest prefix already walked (raises _Unresolvable).
-
-        Why: a scan reads some twenty attributes of each of thousands of devices under the same
-        few directories; walking each directory from the root again (an ``lstat`` per component,
-        a ``readlink`` per link) was most of a scan's time. The answer is the same as the whole
-        walk's: after a prefix, a whole walk is in the very state the prefix's walk ended in (the
-        same components, the same hop count toward the loop limit), except that a prefix ending
-        on a regular file is "missing" as soon as anything follows it -- the flag in the state.
-        A failure is kept too: a prefix that cannot be walked fails every path under it with the
-        same reason. What is kept are names, never a way in: a read still opens every directory
-        through :class:`_Directories`, so a stale answer can fail a read but not lead it out.
-        """
-        cache = self._dir_cache
-        chain = []  # (path, name): from ``path`` up to the first prefix already walked
-        while True:
-            state = cache.get(path)
-            if state is not None:
-                break
-            if not path:
-                state = ((), 0, False)  # the root
-                break
-            parent, _, name = path.rpartition("/")
-            chain.append((path, name))
-            path = parent
-        for path, name in reversed(chain):
-            if isinstance(state, str):
-                break
-            if state[2]:
-                state = MISSING  # a path through a regular file
-            else:
-                try:
-                    state = self._advance([name], state[0], state[1], True)
-                except _Unresolvable as exc:
-                    state = exc.reason
-            cache[path] = state
-        if isinstance(state, str):
-            raise _Unresolvable(state)
-        return state
-
-    def _resolve_dir(self, path: str) -> Components:
-        """The directory ``path`` leads to, to go on from (raises _Unresolvable)."""
-        parts, _, on_file = self._dir_state(path)
-        if on_file:
-            raise _Unresolvable(MISSING)  # a path through a regular file, as the kernel's ENOTDIR
-        return parts
-
-    def _resolve(self, path: str, follow_last: bool = True) -> Components:
-        """Components of ``path`` inside the root, every link followed (raises _Unresolvable)."""
-        path = "/" + path.strip("/")
-        parent, _, leaf = path.rpartition("/")
-        base = self._resolve_dir(parent) if parent else ()
-        return self._walk([leaf], base, follow_last)
+            raise _Unresolvable(reason_for(exc)) from None
 
     # -- the read interface -----------------------------------------------------------
     def resolve(self, path: str) -> Read:
@@ -346,21 +152,19 @@ class TreeHost:
         A plain last name is looked up straight in its resolved directory (most of a scan's
         reads): only a link there costs the walk of the whole path.
         """
-        clean = "/" + path.strip("/")
-        parent, _, leaf = clean.rpartition("/")
+        parent, _, leaf = ("/" + path.strip("/")).rpartition("/")
         mode = stat.S_IFLNK
         if leaf not in ("", ".", ".."):
             dir_fd = self._dir_fd(self._resolve_dir(parent) if parent else ())
             mode = _mode_in(dir_fd, leaf)
-        if stat.S_ISLNK(mode):
+        if mode & _FORMAT == _LINK:
             parts = self._resolve(path)
             if not parts:
                 raise _Unresolvable(A_DIRECTORY)  # the root itself
             dir_fd, leaf = self._dir_fd(parts[:-1]), parts[-1]
             mode = _mode_in(dir_fd, leaf)
-        why = _not_regular(mode)
-        if why:
-            raise _Unresolvable(why)
+        if mode & _FORMAT != _REGULAR:
+            raise _Unresolvable(_not_regular(mode))
         return dir_fd, leaf
 
     def _open(self, path: str) -> Tuple[int, int]:
@@ -372,18 +176,17 @@ class TreeHost:
         """
         dir_fd, name = self._regular_file(path)
         try:
-            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+            fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
         except OSError as exc:
-            raise _Unresolvable(CHANGED if exc.errno in (errno.ELOOP, errno.EMLINK) else _reason_for(exc)) from None
+            raise _Unresolvable(CHANGED if exc.errno in (errno.ELOOP, errno.EMLINK) else reason_for(exc)) from None
         try:
             st = os.fstat(fd)
         except OSError as exc:
             os.close(fd)
-            raise _Unresolvable(_reason_for(exc)) from None
-        why = _not_regular(st.st_mode)
-        if why:
+            raise _Unresolvable(reason_for(exc)) from None
+        if st.st_mode & _FORMAT != _REGULAR:
             os.close(fd)
-            raise _Unresolvable(why)
+            raise _Unresolvable(_not_regular(st.st_mode))
         return fd, st.st_size
 
     def read_bytes(self, path: str, cap: int = DEFAULT_CAP) -> BytesRead:
@@ -394,7 +197,7 @@ class TreeHost:
         try:
             data = read_capped(fd, cap, size)
         except OSError as exc:
-            return BytesRead(path, reason=_reason_for(exc))
+            return BytesRead(path, reason=reason_for(exc))
         finally:
             os.close(fd)
         if data is None:
@@ -453,14 +256,14 @@ class TreeHost:
                 return os.fstat(dir_fd)
             return os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
         except OSError as exc:
-            raise _Unresolvable(_reason_for(exc)) from None
+            raise _Unresolvable(reason_for(exc)) from None
 
     def _listing_failure(self, parts: Components, exc: OSError) -> str:
         """Why the directory at ``parts`` (the walk's end, links followed) could not be listed."""
         if exc.errno == errno.EBADF:  # a directory open only to pass through: reading it is denied
             return DENIED
-        if not _replaced(exc):
-            return _reason_for(exc)
+        if not replaced(exc):
+            return reason_for(exc)
         try:
             mode = self._lstat_mode(parts)  # a failure above the directory itself is the walk's
         except _Unresolvable as gone:
