@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import scanner.host as host_layer
 from hardening import as_nobody, require_nobody, world_readable_base
 from scanner import collector
-from scanner.host import tree
+from scanner.host import descriptors, tree
 from scanner.host.snapshot import SnapshotHost, parse_snapshot
 from scanner.host.tree import TreeHost
 
@@ -53,7 +53,7 @@ def test_the_limits_and_the_words_are_the_host_layers():
 @pytest.mark.parametrize("code", sorted(errno.errorcode))
 def test_every_errno_is_given_the_host_layers_reason(code):
     exc = OSError(code, os.strerror(code))
-    assert collector.reason_for(exc) == tree._reason_for(exc)
+    assert collector.reason_for(exc) == descriptors.reason_for(exc)
 
 
 def test_a_replaced_directory_is_named_as_the_host_layer_names_it():

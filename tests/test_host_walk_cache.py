@@ -197,8 +197,10 @@ entries = st.dictionaries(
 def build(root, layout) -> None:
     for path in sorted(layout, key=len):
         where = os.path.join(root, path)
-        if not os.path.isdir(os.path.dirname(where)) or os.path.lexists(where):
-            continue  # under a file or a link: the layout cannot hold it
+        parent = os.path.dirname(where)
+        if not os.path.isdir(parent) or os.path.realpath(parent) != os.path.realpath(root) + parent[len(root):] \
+                or os.path.lexists(where):
+            continue  # under a file or through a link: the layout cannot hold it as named
         kind = layout[path]
         if kind == "dir":
             os.mkdir(where)
