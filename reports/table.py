@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import textwrap
 from functools import lru_cache
+from typing import Iterable, Iterator
 
 from reports.text_table import simple_table
 from scanner.engine import NO_TARGETS
@@ -170,16 +171,16 @@ def _subjects(report):
     return {s: found[s] for s in sorted(found, key=lambda s: (s != "host", s))}
 
 
-def _fixes(report, verbose: bool, width: int = WIDTH, color: bool = False) -> list:
-    """Each problem's fix steps, headed by what it is; its message is the table's (said once). With
-    ``-v``, every finding with evidence, its message, observed and expected, and the evidence too."""
-    lines = []
+def _fixes(report, verbose: bool, width: int = WIDTH, color: bool = False) -> Iterator[str]:
+    """Each problem's fix steps, headed by what it is, as one piece per finding; its message is the
+    table's (said once). With ``-v``, every finding with evidence, its message, observed and
+    expected, and the evidence too."""
     for f in report.findings:
         wanted = f.status in ("fail", "warn", "error") and (f.remediation or verbose)
         if not wanted and not (verbose and f.evidence):
             continue
         subject = "" if f.subject == "host" else f" {f.subject}"
-        lines.append(_paint(LABEL[f.status], color) + for_terminal(f" {f.rule_id} {f.rule}{subject}"))
+        lines = [_paint(LABEL[f.status], color) + for_terminal(f" {f.rule_id} {f.rule}{subject}")]
         if verbose:
             lines.append(_wrap(f.message, width, "    "))
             if f.observed or f.expected:
@@ -196,7 +197,7 @@ def _fixes(report, verbose: bool, width: int = WIDTH, color: bool = False) -> li
             lines.append(_wrap(f"waived: {f.waiver.get('justification')} (expires {f.waiver.get('expires') or 'never'})",
                                width, "    "))
         lines.append("")
-    return lines
+        yield "\n".join(lines)
 
 
 def _result(f) -> str:
@@ -236,43 +237,93 @@ def _policy(report, width: int = WIDTH) -> list:
     return lines + [""]
 
 
-def render_one(report, verbose: bool, width: int = WIDTH, color: bool = False) -> str:
-    out = [_header(report, color), ""]
-    out.extend(_policy(report, width))
+def _sections(report, verbose: bool, width: int, color: bool):
+    """The text of :func:`render_one` in pieces, joined by newlines: the header, then one piece per
+    subject's table (its column widths depend on its own rows only), then each fix."""
+    yield _header(report, color)
+    yield ""
+    yield from _policy(report, width)
     for note in report.notes:
-        out.append(_wrap(f"ERROR {note}", width))
+        yield _wrap(f"ERROR {note}", width)
     check_w = CHECK_WIDTH if width >= WIDTH else max(MIN_CHECK_WIDTH, CHECK_WIDTH * width // WIDTH)
     for subject, findings in _subjects(report).items():
-        untargeted = [f for f in findings if f.status == "skip" and f.message == NO_TARGETS] if subject == "host" else []
-        if len(untargeted) > 1:
-            findings = [f for f in findings if not (f.status == "skip" and f.message == NO_TARGETS)]
-        rows = [(LABEL[f.status], for_terminal(f.rule_id), for_terminal(f.title), _result(f)) for f in findings]
-        # a header is padded by 2 and columns are 2 apart (reports/text_table.py): the result gets what is left
-        status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
-        rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
-        result_w = max(20, width - status_w - rule_w - check_w - 3 * 2)
-        out.append("host" if subject == "host" else _device_title(report, subject))
-        if rows:
-            out.append(_paint_rows(simple_table(HEADERS, rows, [None, None, check_w, result_w]), color))
-        if len(untargeted) > 1:
-            out.append(_wrap(f"Device rules not run ({', '.join(f.rule_id for f in untargeted)}): no device "
-                             "targets. Name the devices to pass through with --device or --class; "
-                             "'vfio-scan groups' lists every device and its IOMMU group.", width))
-        out.append("")
+        yield _subject_section(report, subject, findings, width, check_w, color)
     fixes = _fixes(report, verbose, width, color)
-    if fixes:
-        out.append("Details and fixes" if verbose else "What to do")
-        out.append("")
-        out.extend(fixes)
+    first = next(fixes, None)
+    if first is not None:
+        yield "Details and fixes" if verbose else "What to do"
+        yield ""
+        yield first
+        yield from fixes
     if any(f.status in ("fail", "warn") for f in report.findings):
-        out.append("Apply the fixes above, reboot where marked, then run 'vfio-scan scan' again.")
-    return "\n".join(out).rstrip() + "\n"
+        yield "Apply the fixes above, reboot where marked, then run 'vfio-scan scan' again."
 
 
-def render(reports, options) -> str:
+def _subject_section(report, subject: str, findings: list, width: int, check_w: int, color: bool) -> str:
+    """One subject's title, its table and (for the host without targets) the line about the device rules."""
+    out = []
+    untargeted = [f for f in findings if f.status == "skip" and f.message == NO_TARGETS] if subject == "host" else []
+    if len(untargeted) > 1:
+        findings = [f for f in findings if not (f.status == "skip" and f.message == NO_TARGETS)]
+    rows = [(LABEL[f.status], for_terminal(f.rule_id), for_terminal(f.title), _result(f)) for f in findings]
+    # a header is padded by 2 and columns are 2 apart (reports/text_table.py): the result gets what is left
+    status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
+    rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
+    result_w = max(20, width - status_w - rule_w - check_w - 3 * 2)
+    out.append("host" if subject == "host" else _device_title(report, subject))
+    if rows:
+        out.append(_paint_rows(simple_table(HEADERS, rows, [None, None, check_w, result_w]), color))
+    if len(untargeted) > 1:
+        out.append(_wrap(f"Device rules not run ({', '.join(f.rule_id for f in untargeted)}): no device "
+                         "targets. Name the devices to pass through with --device or --class; "
+                         "'vfio-scan groups' lists every device and its IOMMU group.", width))
+    out.append("")
+    return "\n".join(out)
+
+
+def _stripped_end(lines) -> Iterator[str]:
+    """``"\\n".join(lines).rstrip() + "\\n"`` in pieces: the blanks at the end are held back until
+    more text follows them, so the last piece ends the text with one newline, as the whole text did."""
+    pending = ""
+    for i, line in enumerate(lines):
+        piece = line if i == 0 else "\n" + line
+        kept = piece.rstrip()
+        if kept:
+            yield pending + kept
+            pending = piece[len(kept):]
+        else:
+            pending += piece
+    yield "\n"
+
+
+def pieces_one(report, verbose: bool, width: int = WIDTH, color: bool = False) -> Iterator[str]:
+    """One host's table text, one subject's section at a time (never the whole text at once)."""
+    return _stripped_end(_sections(report, verbose, width, color))
+
+
+def render_one(report, verbose: bool, width: int = WIDTH, color: bool = False) -> str:
+    return "".join(pieces_one(report, verbose, width, color))
+
+
+def pieces(reports, options) -> Iterable[str]:
+    """The text of :func:`render` in pieces; the fleet matrix, laid out as a whole, is one piece made here."""
     if options.get("fleet") or len(reports) > 1:  # many hosts: one hosts x rules matrix (reports/matrix.py)
         from reports.matrix import render_fleet
 
-        return render_fleet(reports, options)
-    width, color = options.get("width", WIDTH), options.get("color", False)
-    return "\n".join(render_one(r, options.get("verbose", False), width, color) for r in reports)
+        return [render_fleet(reports, options)]
+    width, color, verbose = options.get("width", WIDTH), options.get("color", False), options.get("verbose", False)
+    return _hosts(reports, verbose, width, color)
+
+
+def _hosts(reports, verbose: bool, width: int, color: bool) -> Iterator[str]:
+    for index, report in enumerate(reports):
+        if index:
+            yield "\n"
+        yield from pieces_one(report, verbose, width, color)
+
+
+def render(reports, options) -> str:
+    return "".join(pieces(reports, options))
+
+
+render.pieces = pieces  # what scanner/output.py streams to the destination instead of the whole text
