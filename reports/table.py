@@ -131,9 +131,19 @@ def _paint_rows(table: str, color: bool) -> str:
     return "\n".join(lines)
 
 
-def _device_title(report, subject: str) -> str:
-    """``0000:01:00.0 · 10de:2204 NVIDIA Corporation GA102 [GeForce RTX 3090] · driver nvidia``."""
-    entry = next((d for d in report.devices if d.get("address") == subject), None)
+def _device_entries(report) -> dict:
+    """The report's device entries by address (the first of each), looked up once per device section."""
+    entries: dict = {}
+    for d in report.devices:
+        entries.setdefault(d.get("address"), d)
+    return entries
+
+
+def _device_title(report, subject: str, entries=None) -> str:
+    """``0000:01:00.0 · 10de:2204 NVIDIA Corporation GA102 [GeForce RTX 3090] · driver nvidia``.
+
+    ``entries``: :func:`_device_entries` of the report, made once for all its device sections."""
+    entry = (entries if entries is not None else _device_entries(report)).get(subject)
     if entry is None:
         return for_terminal(subject)
     ids = f"{entry.get('vendor') or '????'}:{entry.get('device') or '????'}"
@@ -246,8 +256,9 @@ def _sections(report, verbose: bool, width: int, color: bool):
     for note in report.notes:
         yield _wrap(f"ERROR {note}", width)
     check_w = CHECK_WIDTH if width >= WIDTH else max(MIN_CHECK_WIDTH, CHECK_WIDTH * width // WIDTH)
+    entries = _device_entries(report)
     for subject, findings in _subjects(report).items():
-        yield _subject_section(report, subject, findings, width, check_w, color)
+        yield _subject_section(report, subject, findings, width, check_w, color, entries)
     fixes = _fixes(report, verbose, width, color)
     first = next(fixes, None)
     if first is not None:
@@ -259,7 +270,8 @@ def _sections(report, verbose: bool, width: int, color: bool):
         yield "Apply the fixes above, reboot where marked, then run 'vfio-scan scan' again."
 
 
-def _subject_section(report, subject: str, findings: list, width: int, check_w: int, color: bool) -> str:
+def _subject_section(report, subject: str, findings: list, width: int, check_w: int, color: bool,
+                     entries: dict) -> str:
     """One subject's title, its table and (for the host without targets) the line about the device rules."""
     out = []
     untargeted = [f for f in findings if f.status == "skip" and f.message == NO_TARGETS] if subject == "host" else []
@@ -270,7 +282,7 @@ def _subject_section(report, subject: str, findings: list, width: int, check_w: 
     status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
     rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
     result_w = max(20, width - status_w - rule_w - check_w - 3 * 2)
-    out.append("host" if subject == "host" else _device_title(report, subject))
+    out.append("host" if subject == "host" else _device_title(report, subject, entries))
     if rows:
         out.append(_paint_rows(simple_table(HEADERS, rows, [None, None, check_w, result_w]), color))
     if len(untargeted) > 1:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reports.table
-from reports.table import (CHECK_WIDTH, HEADERS, LABEL, MIN_CHECK_WIDTH, NO_TARGETS, WIDTH, _command, _device_title,
+from reports.table import (CHECK_WIDTH, HEADERS, LABEL, MIN_CHECK_WIDTH, NO_TARGETS, WIDTH, _command,
                            _header, _paint, _paint_rows, _policy, _result, _subjects, _wrap, pieces, render)
 from reports.text_table import simple_table
 from scanner.model import Finding
@@ -51,6 +51,19 @@ def reference_fixes(report, verbose, width=WIDTH, color=False) -> list:
     return lines
 
 
+def reference_device_title(report, subject: str) -> str:
+    entry = next((d for d in report.devices if d.get("address") == subject), None)
+    if entry is None:
+        return for_terminal(subject)
+    ids = f"{entry.get('vendor') or '????'}:{entry.get('device') or '????'}"
+    if entry.get("vendor_name"):
+        name = f"{entry['vendor_name']} {entry.get('device_name') or 'Device ' + (entry.get('device') or '????')}"
+    else:
+        name = entry.get("class_name") or ""
+    parts = [subject, f"{ids} {name}".strip(), f"driver {entry.get('driver') or 'none'}"]
+    return for_terminal(" · ".join(parts))
+
+
 def reference_render_one(report, verbose, width=WIDTH, color=False) -> str:
     """The table of one host as it was made before it streamed: all of it in one list, then joined."""
     out = [_header(report, color), ""]
@@ -66,7 +79,7 @@ def reference_render_one(report, verbose, width=WIDTH, color=False) -> str:
         status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
         rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
         result_w = max(20, width - status_w - rule_w - check_w - 3 * 2)
-        out.append("host" if subject == "host" else _device_title(report, subject))
+        out.append("host" if subject == "host" else reference_device_title(report, subject))
         if rows:
             out.append(_paint_rows(simple_table(HEADERS, rows, [None, None, check_w, result_w]), color))
         if len(untargeted) > 1:
@@ -89,11 +102,19 @@ def untargeted_skips(count: int) -> list:
             for i in range(count)]
 
 
+maybe = st.none() | st.sampled_from(["10de", "2204", "", "\x1b[2J"])
+device_entries = st.lists(st.fixed_dictionaries(
+    {"address": st.sampled_from(["0000:01:00.0", "0000:02:00.0\x1b[2J", "0000:03:00.0"])},
+    optional={"vendor": maybe, "device": maybe, "vendor_name": maybe, "device_name": maybe, "class_name": maybe,
+              "driver": maybe}), max_size=4)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(report=scan_reports(), verbose=st.booleans(), color=st.booleans(),
-       width=st.sampled_from([WIDTH, 80, 60, 132]), untargeted=st.sampled_from([0, 1, 3]))
-def test_the_streamed_table_reads_as_the_whole_one_did(report, verbose, color, width, untargeted):
+       width=st.sampled_from([WIDTH, 80, 60, 132]), untargeted=st.sampled_from([0, 1, 3]), devices=device_entries)
+def test_the_streamed_table_reads_as_the_whole_one_did(report, verbose, color, width, untargeted, devices):
     report.findings = list(report.findings) + untargeted_skips(untargeted)
+    report.devices = devices  # the same address twice: the first entry names it
     expected = reference_render_one(report, verbose, width, color)
     options = {"verbose": verbose, "color": color, "width": width}
     assert "".join(pieces([report], options)) == expected
