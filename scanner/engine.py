@@ -286,14 +286,19 @@ def _unreadable_targets(facts, scan: Scan) -> dict:
 NO_TARGETS = "no device targets given (select devices with --device or --class)"
 
 
-def run_rule(rule: Rule, facts, scan: Scan, deadline: Optional[Deadline] = None) -> List[Finding]:
+def run_rule(rule: Rule, facts, scan: Scan, deadline: Optional[Deadline] = None,
+             unreadable: Optional[dict] = None) -> List[Finding]:
     """The rule's findings on this host; whatever its check does, the findings of a rule that failed.
 
     ``deadline`` (:func:`run_rules` gives one per host) bounds the check; without one it is only guarded.
+    ``unreadable``: :func:`_unreadable_targets`, when the caller found them once for all the device rules.
     """
     if rule.scope == "device" and not scan.has_targets:
         return [Finding.skip(NO_TARGETS).bind(rule)]
-    unreadable = _unreadable_targets(facts, scan) if rule.scope == "device" else {}
+    if rule.scope != "device":
+        unreadable = {}
+    elif unreadable is None:
+        unreadable = _unreadable_targets(facts, scan)
     skipped: List[Finding] = []
     if unreadable:  # judged by no rule: a missing driver link does not mean "unbound"
         skipped = [Finding.skip(f"cannot read this device's state in sysfs ({why})", subject=address).bind(rule)
@@ -356,9 +361,12 @@ def run_rules(rules: Iterable[Rule], facts, scan: Scan) -> List[Finding]:
     """Every rule on one host, each under the deadline of ``VFIO_SCAN_PLUGIN_TIMEOUT`` (one alarm
     handler for the host, one timer per rule: nothing per device)."""
     findings: List[Finding] = []
+    unreadable = None  # the targets no device rule can judge: found once, by the first device rule to run
     with Deadline(plugin_timeout()) as deadline:
         for rule in sorted(rules, key=lambda r: r.id):
-            findings.extend(run_rule(rule, facts, scan, deadline))
+            if rule.scope == "device" and scan.has_targets and unreadable is None:
+                unreadable = _unreadable_targets(facts, scan)
+            findings.extend(run_rule(rule, facts, scan, deadline, unreadable))
     return findings
 
 

@@ -89,3 +89,17 @@ def test_a_device_the_log_names_still_gets_its_lines():
                                 "ixgbe 0000:3b:00.0: Failed to enable PCI sriov: -12",
                                 "ixgbe 0000:3b:00.1: Failed to enable PCI sriov: -12"))
     assert sriov.about("0000:3b:00.0", mmio) == list(sriov.messages[:2])
+
+
+def test_which_targets_no_device_rule_can_judge_is_asked_once_per_target(trees):
+    asked = []
+    real = Facts.device_reason
+
+    def device_reason(facts, address):
+        asked.append(address)
+        return real(facts, address)
+
+    with mock.patch.object(Facts, "device_reason", device_reason):
+        _, _, report = counted_scan(trees[40])
+    assert sorted(asked) == sorted(report.targets)
+    assert len({f.rule_id for f in report.findings if f.subject in report.targets}) > 5  # many device rules ran
