@@ -210,6 +210,11 @@ def _fixes(report, verbose: bool, width: int = WIDTH, color: bool = False) -> It
         yield "\n".join(lines)
 
 
+@lru_cache(maxsize=4096)  # a rule's id and title are on every device's table
+def _rule_text(text: str) -> str:
+    return for_terminal(text)
+
+
 def _result(f) -> str:
     """A row's result: the message, and first for a waived finding what was waived, why and until when."""
     if f.status != "waived" or not f.waiver:
@@ -277,7 +282,7 @@ def _subject_section(report, subject: str, findings: list, width: int, check_w: 
     untargeted = [f for f in findings if f.status == "skip" and f.message == NO_TARGETS] if subject == "host" else []
     if len(untargeted) > 1:
         findings = [f for f in findings if not (f.status == "skip" and f.message == NO_TARGETS)]
-    rows = [(LABEL[f.status], for_terminal(f.rule_id), for_terminal(f.title), _result(f)) for f in findings]
+    rows = [(LABEL[f.status], _rule_text(f.rule_id), _rule_text(f.title), _result(f)) for f in findings]
     # a header is padded by 2 and columns are 2 apart (reports/text_table.py): the result gets what is left
     status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
     rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
