@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import textwrap
 from functools import lru_cache
+from typing import Iterator
 
 from reports.text_table import simple_table
 from scanner.engine import NO_TARGETS
@@ -130,9 +131,19 @@ def _paint_rows(table: str, color: bool) -> str:
     return "\n".join(lines)
 
 
-def _device_title(report, subject: str) -> str:
-    """``0000:01:00.0 · 10de:2204 NVIDIA Corporation GA102 [GeForce RTX 3090] · driver nvidia``."""
-    entry = next((d for d in report.devices if d.get("address") == subject), None)
+def _device_entries(report) -> dict:
+    """The report's device entries by address (the first of each), looked up once per device section."""
+    entries: dict = {}
+    for d in report.devices:
+        entries.setdefault(d.get("address"), d)
+    return entries
+
+
+def _device_title(report, subject: str, entries=None) -> str:
+    """``0000:01:00.0 · 10de:2204 NVIDIA Corporation GA102 [GeForce RTX 3090] · driver nvidia``.
+
+    ``entries``: :func:`_device_entries` of the report, made once for all its device sections."""
+    entry = (entries if entries is not None else _device_entries(report)).get(subject)
     if entry is None:
         return for_terminal(subject)
     ids = f"{entry.get('vendor') or '????'}:{entry.get('device') or '????'}"
@@ -170,16 +181,16 @@ def _subjects(report):
     return {s: found[s] for s in sorted(found, key=lambda s: (s != "host", s))}
 
 
-def _fixes(report, verbose: bool, width: int = WIDTH, color: bool = False) -> list:
-    """Each problem's fix steps, headed by what it is; its message is the table's (said once). With
-    ``-v``, every finding with evidence, its message, observed and expected, and the evidence too."""
-    lines = []
+def _fixes(report, verbose: bool, width: int = WIDTH, color: bool = False) -> Iterator[str]:
+    """Each problem's fix steps, headed by what it is, as one piece per finding; its message is the
+    table's (said once). With ``-v``, every finding with evidence, its message, observed and
+    expected, and the evidence too."""
     for f in report.findings:
         wanted = f.status in ("fail", "warn", "error") and (f.remediation or verbose)
         if not wanted and not (verbose and f.evidence):
             continue
         subject = "" if f.subject == "host" else f" {f.subject}"
-        lines.append(_paint(LABEL[f.status], color) + for_terminal(f" {f.rule_id} {f.rule}{subject}"))
+        lines = [_paint(LABEL[f.status], color) + for_terminal(f" {f.rule_id} {f.rule}{subject}")]
         if verbose:
             lines.append(_wrap(f.message, width, "    "))
             if f.observed or f.expected:
@@ -196,7 +207,12 @@ def _fixes(report, verbose: bool, width: int = WIDTH, color: bool = False) -> li
             lines.append(_wrap(f"waived: {f.waiver.get('justification')} (expires {f.waiver.get('expires') or 'never'})",
                                width, "    "))
         lines.append("")
-    return lines
+        yield "\n".join(lines)
+
+
+@lru_cache(maxsize=4096)  # a rule's id and title are on every device's table
+def _rule_text(text: str) -> str:
+    return for_terminal(text)
 
 
 def _result(f) -> str:
@@ -236,34 +252,71 @@ def _policy(report, width: int = WIDTH) -> list:
     return lines + [""]
 
 
-def render_one(report, verbose: bool, width: int = WIDTH, color: bool = False) -> str:
-    out = [_header(report, color), ""]
-    out.extend(_policy(report, width))
+def _sections(report, verbose: bool, width: int, color: bool):
+    """The text of :func:`render_one` in pieces, joined by newlines: the header, then one piece per
+    subject's table (its column widths depend on its own rows only), then each fix."""
+    yield _header(report, color)
+    yield ""
+    yield from _policy(report, width)
     for note in report.notes:
-        out.append(_wrap(f"ERROR {note}", width))
+        yield _wrap(f"ERROR {note}", width)
     check_w = CHECK_WIDTH if width >= WIDTH else max(MIN_CHECK_WIDTH, CHECK_WIDTH * width // WIDTH)
+    entries = _device_entries(report)
     for subject, findings in _subjects(report).items():
-        untargeted = [f for f in findings if f.status == "skip" and f.message == NO_TARGETS] if subject == "host" else []
-        if len(untargeted) > 1:
-            findings = [f for f in findings if not (f.status == "skip" and f.message == NO_TARGETS)]
-        rows = [(LABEL[f.status], for_terminal(f.rule_id), for_terminal(f.title), _result(f)) for f in findings]
-        # a header is padded by 2 and columns are 2 apart (reports/text_table.py): the result gets what is left
-        status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
-        rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
-        result_w = max(20, width - status_w - rule_w - check_w - 3 * 2)
-        out.append("host" if subject == "host" else _device_title(report, subject))
-        if rows:
-            out.append(_paint_rows(simple_table(HEADERS, rows, [None, None, check_w, result_w]), color))
-        if len(untargeted) > 1:
-            out.append(_wrap(f"Device rules not run ({', '.join(f.rule_id for f in untargeted)}): no device "
-                             "targets. Name the devices to pass through with --device or --class; "
-                             "'vfio-scan groups' lists every device and its IOMMU group.", width))
-        out.append("")
+        yield _subject_section(report, subject, findings, width, check_w, color, entries)
     fixes = _fixes(report, verbose, width, color)
-    if fixes:
-        out.append("Details and fixes" if verbose else "What to do")
-        out.append("")
-        out.extend(fixes)
+    first = next(fixes, None)
+    if first is not None:
+        yield "Details and fixes" if verbose else "What to do"
+        yield ""
+        yield first
+        yield from fixes
     if any(f.status in ("fail", "warn") for f in report.findings):
-        out.append("Apply the fixes above, reboot where marked, then run 'vfio-scan scan' again.")
-    return "\n".join(out).rstrip() + "\n"
+        yield "Apply the fixes above, reboot where marked, then run 'vfio-scan scan' again."
+
+
+def _subject_section(report, subject: str, findings: list, width: int, check_w: int, color: bool,
+                     entries: dict) -> str:
+    """One subject's title, its table and (for the host without targets) the line about the device rules."""
+    out = []
+    untargeted = [f for f in findings if f.status == "skip" and f.message == NO_TARGETS] if subject == "host" else []
+    if len(untargeted) > 1:
+        findings = [f for f in findings if not (f.status == "skip" and f.message == NO_TARGETS)]
+    rows = [(LABEL[f.status], _rule_text(f.rule_id), _rule_text(f.title), _result(f)) for f in findings]
+    # a header is padded by 2 and columns are 2 apart (reports/text_table.py): the result gets what is left
+    status_w = max([len("status") + 2] + [len(r[0]) for r in rows])
+    rule_w = max([len("rule") + 2] + [len(r[1]) for r in rows])
+    result_w = max(20, width - status_w - rule_w - check_w - 3 * 2)
+    out.append("host" if subject == "host" else _device_title(report, subject, entries))
+    if rows:
+        out.append(_paint_rows(simple_table(HEADERS, rows, [None, None, check_w, result_w]), color))
+    if len(untargeted) > 1:
+        out.append(_wrap(f"Device rules not run ({', '.join(f.rule_id for f in untargeted)}): no device "
+                         "targets. Name the devices to pass through with --device or --class; "
+                         "'vfio-scan groups' lists every device and its IOMMU group.", width))
+    out.append("")
+    return "\n".join(out)
+
+
+def _stripped_end(lines) -> Iterator[str]:
+    """``"\\n".join(lines).rstrip() + "\\n"`` in pieces: the blanks at the end are held back until
+    more text follows them, so the last piece ends the text with one newline, as the whole text did."""
+    pending = ""
+    for i, line in enumerate(lines):
+        piece = line if i == 0 else "\n" + line
+        kept = piece.rstrip()
+        if kept:
+            yield pending + kept
+            pending = piece[len(kept):]
+        else:
+            pending += piece
+    yield "\n"
+
+
+def pieces_one(report, verbose: bool, width: int = WIDTH, color: bool = False) -> Iterator[str]:
+    """One host's table text, one subject's section at a time (never the whole text at once)."""
+    return _stripped_end(_sections(report, verbose, width, color))
+
+
+def render_one(report, verbose: bool, width: int = WIDTH, color: bool = False) -> str:
+    return "".join(pieces_one(report, verbose, width, color))

@@ -6,13 +6,30 @@ the one-host table; choosing between the two here keeps that the only direction 
 
 from __future__ import annotations
 
-from reports.table import WIDTH, render_one
+from typing import Iterable, Iterator
+
+from reports.table import WIDTH, pieces_one
 
 
-def render(reports, options) -> str:
+def pieces(reports, options) -> Iterable[str]:
+    """The text of :func:`render` in pieces; the fleet matrix, laid out as a whole, is one piece made here."""
     if options.get("fleet") or len(reports) > 1:  # many hosts: one hosts x rules matrix
         from reports.matrix import render_fleet
 
-        return render_fleet(reports, options)
-    width, color = options.get("width", WIDTH), options.get("color", False)
-    return "\n".join(render_one(r, options.get("verbose", False), width, color) for r in reports)
+        return [render_fleet(reports, options)]
+    width, color, verbose = options.get("width", WIDTH), options.get("color", False), options.get("verbose", False)
+    return _hosts(reports, verbose, width, color)
+
+
+def _hosts(reports, verbose: bool, width: int, color: bool) -> Iterator[str]:
+    for index, report in enumerate(reports):
+        if index:
+            yield "\n"
+        yield from pieces_one(report, verbose, width, color)
+
+
+def render(reports, options) -> str:
+    return "".join(pieces(reports, options))
+
+
+render.pieces = pieces  # what scanner/output.py streams to the destination instead of the whole text

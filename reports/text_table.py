@@ -42,9 +42,15 @@ def _converts(kind, text: str) -> bool:
     return True
 
 
+def _is_words(text: str) -> bool:
+    """Blanks between its characters: no int nor float reads it (they allow blanks only around the
+    number), which is told without the exception they raise, for the many sentences of a table."""
+    return len(text.split(maxsplit=1)) > 1
+
+
 def _is_number(text: str) -> bool:
     """Reads as a float; of the infinities and NaNs only ``inf``, ``-inf`` and ``nan`` (any case)."""
-    if not _converts(float, text):
+    if _is_words(text) or not _converts(float, text):
         return False
     value = float(text)
     return not (math.isinf(value) or math.isnan(value)) or text.lower() in ("inf", "-inf", "nan")
@@ -53,6 +59,8 @@ def _is_number(text: str) -> bool:
 def _kind(text: str) -> int:
     if text in ("True", "False"):
         return _BOOL
+    if _is_words(text):
+        return _TEXT
     if _converts(int, text):
         return _INT
     return _FLOAT if _is_number(text) else _TEXT

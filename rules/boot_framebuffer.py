@@ -26,7 +26,6 @@ where ``video=efifb:off`` no longer stops them), added to the kernel command lin
 stack's own tool, then reboot. Making another GPU the firmware's primary display removes the cause.
 """
 
-import re
 from typing import List, Sequence, Tuple
 
 from rules.boot_vga import kernel_version
@@ -130,7 +129,7 @@ def _removed_at_binding(facts, address, source, clashes) -> Finding:
 def _fail(facts, address, source, clashes) -> Finding:
     names = sorted({fb.name for _, fb in clashes})
     evidence = _clash_evidence(source, clashes)
-    cant_reserve = facts.kernel_log.grep(re.escape(address) + r":.*can't reserve")
+    cant_reserve = facts.kernel_log.about(address, "can't reserve")
     evidence += [Evidence("kernel log", line) for line in cant_reserve[:3]]
     message = (f"a boot framebuffer holds part of its memory: {_where(clashes)}; vfio-pci cannot claim that BAR "
                "(\"can't reserve\") and QEMU's mmap of it fails at VM start")

@@ -100,9 +100,9 @@ def check(facts, scan):
 
         params, active, missing, version = wanted_params(facts)
         evidence = [Evidence(path, "1")]
-        cant_reserve = facts.kernel_log.grep(re.escape(target.address) + r":.*can't reserve")
+        cant_reserve = facts.kernel_log.about(target.address, "can't reserve")
         evidence += [Evidence("kernel log", line) for line in cant_reserve[:3]]
-        evidence += [Evidence("kernel log", line) for line in facts.kernel_log.grep(FRAMEBUFFER)[:2]]
+        evidence += [Evidence("kernel log", line) for line in facts.kernel_log.with_match(FRAMEBUFFER)[:2]]
         message = ("the firmware boot display (boot_vga=1): the host console and framebuffer (efifb, vesafb or "
                    "simpledrm) hold part of its memory, so vfio-pci may fail to claim its BARs (\"can't reserve\") "
                    "and the guest may show no picture")

@@ -27,7 +27,6 @@ sriov_numvfs``; persist the count with a udev rule on the PF's bind event. MMIO 
 "Above 4G Decoding" in the firmware, or ``pci=realloc`` on the kernel command line.
 """
 
-import re
 
 from scanner import hookimpl
 from scanner.facts.cmdline import truthy
@@ -107,7 +106,7 @@ def _mmio(facts, device):
     """Kernel log lines saying the VF BARs did not fit, with the fixes; ([], []) when none."""
     from scanner.remedies import cmdline_steps
 
-    lines = facts.kernel_log.grep(re.escape(device.address) + r":.*" + MMIO_MESSAGES)
+    lines = facts.kernel_log.about(device.address, MMIO_MESSAGES)
     if not lines:
         return [], []
     steps = [Step(summary=("Enable \"Above 4G Decoding\" (\"PCIe MMIO above 4GB\", \"Large BAR support\") and "

@@ -14,7 +14,7 @@ import _signal  # built in and loaded at start-up: the signal module would add e
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from scanner.model import PHASES, SEVERITIES, STATUSES, Evidence, Finding, Rule, Step
@@ -201,8 +201,22 @@ def _take_alarm(handler):
 
 def _usable_subject(subject) -> bool:
     """``host``, a PCI address, a selector: one printable word (it names JUnit cases and script comments)."""
+    return isinstance(subject, str) and _usable_word(subject)
+
+
+@lru_cache(maxsize=1 << 16)  # a scan's subjects are its targets: each is asked of every device rule's findings
+def _usable_word(subject: str) -> bool:
     # split() cuts at exactly the characters isspace() names: one piece, the subject itself, means none
-    return isinstance(subject, str) and bool(subject) and subject.isprintable() and subject.split() == [subject]
+    return bool(subject) and subject.isprintable() and subject.split() == [subject]
+
+
+def _evidence_malformed(evidence) -> bool:
+    if not isinstance(evidence, tuple):
+        return True
+    for e in evidence:
+        if not (isinstance(e, Evidence) and isinstance(e.source, str) and isinstance(e.value, str)):
+            return True
+    return False
 
 
 def _malformed_step(step) -> str:
@@ -244,8 +258,7 @@ def _malformed(item) -> str:
         return f"a finding with an unusable subject {item.subject!r}"
     if not isinstance(item.observed, str) or not isinstance(item.expected, str):
         return "a finding whose observed or expected is not text"
-    if not isinstance(item.evidence, tuple) or not all(
-            isinstance(e, Evidence) and isinstance(e.source, str) and isinstance(e.value, str) for e in item.evidence):
+    if _evidence_malformed(item.evidence):
         return "a finding whose evidence is not all Evidence(source, value) text"
     if not isinstance(item.remediation, tuple):
         return "a finding whose remediation is not a list of steps"
@@ -273,14 +286,19 @@ def _unreadable_targets(facts, scan: Scan) -> dict:
 NO_TARGETS = "no device targets given (select devices with --device or --class)"
 
 
-def run_rule(rule: Rule, facts, scan: Scan, deadline: Optional[Deadline] = None) -> List[Finding]:
+def run_rule(rule: Rule, facts, scan: Scan, deadline: Optional[Deadline] = None,
+             unreadable: Optional[dict] = None) -> List[Finding]:
     """The rule's findings on this host; whatever its check does, the findings of a rule that failed.
 
     ``deadline`` (:func:`run_rules` gives one per host) bounds the check; without one it is only guarded.
+    ``unreadable``: :func:`_unreadable_targets`, when the caller found them once for all the device rules.
     """
     if rule.scope == "device" and not scan.has_targets:
         return [Finding.skip(NO_TARGETS).bind(rule)]
-    unreadable = _unreadable_targets(facts, scan) if rule.scope == "device" else {}
+    if rule.scope != "device":
+        unreadable = {}
+    elif unreadable is None:
+        unreadable = _unreadable_targets(facts, scan)
     skipped: List[Finding] = []
     if unreadable:  # judged by no rule: a missing driver link does not mean "unbound"
         skipped = [Finding.skip(f"cannot read this device's state in sysfs ({why})", subject=address).bind(rule)
@@ -314,7 +332,7 @@ def _checked_findings(rule: Rule, facts, scan: Scan, who: str) -> List[Finding]:
         problem = _malformed(item)
         if not problem:
             try:
-                findings.append(item.bind(rule))
+                findings.append(_bound(item, rule))
                 continue
             except Exception as exc:  # whatever _malformed did not foresee: still this plugin's error
                 problem = f"an unusable finding ({describe(exc)})"
@@ -326,13 +344,29 @@ def _checked_findings(rule: Rule, facts, scan: Scan, who: str) -> List[Finding]:
     return findings
 
 
+def _bound(item: Finding, rule: Rule) -> Finding:
+    """``item.bind(rule)``, made without a second validation for the model's own Finding: a device rule's
+    findings number its targets, and :func:`_malformed` has just checked what ``bind`` would check again."""
+    if type(item) is not Finding:  # a subclass may bind its own way
+        return item.bind(rule)
+    bound = object.__new__(Finding)
+    state = bound.__dict__
+    state.update(item.__dict__)
+    state["rule_id"], state["rule"], state["title"] = rule.id, rule.name, rule.title
+    state["severity"] = item.severity or rule.severity
+    return bound
+
+
 def run_rules(rules: Iterable[Rule], facts, scan: Scan) -> List[Finding]:
     """Every rule on one host, each under the deadline of ``VFIO_SCAN_PLUGIN_TIMEOUT`` (one alarm
     handler for the host, one timer per rule: nothing per device)."""
     findings: List[Finding] = []
+    unreadable = None  # the targets no device rule can judge: found once, by the first device rule to run
     with Deadline(plugin_timeout()) as deadline:
         for rule in sorted(rules, key=lambda r: r.id):
-            findings.extend(run_rule(rule, facts, scan, deadline))
+            if rule.scope == "device" and scan.has_targets and unreadable is None:
+                unreadable = _unreadable_targets(facts, scan)
+            findings.extend(run_rule(rule, facts, scan, deadline, unreadable))
     return findings
 
 

@@ -156,3 +156,18 @@ def test_cloud_hypervisor_device_paths(gpu_ready):
 def test_an_unknown_vmm_is_a_usage_error(gpu_ready):
     proc = vm_config(gpu_ready, "vmware", "--device", GPU)
     assert proc.returncode == 2 and proc.stdout == ""
+
+
+def test_the_plan_reads_only_the_passed_devices_in_full_and_knows_whole_slots(gpu_ready):
+    """Whether a slot is passed whole is told from the class of its own functions: the host's other
+    devices are not read in full (a host of thousands of VFs would read them all)."""
+    from scanner.facts import Facts
+    from scanner.host.tree import TreeHost
+    from scanner.vm_config.plan import make_plan
+
+    facts = Facts(TreeHost(str(gpu_ready.root)))
+    whole = make_plan(facts, [GPU, AUDIO])
+    assert whole.whole_slots == frozenset({"0000:01:00"})
+    assert set(facts.pci._read) == {GPU, AUDIO}
+    facts = Facts(TreeHost(str(gpu_ready.root)))
+    assert make_plan(facts, [GPU]).whole_slots == frozenset()  # its HDMI audio is left out

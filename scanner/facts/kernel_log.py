@@ -44,7 +44,7 @@ class KernelLog:
     messages: Tuple[str, ...] = ()
     source: Optional[str] = None
     reason: Optional[str] = None  # why there is no log, when there is none
-    _with: Dict[str, Tuple[str, ...]] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _with: Dict[Union[str, Pattern], Tuple[str, ...]] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def available(self) -> bool:
@@ -61,6 +61,22 @@ class KernelLog:
         if found is None:
             found = self._with[text] = tuple(m for m in self.messages if text in m)
         return found
+
+    def with_match(self, pattern: Union[str, Pattern]) -> Tuple[str, ...]:
+        """:meth:`grep` found once per log: a rule that asks it for each device searches the log once."""
+        found = self._with.get(pattern)
+        if found is None:
+            found = self._with[pattern] = tuple(self.grep(pattern))
+        return found
+
+    def about(self, address: str, pattern: Union[str, Pattern]) -> List[str]:
+        """``grep(address + ":.*" + pattern)``, searched in the few messages ``pattern`` matches (found
+        once per log), not in the whole log once per device."""
+        candidates = self.with_match(pattern)
+        if not candidates:
+            return []
+        rx = re.compile(re.escape(address) + r":.*" + (pattern if isinstance(pattern, str) else pattern.pattern))
+        return [m for m in candidates if rx.search(m)]
 
     def first(self, pattern: Union[str, Pattern]) -> Optional[str]:
         found = self.grep(pattern)

@@ -22,7 +22,7 @@ Formats, as Debian's 6.1 and 6.12 kernels show them (checked under QEMU):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Callable, Dict, Optional, Tuple
 
 from scanner.host import Read
@@ -145,13 +145,17 @@ def addresses_hidden(ranges: Tuple[MemoryRange, ...]) -> bool:
 
 def parse_resource(text: str) -> Tuple[Bar, ...]:
     """A ``resource`` file's lines, numbered as the kernel numbers the resources; a garbled line is left out."""
-    found = []
-    for index, line in enumerate(text.splitlines()):
-        m = _RESOURCE_LINE.match(line.strip())
-        if m:
-            start, end, flags = (int(g, 16) for g in m.groups())
-            found.append(Bar(index, start, end, flags, line.strip()))
-    return tuple(found)
+    found = (_bar(index, line.strip()) for index, line in enumerate(text.splitlines()))
+    return tuple(bar for bar in found if bar is not None)
+
+
+@lru_cache(maxsize=4096)  # most of a device's lines are unused resources, all zeros: the same line on every device
+def _bar(index: int, line: str) -> Optional[Bar]:
+    m = _RESOURCE_LINE.match(line)
+    if not m:
+        return None
+    start, end, flags = (int(g, 16) for g in m.groups())
+    return Bar(index, start, end, flags, line)
 
 
 def parse_reserved_regions(text: str) -> Tuple[ReservedRegion, ...]:

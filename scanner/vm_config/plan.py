@@ -78,10 +78,11 @@ def make_plan(facts, addresses: Sequence[str], managed: bool = False) -> Plan:
         total += sum(bar.size for bar in table.rows if bar.is_64bit_prefetchable) if table.ok else 0
     needed = window_needed(total) if total else 0
     iommufd = bool(devices) and not facts.node("/dev/iommu").missing and all(d.cdev for d in devices)
-    present: Dict[str, set] = {}
-    for address, device in facts.pci.items():
-        if not device.is_bridge:
-            present.setdefault(address.rsplit(".", 1)[0], set()).add(address)
+    present: Dict[str, set] = {}  # the passed slots' functions on the host: only their class is read
+    for address in facts.pci:
+        slot = address.rsplit(".", 1)[0]
+        if slot in slots and not facts.pci.fields[address].is_bridge:
+            present.setdefault(slot, set()).add(address)
     whole = frozenset(slot for slot, passed in slots.items() if present.get(slot) == {d.address for d in passed})
     return Plan(slots=tuple(tuple(sorted(s, key=lambda d: d.function)) for _, s in sorted(slots.items())),
                 hostname=facts.hostname, managed=managed, iommufd=iommufd,
