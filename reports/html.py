@@ -19,7 +19,7 @@ from typing import List
 from reports.html_assets import CSP, SCRIPT, STYLE
 from reports.html_text import esc, esc_lines
 from reports.matrix import CELL
-from scanner.fleet.summary import host_name, outcome, rules_seen
+from scanner.engine.fleet_summary import host_name, outcome, rules_seen
 
 PROBLEMS = ("fail", "error", "warn", "waived")
 LABEL = {"READY": "READY", "READY_WITH_WARNINGS": "READY WITH WARNINGS", "NOT_READY": "NOT READY",

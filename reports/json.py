@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from scanner.report import SCHEMA_VERSION
+from scanner.engine.report import SCHEMA_VERSION
 
 
 def document(reports, fleet: bool = False) -> dict:
     """One report's document, or the fleet document (schemas/fleet.schema.json) for several hosts or ``fleet``."""
     if len(reports) == 1 and not fleet:
         return reports[0].to_dict()
-    from scanner.fleet.summary import fleet_summary
+    from scanner.engine.fleet_summary import fleet_summary
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -34,7 +34,7 @@ def streamed_document(reports, fleet: bool = False) -> dict:
 
     if len(reports) == 1 and not fleet:
         return one(reports[0])
-    from scanner.fleet.summary import fleet_summary
+    from scanner.engine.fleet_summary import fleet_summary
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -49,7 +49,7 @@ def pieces(reports, options) -> Iterator[str]:
 
     fleet = bool(options.get("fleet")) or len(reports) > 1
     if options.get("validate"):
-        from scanner.output import validate_document
+        from scanner.output.formats import validate_document
 
         doc = document(reports, fleet)
         validate_document(doc, "fleet" if fleet else "report")
@@ -62,4 +62,4 @@ def render(reports, options) -> str:
     return "".join(pieces(reports, options))
 
 
-render.pieces = pieces  # what scanner/output.py streams to the destination instead of the whole text
+render.pieces = pieces  # what scanner/output/formats.py streams to the destination instead of the whole text

@@ -29,7 +29,7 @@ import json
 from json.encoder import encode_basestring
 from typing import Iterable, Iterator, List
 
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 INDENT = "  "
 #: lists of strings at least this long are remembered once written (by identity and depth)

@@ -9,7 +9,7 @@ continues in another block with the host column repeated. ``-v`` appends every h
 evidence and fixes.
 
 Host names, rule names and the reasons a host could not be scanned (ssh's or the collector's own
-words) come from outside: each is escaped for the terminal (scanner/terminal_text.py) before it
+words) come from outside: each is escaped for the terminal (scanner/base/terminal_text.py) before it
 is measured, shortened or wrapped.
 """
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 import textwrap
 
 from reports.table import render_one
-from scanner.fleet.summary import fleet_summary, host_name, outcome, rules_seen
-from scanner.terminal_text import for_terminal
+from scanner.engine.fleet_summary import fleet_summary, host_name, outcome, rules_seen
+from scanner.base.terminal_text import for_terminal
 
 WIDTH = 100
 MIN_HOST_WIDTH, MAX_HOST_WIDTH = 16, 40  # the host column shrinks (to 16) before the rules wrap into a new block
@@ -109,7 +109,7 @@ def per_rule(reports, summary: dict, width: int = WIDTH) -> list:
 def render_fleet(reports, options) -> str:
     summary = fleet_summary(reports)
     counts = summary["readiness"]
-    width = options.get("width", WIDTH)  # the terminal's (scanner/output.py), 100 in a file
+    width = options.get("width", WIDTH)  # the terminal's (scanner/output/formats.py), 100 in a file
     verdict = (f"Fleet: {summary['hosts']} hosts: {counts['READY']} ready, {counts['READY_WITH_WARNINGS']} ready with "
                f"warnings, {counts['NOT_READY']} not ready"
                + (f" ({len([r for r in reports if r.notes])} could not be scanned)" if summary["host_errors"] else ""))

@@ -30,7 +30,7 @@ import re
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-from scanner.report import is_blocking
+from scanner.engine.report import is_blocking
 
 PREFIX = "vfio-scan."
 LABEL_TEXT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")

@@ -20,9 +20,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Dict, Iterable, List, Tuple
 
-from scanner.fleet.summary import outcome, rules_seen
-from scanner.model import STATUSES
-from scanner.report import is_blocking
+from scanner.engine.fleet_summary import outcome, rules_seen
+from scanner.engine.model import STATUSES
+from scanner.engine.report import is_blocking
 
 READINESS = ("READY", "READY_WITH_WARNINGS", "NOT_READY")
 

@@ -5,9 +5,9 @@ kernel, boot configuration, modules, SR-IOV, binding, access — so nothing late
 something earlier; every block checks the state before acting, so a second run changes nothing;
 boot-loader and initramfs regeneration and the reboot notice are deferred to one place each.
 By default the script only prints what it would do (``DRY_RUN=1``), with a diff of each file.
-With ``ROOT`` it changes a copy of a host's tree and nothing else (reports/script_paths.py), and
+With ``ROOT`` it changes a copy of a host's tree and nothing else (scanner/remediation/script_paths.py), and
 runs no host tool. Each block is a function run in a subshell of its own: a failure ends that
-block only, and the summary names it (reports/script_runtime.py). Steps only a person can do
+block only, and the summary names it (scanner/remediation/script_runtime.py). Steps only a person can do
 become explicit ``# NO AUTOMATED FIX`` lines, never silent omissions.
 
 Every value that reaches the script is validated again here against a strict pattern and
@@ -21,15 +21,16 @@ import json
 import shlex
 from typing import Dict, List, Tuple
 
-from reports import script_actions, script_devices
-from reports.script_files import Raw
-from reports.script_guard import HOST_GUARD
-from reports.script_paths import INROOT
-from reports.script_runtime import runtime
-from scanner.confedit import EditError
-from scanner.model import PHASES
-from scanner.report import is_blocking
-from scanner.shell import UnsafeValue
+from scanner.remediation import script_actions
+from scanner.remediation import script_devices
+from scanner.remediation.script_files import Raw
+from scanner.remediation.script_guard import HOST_GUARD
+from scanner.remediation.script_paths import INROOT
+from scanner.remediation.script_runtime import runtime
+from scanner.remediation.confedit import EditError
+from scanner.engine.model import PHASES
+from scanner.engine.report import is_blocking
+from scanner.remediation.shell import UnsafeValue
 
 PHASE_TITLES = {
     "firmware": "firmware settings (a person must do these)",
@@ -176,7 +177,7 @@ def _action_key(action, context) -> str:
     """``json.dumps(action, sort_keys=True, default=str)``: what makes two steps the same.
 
     Kept per action object: one step shared by many findings (every target's ``vfio-ids`` step,
-    :func:`scanner.persistent_binding.persistent_steps`, with the scan's whole list of addresses) is encoded
+    :func:`scanner.remediation.persistent_binding.persistent_steps`, with the scan's whole list of addresses) is encoded
     once, not once per target, which made a script for thousands of targets quadratic.
     """
     known = context.encoded.get(id(action))

@@ -1,6 +1,6 @@
 """Human output: the verdict, a table per subject (host, then each device), then what to do about each problem.
 
-Laid out for where it goes (scanner/output.py): a terminal's width (``$COLUMNS``, else the
+Laid out for where it goes (scanner/output/formats.py): a terminal's width (``$COLUMNS``, else the
 terminal's; readable from 80 columns), with the statuses and the verdict in colour on a colour
 terminal (``NO_COLOR`` honoured); a file gets 100 columns and no colour. Long texts wrap inside
 their column. The verdict comes first. Each problem is said once: its message in the table, its
@@ -8,7 +8,7 @@ fix steps under "What to do" (with ``-v``, everything there, evidence too). A de
 headed with what it is (ids, the host's pci.ids name, its driver). A scan without device targets
 shows the device rules as one line that says how to name devices, not a row of SKIPs each.
 Every text that comes from the host, a plugin or a policy is escaped for the terminal
-(scanner/terminal_text.py) before it is wrapped, so no control character reaches the screen and
+(scanner/base/terminal_text.py) before it is wrapped, so no control character reaches the screen and
 no newline of theirs starts a line of ours.
 """
 
@@ -19,8 +19,8 @@ from functools import lru_cache
 from typing import Iterator
 
 from reports.text_table import simple_table
-from scanner.engine import NO_TARGETS
-from scanner.terminal_text import for_terminal
+from scanner.engine.runner import NO_TARGETS
+from scanner.base.terminal_text import for_terminal
 
 WIDTH = 100
 CHECK_WIDTH = 30  # at 100 columns; narrower terminals give the check column less

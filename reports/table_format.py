@@ -32,4 +32,4 @@ def render(reports, options) -> str:
     return "".join(pieces(reports, options))
 
 
-render.pieces = pieces  # what scanner/output.py streams to the destination instead of the whole text
+render.pieces = pieces  # what scanner/output/formats.py streams to the destination instead of the whole text

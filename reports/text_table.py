@@ -5,7 +5,7 @@ Why not tabulate itself: the table report prints one table per subject, and a sc
 thousands of devices prints thousands of them. tabulate's generality (colour codes, wide
 characters, many formats, a text wrapper built per cell) was most of the time such a report
 took. This module does the one layout the report uses, for its kind of cell: one printable
-line each, as scanner/terminal_text.py makes every host text (no control character, no line
+line each, as scanner/base/terminal_text.py makes every host text (no control character, no line
 break, no space but the ASCII one). For such cells the output is tabulate's, byte for byte:
 
 - a cell of a column with a maximum width is wrapped at that width the way textwrap wraps with

@@ -35,7 +35,7 @@ from typing import List
 from scanner import hookimpl
 from scanner.facts.vm_start_hw import (GIB, I440FX_HOLE64_DEFAULT, Q35_HOLE64_DEFAULT, VIRT_HIGH_MMIO_DEFAULT,
                                        window_needed)
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 @hookimpl
 def vfio_scan_register_rules(register):

@@ -34,7 +34,7 @@ else a udev rule per device), and for VFs the udev rule VFIO-011 writes.
 from typing import List, Optional
 
 from scanner import hookimpl
-from scanner.model import Evidence, Finding, Rule
+from scanner.engine.model import Evidence, Finding, Rule
 
 RULE_ID = "VFIO-017"
 
@@ -69,7 +69,7 @@ def check(facts, scan):
 
 
 def _binding(facts, scan, device) -> Finding:
-    from scanner.persistent_binding import persistent_steps, same_ids_on_host
+    from scanner.remediation.persistent_binding import persistent_steps, same_ids_on_host
 
     address = device.address
     kept_by = _kept_by(facts, device)
@@ -89,7 +89,7 @@ def _binding(facts, scan, device) -> Finding:
                             remediation=persistent_steps(facts, scan, device))
     if kept_by:
         evidence += [Evidence("boot configuration", k) for k in kept_by]
-        from scanner import early_binding
+        from scanner.remediation import early_binding
 
         broken, seen = early_binding.judge(facts, device, kept_by[0])
         evidence += seen
@@ -151,7 +151,7 @@ def _vfio_pci_loaders(facts, device) -> List[str]:
 
 
 def _vf_count(facts, target, device) -> Finding:
-    from scanner.sriov import persist_step, udev_rule_file, vfs
+    from scanner.remediation.sriov import persist_step, udev_rule_file, vfs
 
     address, wanted = target.address, target.vfs
     current = device.sriov_numvfs

@@ -31,8 +31,8 @@ from typing import List, Sequence, Tuple
 from rules.boot_vga import kernel_version
 from scanner import hookimpl
 from scanner.facts.vm_start_hw import addresses_hidden
-from scanner.lazyre import lazy_compile
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.base.lazyre import lazy_compile
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 #: The framebuffer a ``/proc/iomem`` name stands for, and the command-line option that keeps it off.
 FRAMEBUFFERS = (
@@ -141,7 +141,7 @@ def _fail(facts, address, source, clashes) -> Finding:
 
 
 def _steps(facts, names: Sequence[str]) -> List[Step]:
-    from scanner.remedies import cmdline_steps
+    from scanner.remediation.remedies import cmdline_steps
 
     wanted = sorted({framebuffer_option(n) for n in names})
     missing = [option for option in wanted if not _on_cmdline(facts.cmdline, option)]

@@ -24,8 +24,8 @@ of VGA arbitration.
 import re
 
 from scanner import hookimpl
-from scanner.lazyre import lazy_compile
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.base.lazyre import lazy_compile
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 FRAMEBUFFER = lazy_compile(r"(efifb: (probing|framebuffer at)|simple-framebuffer|simpledrm|vesafb: (mode|framebuffer))")
 SYSFB_SINCE = (5, 15)
@@ -78,7 +78,7 @@ def _short(params, version):
 
 
 def check(facts, scan):
-    from scanner.remedies import cmdline_steps
+    from scanner.remediation.remedies import cmdline_steps
     from scanner.facts.pci import describe
 
     for target in scan.targets:

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 from scanner import hookimpl
 from scanner.facts import evidence_of
-from scanner.model import Evidence, Finding, Rule, Step
-from scanner.remedies import firmware_step
+from scanner.engine.model import Evidence, Finding, Rule, Step
+from scanner.remediation.remedies import firmware_step
 
 BIOS_OFF = r"(?i)(VMX \(outside TXT\) disabled by BIOS|kvm: disabled by bios|SVM disabled by BIOS|kvm: no hardware support)"
 

@@ -15,7 +15,7 @@ firmware's slot settings.
 """
 
 from scanner import hookimpl
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 
 @hookimpl

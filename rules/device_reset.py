@@ -23,7 +23,7 @@ reset_method``. Otherwise a firmware update of the device, or a host reboot betw
 import re
 
 from scanner import hookimpl
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 RESET_BUG = ("vfio-pci cannot reset it between guests, so it may not survive a VM reboot or shutdown "
              "(the \"reset bug\")")
@@ -38,7 +38,7 @@ def vfio_scan_register_rules(register):
 
 
 def _path(address: str, name: str) -> str:
-    from scanner.shell import PCI_ADDRESS, quote
+    from scanner.remediation.shell import PCI_ADDRESS, quote
 
     return f"/sys/bus/pci/devices/{quote(address, PCI_ADDRESS, 'PCI address')}/{name}"
 
@@ -55,7 +55,7 @@ def wants_vendor_reset(device) -> bool:
 
 
 def _steps(device, empty: bool):
-    from scanner.binding import scanned_ids
+    from scanner.remediation.binding import scanned_ids
 
     address = device.address
     steps = []

@@ -60,7 +60,7 @@ step is manual (its action carries ``host_critical``, so the script export refus
 """
 
 from scanner import hookimpl
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 SHOWN_NODES = 8  # /dev/vfio names shown when a device's own node is absent
 EXPECTED = "bound to vfio-pci (or a *_vfio_pci variant) and /dev/vfio/{group} present"
@@ -113,9 +113,9 @@ def _node_evidence(facts, group):
 
 def judge(facts, scan, address):
     from scanner.facts.pci import describe, is_vfio_driver
-    from scanner.binding import (bind_now_step, choice_evidence, critical_evidence, host_critical, vfio_choice,
+    from scanner.remediation.binding import (bind_now_step, choice_evidence, critical_evidence, host_critical, vfio_choice,
                                  vfio_pci_loaded)
-    from scanner.persistent_binding import persistent_steps
+    from scanner.remediation.persistent_binding import persistent_steps
 
     device = facts.pci[address]
     group = device.iommu_group
@@ -207,7 +207,7 @@ def judge(facts, scan, address):
 def judge_managed(facts, scan, device, evidence, observed):
     """``--managed``: the VMM detaches the target at VM start. That works when the host does not run
     on it (checked by the caller) and its group is viable once it is detached."""
-    from scanner.groups import classify
+    from scanner.facts.groups import classify
 
     address, group = device.address, device.iommu_group
     expected = "detachable by the VMM at VM start: not host-critical, IOMMU group viable"
@@ -238,8 +238,8 @@ def judge_managed(facts, scan, device, evidence, observed):
 def judge_expected(facts, address, expected):
     """A target a policy expects on another driver than vfio-pci: a PF kept on ``ixgbe``, a NIC the
     host keeps, or one vfio variant driver. Passes when bound to exactly that driver."""
-    from scanner.shell import DRIVER_NAME, PCI_ADDRESS, quote
-    from scanner.binding import sysfs_device
+    from scanner.remediation.shell import DRIVER_NAME, PCI_ADDRESS, quote
+    from scanner.remediation.binding import sysfs_device
 
     device = facts.pci[address]
     evidence = _evidence(facts, device)

@@ -19,8 +19,8 @@ machine the hypervisor must give it a virtual IOMMU (QEMU ``-device intel-iommu`
 
 from rules import firmware_smmu
 from scanner import hookimpl
-from scanner.model import Evidence, Finding, Rule, Step
-from scanner.remedies import firmware_step
+from scanner.engine.model import Evidence, Finding, Rule, Step
+from scanner.remediation.remedies import firmware_step
 
 TABLES = {"intel": ("DMAR",), "amd": ("IVRS",)}
 NAMES = {"DMAR": "DMAR (Intel VT-d)", "IVRS": "IVRS (AMD-Vi)"}

@@ -17,7 +17,7 @@ virtual SMMU (QEMU ``-machine virt,iommu=smmuv3``).
 """
 
 from scanner.facts.arm_platform import DT_BASE
-from scanner.model import Evidence, Finding, Step
+from scanner.engine.model import Evidence, Finding, Step
 
 EXPECTED = "an SMMU that the PCI root complex is mapped through (ACPI IORT or device-tree iommu-map)"
 DT_NOTE = ("a device-tree boot can give coarser IOMMU groups than ACPI (a root port may share its group with "

@@ -36,7 +36,7 @@ unbound is a warning.
 from dataclasses import replace
 
 from scanner import hookimpl
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 ROLE_TEXT = {
     "target": "another target of this scan",
@@ -97,9 +97,9 @@ def _state(member):
 
 
 def judge(facts, scan, address):
-    from scanner.groups import classify
-    from scanner.binding import bind_now_step, critical_evidence, host_critical, label
-    from scanner.persistent_binding import persistent_steps
+    from scanner.facts.groups import classify
+    from scanner.remediation.binding import bind_now_step, critical_evidence, host_critical, label
+    from scanner.remediation.persistent_binding import persistent_steps
 
     device = facts.pci[address]
     group = device.iommu_group
@@ -216,9 +216,9 @@ def _alias_line(dev, sid, holder):
 
 def _hidden_sharers(facts, address, group, hidden, observed, evidence):
     """Fail (a sharer on a driver: the VM would take over its DMA) or warn (unbound now, but a driver may take it)."""
-    from scanner.shell import PCI_ADDRESS, quote
-    from scanner.groups import HARMLESS_DRIVERS
-    from scanner.binding import critical_evidence, host_critical, label, sysfs_device
+    from scanner.remediation.shell import PCI_ADDRESS, quote
+    from scanner.facts.groups import HARMLESS_DRIVERS
+    from scanner.remediation.binding import critical_evidence, host_critical, label, sysfs_device
 
     evidence = evidence + [Evidence("kernel log", _alias_line(dev, sid, holder)) for dev, sid, holder in hidden]
     bound = [(dev, facts.pci[dev]) for dev, _, _ in hidden
@@ -287,7 +287,7 @@ def few(items, sep=", ", limit=SHOWN) -> str:
 
 def _passing_message(group, device, others):
     from scanner.facts.pci import is_vfio_driver
-    from scanner.groups import HARMLESS_DRIVERS
+    from scanner.facts.groups import HARMLESS_DRIVERS
 
     pending = [m.address for m in others if m.role == "target" and m.holds_group]
     if device.driver and not is_vfio_driver(device.driver) and device.driver not in HARMLESS_DRIVERS:

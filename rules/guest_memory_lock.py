@@ -31,7 +31,7 @@ unit instead.
 from typing import List
 
 from scanner import hookimpl
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 RULE_ID = "VFIO-019"
 #: What libvirt adds to the guest's memory for a VM with a VFIO device (qemuDomainGetMemLockLimitBytes).
@@ -122,7 +122,7 @@ def _limit_evidence(memlock, base_from: str) -> List[Evidence]:
 
 def _steps(facts, user, need: int) -> List[Step]:
     from scanner.facts.memlock import KIB
-    from scanner.vm_access import ACCOUNT_NAME, MEMLOCK_FILE, memlock_step
+    from scanner.remediation.vm_access import ACCOUNT_NAME, MEMLOCK_FILE, memlock_step
 
     kib = -(-need // KIB)
     if not ACCOUNT_NAME.match(user.name):

@@ -28,8 +28,8 @@ knowingly unsafe, ``options vfio_iommu_type1 allow_unsafe_interrupts=1``.
 from rules import its_isolation
 from scanner import hookimpl
 from scanner.facts.cmdline import truthy
-from scanner.model import Evidence, Finding, Rule, Step
-from scanner.remedies import modprobe_option_step
+from scanner.engine.model import Evidence, Finding, Rule, Step
+from scanner.remediation.remedies import modprobe_option_step
 
 POSITIVE = r"Enabled IRQ remapping in (x2apic|xapic) mode|AMD-Vi: Interrupt remapping enabled|IRQ remapping enabled"
 NEGATIVE = r"(?i)disabling interrupt remapping|not enabling interrupt remapping|irq remapping (was )?disabled"

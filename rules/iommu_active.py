@@ -19,7 +19,7 @@ Fix: whatever stops it upstream: firmware (VFIO-002), kernel build (VFIO-003), c
 
 from scanner import hookimpl
 from scanner.facts.cmdline import truthy
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 CORROBORATE = (r"DMAR: Intel\(R\) Virtualization Technology for Directed I/O|AMD-Vi: Found IOMMU|Found IOMMU at"
                r"|DMAR: IOMMU disabled|Adding to iommu group|iommu: Default domain type|arm-smmu")

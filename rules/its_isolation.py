@@ -16,7 +16,7 @@ an ITS (QEMU ``-machine virt,gic-version=3``, its ITS is on by default). As a la
 knowingly unsafe, ``options vfio_iommu_type1 allow_unsafe_interrupts=1``.
 """
 
-from scanner.model import Evidence, Finding, Step
+from scanner.engine.model import Evidence, Finding, Step
 
 EXPECTED = "device MSIs through the GICv3 ITS (ITS- chips)"
 

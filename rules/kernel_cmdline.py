@@ -27,8 +27,8 @@ from typing import Optional
 
 from scanner import hookimpl
 from scanner.facts.cmdline import truthy
-from scanner.model import Evidence, Finding, Rule, Step, fold
-from scanner.remedies import cmdline_steps
+from scanner.engine.model import Evidence, Finding, Rule, Step, fold
+from scanner.remediation.remedies import cmdline_steps
 
 INTEL_VALID = {"on", "off", "igfx_off", "sm_on", "sm_off", "tboot_noforce", "forcedac", "strict"}
 AMD_VALID = {"off", "force_enable", "force_isolation", "pgtbl_v1", "pgtbl_v2", "irtcachedis",

@@ -23,7 +23,7 @@ with the missing options set to ``y`` or ``m``.
 """
 
 from scanner import hookimpl
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 COMMON = ("IOMMU_SUPPORT",)
 VFIO = ("VFIO", "VFIO_PCI", "VFIO_IOMMU_TYPE1")

@@ -28,7 +28,7 @@ from typing import List
 from rules.device_reset import wants_vendor_reset
 from scanner import hookimpl
 from scanner.facts.vm_start_hw import parse_lockdown
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 LOCKDOWN_FILE = "/sys/kernel/security/lockdown"
 DKMS_KEY = "/var/lib/dkms/mok.pub"

@@ -25,8 +25,8 @@ fix does (the remediation script merges them into the file that takes effect).
 from typing import List
 
 from scanner import hookimpl
-from scanner.model import Evidence, Finding, Rule
-from scanner.remedies import cmdline_steps
+from scanner.engine.model import Evidence, Finding, Rule
+from scanner.remediation.remedies import cmdline_steps
 
 #: Parameters of the passthrough chain, as the kernel compares names (``-`` is ``_``).
 RELEVANT = ("intel_iommu", "amd_iommu", "iommu", "iommu.passthrough", "iommu.strict", "vfio_pci.ids",

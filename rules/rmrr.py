@@ -30,8 +30,8 @@ relaxable-RMRR patch (at the risk the firmware's DMA hits guest memory).
 from typing import Dict, List
 
 from scanner import hookimpl
-from scanner.lazyre import lazy_compile
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.base.lazyre import lazy_compile
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 #: What the kernel prints when it refuses a device an unmanaged (VFIO) domain because of a firmware
 #: direct mapping: the Intel driver's RMRR check in older kernels, the IOMMU core's check in newer ones.

@@ -30,7 +30,7 @@ sriov_numvfs``; persist the count with a udev rule on the PF's bind event. MMIO 
 
 from scanner import hookimpl
 from scanner.facts.cmdline import truthy
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 SRIOV_FILES = ("sriov_totalvfs", "sriov_numvfs", "sriov_drivers_autoprobe")
 MMIO_MESSAGES = r"(not enough MMIO resources for SR-IOV|Failed to enable PCI sriov: -12)"
@@ -58,7 +58,7 @@ def _evidence(device):
 
 def _vf_finding(facts, target, device):
     from scanner.facts.pci import describe
-    from scanner.sriov import vfs
+    from scanner.remediation.sriov import vfs
 
     pf = facts.pci.get(device.physfn)
     index = f"virtfn{pf.virtfns.index(target.address)} " if pf and target.address in pf.virtfns else ""
@@ -77,8 +77,8 @@ def _vf_finding(facts, target, device):
 
 
 def _no_sriov(facts, target, device, evidence):
-    from scanner.shell import PCI_ADDRESS, quote
-    from scanner.sriov import vfs
+    from scanner.remediation.shell import PCI_ADDRESS, quote
+    from scanner.remediation.sriov import vfs
 
     why = "sriov_totalvfs is 0" if device.sriov_totalvfs == 0 else "no sriov_totalvfs file"
     kc = facts.kconfig
@@ -104,7 +104,7 @@ def _no_sriov(facts, target, device, evidence):
 
 def _mmio(facts, device):
     """Kernel log lines saying the VF BARs did not fit, with the fixes; ([], []) when none."""
-    from scanner.remedies import cmdline_steps
+    from scanner.remediation.remedies import cmdline_steps
 
     lines = facts.kernel_log.about(device.address, MMIO_MESSAGES)
     if not lines:
@@ -122,8 +122,8 @@ def _mmio(facts, device):
 
 def check(facts, scan):
     from scanner.facts.pci import is_vfio_driver
-    from scanner.sriov import bind_vfs_step, numvfs_step, persist_step, pf_driver_step, udev_rule_file, vfs
-    from scanner.binding import critical_evidence, host_critical, scanned_ids, vf_vfio_choice
+    from scanner.remediation.sriov import bind_vfs_step, numvfs_step, persist_step, pf_driver_step, udev_rule_file, vfs
+    from scanner.remediation.binding import critical_evidence, host_critical, scanned_ids, vf_vfio_choice
 
     for target in scan.targets:
         device = facts.pci[target.address]

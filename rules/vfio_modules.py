@@ -24,9 +24,9 @@ from the modules tree needs a different kernel (see VFIO-003).
 """
 
 from scanner import hookimpl
-from scanner.model import Evidence, Finding, Rule, Step
-from scanner.model import LOST_AT_NEXT_BOOT
-from scanner.remedies import MODULES_LOAD_FILE, VFIO_MODULES, modules_steps
+from scanner.engine.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import LOST_AT_NEXT_BOOT
+from scanner.remediation.remedies import MODULES_LOAD_FILE, VFIO_MODULES, modules_steps
 
 KCONFIG = {"vfio": "VFIO", "vfio_pci": "VFIO_PCI", "vfio_iommu_type1": "VFIO_IOMMU_TYPE1"}
 

@@ -35,7 +35,7 @@ from typing import List, Optional, Sequence
 
 from scanner import hookimpl
 from scanner.host import Stat
-from scanner.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import Evidence, Finding, Rule, Step
 
 RULE_ID = "VFIO-018"
 EXPECTED = "the VM's user can open /dev/vfio/vfio and /dev/vfio/GROUP (read-write)"
@@ -183,7 +183,7 @@ def _describe(facts, found: Stat) -> str:
 
 def _steps(facts, user, closed: Sequence[Node]) -> List[Step]:
     """A udev rule opening the closed kinds of node to one of the user's groups; manual where none can."""
-    from scanner.vm_access import ACCESS_RULES_FILE, access_step, kind_names
+    from scanner.remediation.vm_access import ACCESS_RULES_FILE, access_step, kind_names
 
     if any(n.kind == "container" and n.stat.missing for n in closed):
         return [Step(summary="This kernel offers no VFIO container (/dev/vfio/vfio): QEMU must use iommufd "
@@ -202,7 +202,7 @@ def _steps(facts, user, closed: Sequence[Node]) -> List[Step]:
 def _access_group(facts, user) -> Optional[str]:
     """The group to open the nodes to: ``kvm`` where the user is in it, else its primary group, else another."""
     from scanner.facts.accounts import group_name
-    from scanner.vm_access import ACCOUNT_NAME
+    from scanner.remediation.vm_access import ACCOUNT_NAME
 
     names = sorted(user.group_names)
     primary = group_name(user.account.gid, facts.groups)

@@ -12,7 +12,7 @@ PROJECT = "vfio_scan"  #: pluggy project name and entry-point group
 def __getattr__(name):
     # ``scanner.hookimpl`` is the public marker for plugins; pluggy is imported only on first use.
     if name == "hookimpl":
-        from scanner.hookspecs import hookimpl
+        from scanner.engine.hookspecs import hookimpl
 
         return hookimpl
     raise AttributeError(f"module 'scanner' has no attribute {name!r}")

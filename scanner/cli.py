@@ -148,7 +148,7 @@ def _command(argv: list[str]) -> int:
         options = from_namespace(args)  # the namespace's only reader: the command gets typed options
         return module.run(options)
     except UsageError as exc:  # may quote a snapshot's own text (its snapshot_version): shown escaped
-        from scanner.terminal_text import for_terminal
+        from scanner.base.terminal_text import for_terminal
 
         print(f"vfio-scan {args.command}: error: {for_terminal(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
@@ -163,15 +163,15 @@ def _command(argv: list[str]) -> int:
         traceback.print_exc()
         return _cut_short(args.command, "internal error (the traceback above)")
     except BaseException as exc:  # commands return their code: an exit() or a BaseException escaping one is foreign
-        from scanner.engine import describe
+        from scanner.engine.runner import describe
 
         return _cut_short(args.command, f"stopped by {describe(exc)} (plugin code outside its guard?)")
 
 
 def _cut_short(command: str, why: str) -> int:
     """One line saying the command did not finish, and exit 3 (incomplete): never 0 or 1, which are verdicts."""
-    from scanner.report import EXIT_INCOMPLETE
-    from scanner.terminal_text import for_terminal
+    from scanner.engine.report import EXIT_INCOMPLETE
+    from scanner.base.terminal_text import for_terminal
 
     print(f"vfio-scan {command}: error: {for_terminal(why)}; the result is incomplete", file=sys.stderr)
     return EXIT_INCOMPLETE

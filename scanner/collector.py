@@ -802,7 +802,7 @@ FD_LINK = re.compile(r"^/(?:proc/[^/]+/fd|dev/fd)/|^/dev/std(?:in|out|err)$")
 def write_whole(path, data):
     """Write ``data`` (bytes) to ``path`` whole or not at all; an OSError leaves no part of it behind.
 
-    The rules of scanner/atomicwrite.py, in a copy of its own since this file stands alone: a
+    The rules of scanner/output/atomicwrite.py, in a copy of its own since this file stands alone: a
     regular file (a new one, or the file a symlink points to) is written to a temporary file beside
     it, synced, given the old file's mode (else 0o666 less the umask) and renamed over it; when
     anything fails the temporary file is removed and the old file stays as it was. A device, a FIFO

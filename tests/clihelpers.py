@@ -84,7 +84,7 @@ GOOD_PLUGIN = '''
     How: from the facts. Fix: flash firmware 2.1 with acme-flash.
     """
     from scanner import hookimpl
-    from scanner.model import Finding, Rule
+    from scanner.engine.model import Finding, Rule
 
 
     @hookimpl
@@ -104,7 +104,7 @@ def plugin_with_rule(rule_kwargs: str, check_body: str = 'yield Finding.passed("
     return f'''
     """{doc}"""
     from scanner import hookimpl
-    from scanner.model import Finding, Rule
+    from scanner.engine.model import Finding, Rule
 
 
     @hookimpl

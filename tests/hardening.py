@@ -18,12 +18,12 @@ from typing import Dict, Optional, Tuple
 
 import pytest
 
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.host import DEFAULT_CAP
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,12 +17,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.facts.boot import parse_grub_files
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 
 from reports.script import render_report
 

@@ -23,7 +23,7 @@ import pytest
 
 from clihelpers import REPO, cli_env, load_schema, stderr_lines
 from hosttree import ready_host, workstation
-from scanner.atomicwrite import OutputError, write_atomically
+from scanner.output.atomicwrite import OutputError, write_atomically
 
 LIMIT = 1024  # bytes a file may grow to in the child: far less than any script, report or snapshot here
 COLLECTOR = REPO / "scanner" / "collector.py"
@@ -205,7 +205,7 @@ def test_a_symlink_has_its_file_replaced_and_stays_a_link(tmp_path):
 
 def test_write_atomically_failing_midway_leaves_no_temporary_file(tmp_path):
     """A real write that stops after LIMIT bytes: the error names the file, nothing else is left."""
-    code = ("import sys\nfrom scanner.atomicwrite import OutputError, write_atomically\n"
+    code = ("import sys\nfrom scanner.output.atomicwrite import OutputError, write_atomically\n"
             "try:\n    write_atomically(sys.argv[1], 'x' * 100000)\n"
             "except OutputError as exc:\n    print(exc, exc.errno)\n")
     (tmp_path / "kept.txt").write_text("kept\n")

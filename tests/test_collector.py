@@ -23,15 +23,15 @@ import pytest
 from hosttree import workstation
 from snapshottrees import TREES
 from scanner import collector
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.facts import Facts
 from scanner.host import DEFAULT_CAP
 from scanner.host.snapshot import NOT_COLLECTED, SnapshotHost, parse_snapshot
 from scanner.host.tree import TreeHost
-from scanner.output import schema_validator
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.output.formats import schema_validator
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTOR = REPO / "scanner" / "collector.py"

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.engine import Scan, run_rule
-from scanner.model import SEVERITIES, Evidence, Finding, Rule, Step
+from scanner.engine.runner import Scan, run_rule
+from scanner.engine.model import SEVERITIES, Evidence, Finding, Rule, Step
 
 words = st.text(min_size=1, max_size=12).filter(lambda t: t.strip())
 subjects = st.sampled_from(["host", "0000:01:00.0", "0000:02:00.1"])

@@ -22,7 +22,7 @@ import pytest
 
 from clihelpers import run_cli, stderr_lines
 from scanner import collector
-from scanner.hostpool import MIN_JOBS
+from scanner.engine.hostpool import MIN_JOBS
 from snapshottrees import TREES
 
 KINDS = ("ready", "ready-amd", "workstation", "kitchen-sink", "broken-links", "garbled", "no-dmar", "warn-only",
@@ -114,11 +114,11 @@ def test_each_scanned_snapshot_is_freed_before_the_next_is_read(fleet, monkeypat
     """A scan leaves its host in a reference cycle (the facts keep it): it is still freed as soon as
     its report is made, so that a fleet holds one snapshot at a time, not as many as the collector
     lets pile up."""
-    from scanner.engine import Scan, select_rules
-    from scanner.hostset import HostSet
-    from scanner.plugins import load_plugins
-    from scanner.scanning import scan_host
-    from scanner.snapshots import snapshot_jobs
+    from scanner.engine.runner import Scan, select_rules
+    from scanner.engine.hostset import HostSet
+    from scanner.engine.plugins import load_plugins
+    from scanner.engine.scanning import scan_host
+    from scanner.engine.snapshots import snapshot_jobs
 
     monkeypatch.setenv("VFIO_SCAN_PROCESSES", "1")  # every job in this process, where it can be watched
     rules = select_rules(load_plugins().sorted_rules(), [], [])

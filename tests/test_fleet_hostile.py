@@ -26,7 +26,7 @@ from sshd import Sshd, why_no_sshd
 
 from scanner.fleet import remote
 from scanner.fleet.inventory import make_host
-from scanner.hostset import HostUnavailable
+from scanner.engine.hostset import HostUnavailable
 
 FAKE_SSH = r"""#!/bin/sh
 # a fake ssh: the word after "--" is the host, and its name says how it behaves

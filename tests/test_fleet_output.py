@@ -12,9 +12,9 @@ from clihelpers import run_cli
 from hosttree import ready_host, workstation
 from reports.matrix import render_fleet, shorten
 from scanner import collector
-from scanner.model import Finding
-from scanner.output import schema_validator
-from scanner.report import Report
+from scanner.engine.model import Finding
+from scanner.output.formats import schema_validator
+from scanner.engine.report import Report
 from snapshottrees import TREES
 
 WS = ("--device", "01:00.0")

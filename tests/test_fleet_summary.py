@@ -10,9 +10,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.fleet.summary import READINESS, fleet_summary, host_name, outcome, outcomes, rules_seen
-from scanner.model import STATUSES, Finding
-from scanner.report import Report, combined_exit_code
+from scanner.engine.fleet_summary import READINESS, fleet_summary, host_name, outcome, outcomes, rules_seen
+from scanner.engine.model import STATUSES, Finding
+from scanner.engine.report import Report, combined_exit_code
 
 FINDINGS = st.lists(st.builds(
     lambda status, rule, severity, subject: Finding(status, "m", subject=subject, severity=severity, rule_id=rule,

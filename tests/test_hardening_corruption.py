@@ -30,9 +30,9 @@ from clihelpers import DEVICE_IDS, run_cli
 from hardening import (DEVICES, KINDS, REASON_WORDS, VFS, Breaker, RecordingHost, builtin_rules, fingerprint, scan,
                        time_limit)
 from hosttree import workstation
-from scanner.engine import _malformed
+from scanner.engine.runner import _malformed
 from scanner.host import DEFAULT_CAP
-from scanner.plugins import load_plugins
+from scanner.engine.plugins import load_plugins
 
 SECRET = "OUTSIDE-THE-ROOT-SECRET-7f3a"
 PCI = "/sys/bus/pci/devices/"
@@ -323,7 +323,7 @@ def test_corruption_through_the_cli(matrix, path, kind, fmt):
 
 def test_every_format_renders_every_broken_host_file(matrix):
     """The renderers (table, json with its schema, junit, script) take every host-file report."""
-    from scanner.output import validate_document
+    from scanner.output.formats import validate_document
 
     registry = load_plugins(autoload=False)
     renderers = {name: spec.load() for name, spec in registry.formats.items()}

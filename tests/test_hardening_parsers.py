@@ -32,7 +32,7 @@ from scanner.facts.pci import (ADDRESS, class_name, is_vfio_driver, parse_hex_id
                                parse_reset_method, slot_of)
 from scanner.facts.pciids import gunzip, parse_pci_ids
 from scanner.host import decode_text
-from scanner.targets import SelectorError, parse_class, parse_device, parse_vfs
+from scanner.facts.targets import SelectorError, parse_class, parse_device, parse_vfs
 
 # No example database: a test run writes nothing into the repository.
 FAST = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,10 +18,10 @@ from clihelpers import READY_HOST_IDS, by_rule, make_plugin, plugin_with_rule, r
 from hardening import scan
 from hosttree import ready_host, workstation
 from scanner import hookimpl
-from scanner.engine import _malformed
-from scanner.model import Evidence, Finding, Rule, Step
-from scanner.output import validate_document
-from scanner.plugins import load_plugins
+from scanner.engine.runner import _malformed
+from scanner.engine.model import Evidence, Finding, Rule, Step
+from scanner.output.formats import validate_document
+from scanner.engine.plugins import load_plugins
 
 PLUGIN = "faulty_vfio_plugin"
 

@@ -33,7 +33,7 @@ from scanner.cli import main as cli_main
 from scanner.commands.groups import groups_document
 from scanner.facts import Facts
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
+from scanner.engine.plugins import load_plugins
 
 TARGETS = ["--device", "01:00.0", "--device", "00:02.0", "--vfs", "0000:02:00.0=2"]
 

@@ -15,11 +15,11 @@ import pytest
 
 from hosttree import HostTree, ready_host
 from scanner.cli import main as cli_main
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.host import DEFAULT_CAP
 from scanner.host.tree import MAX_LINK_HOPS, TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
 
 REPO = Path(__file__).resolve().parents[1]
 

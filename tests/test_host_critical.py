@@ -4,7 +4,7 @@ Every tree is a workstation (tests/hosttree.py) given one layout a real host has
 plain NIC, a bridge, a bond, a VLAN on a bond, IPv6 only, a VF; ``/`` on LVM, on MD RAID1, on
 btrfs, on an NVMe multipath head; ``/boot``, swap partitions and swap files on other disks. For
 each, the set of PCI functions the scan refuses to take away must be exactly the set the bash
-guard (reports/script_guard.py) refuses at run time, and exactly the set written here by hand.
+guard (scanner/remediation/script_guard.py) refuses at run time, and exactly the set written here by hand.
 Then the depth limits, which both sides share, and hostile trees: links that try to leave the
 tree, names that try to run code, loops.
 """
@@ -20,10 +20,10 @@ from typing import Dict
 import pytest
 
 from hosttree import workstation
-from reports.script_guard import HOST_GUARD
-from reports.script_paths import INROOT
+from scanner.remediation.script_guard import HOST_GUARD
+from scanner.remediation.script_paths import INROOT
 from scanner import collector
-from scanner.binding import critical_evidence, host_critical
+from scanner.remediation.binding import critical_evidence, host_critical
 from scanner.facts import Facts
 from scanner.host.snapshot import SnapshotHost, parse_snapshot
 from scanner.host.tree import TreeHost

@@ -32,7 +32,7 @@ from hardening import as_nobody, require_nobody, world_readable_base
 from hosttree import HostTree, ready_host
 from scanner.host.live import LiveHost
 from scanner.host.tree import CHANGED, OPEN_DIRECTORIES, TreeHost
-from scanner.inputfile import InputFileError, check_input_file, read_input_file
+from scanner.host.inputfile import InputFileError, check_input_file, read_input_file
 
 MARKER = "MARKER: the real machine's file, outside the tree\n"
 RUN_TIMEOUT = 60

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from scanner import hostpool
+from scanner.engine import hostpool
 
 CPUS = len(os.sched_getaffinity(0))
 

@@ -27,10 +27,10 @@ from clihelpers import (ACME_RULE, HOST_IDS, READY_HOST_IDS, REPO, by_rule, cli_
 from hardening import scan as scan_tree
 from hosttree import ready_host
 from scanner import hookimpl
-from scanner.engine import TIMEOUT_ENV, Deadline, PluginCrash, Scan, describe, run_rules
-from scanner.model import Finding, Rule
-from scanner.output import RenderFailed, render_all
-from scanner.plugins import load_plugins
+from scanner.engine.runner import TIMEOUT_ENV, Deadline, PluginCrash, Scan, describe, run_rules
+from scanner.engine.model import Finding, Rule
+from scanner.output.formats import RenderFailed, render_all
+from scanner.engine.plugins import load_plugins
 
 #: What a hanging plugin is given in these tests, and how long a run may take before it counts as hung.
 SHORT = "0.3"
@@ -165,7 +165,7 @@ def test_a_check_that_exits_or_hangs_is_that_rules_error(case, ready, tmp_path):
 
 
 def test_a_hanging_check_in_worker_processes(ready, tmp_path):
-    """Many snapshots are scanned in forked workers (scanner/hostpool.py): each is its own main
+    """Many snapshots are scanned in forked workers (scanner/engine/hostpool.py): each is its own main
     thread, so the deadline holds there too. A second rule reports the process it ran in."""
     snapshot = tmp_path / "ready.json"
     assert run_cli("collect", "--root", ready.root, "-o", snapshot).returncode == 0
@@ -177,7 +177,7 @@ def test_a_hanging_check_in_worker_processes(ready, tmp_path):
         """ACME-100 / ACME-101: a rule that hangs, and one that names its process."""
         import os
         from scanner import hookimpl
-        from scanner.model import Finding, Rule
+        from scanner.engine.model import Finding, Rule
 
         @hookimpl
         def vfio_scan_register_rules(register):

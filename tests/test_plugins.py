@@ -17,8 +17,8 @@ import pytest
 from clihelpers import (BUILTIN_IDS, HOST_IDS, READY_HOST_IDS, DEVICE_IDS, ACME_RULE, GOOD_PLUGIN, NON_FINDING_PLUGIN, RAISING_PLUGIN, by_rule, make_plugin,
                         no_dmar_host, plugin_with_rule, run_cli, scan_json, stderr_lines)
 from scanner import hookimpl
-from scanner.model import Finding, Rule, RuleDefinitionError
-from scanner.plugins import BUILTIN_PLUGINS, load_plugins
+from scanner.engine.model import Finding, Rule, RuleDefinitionError
+from scanner.engine.plugins import BUILTIN_PLUGINS, load_plugins
 
 
 BROKEN_PLUGINS = {
@@ -42,7 +42,7 @@ BROKEN_PLUGINS = {
     "partly-bad": '''
         """ACME-100 / ACME-101 docs."""
         from scanner import hookimpl
-        from scanner.model import Finding, Rule
+        from scanner.engine.model import Finding, Rule
 
         @hookimpl
         def vfio_scan_register_rules(register):

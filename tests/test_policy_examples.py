@@ -7,8 +7,8 @@ import pytest
 from clihelpers import BUILTIN_IDS, run_cli, scan_json
 from policyhelpers import EXAMPLES, GPU, GPU_AUDIO, X520_PF, gpu_workstation, sriov_host
 
-from scanner.policy_file import _plain, load_policy, read
-from scanner.policy_schema import load_schema
+from scanner.policy.file import _plain, load_policy, read
+from scanner.policy.schema import load_schema
 
 GPU_POLICY = EXAMPLES / "gpu-workstation.toml"
 SRIOV_POLICY = EXAMPLES / "sriov-nic-host.toml"

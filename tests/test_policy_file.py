@@ -9,8 +9,8 @@ import pytest
 from clihelpers import BUILTIN_IDS, make_plugin, plugin_with_rule, run_cli, stderr_lines
 from policyhelpers import write_policy
 
-from scanner.policy_file import PolicyError, load_policy, read
-from scanner.policy_toml import TomlLocator
+from scanner.policy.file import PolicyError, load_policy, read
+from scanner.policy.toml import TomlLocator
 
 KNOWN = set(BUILTIN_IDS)
 
@@ -328,7 +328,7 @@ MARKER_PLUGIN = '''
     """ACME-100 acme-marker: records that a scan ran (a test plugin)."""
     import os
     from scanner import hookimpl
-    from scanner.model import Finding, Rule
+    from scanner.engine.model import Finding, Rule
 
 
     @hookimpl

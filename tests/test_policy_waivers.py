@@ -6,10 +6,10 @@ from datetime import date, timedelta
 
 import pytest
 
-from scanner.model import Finding
-from scanner.policy import Policy, Waiver, apply_severities, apply_waivers, merge_cli
-from scanner.report import Report
-from scanner.targets import Selector, parse_all, policy_selector, resolve
+from scanner.engine.model import Finding
+from scanner.policy.model import Policy, Waiver, apply_severities, apply_waivers, merge_cli
+from scanner.engine.report import Report
+from scanner.facts.targets import Selector, parse_all, policy_selector, resolve
 
 TODAY = date(2026, 6, 15)
 GPU, AUDIO, NIC = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0"

@@ -263,7 +263,7 @@ def test_no_kvm_is_a_caution_not_a_block(gpu_ready):
 
 def test_a_hostile_address_never_reaches_the_line(gpu_ready):
     """A sysfs entry named like an argument list is no device the plan accepts: nothing is printed."""
-    from scanner.shell import UnsafeValue
+    from scanner.remediation.shell import UnsafeValue
     from scanner.vm_config.plan import _passed
 
     class Facts:

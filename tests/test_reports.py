@@ -21,13 +21,13 @@ from clihelpers import (BUILTIN_IDS, HOST_IDS, ON_REQUEST_IDS, READY_HOST_IDS, A
                         unreadable_cmdline_host, warn_only_host)
 from hosttree import ready_host
 from reports import junit
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.host.tree import TreeHost
-from scanner.model import Evidence, Finding, Rule, Step
-from scanner.output import InvalidReport, validate_document
-from scanner.plugins import load_plugins
-from scanner.report import Report
-from scanner.scanning import scan_host
+from scanner.engine.model import Evidence, Finding, Rule, Step
+from scanner.output.formats import InvalidReport, validate_document
+from scanner.engine.plugins import load_plugins
+from scanner.engine.report import Report
+from scanner.engine.scanning import scan_host
 
 TREES = {
     "intel-ready": ready_host,

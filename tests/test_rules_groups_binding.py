@@ -21,11 +21,11 @@ import pytest
 
 from clihelpers import load_schema, run_cli
 from hosttree import workstation
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 
 RULES = ("VFIO-012", "VFIO-013")
 _REGISTRY = load_plugins(autoload=False)

@@ -10,11 +10,11 @@ import subprocess
 import pytest
 
 from hosttree import AMD_FLAGS, DEBIAN_KCONFIG, INTEL_FLAGS, RELEASE, ready_host
-from scanner.engine import Scan, run_rules
+from scanner.engine.runner import Scan, run_rules
 from scanner.facts.boot import parse_default_grub
 from scanner.facts import Facts
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
+from scanner.engine.plugins import load_plugins
 
 HOST_RULES = [f"VFIO-00{n}" for n in range(1, 8)]
 _REGISTRY = load_plugins(autoload=False)

@@ -10,12 +10,12 @@ import pytest
 
 from hosttree import RELEASE, workstation
 from initramfs_images import COMPRESSORS, build_image, missing_tools, module_path
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.host.initramfs import Garbled, read_initramfs
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} (.ci/run installs them)")
 

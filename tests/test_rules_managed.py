@@ -8,11 +8,11 @@ import json
 
 from clihelpers import run_cli
 from hosttree import workstation
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 
 _REGISTRY = load_plugins(autoload=False)
 GPU, AUDIO, ONBOARD_NIC, IGB = "0000:01:00.0", "0000:01:00.1", "0000:00:1f.6", "0000:02:00.0"

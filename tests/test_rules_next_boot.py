@@ -5,11 +5,11 @@ import json
 import pytest
 
 from hosttree import RELEASE, ready_host, workstation
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 
 _REGISTRY = load_plugins(autoload=False)
 GPU, AUDIO, PF = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0"

@@ -5,10 +5,10 @@ import csv
 import pytest
 
 from hosttree import SHARED_DATA, ready_host
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
 
 GAMMAMAN88_CMDLINE = ("BOOT_IMAGE=/boot/vmlinuz-6.5.13-1-pve root=/dev/mapper/pve-root ro quiet amd_iommu=on "
                       "iommu=pt nomodeset pcie_acs_override=downstream initcall_blacklist=sysfb_init")

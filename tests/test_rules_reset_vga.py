@@ -16,13 +16,13 @@ import pytest
 
 from clihelpers import run_cli, scan_json
 from hosttree import ready_host, workstation
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.facts import Facts
 from scanner.facts.boot import parse_default_grub
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 
 GPU, AUDIO, IGPU, SATA, NIC, NVME = ("0000:01:00.0", "0000:01:00.1", "0000:00:02.0", "0000:00:17.0",
                                      "0000:02:00.0", "0000:03:00.0")

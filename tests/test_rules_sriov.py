@@ -15,11 +15,11 @@ import pytest
 
 from clihelpers import scan_json
 from hosttree import workstation
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 
 PF = "0000:02:00.0"
 NVME = "0000:03:00.0"

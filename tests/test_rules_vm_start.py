@@ -18,12 +18,12 @@ import pytest
 from clihelpers import run_cli
 from hardening import as_nobody, world_readable_base
 from hosttree import workstation
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.facts.memlock import GIB, MIB, UNLIMITED, Who, format_size, memlock_for, parse_limits, parse_size
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 from scriptrun import Shims, run_script
 from systools import require_tool
 

@@ -17,12 +17,12 @@ import pytest
 
 from hardening import as_nobody, require_nobody, world_readable_base
 from hosttree import IO_BAR, MEM32, MEM64_PREF, resource_text, workstation
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.facts.vm_start_hw import parse_iomem, parse_lockdown, parse_reserved_regions, parse_resource
 from scanner.host.tree import TreeHost
-from scanner.plugins import load_plugins
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.engine.plugins import load_plugins
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 from rules.bar_window import window_needed
 
 GPU, AUDIO, IGPU, NIC, NVME = "0000:01:00.0", "0000:01:00.1", "0000:00:02.0", "0000:02:00.0", "0000:03:00.0"

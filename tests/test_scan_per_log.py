@@ -18,12 +18,12 @@ import pytest
 
 from clihelpers import REPO
 from hardening import builtin_rules
-from scanner.engine import Scan
+from scanner.engine.runner import Scan
 from scanner.facts import Facts
 from scanner.facts.kernel_log import KernelLog
 from scanner.host.tree import TreeHost
-from scanner.scanning import scan_host
-from scanner.targets import parse_all
+from scanner.engine.scanning import scan_host
+from scanner.facts.targets import parse_all
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import treegen  # noqa: E402

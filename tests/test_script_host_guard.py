@@ -4,7 +4,7 @@ The script is written from a scan and maybe run days later: a NIC may carry the 
 then (through a bridge, over IPv6), a disk may hold ``/boot``, a card may have been swapped. Each
 case writes the script first, changes the tree the way the host would have changed, runs the
 script, and checks that the device was left alone, the block says ``REFUSED`` with the reason,
-and the exit status is 1. The same logic refuses at write time (scanner/binding.py
+and the exit status is 1. The same logic refuses at write time (scanner/remediation/binding.py
 ``host_critical``); tests/test_host_critical.py checks that both name the same devices.
 """
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from hosttree import workstation
-from scanner.confedit import EditError, edit_commands, grub_edit, merge_vfio_ids
+from scanner.remediation.confedit import EditError, edit_commands, grub_edit, merge_vfio_ids
 from scanner.facts.boot import parse_grub_files
 from scriptrun import Shims, fake_kernel, fake_reboot, fingerprint, run_script, scan, script_for, tree_commands
 from test_script_tree_mode import no_iommu_host
@@ -217,8 +217,8 @@ def test_next_boot_is_read_from_every_file_in_order():
 def test_a_live_regeneration_is_checked_in_the_generated_grub_cfg(cfg, ok, tmp_path):
     """After update-grub on a live host, the linux lines must carry the parameter: when a file the
     edit did not reach overrides it, the boot-configuration block fails instead of promising a reboot."""
-    from reports.script_paths import INROOT
-    from reports.script_runtime import runtime
+    from scanner.remediation.script_paths import INROOT
+    from scanner.remediation.script_runtime import runtime
 
     (tmp_path / "boot/grub").mkdir(parents=True)
     (tmp_path / "boot/grub/grub.cfg").write_text(cfg)

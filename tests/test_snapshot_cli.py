@@ -184,7 +184,7 @@ def test_many_snapshots_in_worker_processes_give_the_report_of_one_process(trees
 
 
 def test_a_saved_snapshot_s_escaped_file_name_is_the_host_s_name_again():
-    from scanner.snapshots import label_for
+    from scanner.engine.snapshots import label_for
 
     taken = set()
     assert label_for("/snaps/web1%3A2222.json", taken) == "web1:2222"

@@ -1,12 +1,12 @@
 """What keeps start-up cheap gives the same answers as what it stands in for.
 
-* :mod:`scanner.entrypoints` finds exactly the entry points ``importlib.metadata`` finds (same
+* :mod:`scanner.engine.entrypoints` finds exactly the entry points ``importlib.metadata`` finds (same
   entry points, same order, same distribution name and version), and hands over to it for
   anything it does not read itself (a zip on ``sys.path``, a malformed file...);
-* :func:`scanner.report.local_timestamp` writes what ``datetime`` would;
+* :func:`scanner.engine.report.local_timestamp` writes what ``datetime`` would;
 * the parser built for one subcommand is that subcommand's parser in the full one;
 * a plain scan leaves out the modules only other commands, options or findings need, and compiles
-  no regular expression it does not use (:func:`scanner.lazyre.lazy_compile`);
+  no regular expression it does not use (:func:`scanner.base.lazyre.lazy_compile`);
 * the live host's kernel-log command (scanner/host/command.py) answers what ``subprocess.run`` answered.
 
 No timings here: speed is measured in ``benchmarks/``.
@@ -28,12 +28,12 @@ from datetime import datetime, timezone
 import pytest
 
 from clihelpers import GOOD_PLUGIN, REPO, cli_env, make_plugin
-from scanner import entrypoints
+from scanner.engine import entrypoints
 from scanner.cli import COMMANDS, build_parser
 from scanner.host import LARGE_CAP
 from scanner.host.live import run_command
-from scanner.lazyre import lazy_compile
-from scanner.report import local_timestamp
+from scanner.base.lazyre import lazy_compile
+from scanner.engine.report import local_timestamp
 
 GROUP = "vfio_scan"
 needs_fast_path = pytest.mark.skipif(sys.version_info < (3, 11), reason="the reader mirrors importlib.metadata 3.11+")
@@ -278,13 +278,13 @@ def test_a_commands_own_parser_is_the_full_parsers(name):
 # -- what a plain scan does not import -----------------------------------------------------------------
 
 NOT_FOR_A_PLAIN_SCAN = ("importlib.metadata", "email", "zipfile", "csv", "concurrent.futures", "logging", "socket",
-                        "tomllib", "tomli", "scanner.policy_file", "scanner.policy_schema", "scanner.policy_toml",
+                        "tomllib", "tomli", "scanner.policy.file", "scanner.policy.schema", "scanner.policy.toml",
                         "difflib", "jsonschema", "datetime", "shutil",
-                        "scanner.targets", "scanner.commands.fleet", "scanner.commands.groups", "tabulate",
+                        "scanner.facts.targets", "scanner.commands.fleet", "scanner.commands.groups", "tabulate",
                         # what only device targets, failing checks or other platforms need
-                        "hashlib", "shlex", "struct", "subprocess", "scanner.binding", "scanner.early_binding",
-                        "scanner.persistent_binding",
-                        "scanner.groups", "scanner.shell", "scanner.sriov", "scanner.vm_access", "scanner.facts.pci",
+                        "hashlib", "shlex", "struct", "subprocess", "scanner.remediation.binding", "scanner.remediation.early_binding",
+                        "scanner.remediation.persistent_binding",
+                        "scanner.facts.groups", "scanner.remediation.shell", "scanner.remediation.sriov", "scanner.remediation.vm_access", "scanner.facts.pci",
                         "scanner.facts.accounts", "scanner.facts.arm", "scanner.facts.memlock",
                         "scanner.facts.variants")
 
@@ -315,8 +315,8 @@ def test_a_plain_scan_compiles_only_the_patterns_it_uses():
             "    return real(pattern, flags)\n"
             "re._compile = counting\n"
             "from scanner.cli import build_parser\nbuild_parser(only='scan')\n"
-            "import scanner.commands.scan, scanner.scanning, scanner.output, scanner.host.tree, scanner.host.live\n"
-            "from scanner.plugins import load_plugins\nload_plugins(autoload=False)\n"
+            "import scanner.commands.scan, scanner.engine.scanning, scanner.output.formats, scanner.host.tree, scanner.host.live\n"
+            "from scanner.engine.plugins import load_plugins\nload_plugins(autoload=False)\n"
             "print(len(set(callers)))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
                           timeout=120)

@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from reports import json as json_format
 from reports import junit
 from reports.jsontext import dumps
-from scanner import atomicwrite
+from scanner.output import atomicwrite
 from scanner.commands.common import write_outputs
-from scanner.model import PHASES, SEVERITIES, STATUSES, Evidence, Finding, Step
-from scanner.report import Report
-from scanner.streaming import Streamed
+from scanner.engine.model import PHASES, SEVERITIES, STATUSES, Evidence, Finding, Step
+from scanner.engine.report import Report
+from scanner.output.streaming import Streamed
 
 
 # -- the whole-document JUnit writer, as it was, text cleaning included ---------------------------

@@ -19,9 +19,9 @@ from reports.table import (CHECK_WIDTH, HEADERS, LABEL, MIN_CHECK_WIDTH, NO_TARG
                            _header, _paint, _paint_rows, _policy, _result, _subjects, _wrap)
 from reports.table_format import pieces, render
 from reports.text_table import simple_table
-from scanner.model import Finding
-from scanner.report import Report
-from scanner.terminal_text import for_terminal
+from scanner.engine.model import Finding
+from scanner.engine.report import Report
+from scanner.base.terminal_text import for_terminal
 from test_text_table import scan_reports
 
 

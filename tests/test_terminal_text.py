@@ -1,4 +1,4 @@
-"""Host-supplied text never reaches the terminal raw (scanner/terminal_text.py and every human output).
+"""Host-supplied text never reaches the terminal raw (scanner/base/terminal_text.py and every human output).
 
 A hostile host (or its snapshot, or a fleet host's ssh error) names itself, its drivers, its
 kernel and its ``pci.ids`` entries with terminal escapes, carriage returns, newlines, backspaces
@@ -26,9 +26,9 @@ from clihelpers import REPO, cli_env, make_plugin, plugin_with_rule
 from hosttree import ready_host, workstation
 from reports.matrix import render_fleet
 from reports.table import render_one
-from scanner.model import Evidence, Finding, Step
-from scanner.report import Report
-from scanner.terminal_text import escape_character, for_terminal, lines_for_terminal, row_for_terminal
+from scanner.engine.model import Evidence, Finding, Step
+from scanner.engine.report import Report
+from scanner.base.terminal_text import escape_character, for_terminal, lines_for_terminal, row_for_terminal
 
 #: Bytes that must never be printed: ESC, BEL, NUL, CR, BS.
 FORBIDDEN_BYTES = b"\x1b\x07\x00\r\x08"
@@ -133,11 +133,11 @@ def test_a_row_is_escaped_cell_by_cell():
 
 
 def test_importing_it_costs_nothing_but_the_module():
-    code = ("import sys, scanner; before = set(sys.modules); import scanner.terminal_text; "
+    code = ("import sys, scanner; before = set(sys.modules); import scanner.base.terminal_text; "
             "print(' '.join(sorted(set(sys.modules) - before)))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
                           timeout=60)
-    assert proc.stdout.split() == ["scanner.terminal_text"], proc.stderr
+    assert proc.stdout.split() == ["scanner.base.terminal_text"], proc.stderr
 
 
 # -- the renderers, from crafted reports ----------------------------------------------------------------

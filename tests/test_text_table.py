@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 import reports.table
 from reports.table import CHECK_WIDTH, HEADERS, _wrap, render_one
 from reports.text_table import simple_table
-from scanner.model import Evidence, Finding, Step
-from scanner.report import Report
-from scanner.terminal_text import for_terminal
+from scanner.engine.model import Evidence, Finding, Step
+from scanner.engine.report import Report
+from scanner.base.terminal_text import for_terminal
 
 #: Words that reach the corners of the layout: hyphens (textwrap breaks after them), em-dashes, numbers
 #: (never wrapped; a column of them is right-aligned on the point, floats rewritten), what Python reads

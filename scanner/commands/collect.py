@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from scanner.commands.common import check_host_options, check_writable, write_outputs
-from scanner.report import EXIT_INCOMPLETE
+from scanner.engine.report import EXIT_INCOMPLETE
 
 
 def add_arguments(parser) -> None:
@@ -48,7 +48,7 @@ def run(options) -> int:
         return EXIT_INCOMPLETE
     if not write_outputs("collect", [(text, output or "-")]):  # said on stderr; no part of it is left
         return EXIT_INCOMPLETE
-    from scanner.terminal_text import for_terminal  # the host's own words: escaped for the terminal
+    from scanner.base.terminal_text import for_terminal  # the host's own words: escaped for the terminal
 
     for note in snapshot["notes"]:
         print(f"vfio-scan collect: warning: {for_terminal(note)}", file=sys.stderr)

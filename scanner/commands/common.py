@@ -22,22 +22,22 @@ def add_host_arguments(group, kernel_log: bool = True) -> None:
 
 
 def _snapshot_jobs(source):
-    """The ``--snapshot`` hosts (scanner/snapshots.py), or None; refused beside --root/--kernel-log."""
+    """The ``--snapshot`` hosts (scanner/engine/snapshots.py), or None; refused beside --root/--kernel-log."""
     if not source.snapshots:
         return None
     if source.root is not None or source.kernel_log is not None:
         raise UsageError("--snapshot cannot be combined with --root or --kernel-log (a snapshot carries its own "
                          "kernel log)")
-    from scanner.snapshots import snapshot_jobs
+    from scanner.engine.snapshots import snapshot_jobs
 
     return snapshot_jobs(source.snapshots)
 
 
 def host_set(source):
-    """The hosts a scan reads (scanner/hostset.py) from a :class:`~scanner.commands.options.HostSource`:
+    """The hosts a scan reads (scanner/engine/hostset.py) from a :class:`~scanner.commands.options.HostSource`:
     ``vfio-scan fleet``'s, one per ``--snapshot`` file, or :func:`make_host`'s one. Usage errors (exit 2)
     are raised here, before any scanning."""
-    from scanner.hostset import HostJob, HostSet
+    from scanner.engine.hostset import HostJob, HostSet
 
     if source.preset is not None:  # made by 'vfio-scan fleet'
         return source.preset
@@ -74,7 +74,7 @@ def check_host_options(root, kernel_log) -> None:
     the read) or too large. ``vfio-scan collect`` checks its options here too."""
     if kernel_log is not None:
         from scanner.host import LARGE_CAP
-        from scanner.inputfile import InputFileError, check_input_file
+        from scanner.host.inputfile import InputFileError, check_input_file
 
         try:
             check_input_file(kernel_log, LARGE_CAP)
@@ -109,9 +109,9 @@ def parse_targets(targets):
     """Selectors from the command line (a :class:`~scanner.commands.options.Targets`); a malformed one is a
     usage error naming the accepted forms."""
     devices, classes, vfs = targets.devices, targets.classes, targets.vfs
-    if not (devices or classes or vfs):  # parse_all's answer for nothing, without importing scanner.targets
+    if not (devices or classes or vfs):  # parse_all's answer for nothing, without importing scanner.facts.targets
         return [], {}
-    from scanner.targets import SelectorError, parse_all
+    from scanner.facts.targets import SelectorError, parse_all
 
     try:
         return parse_all(devices, classes, vfs)
@@ -139,16 +139,16 @@ def load_policy(choice, registry):
     a problem is a usage error naming the file, where in it and what. Without a file the result
     is an empty policy carrying the command line's choices (a :class:`~scanner.commands.options.PolicyChoice`).
     """
-    from scanner.model import SEVERITIES
-    from scanner.policy import merge_cli
+    from scanner.engine.model import SEVERITIES
+    from scanner.policy.model import merge_cli
 
     to_id = {r.name: r.id for r in registry.rules.values()}
     to_id.update({r.id: r.id for r in registry.rules.values()})
     policy = None
     if choice.file:
         # Only a policy file needs its reader (TOML, difflib, the validator): imported here.
-        from scanner.policy_file import PolicyError
-        from scanner.policy_file import load_policy as read_policy
+        from scanner.policy.file import PolicyError
+        from scanner.policy.file import load_policy as read_policy
 
         try:
             policy = read_policy(choice.file, known_rules={r.id for r in registry.rules.values()})
@@ -190,12 +190,12 @@ def add_plugin_arguments(parser) -> None:
 def load_registry(strict_plugins: bool = False):
     """Load plugins; print one warning per failed plugin, or fail under ``--strict-plugins``."""
     from scanner.cli import end_of_startup
-    from scanner.plugins import load_plugins
+    from scanner.engine.plugins import load_plugins
 
     registry = load_plugins()
     end_of_startup()  # what follows (a scan, maybe of many hosts) runs with cyclic GC on
     for info in registry.failures:
-        from scanner.terminal_text import for_terminal  # a plugin's own words: escaped for the terminal
+        from scanner.base.terminal_text import for_terminal  # a plugin's own words: escaped for the terminal
 
         line = for_terminal(f"plugin {info.name!r} ({info.source}) failed to load: {info.error}")
         if strict_plugins:
@@ -218,10 +218,10 @@ def check_writable(path: str, option: str) -> None:
 
 
 def write_output(path: str, text) -> None:
-    """Write one output -- its text, or the pieces of a streamed one (scanner/output.py) -- to stdout
-    (``None`` or ``-``) or to a file, whole or not at all (scanner/atomicwrite.py); a write that fails
+    """Write one output -- its text, or the pieces of a streamed one (scanner/output/formats.py) -- to stdout
+    (``None`` or ``-``) or to a file, whole or not at all (scanner/output/atomicwrite.py); a write that fails
     raises OutputError, a streamed format that fails midway StreamFailed."""
-    from scanner.atomicwrite import OutputError, text_blocks, write_atomically
+    from scanner.output.atomicwrite import OutputError, text_blocks, write_atomically
 
     if path not in (None, "-"):
         write_atomically(path, text)
@@ -249,8 +249,8 @@ def _drop_stdout() -> None:
 def write_outputs(command: str, outputs) -> bool:
     """Write every ``(text, path)``; one that fails is one line on stderr, and the others are still
     written (nothing already gathered is lost). True when every output was written."""
-    from scanner.atomicwrite import OutputError
-    from scanner.streaming import StreamFailed
+    from scanner.output.atomicwrite import OutputError
+    from scanner.output.streaming import StreamFailed
 
     written = True
     for text, path in outputs:

@@ -63,8 +63,8 @@ class SnapshotScanner:
         self._rules = None
 
     def __call__(self, host, facts) -> dict:
-        from scanner.engine import Scan
-        from scanner.scanning import scan_host
+        from scanner.engine.runner import Scan
+        from scanner.engine.scanning import scan_host
 
         if self._rules is None:
             from scanner.commands.common import load_registry

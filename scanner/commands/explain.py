@@ -1,7 +1,7 @@
 """``vfio-scan explain RULE``: what a rule checks, why it matters, how, and how to fix it.
 
 A third-party plugin writes the title and docs shown here: they are escaped for the terminal
-(scanner/terminal_text.py); the docs are rendered for the terminal (scanner/terminal_docs.py):
+(scanner/base/terminal_text.py); the docs are rendered for the terminal (scanner/output/terminal_docs.py):
 paragraphs reflowed to its width, markup turned into bold or colour on a colour terminal (plain
 text elsewhere), literal blocks kept as written.
 """
@@ -13,7 +13,7 @@ import sys
 
 from scanner.cli import UsageError
 from scanner.commands.common import add_plugin_arguments, load_registry
-from scanner.terminal_text import for_terminal
+from scanner.base.terminal_text import for_terminal
 
 
 def add_arguments(parser) -> None:
@@ -29,8 +29,8 @@ def run(options) -> int:
             print(for_terminal(f"{rule.id} {rule.name} — {rule.title}"))
             print(for_terminal(f"scope: {rule.scope} · severity: {rule.severity} · from: {rule.plugin}"))
             print()
-            from scanner.terminal_docs import render_docs
-            from scanner.terminal_style import output_width, use_color
+            from scanner.output.terminal_docs import render_docs
+            from scanner.output.terminal_style import output_width, use_color
 
             sys.stdout.write(render_docs(inspect.cleandoc(rule.docs), output_width(), use_color()))
             return 0

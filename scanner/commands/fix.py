@@ -26,8 +26,8 @@ def run(options) -> int:
 
 
 def _said(reports, written, code: int) -> int:
-    from scanner.report import EXIT_INCOMPLETE
-    from scanner.terminal_text import for_terminal
+    from scanner.engine.report import EXIT_INCOMPLETE
+    from scanner.base.terminal_text import for_terminal
 
     scripts = [path for fmt, path in written if fmt == "script"]  # -o (the default format) or --script
     if not scripts:

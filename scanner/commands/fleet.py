@@ -170,7 +170,7 @@ def run(options) -> int:
     from scanner.fleet.remote import snapshot_host
     from scanner.fleet.remote_command import RemoteOptions
     from scanner.fleet.snapshot_names import snapshot_file_names
-    from scanner.hostset import HostJob, HostSet
+    from scanner.engine.hostset import HostJob, HostSet
 
     connection = options.connection
     check_connection_arguments(connection)

@@ -9,11 +9,11 @@ read once through the Host layer (``--root DIR`` works on a captured tree) witho
 lspci per device. Vendor and device names come from the scanned host's own ``pci.ids`` when one
 is installed (``Facts.pci_ids``); without it the numeric ids and the built-in class names are shown.
 
-Each group gets the verdict of :func:`scanner.groups.verdict`: its shape (isolated, one slot,
+Each group gets the verdict of :func:`scanner.facts.groups.verdict`: its shape (isolated, one slot,
 shared by unrelated devices, bridges only) and whether host drivers hold it.
 
 The table and the stderr lines show host text (names, drivers, group types, a hostile group
-directory's name) escaped for the terminal (scanner/terminal_text.py); JSON keeps it exact.
+directory's name) escaped for the terminal (scanner/base/terminal_text.py); JSON keeps it exact.
 
 Exit codes: 0 groups listed; 1 no IOMMU groups (the IOMMU is not active; one line on stderr, and
 in JSON a document with no groups); 3 the groups could not be read (the reason on stderr).
@@ -35,8 +35,8 @@ import textwrap
 from typing import List, Optional
 
 from scanner.commands.common import add_host_arguments, make_host
-from scanner.device_identity import device_entry
-from scanner.terminal_text import for_terminal, row_for_terminal
+from scanner.facts.device_identity import device_entry
+from scanner.base.terminal_text import for_terminal, row_for_terminal
 
 SCHEMA_VERSION = "1.0"
 WIDTH = 100
@@ -56,7 +56,7 @@ def add_arguments(parser) -> None:
 # -- the document ------------------------------------------------------------------------------
 
 def group_verdict(facts, group) -> str:
-    from scanner.groups import classify, verdict
+    from scanner.facts.groups import classify, verdict
 
     if group.devices_reason:
         return f"devices unreadable ({group.devices_reason})"
@@ -82,7 +82,7 @@ def _read_device_by_device(facts) -> None:
 def groups_document(facts) -> dict:
     """The whole answer as a JSON-ready dict (the table is rendered from it too)."""
     from scanner import __version__
-    from scanner.scanning import host_info
+    from scanner.engine.scanning import host_info
 
     _read_device_by_device(facts)
     groups, grouped = [], set()

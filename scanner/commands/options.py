@@ -19,7 +19,7 @@ TYPE_CHECKING = False  # typing's own flag, without importing typing first
 if TYPE_CHECKING:  # names for the annotations only
     from typing import Optional, Tuple
 
-    from scanner.hostset import HostSet
+    from scanner.engine.hostset import HostSet
 
 
 class Options:
@@ -102,7 +102,7 @@ class PolicyChoice(Options):
 class Outputs(Options):
     """What a scan writes: ``--format`` to ``-o`` (stdout when None), the extra ``--json``/``--junit``/
     ``--script`` files, and how (``--verbose`` table, ``--validate`` JSON). Width and colour are not
-    options: each output takes them from where it goes (scanner/output.py)."""
+    options: each output takes them from where it goes (scanner/output/formats.py)."""
 
     format: str = "table"
     output: Optional[str] = None

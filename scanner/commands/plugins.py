@@ -1,7 +1,7 @@
 """``vfio-scan plugins``: what loaded, from where, what it provides, and what failed.
 
 A plugin's names and its failure (an exception's own words) are escaped in the table
-(scanner/terminal_text.py), exact in JSON.
+(scanner/base/terminal_text.py), exact in JSON.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import sys
 
 from scanner.commands.common import add_plugin_arguments, load_registry
-from scanner.terminal_text import row_for_terminal
+from scanner.base.terminal_text import row_for_terminal
 
 
 def add_arguments(parser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 
 
 def run(options) -> int:
-    from scanner.plugins import check_formats
+    from scanner.engine.plugins import check_formats
 
     registry = load_registry(options.strict_plugins)
     broken = check_formats(registry)  # a format that cannot render is its plugin's failure, shown here
@@ -40,7 +40,7 @@ def _exit_code(strict_plugins: bool, broken) -> int:
     (the listing is printed first: it is what this command is for)."""
     if not (broken and strict_plugins):
         return 0
-    from scanner.terminal_text import for_terminal
+    from scanner.base.terminal_text import for_terminal
 
     for info in broken:
         print(for_terminal(f"vfio-scan plugins: error: plugin {info.name!r} ({info.source}) cannot render: "

@@ -25,7 +25,7 @@ With ``--policy FILE`` the policy's targets are added (those it keeps on a host 
 handed to QEMU), with its rule selection, severities and waivers; its ``fail_on`` does not apply.
 
 The stderr lines quote host text (driver names, messages) escaped for the terminal
-(scanner/terminal_text.py): a hostile driver name cannot clear the screen or forge a line.
+(scanner/base/terminal_text.py): a hostile driver name cannot clear the screen or forge a line.
 
 Exit codes: 0 arguments printed, 1 blocked, 2 usage error (no --device/--class, a malformed one,
 an invalid policy), 3 scan incomplete (a rule errored: its verdict cannot be trusted, nothing is printed).
@@ -39,7 +39,7 @@ from typing import Dict, List, Sequence, Tuple
 from scanner.cli import UsageError
 from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
                                      load_policy, load_registry, make_host, parse_targets)
-from scanner.terminal_text import for_terminal
+from scanner.base.terminal_text import for_terminal
 
 EXIT_READY, EXIT_BLOCKED, EXIT_INCOMPLETE = 0, 1, 3
 PROG = "vfio-scan qemu-args"
@@ -70,7 +70,7 @@ def add_gate_arguments(parser) -> None:
 
 def is_caution(finding) -> bool:
     """A failing finding that does not stop a VM started now (see the module docstring)."""
-    from scanner.model import LOST_AT_NEXT_BOOT
+    from scanner.engine.model import LOST_AT_NEXT_BOOT
 
     return finding.rule_id in CAUTION_RULES or finding.message.startswith(LOST_AT_NEXT_BOOT)
 
@@ -85,7 +85,7 @@ def passthrough_set(facts, targets: Sequence[str], managed: bool = False) -> Tup
     ``managed``: the VMM detaches the passed devices itself, so a host driver on one of them is none.
     """
     from scanner.facts.pci import is_vfio_driver
-    from scanner.groups import classify
+    from scanner.facts.groups import classify
 
     chosen: Dict[str, str] = {}  # address -> why it is passed ("target" or "sibling of X")
     problems: List[Tuple[str, str]] = []
@@ -149,9 +149,9 @@ def gate(options, prog: str, managed: bool = False, nothing: str = "no arguments
         raise UsageError("name the devices to pass through with --device (0000:01:00.0, 01:00.0 or 10de:2204) "
                          "or --class (0300), or give a --policy with targets")
 
-    from scanner.engine import Scan, select_rules
+    from scanner.engine.runner import Scan, select_rules
     from scanner.facts import Facts
-    from scanner.scanning import scan_host
+    from scanner.engine.scanning import scan_host
 
     facts = Facts(host)
     rules = select_rules(registry.sorted_rules(), policy.only, policy.skip)
@@ -168,7 +168,7 @@ def gate(options, prog: str, managed: bool = False, nothing: str = "no arguments
             say(f"  {note}")
         return EXIT_INCOMPLETE, facts, []
     blocking = [f for f in report.findings if f.status == "fail" and not is_caution(f)]
-    from scanner.targets import resolve
+    from scanner.facts.targets import resolve
 
     # not those kept on the host
     targets = [t.address for t in resolve(selectors, {}, facts.pci.fields)[0] if t.for_passthrough]
@@ -188,7 +188,7 @@ def gate(options, prog: str, managed: bool = False, nothing: str = "no arguments
 
 def emit(prog: str, make_text) -> int:
     """Print what ``make_text()`` writes, or one line on stderr when a host value is unfit for it."""
-    from scanner.shell import UnsafeValue
+    from scanner.remediation.shell import UnsafeValue
 
     try:
         text = make_text()

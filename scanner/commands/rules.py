@@ -1,6 +1,6 @@
 """``vfio-scan rules``: every registered rule (built-in and plugin) with its metadata.
 
-A plugin's names and titles are escaped in the table (scanner/terminal_text.py), exact in JSON.
+A plugin's names and titles are escaped in the table (scanner/base/terminal_text.py), exact in JSON.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from scanner.commands.common import add_plugin_arguments, load_registry
-from scanner.terminal_text import row_for_terminal
+from scanner.base.terminal_text import row_for_terminal
 
 
 def add_arguments(parser) -> None:

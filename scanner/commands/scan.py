@@ -7,7 +7,7 @@ import sys
 from scanner.cli import UsageError
 from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
                                      check_writable, host_set, load_policy, load_registry, parse_targets, write_outputs)
-from scanner.report import FAIL_ON_CHOICES
+from scanner.engine.report import FAIL_ON_CHOICES
 
 
 def add_arguments(parser, hosts: bool = True) -> None:
@@ -46,7 +46,7 @@ def add_arguments(parser, hosts: bool = True) -> None:
 
 def pick_rules(registry, choice, policy=None):
     """The rules to run: ``choice`` (a :class:`~scanner.commands.options.PolicyChoice`) names only known ones."""
-    from scanner.engine import select_rules
+    from scanner.engine.runner import select_rules
 
     known = {r.id for r in registry.rules.values()} | {r.name for r in registry.rules.values()}
     for option, values in (("--rule", choice.rules), ("--skip-rule", choice.skip_rules)):
@@ -96,10 +96,10 @@ def run(options, finished=None) -> int:
     rules = pick_rules(registry, options.policy, policy)
     selectors = list(policy.targets) + list(selectors)  # command-line targets add to the policy's
 
-    from scanner.engine import Scan
-    from scanner.output import InvalidReport, RenderFailed, render_all
-    from scanner.report import EXIT_INCOMPLETE, combined_exit_code
-    from scanner.scanning import scan_host
+    from scanner.engine.runner import Scan
+    from scanner.output.formats import InvalidReport, RenderFailed, render_all
+    from scanner.engine.report import EXIT_INCOMPLETE, combined_exit_code
+    from scanner.engine.scanning import scan_host
 
     outputs = [(out.format, out.output or "-")]
     outputs += [(fmt, path) for fmt, _, path in extra if path]
@@ -112,7 +112,7 @@ def run(options, finished=None) -> int:
         rendered = render_all(registry, reports, outputs, verbose=out.verbose, validate=out.validate,
                               fleet=hosts.fleet)
     except RenderFailed as exc:  # a format plugin failed: its line, the other outputs still written, exit 3
-        from scanner.terminal_text import for_terminal  # a plugin's words: escaped; imported for this only
+        from scanner.base.terminal_text import for_terminal  # a plugin's words: escaped; imported for this only
 
         print(f"vfio-scan {command}: error: {for_terminal(str(exc))}", file=sys.stderr)
         write_outputs(command, exc.rendered)

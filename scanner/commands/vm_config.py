@@ -77,10 +77,10 @@ def run_check(options) -> int:
     from scanner.cli import UsageError
     from scanner.commands.common import load_policy, load_registry, make_host
     from scanner.commands.qemu_args import EXIT_BLOCKED, EXIT_INCOMPLETE, is_caution, say
-    from scanner.engine import select_rules
+    from scanner.engine.runner import select_rules
     from scanner.facts import Facts
-    from scanner.inputfile import InputFileError, read_input_text
-    from scanner.terminal_text import for_terminal
+    from scanner.host.inputfile import InputFileError, read_input_text
+    from scanner.base.terminal_text import for_terminal
     from scanner.vm_config.existing import DefinitionError, parse_definition
     from scanner.vm_config.honour import judge
 

@@ -2,7 +2,7 @@
 
 The table says the verdict first, then each host with changes, regressions before other changes;
 hosts without changes are one line at the end. Host text (names, drivers, messages that quote
-them) is escaped for the terminal (scanner/terminal_text.py); JSON keeps it exact.
+them) is escaped for the terminal (scanner/base/terminal_text.py); JSON keeps it exact.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import textwrap
 from typing import List
 
-from scanner.terminal_text import for_terminal
+from scanner.base.terminal_text import for_terminal
 
 WIDTH = 100
 KIND_WIDTH = 10

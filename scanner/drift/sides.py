@@ -7,7 +7,7 @@ scanned here, so it also has findings); a report knows the findings and the kern
 device list; a groups document knows the devices and groups but not the findings. The
 comparison then compares what both sides know.
 
-Every file is hostile input: read through scanner/inputfile.py (regular files only, capped,
+Every file is hostile input: read through scanner/host/inputfile.py (regular files only, capped,
 never blocking), its JSON bounded in depth, and checked against the project's own schema before
 a field of it is used. A broken file given alone is an input error (exit 2); a broken file in a
 directory is that host's error, and the other hosts are still compared.
@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from scanner.inputfile import InputFileError, read_input_text
+from scanner.host.inputfile import InputFileError, read_input_text
 
 #: The largest input file read: a fleet report of a thousand hosts with device targets fits.
 MAX_INPUT_BYTES = 256 << 20
@@ -104,7 +104,7 @@ def _directory_hosts(directory: str, scan: ScanFunction) -> List[HostState]:
 
 
 def _file_label(path: str, taken: set) -> str:
-    from scanner.snapshots import label_for
+    from scanner.engine.snapshots import label_for
 
     return label_for(path, taken)
 
@@ -138,7 +138,7 @@ def _file_hosts(path: str, label: str, scan: ScanFunction) -> List[HostState]:
 
 def _check(document: dict, schema: str, path: str) -> None:
     """Refuse a document that breaks its schema, naming where (a hostile file is never half used)."""
-    from scanner.output import schema_validator
+    from scanner.output.formats import schema_validator
 
     error = min(schema_validator(schema).iter_errors(document), key=lambda e: list(map(str, e.absolute_path)),
                 default=None)
@@ -182,7 +182,7 @@ def report_state(report: dict, label: Optional[str] = None, kind: str = "report"
 
 def fleet_states(fleet: dict) -> List[HostState]:
     """Every host of a fleet report by its label, and the hosts it could not scan as errors."""
-    from scanner.snapshots import unique_label as _unique
+    from scanner.engine.snapshots import unique_label as _unique
 
     taken: set = set()
     states = []

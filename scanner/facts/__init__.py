@@ -24,7 +24,7 @@ from scanner.facts.kconfig import KernelConfig, parse_kconfig
 from scanner.facts.kernel_log import KernelLog, parse_kernel_log
 from scanner.facts.modules import Modules, module_name, parse_modules_builtin, parse_modules_dep, parse_proc_modules
 from scanner.host import LARGE_CAP, MISSING, Listing, Read
-from scanner.model import Evidence
+from scanner.engine.model import Evidence
 
 X86 = ("x86_64", "i386", "i486", "i586", "i686", "x86")
 

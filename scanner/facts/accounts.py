@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Optional
 
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 #: libvirt's qemu.conf: ``key = value`` lines (virConf), strings in double or single quotes.
 _CONF_LINE = lazy_compile(r"""^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*("[^"]*"|'[^']*'|[^\s#]+)""")

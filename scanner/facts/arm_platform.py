@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Dict, Optional, Tuple
 
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 
 IORT_PATH = "/sys/firmware/acpi/tables/IORT"

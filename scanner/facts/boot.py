@@ -36,7 +36,7 @@ class BootStack:
     configured: Optional[Cmdline] = None  # parameters the next boot will get, when readable
     initramfs_tool: Optional[str] = None  # update-initramfs | dracut | mkinitcpio
     #: (path, text, reason) of the files a command-line edit merges into: /etc/default/grub and its
-    #: grub.d drop-ins in order, or /etc/kernel/cmdline (scanner/confedit.py)
+    #: grub.d drop-ins in order, or /etc/kernel/cmdline (scanner/remediation/confedit.py)
     files: Tuple[Tuple[str, Optional[str], Optional[str]], ...] = ()
     #: what decided the stack (a marker file, a tool), or for an unknown one the files that could not be read
     detected_by: Optional[str] = None
@@ -54,6 +54,6 @@ def parse_default_grub(text: str, source: str = "/etc/default/grub") -> Cmdline:
 def parse_grub_files(files: Sequence[Tuple[str, str]], source: Optional[str] = None) -> Cmdline:
     """What the next boot gets from /etc/default/grub and then each grub.d drop-in, in the order
     grub-mkconfig sources them (a cloud image's drop-in overrides the main file)."""
-    from scanner.confedit import grub_parameters
+    from scanner.remediation.confedit import grub_parameters
 
     return parse_cmdline(grub_parameters(files), source=source or ", ".join(path for path, _ in files))

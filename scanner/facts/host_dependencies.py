@@ -7,7 +7,7 @@ bridges, bonds and VLANs for a route; device-mapper, MD, NVMe multipath and part
 disk. A VF the host runs on makes its PF just as needed: unbinding the PF, or setting its
 ``sriov_numvfs`` to 0, removes the VF.
 
-The remediation script checks the same at run time in bash (:mod:`reports.script_guard`), with
+The remediation script checks the same at run time in bash (:mod:`scanner.remediation.script_guard`), with
 the same sources, walks and limits, so both always name the same set of PCI functions. Hence the
 reading rules here are bash's: a table is split into lines at ``\\n`` and into fields at spaces and
 tabs, NUL bytes are dropped, names keep their bytes (a name that is not UTF-8 still finds its
@@ -21,7 +21,7 @@ from functools import cached_property
 from typing import Callable, Dict, Hashable, List, Optional, Tuple, TypeVar
 
 from scanner.host import DEFAULT_CAP, LARGE_CAP
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 #: Mount points whose disk the running host cannot lose.
 CRITICAL_MOUNT_POINTS = ("/", "/usr", "/boot", "/boot/efi", "/efi")

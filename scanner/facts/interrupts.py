@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 _IR = lazy_compile(r"(?:^|\s)IR-[A-Za-z]")
 _MSI = lazy_compile(r"PCI-MSI|DMAR-MSI|IO-APIC")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 _SET = lazy_compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = lazy_compile(r"^#\s*CONFIG_([A-Za-z0-9_]+) is not set\s*$")

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Pattern, Tuple, Union
 
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 _QUOTE = lazy_compile(r"^(?:\s*>)+ ?")
 _STAMP = lazy_compile(r"^\s*(?:<\d+>)?\[\s*[0-9]+\.[0-9]+\]\s?")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Tuple
 
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 _KO = lazy_compile(r"([^/\s:]+)\.ko(?:\.(?:xz|gz|zst|bz2))?$")
 #: Where a ``.ko`` name may start in a line: its start, or after ``/``, a blank or ``:``. Searching

@@ -15,7 +15,7 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 from scanner.host import LARGE_CAP
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 _OPTIONS = lazy_compile(r"^\s*options\s+(vfio[-_]pci)\s+(.*)$")
 _LOADS_VFIO_PCI = lazy_compile(r"(?:kmod load|modprobe)[^\"]*\bvfio[-_]pci\b")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 # ``\Z``, not ``$`` (which also matches before a trailing newline: "0000:01:00.0\n" is no address)
 ADDRESS = lazy_compile(r"^(?P<domain>[0-9a-f]{4,8}):(?P<bus>[0-9a-f]{2}):(?P<slot>[0-1][0-9a-f])\.(?P<func>[0-7])\Z")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Collection, Dict, Optional, Tuple
 
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 #: Where distributions install it, in the order lspci's builds look (Debian/Ubuntu's pciutils and
 #: pci.ids packages, Fedora/Arch's hwdata, older or hand-built pciutils); a ``.gz`` of each is tried too.

@@ -26,9 +26,9 @@ def pci_parents(facts) -> Dict[str, Optional[str]]:
 
 
 def pci_tree(facts) -> List[dict]:
-    """Every function as the report names it (scanner/device_identity.py), with its ``parent`` and
+    """Every function as the report names it (scanner/facts/device_identity.py), with its ``parent`` and
     ``group``, in address order: what an HTML picture of the host is drawn from."""
-    from scanner.device_identity import device_entry
+    from scanner.facts.device_identity import device_entry
 
     parents = pci_parents(facts)
     tree = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Iterable, NamedTuple, Optional, Tuple
 
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 PLAIN = "vfio-pci"
 #: What a variant's driver name may be before it goes near a shell or sysfs: its module name.

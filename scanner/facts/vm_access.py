@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from scanner.host import Read, Stat
-from scanner.model import Evidence
+from scanner.engine.model import Evidence
 
 QEMU_CONF = "/etc/libvirt/qemu.conf"
 LIMITS_CONF = "/etc/security/limits.conf"

@@ -26,7 +26,7 @@ from functools import cached_property, lru_cache
 from typing import Callable, Dict, Optional, Tuple
 
 from scanner.host import Read
-from scanner.lazyre import lazy_compile
+from scanner.base.lazyre import lazy_compile
 
 _IOMEM_LINE = lazy_compile(r"^( *)([0-9a-fA-F]{1,16})-([0-9a-fA-F]{1,16}) : (.*)$")
 _RESOURCE_LINE = lazy_compile(r"^0x([0-9a-fA-F]{1,16}) 0x([0-9a-fA-F]{1,16}) 0x([0-9a-fA-F]{1,16})$")

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, Optional
 
-from scanner.hostset import HostUnavailable
+from scanner.engine.hostset import HostUnavailable
 
 if TYPE_CHECKING:
     from scanner.fleet.remote_command import RemoteOptions

@@ -312,7 +312,7 @@ def parse_yaml_inventory(text: str, path: str = "inventory.yml") -> List[Invento
 
 def read_inventory(path: str, hosts_file: bool = False) -> List[InventoryHost]:
     """Hosts from a file: a plain hosts file, or an Ansible inventory (YAML by extension, as Ansible does)."""
-    from scanner.inputfile import InputFileError, read_input_text
+    from scanner.host.inputfile import InputFileError, read_input_text
 
     try:
         text = read_input_text(path, MAX_INVENTORY_BYTES)

@@ -11,7 +11,7 @@ import shutil
 import sys
 from typing import Optional, TextIO
 
-from scanner.terminal_text import for_terminal
+from scanner.base.terminal_text import for_terminal
 
 
 class Progress:

@@ -1,6 +1,6 @@
 """Collecting one host's snapshot: run the collector there, judge its reply, keep it, parse it.
 
-Every failure becomes :class:`~scanner.hostset.HostUnavailable` with one line saying what went
+Every failure becomes :class:`~scanner.engine.hostset.HostUnavailable` with one line saying what went
 wrong where: ssh's own last error line (unreachable, refused, authentication, host key), the
 collector's (no python3 on the host), the deadline, a flood, an interruption, or a reply that is
 not a valid snapshot. The command is built in scanner/fleet/remote_command.py, the process held
@@ -18,7 +18,7 @@ from scanner.fleet.collection import Collection, Reply
 from scanner.fleet.inventory import InventoryHost
 from scanner.fleet.remote_command import RemoteOptions, collector_source, command_for, is_local
 from scanner.fleet.snapshot_names import snapshot_file_names
-from scanner.hostset import HostUnavailable
+from scanner.engine.hostset import HostUnavailable
 
 SSH_FAILED = 255  # ssh's own exit status for connection and authentication failures
 #: How long a quoted error line of a host may be in its one-line reason.
@@ -86,7 +86,7 @@ def run_collector(host: InventoryHost, options: RemoteOptions) -> bytearray:
 def save_snapshot(path: str, reply: bytearray) -> None:
     """Keep a reply under ``--save-snapshots``, whole or not at all: a snapshot cut short would break
     ``scan --snapshot DIR`` later."""
-    from scanner.atomicwrite import OutputError, write_atomically
+    from scanner.output.atomicwrite import OutputError, write_atomically
 
     try:
         write_atomically(path, reply)

@@ -47,7 +47,7 @@ from scanner.host.walk import (  # noqa: F401  (MAX_*, TOO_DEEP: the limits, nam
     ConfinedWalk,
     _Unresolvable,
 )
-from scanner.inputfile import read_capped
+from scanner.host.inputfile import read_capped
 
 __all__ = ["CHANGED", "MAX_DEPTH", "MAX_LINK_HOPS", "MISSING", "OPEN_DIRECTORIES", "TOO_DEEP", "Components",
            "TreeHost", "missing_host_signs", "read_outside_file"]

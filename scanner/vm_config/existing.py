@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple  # noqa: F401
 
-from scanner.shell import PCI_ADDRESS
+from scanner.remediation.shell import PCI_ADDRESS
 
 #: Proxmox's host PCI ids: ``0000:01:00.0``, ``01:00.0``, or a whole slot ``0000:01:00`` / ``01:00``.
 _PVE_ID = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})(?:\.([0-7]))?\Z")

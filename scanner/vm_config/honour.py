@@ -87,9 +87,9 @@ def mapping_problems(facts, request: Requested, addresses: Sequence[str]) -> Lis
 def judge(facts, rules, policy, requests: Sequence[Requested], is_caution) -> Tuple[List[Verdict], List[str], bool]:
     """(one verdict per request, host-level blockers as lines, whether a rule errored)."""
     requests = resolve_mappings(facts, requests)
-    from scanner.engine import Scan
-    from scanner.scanning import scan_host
-    from scanner.targets import parse_all
+    from scanner.engine.runner import Scan
+    from scanner.engine.scanning import scan_host
+    from scanner.facts.targets import parse_all
 
     expanded = {r.where: expand(facts, r) for r in requests if not r.unchecked}
     present = sorted({a for addresses, _ in expanded.values() for a in addresses if a in facts.pci})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from scanner.facts.vm_start_hw import Q35_HOLE64_DEFAULT, window_needed
-from scanner.shell import PCI_ADDRESS, VFIO_DRIVER_NAME, UnsafeValue, checked
+from scanner.remediation.shell import PCI_ADDRESS, VFIO_DRIVER_NAME, UnsafeValue, checked
 
 _HEX4 = re.compile(r"^[0-9a-f]{4}\Z")
 
@@ -107,7 +107,7 @@ def _passed(facts, address: str) -> PassedDevice:
     klass = (device.pci_class or "").lower().removeprefix("0x")
     if not re.match(r"^[0-9a-f]{6}\Z", klass):
         raise UnsafeValue(f"{address}: class {device.pci_class!r} is not six hex digits")
-    from scanner.binding import vfio_choice
+    from scanner.remediation.binding import vfio_choice
 
     # the driver it is on, or the variant libvirt's managed mode would pick, as a binding fix does
     vfio_driver = checked(vfio_choice(facts, device).driver, VFIO_DRIVER_NAME, "vfio driver")

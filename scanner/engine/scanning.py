@@ -1,0 +1,77 @@
+"""One host, start to finish: facts, rules, findings, report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Iterable, Mapping, Optional, Sequence
+
+from scanner import __version__
+from scanner.engine.runner import Scan, run_rules
+from scanner.facts import Facts
+from scanner.engine.model import Rule
+from scanner.engine.report import Report, local_timestamp
+
+
+def host_info(facts: Facts) -> dict:
+    info = {
+        "hostname": facts.hostname,
+        "kernel": facts.release,
+        "arch": facts.arch,
+        "cpu_vendor": facts.cpu.vendor if facts.cpu else None,
+        "source": facts.host.source,
+    }
+    collected = getattr(facts.host, "collected_at", None)  # a snapshot: the verdict is as of then
+    if collected:
+        info["collected_at"] = collected
+    return info
+
+
+def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (), vfs: Mapping[str, int] = None,
+              facts: Optional[Facts] = None) -> Report:
+    """Scan one host. ``selectors``/``vfs`` (parsed by :mod:`scanner.facts.targets`) are matched against
+    the host's own devices here, so the same request works on every host of a fleet.
+
+    ``facts`` lets a caller keep the very facts the rules judged (``qemu-args`` builds its
+    arguments from them); by default they are made here from ``host``.
+    """
+    started = local_timestamp()
+    clock = time.perf_counter()
+    facts = facts if facts is not None else Facts(host)
+    if selectors or vfs:
+        from scanner.facts.targets import resolve  # a scan without targets needs none of it
+
+        targets, unmatched = resolve(selectors, vfs or {}, facts.pci.fields)  # ids and class: no full reads
+        scan = replace(scan, targets=tuple(targets), unmatched=tuple(unmatched))
+    findings = run_rules(rules, facts, scan)
+    policy_info = None
+    if scan.policy is not None:  # severities and waivers: one place, after every rule ran
+        findings, policy_info = scan.policy.apply(findings, facts.hostname)
+    return Report(
+        host=host_info(facts),
+        findings=findings,
+        started_at=started,
+        duration_s=time.perf_counter() - clock,
+        targets=[str(t) for t in scan.targets],
+        devices=_target_devices(facts, scan.targets),
+        topology=_topology(facts) if scan.options.get("topology") else None,
+        tool={"name": "vfio-scan", "version": __version__},
+        fail_on=scan.fail_on,
+        policy=policy_info,
+    )
+
+
+def _target_devices(facts: Facts, targets) -> list:
+    """Each target that sysfs shows, named (ids, class, driver, pci.ids names) for the outputs;
+    none without targets, so a host scan does not read pci.ids."""
+    if not targets:
+        return []
+    from scanner.facts.device_identity import device_entry
+
+    return [device_entry(facts, t.address) for t in targets if t.address in facts.pci]
+
+
+def _topology(facts: Facts) -> list:
+    from scanner.facts.topology import pci_tree
+
+    return pci_tree(facts)
