@@ -1,4 +1,8 @@
-"""Built-in output formats. Registered by name only: a renderer module is imported when asked for."""
+"""Built-in output formats. Registered by name only: a renderer module is imported when asked for.
+Renderers are pure functions of reports: the only I/O they do is what :mod:`scanner.output` hands them.
+
+May import: scanner.base, scanner.facts, scanner.engine.model, scanner.remediation, scanner.engine, scanner.output.
+"""
 
 from scanner import hookimpl
 

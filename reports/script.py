@@ -190,7 +190,7 @@ def _action_key(action, context) -> str:
 
 def render(reports, options) -> str:
     if len(reports) != 1:
-        from scanner.cli import UsageError
+        from scanner.base.errors import UsageError
 
         raise UsageError("a remediation script is written for one host at a time")
     return render_report(reports[0], reports[0].fail_on)

@@ -2,4 +2,6 @@
 
 Each module registers its rule through the same ``vfio_scan_register_rules`` hook a third-party
 plugin uses; its docstring is the text ``vfio-scan explain`` shows.
+
+May import: scanner.base, scanner.host, scanner.facts, scanner.engine.model, scanner.remediation.
 """

@@ -1,4 +1,7 @@
-"""``python -m scanner`` runs the same CLI as the ``vfio-scan`` console script."""
+"""``python -m scanner`` runs the same CLI as the ``vfio-scan`` console script.
+
+May import: scanner.cli.
+"""
 
 import sys
 

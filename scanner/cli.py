@@ -4,11 +4,12 @@ Kept thin on purpose (tox's shape): each subcommand lives in ``scanner/commands/
 only when used, so ``vfio-scan --version`` loads nothing but this file. The parsed arguments are
 turned into the command's typed options (scanner/commands/options.py) at once: argparse and its
 namespace go no further than this module and the commands' ``add_arguments``.
+
+May import: scanner.base, scanner.engine.model, scanner.engine, scanner.commands.
 """
 
 from __future__ import annotations
 
-import gc
 import importlib
 import os
 import sys
@@ -33,10 +34,6 @@ COMMANDS = {
     "diff": ("diff", "compare two scans of the same hosts (snapshots, reports, fleet directories): group, device, "
                      "driver, kernel and readiness changes; exit 1 on a regression"),
 }
-
-
-class UsageError(Exception):
-    """Bad input found after parsing (a missing --root, an unknown format...): exit 2, one line."""
 
 
 def _parser_class():
@@ -101,39 +98,19 @@ def main(argv: list[str] | None = None) -> int:  # annotations are not evaluated
     if argv in (["--version"], ["-V"]):  # the fast path: no subcommand modules imported
         print(f"vfio-scan {__version__}")
         return 0
+    from scanner.base.startup import end_of_startup, pause_gc
+
     if own_process:
-        _pause_gc()
+        pause_gc()
     try:
         return _command(argv)
     finally:
         end_of_startup()
 
 
-_gc_paused = False
-
-
-def _pause_gc() -> None:
-    """Start-up (argparse, the command's modules, the plugins) allocates thousands of long-lived
-    objects and next to no cyclic garbage: the collections it triggers find nothing to free, yet
-    cost a few percent of a small scan. Cyclic GC is paused until :func:`end_of_startup`."""
-    global _gc_paused
-    if gc.isenabled():
-        gc.disable()
-        _gc_paused = True
-
-
-def end_of_startup() -> None:
-    """Turn cyclic GC back on if :func:`main` paused it: once plugins are loaded (the scanning of
-    many hosts runs with it), else when the command ends. What start-up made is frozen first (moved
-    out of the collected generations), or the first collection would walk all of it after all."""
-    global _gc_paused
-    if _gc_paused:
-        _gc_paused = False
-        gc.freeze()
-        gc.enable()
-
-
 def _command(argv: list[str]) -> int:
+    from scanner.base.errors import UsageError
+
     # The subcommand is the first word that is not an option: the top level has no option taking a value.
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else "")

@@ -20,6 +20,8 @@ listing makes the absence of its other names implicit, which keeps snapshots sma
 
 Nothing is ever written on the host (except ``-o FILE`` when asked, whole or not at all); the
 kernel log is read with ``dmesg``, then ``journalctl -k -b 0``, each bounded in time.
+
+May import: nothing of vfio-scan.
 """
 
 import argparse

@@ -28,7 +28,7 @@ from scanner.facts import Facts
 from scanner.host import DEFAULT_CAP
 from scanner.host.snapshot import NOT_COLLECTED, SnapshotHost, parse_snapshot
 from scanner.host.tree import TreeHost
-from scanner.output.formats import schema_validator
+from scanner.base.schemas import schema_validator
 from scanner.engine.plugins import load_plugins
 from scanner.engine.scanning import scan_host
 from scanner.facts.targets import parse_all
@@ -99,7 +99,7 @@ def exercise(host) -> None:
             facts.driver_module(device.driver)
     for tool in collector.TOOLS.split(","):
         facts.has_tool(tool)
-    from scanner.commands.groups import groups_document
+    from scanner.engine.groups_document import groups_document
 
     groups_document(facts)
 

@@ -80,7 +80,7 @@ def test_a_scan_reports_the_same_when_every_device_was_read_in_full_first(tree):
 
 
 def test_groups_reads_of_each_device_only_what_it_shows(tree):
-    from scanner.commands.groups import groups_document
+    from scanner.engine.groups_document import groups_document
 
     host = RecordingHost(str(tree))
     doc = groups_document(Facts(host))

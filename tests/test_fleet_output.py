@@ -13,7 +13,7 @@ from hosttree import ready_host, workstation
 from reports.matrix import render_fleet, shorten
 from scanner import collector
 from scanner.engine.model import Finding
-from scanner.output.formats import schema_validator
+from scanner.base.schemas import schema_validator
 from scanner.engine.report import Report
 from snapshottrees import TREES
 

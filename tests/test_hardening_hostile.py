@@ -32,7 +32,7 @@ from systools import require_tool
 from hardening import scan
 from hosttree import DEBIAN_KCONFIG, workstation
 from reports.script import render_report
-from scanner.commands.groups import groups_document
+from scanner.engine.groups_document import groups_document
 from scanner.facts import Facts
 from scanner.host.tree import TreeHost
 from scriptrun import Shims

@@ -30,7 +30,7 @@ import pytest
 from hardening import REPO, as_nobody, fingerprint, require_nobody, scan, world_readable_base
 from hosttree import workstation
 from scanner.cli import main as cli_main
-from scanner.commands.groups import groups_document
+from scanner.engine.groups_document import groups_document
 from scanner.facts import Facts
 from scanner.host.tree import TreeHost
 from scanner.engine.plugins import load_plugins

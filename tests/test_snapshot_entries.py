@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from scanner.host.snapshot import SnapshotError, parse_snapshot
 from scanner.host.snapshot_entries import KEYS, entries_are_valid, entry_is_valid
-from scanner.output.formats import schema_validator
+from scanner.base.schemas import schema_validator
 
 ENTRY_SCHEMA = {"$ref": "#/$defs/entry"}
 VALUES = st.one_of(

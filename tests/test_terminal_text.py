@@ -133,7 +133,7 @@ def test_a_row_is_escaped_cell_by_cell():
 
 
 def test_importing_it_costs_nothing_but_the_module():
-    code = ("import sys, scanner; before = set(sys.modules); import scanner.base.terminal_text; "
+    code = ("import sys, scanner, scanner.base; before = set(sys.modules); import scanner.base.terminal_text; "
             "print(' '.join(sorted(set(sys.modules) - before)))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
                           timeout=60)

@@ -1,1 +1,8 @@
-"""TODO package docstring."""
+"""What every layer may use, and which uses nothing of vfio-scan in turn.
+
+``lazyre`` (patterns compiled on first use), ``terminal_text`` (host text made safe to print),
+``errors`` (the one bad-input error, exit 2), ``schemas`` (the shipped JSON Schemas as validators),
+``startup`` (cyclic GC paused while the command line starts).
+
+May import: nothing of vfio-scan.
+"""

@@ -6,7 +6,7 @@ import os
 import re
 import sys
 
-from scanner.cli import UsageError
+from scanner.base.errors import UsageError
 
 
 def add_host_arguments(group, kernel_log: bool = True) -> None:
@@ -189,7 +189,7 @@ def add_plugin_arguments(parser) -> None:
 
 def load_registry(strict_plugins: bool = False):
     """Load plugins; print one warning per failed plugin, or fail under ``--strict-plugins``."""
-    from scanner.cli import end_of_startup
+    from scanner.base.startup import end_of_startup
     from scanner.engine.plugins import load_plugins
 
     registry = load_plugins()

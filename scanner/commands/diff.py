@@ -14,7 +14,7 @@ directory or fleet could not be read, so the comparison is incomplete.
 
 from __future__ import annotations
 
-from scanner.cli import UsageError
+from scanner.base.errors import UsageError
 from scanner.commands.common import add_plugin_arguments, add_target_arguments, check_writable, parse_targets
 
 

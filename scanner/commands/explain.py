@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import sys
 
-from scanner.cli import UsageError
+from scanner.base.errors import UsageError
 from scanner.commands.common import add_plugin_arguments, load_registry
 from scanner.base.terminal_text import for_terminal
 

@@ -24,7 +24,7 @@ import threading
 from functools import partial
 from typing import Optional
 
-from scanner.cli import UsageError
+from scanner.base.errors import UsageError
 from scanner.commands import scan
 
 

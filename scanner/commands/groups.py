@@ -35,13 +35,11 @@ import textwrap
 from typing import List, Optional
 
 from scanner.commands.common import add_host_arguments, make_host
-from scanner.facts.device_identity import device_entry
+from scanner.engine.groups_document import groups_document
 from scanner.base.terminal_text import for_terminal, row_for_terminal
 
-SCHEMA_VERSION = "1.0"
 WIDTH = 100
 EXIT_LISTED, EXIT_NO_GROUPS, EXIT_INCOMPLETE = 0, 1, 3
-NOIOMMU_VERDICT = "vfio-noiommu fake group: no DMA isolation, never fit for a VM (see VFIO-005)"
 NOT_ACTIVE = ("no IOMMU groups: the IOMMU is not active on this host, so no device can be passed through "
               "(see 'vfio-scan explain VFIO-005'; 'vfio-scan scan' shows why)")
 
@@ -51,59 +49,6 @@ def add_arguments(parser) -> None:
     add_host_arguments(src, kernel_log=False)
     parser.add_argument("--format", choices=("table", "json"), default="table",
                         help="table (default) or json (schemas/groups.schema.json)")
-
-
-# -- the document ------------------------------------------------------------------------------
-
-def group_verdict(facts, group) -> str:
-    from scanner.facts.groups import classify, verdict
-
-    if group.devices_reason:
-        return f"devices unreadable ({group.devices_reason})"
-    if group.is_noiommu:
-        return NOIOMMU_VERDICT
-    if not group.devices:
-        return "no devices"
-    return verdict(classify(facts, group.number, devices=facts.pci.fields))
-
-
-def _read_device_by_device(facts) -> None:
-    """Read what the document shows of every device (ids, class, driver, whether a bridge), one
-    device after the other in the order of their listing.
-
-    Why: the document asks for them group by group, after the names from pci.ids have asked for
-    every device's ids; each device's directory would be opened twice, the second time in group
-    order, which is no order on disk. The same files are read either way, each once.
-    """
-    for device in facts.pci.fields.values():
-        device.vendor, device.device, device.pci_class, device.driver, device.is_bridge
-
-
-def groups_document(facts) -> dict:
-    """The whole answer as a JSON-ready dict (the table is rendered from it too)."""
-    from scanner import __version__
-    from scanner.engine.scanning import host_info
-
-    _read_device_by_device(facts)
-    groups, grouped = [], set()
-    for number, group in facts.iommu.groups.items():  # already in numeric order
-        if not (number.isascii() and number.isdigit() and len(number) <= 20):  # "²" is isdigit(), yet no int
-            continue  # the kernel names groups by number only; anything else is not a group
-        grouped.update(group.devices)
-        groups.append({
-            "group": int(number),
-            "type": group.type,
-            "verdict": group_verdict(facts, group),
-            "devices": [device_entry(facts, a) for a in group.devices],
-        })
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "vfio-scan", "version": __version__},
-        "host": host_info(facts),
-        "pci_ids": facts.pci_ids.source,
-        "groups": groups,
-        "ungrouped": [device_entry(facts, a) for a in sorted(facts.pci) if a not in grouped],
-    }
 
 
 # -- the table -----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from __future__ import annotations
 import sys
 from typing import Dict, List, Sequence, Tuple
 
-from scanner.cli import UsageError
+from scanner.base.errors import UsageError
 from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
                                      load_policy, load_registry, make_host, parse_targets)
 from scanner.base.terminal_text import for_terminal

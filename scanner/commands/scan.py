@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from scanner.cli import UsageError
+from scanner.base.errors import UsageError
 from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
                                      check_writable, host_set, load_policy, load_registry, parse_targets, write_outputs)
 from scanner.engine.report import FAIL_ON_CHOICES

@@ -50,7 +50,7 @@ MAX_DEFINITION = 4 << 20
 
 def run(options) -> int:
     if (options.vmm is None) == (options.check is None):
-        from scanner.cli import UsageError
+        from scanner.base.errors import UsageError
 
         raise UsageError("give --for VMM (the configuration to print) or --check FILE (a definition to check), one of them")
     if options.check is not None:
@@ -74,7 +74,7 @@ def run(options) -> int:
 
 
 def run_check(options) -> int:
-    from scanner.cli import UsageError
+    from scanner.base.errors import UsageError
     from scanner.commands.common import load_policy, load_registry, make_host
     from scanner.commands.qemu_args import EXIT_BLOCKED, EXIT_INCOMPLETE, is_caution, say
     from scanner.engine.runner import select_rules

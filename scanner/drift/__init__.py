@@ -12,4 +12,6 @@ host still boots. What lives here finds those changes between two captures of th
 
 It may import the Host layer, Facts, the scan and the groups document; nothing imports it but
 the ``diff`` command.
+
+May import: scanner.base, scanner.host, scanner.facts, scanner.engine.model, scanner.engine, scanner.output.
 """

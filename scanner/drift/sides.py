@@ -138,7 +138,7 @@ def _file_hosts(path: str, label: str, scan: ScanFunction) -> List[HostState]:
 
 def _check(document: dict, schema: str, path: str) -> None:
     """Refuse a document that breaks its schema, naming where (a hostile file is never half used)."""
-    from scanner.output.formats import schema_validator
+    from scanner.base.schemas import schema_validator
 
     error = min(schema_validator(schema).iter_errors(document), key=lambda e: list(map(str, e.absolute_path)),
                 default=None)
@@ -167,7 +167,7 @@ def _snapshot_state(text: str, path: str, label: str, scan: ScanFunction) -> Hos
 
 
 def _groups_document(facts) -> dict:
-    from scanner.commands.groups import groups_document
+    from scanner.engine.groups_document import groups_document
 
     return groups_document(facts)
 

@@ -7,8 +7,7 @@ third-party plugins come from the entry-point group ``vfio_scan``.
 
 A plugin module looks like::
 
-    from scanner import hookimpl
-    from scanner.engine.model import Finding, Rule
+    from scanner import Finding, Rule, hookimpl
 
     @hookimpl
     def vfio_scan_register_rules(register):
@@ -18,7 +17,7 @@ A plugin module looks like::
 
 import pluggy
 
-from scanner import PROJECT
+PROJECT = "vfio_scan"  #: pluggy project name and entry-point group
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)  #: decorator that marks a vfio-scan plugin hook

@@ -3,6 +3,8 @@
 Rules are pure: they receive parsed facts and yield :class:`Finding` objects. A finding carries
 the evidence it was based on and the remediation steps that would close the gap, so every output
 format (table, JSON, JUnit, the remediation script) is built from the same objects.
+
+May import: scanner.base.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 
 import pluggy
 
-from scanner import PROJECT
+from scanner.engine.hookspecs import PROJECT
 from scanner.engine import hookspecs
 from scanner.engine.runner import Deadline, PluginCrash, plugin_timeout
 from scanner.engine.model import Rule, RuleDefinitionError
@@ -211,7 +211,7 @@ def configured_timeout() -> float:
     try:
         return plugin_timeout()
     except ValueError as exc:
-        from scanner.cli import UsageError
+        from scanner.base.errors import UsageError
 
         raise UsageError(str(exc)) from None
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import List, Sequence
 
-from scanner.cli import UsageError
+from scanner.base.errors import UsageError
 from scanner.engine.hostset import HostJob, HostUnavailable
 from scanner.host.inputfile import InputFileError, check_input_file
 

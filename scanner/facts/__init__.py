@@ -3,6 +3,8 @@
 Every property is computed on first use and cached, so all rules share one read of each file.
 A fact that could not be read keeps the reason (``facts.cmdline_read.reason``), which rules turn
 into a ``skip`` instead of a false ``fail``.
+
+May import: scanner.base, scanner.host, scanner.engine.model.
 """
 
 from __future__ import annotations

@@ -54,6 +54,6 @@ def parse_default_grub(text: str, source: str = "/etc/default/grub") -> Cmdline:
 def parse_grub_files(files: Sequence[Tuple[str, str]], source: Optional[str] = None) -> Cmdline:
     """What the next boot gets from /etc/default/grub and then each grub.d drop-in, in the order
     grub-mkconfig sources them (a cloud image's drop-in overrides the main file)."""
-    from scanner.remediation.confedit import grub_parameters
+    from scanner.facts.grub import grub_parameters
 
     return parse_cmdline(grub_parameters(files), source=source or ", ".join(path for path, _ in files))

@@ -73,7 +73,7 @@ class BootConfiguration:
                              configured=entry or grub_configured, initramfs_tool=tool, files=grub_files,
                              detected_by=self._tool("grubby"))
         if grub.ok:
-            from scanner.remediation.confedit import grub_winner
+            from scanner.facts.grub import grub_winner
 
             if self._tool("update-grub"):
                 regen = ("update-grub",)
@@ -106,7 +106,7 @@ class BootConfiguration:
     @cached_property
     def grub_files(self) -> Tuple[Tuple[str, Optional[str], Optional[str]], ...]:
         """/etc/default/grub, then each /etc/default/grub.d/*.cfg in the order grub-mkconfig sources them."""
-        from scanner.remediation.confedit import GRUB_DROPINS, GRUB_MAIN
+        from scanner.facts.grub import GRUB_DROPINS, GRUB_MAIN
 
         names = [n for n in self.host.listdir(GRUB_DROPINS).entries() if n.endswith(".cfg") and self._plain_name(n)]
         return tuple(self.etc_file(p) for p in [GRUB_MAIN] + [f"{GRUB_DROPINS}/{n}" for n in sorted(names)])

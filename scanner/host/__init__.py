@@ -4,6 +4,8 @@ Every read answers with the value *or the reason there is none* (missing, permis
 garbled, too large, ...), never an exception: a scanner runs on broken hosts by definition.
 Backends: :class:`~scanner.host.tree.TreeHost` (a directory laid out like ``/``) and
 :class:`~scanner.host.live.LiveHost` (this machine). Nothing here ever writes.
+
+May import: scanner.base.
 """
 
 from __future__ import annotations

@@ -171,7 +171,7 @@ _VALIDATORS: list = []
 def _validator():
     """The snapshot schema's validator, built once per process (a fleet loads many snapshots)."""
     if not _VALIDATORS:
-        from scanner.output.formats import schema_validator
+        from scanner.base.schemas import schema_validator
 
         _VALIDATORS.append(schema_validator("snapshot"))
     return _VALIDATORS[0]

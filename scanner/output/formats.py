@@ -30,32 +30,9 @@ class RenderFailed(InvalidReport):
 Rendered = Union[str, Streamed]
 
 
-def load_schema(name: str) -> dict:
-    import json  # here: only validation reads a schema (the json format imports json itself)
-    from importlib import resources
-
-    return json.loads(resources.files("schemas").joinpath(f"{name}.schema.json").read_text(encoding="utf-8"))
-
-
-def schema_validator(schema_name: str):
-    """A validator for a shipped schema; ``$ref`` to a sibling (fleet -> report) resolves from the wheel, never the network."""
-    import jsonschema
-
-    schema = load_schema(schema_name)
-    try:
-        from referencing import Registry, Resource
-    except ImportError:  # jsonschema < 4.18
-        base = schema["$id"].rsplit("/", 1)[0] + "/"
-        store = {base + f"{n}.schema.json": load_schema(n) for n in ("report", "fleet", "snapshot")}
-        return jsonschema.Draft202012Validator(schema, resolver=jsonschema.RefResolver(schema["$id"], schema, store=store))
-    resources = []
-    for name in ("report", "fleet", "snapshot"):
-        sibling = load_schema(name)
-        resources.append((sibling["$id"], Resource.from_contents(sibling)))
-    return jsonschema.Draft202012Validator(schema, registry=Registry().with_resources(resources))
-
-
 def validate_document(document: dict, schema_name: str = "report") -> None:
+    from scanner.base.schemas import schema_validator  # here: only validation loads jsonschema
+
     validator = schema_validator(schema_name)
     errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:

@@ -6,4 +6,6 @@ IOMMU groups, the vfio driver each is (or will be) bound to, iommufd availabilit
 window the BARs need. Each renderer (``qemu``, ``libvirt``, ``proxmox``, ``kubevirt``, ``nova``,
 ``cloud_hypervisor``) writes that plan in its tool's own format; none reads the host. Every host
 value a renderer writes has passed a strict pattern here first (addresses, ids, driver names).
+
+May import: scanner.base, scanner.facts, scanner.engine.model, scanner.remediation, scanner.engine.
 """
