@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from scanner.host import snapshot as snapshot_module
 from scanner.host.snapshot import MAX_NESTING, TOO_DEEP, SnapshotError, parse_snapshot
-from scanner.output.formats import schema_validator
+from scanner.base.schemas import schema_validator
 
 BASE = {
     "format": "vfio-scan-snapshot", "snapshot_version": "1.0", "collector": {"version": "1.0", "python": "3.11"},
