@@ -10,7 +10,8 @@ of a SyntaxError). ``vfio-scan collect`` imports this same module in-process.
 
 What it captures is ``CAPTURE``: the paths scanner/facts reads, as patterns (``*`` globs over
 directory listings, ``{a,b}`` alternatives, ``<release>`` for the kernel release). Every path is
-resolved like a chroot, exactly as scanner/host/tree.py does (tests/test_collector_paths.py holds
+resolved like a chroot, exactly as the host layer does (scanner/host/walk.py walks a path,
+descriptors.py keeps the directories, tree.py reads; tests/test_collector_paths.py holds
 this copy of its walk, limits and words to the original), and every step is recorded: each
 directory, each symlink with its target, or the reason a step failed (missing, permission
 denied, symlink loop). The snapshot host (scanner/host/snapshot.py) replays the same walk over
@@ -49,12 +50,12 @@ COLLECTOR_VERSION = "1.0"
 DEFAULT_CAP = 1 << 20  # the scanner's caps (scanner/host/__init__.py): sysfs/procfs files are tiny
 LARGE_CAP = 16 << 20  # kernel configs, logs, pci.ids, cpuinfo of big machines
 MAX_LINK_HOPS = 40  # the kernel's own limit (ELOOP)
-MAX_DEPTH = 256  # directories one path may go down (scanner/host/tree.py's limit)
+MAX_DEPTH = 256  # directories one path may go down (scanner/host/walk.py's limit)
 TOO_DEEP = "too deep: over %d directories down" % MAX_DEPTH
 OPEN_DIRECTORIES = 64  # directory descriptors kept open for the walk (far under any RLIMIT_NOFILE)
 DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 #: Added where reading a directory is denied: a directory one may pass through but not list (0711)
-#: is walked as the kernel walks it (scanner/host/tree.py does the same).
+#: is walked as the kernel walks it (scanner/host/descriptors.py does the same).
 O_PATH = getattr(os, "O_PATH", 0)
 MAX_ENTRIES = 250000  # a runaway tree (thousands of block devices) cannot grow a snapshot forever
 MAX_TOTAL_BYTES = 256 << 20
@@ -178,7 +179,7 @@ class Unresolvable(Exception):
 
 
 def reason_for(exc):
-    """The scanner's words for an OSError (scanner/host/tree.py: the same strings)."""
+    """The scanner's words for an OSError (scanner/host/descriptors.py: the same strings)."""
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return MISSING
     if exc.errno in (errno.EACCES, errno.EPERM):
@@ -322,7 +323,7 @@ class Collector(object):
         return self._record(key, entry)
 
     def _walk(self, pending, resolved, follow_last):
-        """scanner/host/tree.py's TreeHost._walk, step for step, over recorded lookups."""
+        """scanner/host/walk.py's ConfinedWalk._walk, step for step, over recorded lookups."""
         hops = 0
         while pending:
             name = pending.pop(0)
