@@ -69,6 +69,10 @@ class RecordingHost(TreeHost):
         self._note("listdir", path)
         return super().listdir(path)
 
+    def lists(self, path, name):
+        self._note("lists", f"{path}/{name}")
+        return super().lists(path, name)
+
     def resolve(self, path):
         self._note("resolve", path)
         return super().resolve(path)

@@ -64,6 +64,9 @@ class Recording:
     def listdir(self, path):
         return self._call("listdir", path)
 
+    def lists(self, path, name):
+        return self._call("lists", path, name)
+
     def resolve(self, path):
         return self._call("resolve", path)
 
@@ -102,6 +105,7 @@ def exercise(host) -> None:
     from scanner.engine.groups_document import groups_document
 
     groups_document(facts)
+    groups_document(Facts(host))  # the fields alone, as `groups` reads them: no device read in full first
 
 
 def build(name, tmp_path):

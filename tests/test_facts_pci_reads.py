@@ -33,7 +33,7 @@ DEVICES = "/sys/bus/pci/devices/"
 IDS_AND_CLASS = {("vendor", "read"), ("device", "read"), ("class", "read")}
 #: What ``groups`` shows of a device: its ids and class, its driver (a link, trusted only beside
 #: the device directory it is listed in), whether it is a bridge (its ``pci_bus``).
-GROUPS_READS = IDS_AND_CLASS | {("driver", "resolve"), (".", "listdir"), (".", "resolve")}
+GROUPS_READS = IDS_AND_CLASS | {("driver", "resolve"), ("driver", "lists"), ("pci_bus", "lists"), (".", "resolve")}
 
 
 def reads_by_device(host: RecordingHost) -> dict:
@@ -87,6 +87,7 @@ def test_groups_reads_of_each_device_only_what_it_shows(tree):
     assert sum(len(g["devices"]) for g in doc["groups"]) == 100
     reads = reads_by_device(host)
     assert len(reads) == 100 and all(files <= GROUPS_READS for files in reads.values())
+    assert not any((".", "listdir") in files for files in reads.values())  # a name looked up, no directory listed
 
 
 def test_a_scan_without_targets_reads_each_iommu_group_name_only(tree):

@@ -24,11 +24,8 @@ def server(root) -> HostTree:
     return tree
 
 
-def test_each_device_directory_is_opened_once(tmp_path, monkeypatch):
-    """The document asks for devices group by group, and pci.ids' names for all of them first: the
-    fields are read one device after the other, so that no directory is opened twice."""
-    tree = server(tmp_path / "host")
-    facts = Facts(TreeHost(str(tree.root)))
+def count_opens(monkeypatch) -> collections.Counter:
+    """From now on, how often each name (a path's last) is opened."""
     opened, real_open = collections.Counter(), os.open
 
     def recording(path, flags, mode=0o777, *, dir_fd=None):
@@ -36,6 +33,14 @@ def test_each_device_directory_is_opened_once(tmp_path, monkeypatch):
         return real_open(path, flags, mode, dir_fd=dir_fd)
 
     monkeypatch.setattr(os, "open", recording)
+    return opened
+
+
+def test_each_device_directory_is_opened_once(tmp_path, monkeypatch):
+    """The document asks for devices group by group, and pci.ids' names for all of them first: the
+    fields are read one device after the other, so that no directory is opened twice."""
+    facts = Facts(TreeHost(str(server(tmp_path / "host").root)))
+    opened = count_opens(monkeypatch)
     doc = groups_document(facts)
     addresses = [name for name in opened if name.startswith("0000:")]
     assert len(addresses) == DEVICES
@@ -45,3 +50,16 @@ def test_each_device_directory_is_opened_once(tmp_path, monkeypatch):
     assert bound == ["iavf" if (DEVICES - 1 - n) % 2 else None for n in range(DEVICES)]
     assert doc["groups"][0]["devices"][0]["device_name"] == "Ethernet Adaptive Virtual Function"
     assert render_table(doc).endswith(f"{DEVICES} IOMMU groups, {DEVICES} devices in them\n")
+
+
+def test_each_group_directory_is_opened_once(tmp_path, monkeypatch):
+    """A group's name, members and type are read one after the other, so that its directory is
+    opened once, though the groups outnumber the directories the tree keeps open."""
+    facts = Facts(TreeHost(str(server(tmp_path / "host").root)))
+    opened = count_opens(monkeypatch)
+    doc = groups_document(facts)
+    assert facts.iommu.real_groups and not facts.iommu.noiommu_groups
+    groups = {name: count for name, count in opened.items() if name.isdigit()}
+    assert len(groups) == DEVICES and set(groups.values()) == {1}
+    held = ["isolated; in use by host drivers", "isolated; ready for vfio"]
+    assert [g["verdict"] for g in doc["groups"]] == [held[n % 2] for n in range(DEVICES)]

@@ -231,11 +231,10 @@ class Facts(HostDependencies, NextBoot, BootConfiguration, VmStartHardware, VmAc
         units = self.host.listdir("/sys/class/iommu")
         groups_dir = self.host.listdir("/sys/kernel/iommu_groups")
         groups = {}
-        members, group_type = self._group_members, self._group_type  # one pair of readers for every group
+        readers = {"read_name": self._group_name, "read_devices": self._group_members,
+                   "read_type": self._group_type}  # one set of readers for every group
         for number in sorted(groups_dir.entries(), key=group_sort_key):
-            name = self.host.read(f"/sys/kernel/iommu_groups/{number}/name")
-            groups[number] = IommuGroup(number=number, name=name.text.strip() if name.ok else None,
-                                        read_devices=members, read_type=group_type)
+            groups[number] = IommuGroup(number, **readers)
         return IommuState(
             units=units.entries(),
             units_reason=None if units.ok or units.missing else units.reason,
@@ -248,9 +247,16 @@ class Facts(HostDependencies, NextBoot, BootConfiguration, VmStartHardware, VmAc
         devices = self.host.listdir(f"/sys/kernel/iommu_groups/{number}/devices")
         return devices.entries(), None if devices.ok else devices.reason
 
+    def _group_name(self, number: str) -> Optional[str]:
+        return self._group_word(number, "name")
+
     def _group_type(self, number: str) -> Optional[str]:
-        gtype = self.host.read(f"/sys/kernel/iommu_groups/{number}/type")
-        return gtype.text.strip() if gtype.ok else None
+        return self._group_word(number, "type")
+
+    def _group_word(self, number: str, leaf: str) -> Optional[str]:
+        """What an IOMMU group's one-word file (``name``, ``type``) says, or None when it cannot be read."""
+        got = self.host.read(f"/sys/kernel/iommu_groups/{number}/{leaf}")
+        return got.text.strip() if got.ok else None
 
     @cached_property
     def xen_dom0(self) -> bool:

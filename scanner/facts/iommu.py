@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
 
-_UNREAD = object()  # a type not read yet (None is a type that could not be read)
+_UNREAD = object()  # a name or type not read yet (None is one that could not be read)
 
 
 class IommuGroup:
@@ -16,24 +16,33 @@ class IommuGroup:
     unmanaged (>= 5.11). ``devices_reason``: why ``devices/`` could not be listed (then
     ``devices`` is empty).
 
-    The members and the type may be given as readers instead, called with the group's number on
-    first use (``read_devices`` gives ``(devices, devices_reason)``, ``read_type`` the type): every
-    group's name tells a fake group from a real one, which the host rules count, but a host with
-    thousands of groups needs the members of its targets' groups only. Slots, and one pair of
-    readers shared by all groups: a host may have ten thousand of them.
+    The name, the members and the type may be given as readers instead, called with the group's
+    number on first use (``read_name`` gives the name, ``read_devices`` ``(devices, devices_reason)``,
+    ``read_type`` the type). Why each on its own: every group's name tells a fake group from a real
+    one, which the host rules count, but a host with thousands of groups needs the members of its
+    targets' groups only; and ``groups``, which shows every group, asks for one group's name,
+    members and type one after the other, so that its directory is opened once. Slots, and one set
+    of readers shared by all groups: a host may have ten thousand of them.
     """
 
-    __slots__ = ("number", "name", "_members", "_type", "_read_devices", "_read_type")
+    __slots__ = ("number", "_name", "_members", "_type", "_read_name", "_read_devices", "_read_type")
 
     def __init__(self, number: str, devices: Tuple[str, ...] = (), name: Optional[str] = None,
                  type: Optional[str] = None, devices_reason: Optional[str] = None, *,
+                 read_name: Optional[Callable[[str], Optional[str]]] = None,
                  read_devices: Optional[Callable[[str], Tuple[Tuple[str, ...], Optional[str]]]] = None,
                  read_type: Optional[Callable[[str], Optional[str]]] = None):
         self.number = number
-        self.name = name
-        self._read_devices, self._read_type = read_devices, read_type
+        self._read_name, self._read_devices, self._read_type = read_name, read_devices, read_type
+        self._name = _UNREAD if read_name else name
         self._members = None if read_devices else (devices, devices_reason)
         self._type = _UNREAD if read_type else type
+
+    @property
+    def name(self) -> Optional[str]:
+        if self._name is _UNREAD:
+            self._name = self._read_name(self.number)
+        return self._name
 
     @property
     def devices(self) -> Tuple[str, ...]:

@@ -29,8 +29,6 @@ from scanner.facts.pci import (
 )
 
 DEVICES = "/sys/bus/pci/devices"
-#: The attributes :class:`PciFields` reads only when the device directory lists them, as the full read does.
-_LISTED_ONLY = ("subsystem_vendor", "subsystem_device", "driver", "pci_bus")
 
 
 def link_target(host, path: str, where=None) -> Tuple[Optional[str], Optional[str]]:
@@ -149,12 +147,11 @@ class PciFields:
         got = self.host.read(f"{self.base}/{name}")
         return parse_hex_id(got.text if got.ok else None, width)
 
-    @cached_property
-    def _names(self) -> frozenset:
-        """Which of the attributes the full read takes only where they are listed the device directory
-        lists (not the whole listing: thousands of devices would each keep a dozen names)."""
-        listed = self.host.listdir(self.base).entries()
-        return frozenset(name for name in _LISTED_ONLY if name in listed)
+    def _listed(self, name: str) -> bool:
+        """Does the device directory list ``name``? The full read takes the subsystem ids, the driver
+        and ``pci_bus`` only where it does; asked of the Host layer name by name
+        (``host.lists``), which answers as the listing would without listing the directory."""
+        return self.host.lists(self.base, name)
 
     @cached_property
     def vendor(self) -> Optional[str]:
@@ -170,21 +167,21 @@ class PciFields:
 
     @cached_property
     def subsystem_vendor(self) -> Optional[str]:
-        return self._hex("subsystem_vendor", 4) if "subsystem_vendor" in self._names else None
+        return self._hex("subsystem_vendor", 4) if self._listed("subsystem_vendor") else None
 
     @cached_property
     def subsystem_device(self) -> Optional[str]:
-        return self._hex("subsystem_device", 4) if "subsystem_device" in self._names else None
+        return self._hex("subsystem_device", 4) if self._listed("subsystem_device") else None
 
     @cached_property
     def driver(self) -> Optional[str]:
-        if "driver" not in self._names:
+        if not self._listed("driver"):
             return None
         return link_target(self.host, f"{self.base}/driver", self.host.resolve(self.base))[0]
 
-    @property
+    @cached_property
     def has_pci_bus(self) -> bool:
-        return "pci_bus" in self._names
+        return self._listed("pci_bus")
 
 
 class _ByAddress(Mapping):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from collections import OrderedDict
-from typing import Optional
+from typing import Optional, Set, Tuple
 
 from scanner.host import DENIED, MISSING
 from scanner.host.walk import SYMLINK_LOOP, Components
@@ -47,14 +47,15 @@ def replaced(exc: OSError) -> bool:
     return exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK)  # EMLINK: the BSDs' ELOOP
 
 
-def open_directory(name: str, dir_fd: Optional[int], flags: int = DIR_FLAGS) -> int:
-    """A directory descriptor, readable where reading is allowed, else one only to pass through."""
+def open_directory(name: str, dir_fd: Optional[int], flags: int = DIR_FLAGS) -> Tuple[int, bool]:
+    """(a directory descriptor, whether it was opened for reading): readable where reading is
+    allowed, else one only to pass through."""
     try:
-        return os.open(name, flags, dir_fd=dir_fd)
+        return os.open(name, flags, dir_fd=dir_fd), True
     except PermissionError:
         if not _O_PATH:
             raise
-        return os.open(name, flags | _O_PATH, dir_fd=dir_fd)
+        return os.open(name, flags | _O_PATH, dir_fd=dir_fd), False
 
 
 class Directories:
@@ -71,6 +72,13 @@ class Directories:
         self._root_fd: Optional[int] = None
         self._open: "OrderedDict[Components, int]" = OrderedDict()
         self._limit = limit
+        #: the open directories that could not be opened for reading (only to pass through)
+        self._unreadable: Set[Components] = set()
+
+    def readable(self, parts: Components) -> bool:
+        """Was the directory at ``parts``, open now, opened for reading? Not: it can be passed
+        through but not listed (mode 0711), and listing it is denied."""
+        return parts not in self._unreadable
 
     def fd(self, parts: Components) -> int:
         """The descriptor of the directory at ``parts``, opened from the nearest open ancestor
@@ -91,21 +99,28 @@ class Directories:
             fd = self._root_descriptor()
             depth = 0
         for end in range(depth + 1, len(parts) + 1):
-            fd = open_directory(parts[end - 1], fd)
+            fd, readable = open_directory(parts[end - 1], fd)
             opened[parts[:end]] = fd
+            if not readable:
+                self._unreadable.add(parts[:end])
             if len(opened) > self._limit:
-                os.close(opened.popitem(last=False)[1])
+                (gone, gone_fd) = opened.popitem(last=False)
+                self._unreadable.discard(gone)
+                os.close(gone_fd)
         return fd
 
     def _root_descriptor(self) -> int:
         if self._root_fd is None:
             # the root is the user's own path: a link to it is followed, as the system would
-            self._root_fd = open_directory(self._root, None, DIR_FLAGS & ~os.O_NOFOLLOW)
+            self._root_fd, readable = open_directory(self._root, None, DIR_FLAGS & ~os.O_NOFOLLOW)
+            if not readable:
+                self._unreadable.add(())
         return self._root_fd
 
     def close(self) -> None:
         fds = list(self._open.values()) + ([self._root_fd] if self._root_fd is not None else [])
         self._open.clear()
+        self._unreadable.clear()
         self._root_fd = None
         for fd in fds:
             os.close(fd)

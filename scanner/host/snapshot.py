@@ -327,6 +327,17 @@ class SnapshotHost(TreeHost):
         self.uncollected.add(path)
         return Listing(path, reason=NOT_COLLECTED)
 
+    def lists(self, path: str, name: str) -> bool:
+        """``name in listdir(path).entries()``, without sorting the recorded names for each question."""
+        try:
+            parts = self._resolve(path)
+            entry = self._entry(parts) if parts else None  # what _final finds, as listdir asks it
+        except _Unresolvable:
+            return False  # the listing fails the same way
+        if entry is not None and "names" in entry:
+            return name in self._listing("/" + "/".join(parts))
+        return name in self.listdir(path).entries()
+
     def stat(self, path: str) -> Stat:
         """The owner, group and mode the collector recorded (a ``stat`` capture), or why there are none."""
         entry, reason = self._final(path)

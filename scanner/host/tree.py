@@ -236,6 +236,34 @@ class TreeHost(ConfinedWalk):
         except OSError as exc:
             return Listing(path, reason=self._listing_failure(parts, exc))
 
+    def lists(self, path: str, name: str) -> bool:
+        """Does the directory at ``path`` list ``name``? The answer of ``name in listdir(path).entries()``.
+
+        Why not the listing itself: to learn whether a device has a ``driver`` link or a
+        ``pci_bus`` directory, listing its directory takes eight system calls, and looking the one
+        name up in it one. The answers agree: a directory that cannot be walked to or opened lists
+        nothing, nor does one open only to pass through (listing it is denied); in a directory open
+        for reading, a name that can be looked up is listed, and one that is not there is not.
+        Anything else the look-up meets (a directory one may read but not search, a name it cannot
+        take) is answered by the listing itself.
+        """
+        if name in ("", ".", "..") or "/" in name or "\0" in name:
+            return name in self.listdir(path).entries()
+        try:
+            parts = self._resolve(path)
+            dir_fd = self._dirs.fd(parts)
+        except (_Unresolvable, OSError):
+            return False  # the listing fails the same way
+        if not self._dirs.readable(parts):
+            return False
+        try:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return name in self.listdir(path).entries()
+        return True
+
     def stat(self, path: str) -> Stat:
         """Owner, group and permission bits of what ``path`` leads to (every link followed).
 
