@@ -19,7 +19,7 @@ from typing import List
 from reports.html_assets import CSP, SCRIPT, STYLE
 from reports.html_text import esc, esc_lines
 from reports.matrix import CELL
-from scanner.engine.fleet_summary import host_name, outcome, rules_seen
+from scanner.engine.fleet_summary import host_name, outcomes, rules_seen
 
 PROBLEMS = ("fail", "error", "warn", "waived")
 LABEL = {"READY": "READY", "READY_WITH_WARNINGS": "READY WITH WARNINGS", "NOT_READY": "NOT READY",
@@ -91,7 +91,8 @@ def _matrix(reports) -> str:
                    for rule_id, name, title in rules)
     rows = []
     for index, report in enumerate(reports):
-        cells = "".join(_cell(outcome(report, rule_id)) for rule_id, _, _ in rules)
+        outcome_of = outcomes(report)  # one pass over the host's findings, not one per rule
+        cells = "".join(_cell(outcome_of.get(rule_id)) for rule_id, _, _ in rules)
         s = state(report)
         rows.append(f'<tr><td class="host"><a href="#host-{index}">{esc(host_name(report))}</a></td>'
                     f'<td class="st-{_state_class(s)}">{LABEL[s]}</td>{cells}</tr>')

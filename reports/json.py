@@ -27,10 +27,11 @@ def document(reports, fleet: bool = False) -> dict:
 
 def streamed_document(reports, fleet: bool = False) -> dict:
     """:func:`document` with each report's findings, and a fleet's hosts, made only as they are written."""
+    from reports.finding_json import written
     from reports.jsontext import Stream
 
     def one(report) -> dict:
-        return report.to_dict_with(Stream(f.to_dict() for f in report.findings))
+        return report.to_dict_with(Stream(map(written, report.findings)))
 
     if len(reports) == 1 and not fleet:
         return one(reports[0])

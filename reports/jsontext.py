@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring
-from typing import Iterable, Iterator, List
+from typing import Callable, Iterable, Iterator, List
 
 from scanner.base.lazyre import lazy_compile
 
@@ -67,6 +67,16 @@ class Stream:
         self.items = items
 
 
+class Written:
+    """A value that writes its own text: ``text(level)`` is what the value it stands for would be
+    written as at ``level`` of a document (a finding written without making its dict first)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: Callable[[int], str]):
+        self.text = text
+
+
 def iterdumps(doc, end: str = "") -> Iterator[str]:
     """The text of ``dumps(doc, end)`` piece by piece. A dict that holds a :class:`Stream` as one of its
     values (a report around its findings) is written key by key, and its keys must be ``str``."""
@@ -94,6 +104,8 @@ def _pieces(o, level: int, known: dict) -> Iterator[str]:
             yield inner
             yield from _pieces(item, level + 1, known)
         yield _NEWLINE[level] + "]"
+    elif type(o) is Written:
+        yield o.text(level)
     elif type(o) is dict and any(type(v) is Stream for v in o.values()):
         start, comma = "{" + _NEWLINE[level + 1], "," + _NEWLINE[level + 1]
         for key, value in o.items():
@@ -108,6 +120,11 @@ def _pieces(o, level: int, known: dict) -> Iterator[str]:
 
 
 _END = object()
+
+
+def value_text(o, level: int) -> str:
+    """One value's text as it stands at ``level`` of a document (its first line not indented)."""
+    return _text(o, level, {})
 
 
 def _text(o, level: int, known: dict) -> str:
@@ -211,4 +228,5 @@ def _dict(mapping, level: int, out: List[str], known: dict, active: set) -> None
     active.discard(id(mapping))
 
 
-__all__ = ["Stream", "dumps", "escape_surrogates", "iterdumps"]
+__all__ = ["NEWLINE", "Stream", "Written", "dumps", "escape_surrogates", "iterdumps", "value_text"]
+NEWLINE = _NEWLINE

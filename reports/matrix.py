@@ -18,7 +18,7 @@ from __future__ import annotations
 import textwrap
 
 from reports.table import render_one
-from scanner.engine.fleet_summary import fleet_summary, host_name, outcome, rules_seen
+from scanner.engine.fleet_summary import fleet_summary, host_name, outcomes, rules_seen
 from scanner.base.terminal_text import for_terminal
 
 WIDTH = 100
@@ -55,11 +55,15 @@ def state_of(report) -> str:
     return STATE.get(report.readiness, report.readiness)
 
 
-def matrix(reports, width: int = WIDTH) -> list:
+def matrix(reports, width: int = WIDTH, per_host=None) -> list:
+    """The hosts x rules lines. ``per_host``: each report's :func:`outcomes`, when the caller has them
+    (each host's findings are gone through once, not once per rule; each state is judged once)."""
     rules = rules_seen(reports)
     ids = [r[0] for r in rules]
     names = [for_terminal(name) for name in column_names(ids)]
-    state_w = max([len("state")] + [len(state_of(r)) for r in reports])
+    per_host = per_host if per_host is not None else [outcomes(r) for r in reports]
+    states = [state_of(r) for r in reports]
+    state_w = max([len("state")] + [len(state) for state in states])
     widths = [max(len(n), 4) for n in names]
     hosts = [shown_name(r) for r in reports]
     natural = max([len("host")] + [len(h) for h in hosts])
@@ -78,9 +82,9 @@ def matrix(reports, width: int = WIDTH) -> list:
     for block in blocks:
         head = f"{'host':<{host_w}}  {'state':<{state_w}} " + " ".join(f"{names[i]:>{widths[i]}}" for i in block)
         lines += [head.rstrip(), "-" * len(head.rstrip())]
-        for report, host in zip(reports, hosts):
-            cells = " ".join(f"{CELL[outcome(report, ids[i])]:>{widths[i]}}" for i in block)
-            lines.append(f"{shorten(host, host_w):<{host_w}}  {state_of(report):<{state_w}} {cells}".rstrip())
+        for host, state, outcome_of in zip(hosts, states, per_host):
+            cells = " ".join(f"{CELL[outcome_of.get(ids[i])]:>{widths[i]}}" for i in block)
+            lines.append(f"{shorten(host, host_w):<{host_w}}  {state:<{state_w}} {cells}".rstrip())
         lines.append("")
     legend = "  ".join(f"{name}\u00a0{for_terminal(rule)}" for name, (_, rule, _t) in zip(names, rules))  # pairs whole
     lines += [line.replace("\u00a0", " ") for line in
@@ -90,15 +94,16 @@ def matrix(reports, width: int = WIDTH) -> list:
     return lines
 
 
-def per_rule(reports, summary: dict, width: int = WIDTH) -> list:
+def per_rule(reports, summary: dict, width: int = WIDTH, per_host=None) -> list:
     lines = []
     total = summary["hosts"]
+    per_host = per_host if per_host is not None else [outcomes(r) for r in reports]
     for rule in summary["rules"]:
         for status in ("fail", "error", "warn", "waived"):
             count = rule["hosts"][status]
             if not count:
                 continue
-            who = [host_name(r) for r in reports if outcome(r, rule["rule_id"]) == status]
+            who = [host_name(r) for r, outcome_of in zip(reports, per_host) if outcome_of.get(rule["rule_id"]) == status]
             shown = ", ".join(who[:8]) + (f" (+{len(who) - 8} more)" if len(who) > 8 else "")
             verb = {"fail": "fail", "error": "error on", "warn": "warn on", "waived": "waive"}[status]
             line = for_terminal(f"{count}/{total} hosts {verb} {rule['rule_id']} {rule['rule']}: {shown}")
@@ -114,9 +119,10 @@ def render_fleet(reports, options) -> str:
                f"warnings, {counts['NOT_READY']} not ready"
                + (f" ({len([r for r in reports if r.notes])} could not be scanned)" if summary["host_errors"] else ""))
     out = textwrap.wrap(verdict, width, subsequent_indent="  ") + [""]
-    out += matrix(reports, width)
+    per_host = [outcomes(r) for r in reports]
+    out += matrix(reports, width, per_host)
     out += ["", "Per rule"]
-    out += ["  " + line for line in per_rule(reports, summary, width - 2)]
+    out += ["  " + line for line in per_rule(reports, summary, width - 2, per_host)]
     if summary["host_errors"]:
         out += ["", "Could not be scanned"]
         for item in summary["host_errors"]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Dict, Iterable, List, Tuple
 
-from scanner.engine.fleet_summary import outcome, rules_seen
+from scanner.engine.fleet_summary import outcomes, rules_seen
 from scanner.engine.model import STATUSES
 from scanner.engine.report import is_blocking
 
@@ -66,8 +66,9 @@ def host_samples(report) -> Iterable[Tuple[str, List[Tuple[str, str]], str]]:
     for state in READINESS:
         yield "vfio_scan_readiness", host + [("state", state)], "1" if state == readiness else "0"
     yield "vfio_scan_complete", host, "0" if report.incomplete else "1"
+    outcome_of = outcomes(report)  # one pass over the host's findings, not one per rule
     for rule_id, rule, _ in rules_seen([report]):
-        worst = outcome(report, rule_id)
+        worst = outcome_of.get(rule_id)
         for status in STATUSES:
             yield ("vfio_scan_rule_status", host + [("rule_id", rule_id), ("rule", rule), ("status", status)],
                    "1" if status == worst else "0")

@@ -9,7 +9,7 @@ May import: scanner.base.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from scanner.base.lazyre import lazy_compile
@@ -129,7 +129,30 @@ class Finding:
     # -- constructors used by rules -------------------------------------------------------
     @classmethod
     def _make(cls, status: str, message: str, **kw) -> "Finding":
-        return cls(status=status, message=message, **kw)
+        """``cls(status=status, message=message, **kw)``: the same finding, or the same error.
+
+        Why not the dataclass's own ``__init__``: a scan of thousands of targets makes over a hundred
+        thousand findings, and a frozen dataclass sets each of its thirteen fields through
+        ``object.__setattr__``. The model's own Finding is filled in one step here, checked as
+        :meth:`__post_init__` checks it; a subclass, or an argument ``__init__`` would refuse, goes
+        the ordinary way."""
+        if cls is not Finding or not _OPTIONAL_FIELDS.issuperset(kw):
+            return cls(status=status, message=message, **kw)
+        if status not in STATUSES:
+            raise ValueError(f"unknown finding status {status!r}")
+        finding = object.__new__(Finding)
+        state = finding.__dict__
+        state.update(_DEFAULTS)  # every field, in the order __init__ sets them, names shared
+        state.update(kw)
+        state["status"], state["message"] = status, message
+        severity = state["severity"]
+        if severity is not None and severity not in SEVERITIES:
+            raise ValueError(f"unknown severity {severity!r}")
+        if type(state["evidence"]) is not tuple:
+            state["evidence"] = tuple(state["evidence"])
+        if type(state["remediation"]) is not tuple:
+            state["remediation"] = tuple(state["remediation"])
+        return finding
 
     @classmethod
     def passed(cls, message: str, **kw) -> "Finding":
@@ -182,6 +205,12 @@ class Finding:
             data["original_status"] = self.original_status
         return data
 
+
+#: every field of a Finding with its default, as a finding's own attributes: copied from a finding made by
+#: ``__init__``, each new finding shares its attribute names with every other (a plain dict of the same
+#: fields would give each finding a table of its own, three times the size)
+_DEFAULTS = Finding(status="pass", message="").__dict__
+_OPTIONAL_FIELDS = frozenset(f.name for f in fields(Finding)) - {"status", "message"}
 
 CheckFunction = Callable[[Any, Any], Iterable[Finding]]
 
