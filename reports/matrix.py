@@ -71,12 +71,12 @@ def matrix(reports, width: int = WIDTH, per_host=None) -> list:
     host_w = min(natural, max(MIN_HOST_WIDTH, fits_all), MAX_HOST_WIDTH)
     room = width - host_w - 2 - state_w  # each rule column takes its width and the blank before it
     blocks, current, used = [], [], 0
-    for index, width in enumerate(widths):
-        if current and used + width + 1 > room:
+    for index, column_w in enumerate(widths):
+        if current and used + column_w + 1 > room:
             blocks.append(current)
             current, used = [], 0
         current.append(index)
-        used += width + 1
+        used += column_w + 1
     blocks.append(current)
     lines = []
     for block in blocks:

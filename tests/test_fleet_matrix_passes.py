@@ -28,12 +28,12 @@ def reference_matrix(reports, width):
     host_w = min(natural, max(fleet_table.MIN_HOST_WIDTH, fits_all), fleet_table.MAX_HOST_WIDTH)
     room = width - host_w - 2 - state_w
     blocks, current, used = [], [], 0
-    for index, width in enumerate(widths):  # noqa: B020 (as it was: the legend is wrapped at the last width)
-        if current and used + width + 1 > room:
+    for index, column_w in enumerate(widths):
+        if current and used + column_w + 1 > room:
             blocks.append(current)
             current, used = [], 0
         current.append(index)
-        used += width + 1
+        used += column_w + 1
     blocks.append(current)
     lines = []
     for block in blocks:

@@ -117,6 +117,20 @@ def _report(label, statuses):
                   started_at="2024-01-01T00:00:00+00:00", duration_s=0.0, tool={"name": "vfio-scan", "version": "0"})
 
 
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_the_rules_legend_is_laid_out_at_the_table_width(width):
+    """Each column's rule is named in a legend under the matrix, wrapped at the table's width (not a column's)."""
+    rules = {f"VFIO-{n:03d}": "pass" for n in range(1, 24)}
+    lines = render_fleet([_report("a", rules), _report("b", rules)], {"width": width}).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Rules: "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("Cells: "))
+    legend = lines[start:end]
+    assert lines[start].startswith("Rules: 001 rule-vfio-001  002 rule-vfio-002")
+    assert all(len(line) <= width for line in legend)
+    assert max(len(line) for line in legend) > width - 25  # filled to the width, not wrapped at a column's
+    assert " ".join(legend).split().count("023") == 1
+
+
 def test_many_rules_continue_in_another_block_at_100_columns():
     rules = {f"VFIO-{n:03d}": "pass" for n in range(1, 16)}
     rules.update({f"ACME-{n:03d}": "fail" for n in range(100, 112)})
