@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reports import finding_json
 from reports import json as json_format
 from reports import junit
 from reports.jsontext import dumps
@@ -250,14 +251,14 @@ def _report(count: int) -> Report:
                   tool={"name": "vfio-scan", "version": "0"})
 
 
-@pytest.mark.parametrize("module, made", [(json_format, (Finding, "to_dict")), (junit, (junit, "details"))],
+@pytest.mark.parametrize("module, made", [(json_format, (finding_json, "finding_text")), (junit, (junit, "details"))],
                          ids=["json", "junit"])
 def test_the_writer_has_written_the_first_finding_before_it_makes_the_last(monkeypatch, module, made):
     """What sets the peak: each finding's text made only when it is written, and then let go."""
     owner, name = made
     calls = []
     original = getattr(owner, name)
-    monkeypatch.setattr(owner, name, lambda f: calls.append(f.message) or original(f))
+    monkeypatch.setattr(owner, name, lambda f, *rest: calls.append(f.message) or original(f, *rest))
     out = ""
     for piece in module.render.pieces([_report(50)], {}):
         out += piece
