@@ -158,8 +158,6 @@ def test_generated_trees_resolve_read_and_list_alike(tree_items, queries):
         shutil.rmtree(base)
 
 
-@pytest.mark.xfail(strict=True, reason="scanner/host/snapshot.py answers the root from no record: it reads as "
-                   "never collected, though the collector records its listing and mode")
 def test_the_snapshot_lists_the_root_it_recorded(tmp_path):
     root = str(tmp_path / "root")
     make_tree(root, [(("a",), "dir", None)])
@@ -169,6 +167,19 @@ def test_the_snapshot_lists_the_root_it_recorded(tmp_path):
     snapshot = snapshot_of(recorder)
     assert snapshot.listdir("/") == TreeHost(root).listdir("/")
     assert snapshot.stat("/") == TreeHost(root).stat("/")
+
+
+@pytest.mark.parametrize("record", [{"type": "file", "text": "x"}, {"type": "missing"},
+                                    {"type": "link", "target": "/elsewhere"}])
+def test_a_root_recorded_as_no_directory_is_still_the_directory_paths_start_from(tmp_path, record):
+    root = str(tmp_path / "root")
+    make_tree(root, [(("a",), "dir", None), (("a", "f"), "file", b"kept\n")])
+    recorder = collector.Collector(root)
+    recorder.read("/a/f")
+    recorder.entries["/"] = record  # a hostile snapshot's own word for its root
+    snapshot = snapshot_of(recorder)
+    assert snapshot.read("/a/f").text == "kept\n"
+    assert snapshot.is_dir("/") and snapshot.read("/").reason == "not a regular file (a directory)"
 
 
 # -- the hostile cases, each by name ---------------------------------------------------------------

@@ -260,9 +260,15 @@ class SnapshotHost(TreeHost):
         """(entry, None) for the resolved ``path``, or (None, reason)."""
         try:
             parts = self._resolve(path)
-            return (self._entry(parts) if parts else {"type": "dir"}), None
+            return (self._entry(parts) if parts else self._root_entry()), None
         except _Unresolvable as exc:
             return None, exc.reason
+
+    def _root_entry(self) -> dict:
+        """The root as the collector recorded it (its listing, its owner and mode); a root recorded as
+        anything but a directory is still the directory every path starts from, with nothing known of it."""
+        entry = self.entries.get("/")
+        return entry if isinstance(entry, dict) and entry.get("type") == "dir" else {"type": "dir"}
 
     # -- the read interface ------------------------------------------------------------------
     def is_dir(self, path: str) -> bool:
