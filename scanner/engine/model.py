@@ -96,6 +96,14 @@ class Step:
         return data
 
 
+def _check_finding(status: str, severity: Optional[str]) -> None:
+    """What every finding is checked for, however it is made (its constructor or a rule's maker)."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown finding status {status!r}")
+    if severity is not None and severity not in SEVERITIES:
+        raise ValueError(f"unknown severity {severity!r}")
+
+
 @dataclass(frozen=True)
 class Finding:
     """What one rule concluded about one subject (``host`` or a PCI address).
@@ -119,10 +127,7 @@ class Finding:
     original_status: Optional[str] = None
 
     def __post_init__(self):
-        if self.status not in STATUSES:
-            raise ValueError(f"unknown finding status {self.status!r}")
-        if self.severity is not None and self.severity not in SEVERITIES:
-            raise ValueError(f"unknown severity {self.severity!r}")
+        _check_finding(self.status, self.severity)
         object.__setattr__(self, "evidence", tuple(self.evidence))
         object.__setattr__(self, "remediation", tuple(self.remediation))
 
@@ -138,16 +143,12 @@ class Finding:
         the ordinary way."""
         if cls is not Finding or not _OPTIONAL_FIELDS.issuperset(kw):
             return cls(status=status, message=message, **kw)
-        if status not in STATUSES:
-            raise ValueError(f"unknown finding status {status!r}")
+        _check_finding(status, kw.get("severity"))
         finding = object.__new__(Finding)
         state = finding.__dict__
         state.update(_DEFAULTS)  # every field, in the order __init__ sets them, names shared
         state.update(kw)
         state["status"], state["message"] = status, message
-        severity = state["severity"]
-        if severity is not None and severity not in SEVERITIES:
-            raise ValueError(f"unknown severity {severity!r}")
         if type(state["evidence"]) is not tuple:
             state["evidence"] = tuple(state["evidence"])
         if type(state["remediation"]) is not tuple:
