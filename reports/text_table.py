@@ -21,6 +21,7 @@ break, no space but the ASCII one). For such cells the output is tabulate's, byt
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from itertools import zip_longest
 from textwrap import TextWrapper
@@ -93,6 +94,45 @@ def _wrapped(text: str, width: int) -> str:
         return text
     if len(text) <= width:  # one line: what textwrap leaves of it is all but the trailing blanks
         return text.rstrip(" ")
+    if width > 0 and text.isprintable() and not text.startswith(" ") and not text.endswith(" ") \
+            and "  " not in text and "--" not in text:
+        lines = _lines_of(width).findall(text)
+        if _cover(lines, text):  # else a word is longer than a line: cut, as below
+            return "\n".join(lines)
+    return _chunks_wrapped(text, width)
+
+
+#: A letter, as textwrap tells one where it may break a word after a hyphen (``TextWrapper.wordsep_re``).
+_LETTER = r"[^\d\W]"
+#: Just after a hyphen textwrap breaks a word at: two letters before it (or letter, hyphen, letter), one
+#: after it (or letter, hyphen, letter).
+_AFTER_BREAKING_HYPHEN = rf"(?:(?<={_LETTER}{{2}}-)|(?<={_LETTER}-{_LETTER}-))(?={_LETTER}-?{_LETTER})"
+
+
+@lru_cache(maxsize=None)
+def _lines_of(width: int):
+    """textwrap's greedy line, for a text whose words stand one blank apart and hold no ``--``: the
+    longest run of at most ``width`` characters from a word's start to a word's end or to just after
+    a hyphen it breaks at (there lines are cut, so that is where its chunks end)."""
+    middle = "(?:.{0,%d}[^ ])?" % (width - 2) if width > 1 else ""
+    return re.compile(f"[^ ]{middle}(?:(?= |\\Z)|{_AFTER_BREAKING_HYPHEN})", re.DOTALL)
+
+
+def _cover(lines, text: str) -> bool:
+    """The lines are the whole text, in order, one blank or nothing between them: no word was too long."""
+    at = 0
+    for line in lines:
+        if text.startswith(" ", at):
+            at += 1
+        if not text.startswith(line, at):
+            return False
+        at += len(line)
+    return at == len(text)
+
+
+def _chunks_wrapped(text: str, width: int) -> str:
+    """:func:`_wrapped` for any text: textwrap's chunks (words, blanks, pieces of hyphenated words) laid
+    into lines one by one."""
     chunks = [chunk for chunk in _WORDS.split(text) if chunk]
     lines, start, end = [], 0, len(chunks)
     while start < end:

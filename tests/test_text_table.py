@@ -96,6 +96,24 @@ def test_long_results_wrap_at_their_width_break_after_hyphens_and_cut_long_words
         "                                            " + "z" * 32]
 
 
+#: Words of the results most cells are: hyphenated and not, letters and digits mixed, underscores (a letter
+#: to textwrap), non-ASCII letters, lone and double hyphens, numbers: where textwrap may break and where not.
+RESULT_WORDS = ["vfio-pci", "well-known", "modules-load.d", "a-b-c-d", "ab-c", "a-bc", "x-", "-x", "--", "a--b",
+                "0000:01:00.0", "IOMMU", "group", "13", "is", "a", "snake_case-name", "élan-vital", "1-2", "ab-1",
+                "re-bind", "x" * 30, "/sys/bus/pci/devices/0000:01:00.0/driver", "(see", "VFIO-013)", "e\u0301-ab"]
+result_texts = st.lists(st.sampled_from(RESULT_WORDS), min_size=1, max_size=25).map(" ".join)
+
+
+@settings(max_examples=800, deadline=None)
+@given(text=result_texts, width=st.integers(min_value=1, max_value=60))
+@example(text="nothing binds vfio-pci at boot (no modules-load.d entry)", width=12)
+@example(text="ab-cd-ef ab-cd", width=3)
+def test_results_of_words_one_blank_apart_wrap_as_tabulate_wrapped_them(text, width):
+    rows = [("FAIL", "VFIO-007", "check", text)]
+    assert simple_table(HEADERS, rows, (None, None, None, width)) == tabulate_or_reject(
+        HEADERS, rows, (None, None, None, width))
+
+
 # -- the lines below the tables ---------------------------------------------------------------------
 
 @settings(max_examples=400, deadline=None)
