@@ -30,10 +30,10 @@ cannot open, e.g. ``SUBSYSTEM=="vfio", GROUP="kvm", MODE="0660"`` in
 it now. Or run QEMU through libvirt, or as root.
 """
 
-from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from scanner import hookimpl
+from scanner.base.record import record
 from scanner.host import Stat
 from scanner.engine.model import Evidence, Finding, Rule, Step
 
@@ -47,7 +47,7 @@ def vfio_scan_register_rules(register):
                   title="The VM's user can open the vfio device nodes", check=check, docs=__doc__))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Node:
     """One device node QEMU opens: its kind (``container``, ``group``, ``iommu``, ``cdev``), path and stat."""
 

@@ -10,11 +10,11 @@ empty ("All device reset methods disabled by user") and ``echo default`` restore
 
 import shutil
 import subprocess
-from dataclasses import replace
 
 import pytest
 
 from clihelpers import run_cli, scan_json
+from scanner.base.record import replace
 from hosttree import ready_host, workstation
 from scanner.engine.runner import Scan
 from scanner.facts import Facts

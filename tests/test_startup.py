@@ -39,6 +39,14 @@ GROUP = "vfio_scan"
 needs_fast_path = pytest.mark.skipif(sys.version_info < (3, 11), reason="the reader mirrors importlib.metadata 3.11+")
 
 
+def python_output(code: str) -> str:
+    """What ``python -c code`` prints, run from the repository in a clean environment; it must succeed."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def described(eps):
     return [(ep.name, ep.value, ep.group, ep.dist.name if ep.dist else None, ep.dist.version if ep.dist else None)
             for ep in eps]
@@ -295,13 +303,32 @@ def test_a_plain_scan_leaves_other_commands_modules_alone(intel_host, fmt):
     code = ("import sys\nfrom scanner.cli import main\n"
             f"code = main(['scan', '--root', {str(intel_host.root)!r}, '--format', {fmt!r}, '-o', '/dev/null'])\n"
             "print(code, ' '.join(sorted(sys.modules)))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    code, modules = proc.stdout.split(" ", 1)
+    out = python_output(code)
+    code, modules = out.split(" ", 1)
     assert code == "0"
     loaded = set(modules.split())
     assert sorted(m for m in NOT_FOR_A_PLAIN_SCAN if m in loaded) == []
+
+
+#: the plugin API's classes: plugins may hand them to ``dataclasses`` functions
+PLUGIN_API_DATACLASSES = ["scanner.engine.model.Evidence", "scanner.engine.model.Finding",
+                          "scanner.engine.model.Rule", "scanner.engine.model.Step"]
+
+
+def test_a_plain_scan_makes_no_dataclass_but_the_plugin_apis(intel_host):
+    """Every other class a scan defines is a record (scanner/base/record.py): a dataclass costs ten
+    times as much to define, on every run."""
+    code = ("import sys\nfrom scanner.cli import main\n"
+            f"code = main(['scan', '--root', {str(intel_host.root)!r}, '--device', '01:00.0', '--format', 'json', "
+            "'-o', '/dev/null'])\n"
+            "ours = [m for name, m in list(sys.modules.items()) if name.split('.')[0] in ('scanner', 'rules', 'reports')]\n"
+            "found = {f'{c.__module__}.{c.__qualname__}' for m in ours for c in vars(m).values()\n"
+            "         if isinstance(c, type) and '__dataclass_fields__' in vars(c)}\n"
+            "print(code, len(ours), ' '.join(sorted(found)))")
+    out = python_output(code)
+    code, modules, *dataclasses = out.split()
+    assert code in ("0", "1") and int(modules) > 50  # the scan ran, with its facts and rules loaded
+    assert dataclasses == PLUGIN_API_DATACLASSES
 
 
 def test_a_plain_scan_compiles_only_the_patterns_it_uses():
@@ -318,10 +345,8 @@ def test_a_plain_scan_compiles_only_the_patterns_it_uses():
             "import scanner.commands.scan, scanner.engine.scanning, scanner.output.formats, scanner.host.tree, scanner.host.live\n"
             "from scanner.engine.plugins import load_plugins\nload_plugins(autoload=False)\n"
             "print(len(set(callers)))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert int(proc.stdout) <= 2
+    out = python_output(code)
+    assert int(out) <= 2
 
 
 @pytest.mark.parametrize("regex, flags, text", [
@@ -420,7 +445,5 @@ def test_reading_the_kernel_log_imports_no_subprocess():
     code = ("import sys\nfrom scanner.host.live import run_command\n"
             "got = run_command(('sh', '-c', 'echo kernel'))\n"
             "print(got.text.strip(), 'subprocess' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["kernel", "False"]
+    out = python_output(code)
+    assert out.split() == ["kernel", "False"]

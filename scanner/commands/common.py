@@ -170,8 +170,9 @@ def load_policy(choice, registry):
     merged = merge_cli(policy, only, skip, severity, choice.fail_on)
     as_of = choice.as_of
     if as_of:
-        from dataclasses import replace
         from datetime import date
+
+        from scanner.base.record import replace
 
         try:
             if not re.match(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", as_of.strip()):

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import _thread  # threading.Lock is _thread.allocate_lock; threading itself is imported only for a pool
 import gc
-from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 from scanner import __version__
+from scanner.base.record import record
 from scanner.engine.report import Report, local_timestamp
 
 
@@ -22,7 +22,7 @@ class HostUnavailable(Exception):
     """A host that could not be read at all (its snapshot, its ssh connection, its collector)."""
 
 
-@dataclass
+@record
 class HostJob:
     """One host: ``load()`` returns a Host (the scanner/host interface) or raises HostUnavailable."""
 

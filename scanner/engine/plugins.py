@@ -16,11 +16,11 @@ comes from -- a plugin cannot be told apart from the user here -- and ends the c
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import pluggy
 
+from scanner.base.record import field, record
 from scanner.engine.hookspecs import PROJECT
 from scanner.engine import hookspecs
 from scanner.engine.runner import Deadline, PluginCrash, plugin_timeout
@@ -54,7 +54,7 @@ DISABLE_ENV = "VFIO_SCAN_DISABLE_PLUGINS"
 HOOKS = ("vfio_scan_register_rules", "vfio_scan_register_formats")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FormatSpec:
     """An output format: its name, the ``module:function`` that renders it, and the plugin that gave it."""
 
@@ -71,7 +71,7 @@ class FormatSpec:
         return getattr(importlib.import_module(module), func)
 
 
-@dataclass
+@record
 class PluginInfo:
     """One plugin as ``vfio-scan plugins`` lists it: where it came from, what it gave, or why it failed."""
 
@@ -87,7 +87,7 @@ class PluginInfo:
                 "formats": self.formats, "error": self.error}
 
 
-@dataclass
+@record
 class Registry:
     """Everything the plugins registered: rules by id, formats by name, and every plugin."""
 

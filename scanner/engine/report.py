@@ -6,9 +6,9 @@ every output format agree (DESIGN: 0 ready, 1 not ready, 2 usage error, 3 incomp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
+from scanner.base.record import field, record
 from scanner.engine.model import LOST_AT_NEXT_BOOT, SEVERITIES, STATUSES, Finding, severity_rank
 
 SCHEMA_VERSION = "1.1"
@@ -32,7 +32,7 @@ def is_blocking(finding: Finding, fail_on: str = "fail") -> bool:
     return severity_rank(finding.severity or "info") >= severity_rank(fail_on)
 
 
-@dataclass
+@record
 class Report:
     """One host's scan: its findings, and what the outputs show around them."""
 

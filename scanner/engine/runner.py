@@ -15,14 +15,14 @@ import gc
 import os
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from typing import Any, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
+from scanner.base.record import field, record, replace
 from scanner.engine.model import PHASES, SEVERITIES, STATUSES, Evidence, Finding, Rule, Step
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Scan:
     """What a scan was asked to do; rules read it beside the facts.
 
@@ -63,7 +63,7 @@ class Scan:
     @cached_property
     def memo(self) -> dict:
         """What helpers derive from this scan's targets once rather than once per target
-        (:func:`scanner.remediation.persistent_binding._per_scan`); a new Scan (``dataclasses.replace``) starts empty."""
+        (:func:`scanner.remediation.persistent_binding._per_scan`); a new Scan (``replace``) starts empty."""
         return {}
 
 

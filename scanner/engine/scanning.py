@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Iterable, Mapping, Optional, Sequence
 
 from scanner import __version__
+from scanner.base.record import replace
 from scanner.engine.runner import Scan, run_rules
 from scanner.facts import Facts
 from scanner.engine.model import Rule

@@ -6,16 +6,16 @@ Pure parsers of text. Only the local files are read: a user that comes from a di
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, FrozenSet, Optional
 
 from scanner.base.lazyre import lazy_compile
+from scanner.base.record import record
 
 #: libvirt's qemu.conf: ``key = value`` lines (virConf), strings in double or single quotes.
 _CONF_LINE = lazy_compile(r"""^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*("[^"]*"|'[^']*'|[^\s#]+)""")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Account:
     """One ``/etc/passwd`` line: the name, uid and primary gid."""
 
@@ -24,7 +24,7 @@ class Account:
     gid: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Group:
     """One ``/etc/group`` line: the name, gid and the users listed as members."""
 

@@ -14,8 +14,9 @@ checked before use: a truncated or hostile table is None plus a reason, never an
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Optional, Tuple
+
+from scanner.base.record import record
 
 #: IORT node types (ACPI IORT spec, issue E).
 ITS_GROUP, NAMED_COMPONENT, ROOT_COMPLEX, SMMU_V1_V2, SMMU_V3, PMCG, RMR = range(7)
@@ -25,7 +26,7 @@ _ID_MAPPING = 20  # input base, ID count, output base, output reference, flags
 MAX_NODES = 4096
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Iort:
     """The parts of an IORT that say whether PCI DMA goes through an SMMU."""
 

@@ -11,11 +11,11 @@ Devices behind a PCIe-to-PCI bridge share one SMMU stream ID; the kernel then sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Dict, Optional, Tuple
 
 from scanner.base.lazyre import lazy_compile
+from scanner.base.record import record
 
 
 IORT_PATH = "/sys/firmware/acpi/tables/IORT"
@@ -28,14 +28,14 @@ _ITS_CHIP = lazy_compile(r"(?:^|\s)ITS-")
 _ITS_LOG = lazy_compile(r"(?i)\bits@(?:0x)?[0-9a-f]+ domain created")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IortRead:
     iort: Optional[Iort]
     path: str
     reason: Optional[str]  # why there is no table: missing, permission denied, garbled
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DeviceTreeSmmu:
     """The SMMU nodes of a device tree, and the PCIe host nodes that map their devices to one."""
 
@@ -45,7 +45,7 @@ class DeviceTreeSmmu:
     reason: Optional[str]  # the tree could not be listed
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MsiIsolation:
     """How MSIs reach the CPUs on an arm64 host."""
 

@@ -7,9 +7,9 @@ The fix for a missing ``intel_iommu=on`` depends on the stack (GRUB and ``update
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
+from scanner.base.record import record
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 
 #: (stack id, human name) in the order detection prefers them.
@@ -26,7 +26,7 @@ STACKS = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BootStack:
     """How this host boots: the boot stack, the file its next boot's parameters live in, and what applies it."""
 

@@ -8,8 +8,9 @@ last one wins), ``-`` and ``_`` being the same character in parameter names
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Optional, Tuple
+
+from scanner.base.record import record
 
 TRUE_WORDS = frozenset({"1", "y", "yes", "on", "true"})
 
@@ -24,7 +25,7 @@ def truthy(value: Optional[str]) -> bool:
     return value is not None and value.strip().lower() in TRUE_WORDS
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Param:
     """One parameter of a kernel command line, in the order it appeared."""
 
@@ -38,7 +39,7 @@ class Param:
         return self.raw_key if self.value is None else f"{self.raw_key}={self.value}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Cmdline:
     """A parsed kernel command line: its parameters, and what follows ``--`` (for init)."""
 

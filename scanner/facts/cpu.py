@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import FrozenSet, Optional
+
+from scanner.base.record import record
 
 VENDORS = {
     "GenuineIntel": "intel",
@@ -14,7 +15,7 @@ VENDORS = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CpuInfo:
     """The CPU as ``/proc/cpuinfo`` describes it: vendor and feature flags."""
 

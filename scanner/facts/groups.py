@@ -14,17 +14,17 @@ split, not the hardware's isolation, and every verdict says so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
+from scanner.base.record import record
 from scanner.facts.pci import PciDevice, is_vfio_driver
 
 #: Drivers the kernel's vfio core accepts beside vfio drivers for the other members of a group.
 HARMLESS_DRIVERS = ("pci-stub",)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Member:
     address: str
     role: str  # target | bridge | sibling | unrelated
@@ -43,7 +43,7 @@ class Member:
         return bool(self.driver) and not is_vfio_driver(self.driver) and self.driver not in HARMLESS_DRIVERS
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GroupView:
     number: str
     members: Tuple[Member, ...]

@@ -9,10 +9,10 @@ facts read the next boot's parameters this way; the remediation edits the same a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from scanner.base.lazyre import lazy_compile
+from scanner.base.record import record
 
 GRUB_MAIN = "/etc/default/grub"
 GRUB_DROPINS = "/etc/default/grub.d"
@@ -26,7 +26,7 @@ _VALUE_FORMS = (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Assignment:
     """One ``GRUB_CMDLINE_LINUX[_DEFAULT]=...`` line; ``quote`` None when its quoting is not rewritable."""
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Tuple
 
 from scanner.base.lazyre import lazy_compile
+from scanner.base.record import record
 
 _IR = lazy_compile(r"(?:^|\s)IR-[A-Za-z]")
 _MSI = lazy_compile(r"PCI-MSI|DMAR-MSI|IO-APIC")
@@ -13,7 +13,7 @@ _MSI = lazy_compile(r"PCI-MSI|DMAR-MSI|IO-APIC")
 _PLAIN_PCI_MSI = lazy_compile(r"(?:^|\s)PCI-MSI")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Interrupts:
     """What ``/proc/interrupts`` says about interrupt remapping."""
 

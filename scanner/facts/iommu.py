@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
+
+from scanner.base.record import field, record
 
 
 _UNREAD = object()  # a name or type not read yet (None is one that could not be read)
@@ -71,7 +72,7 @@ class IommuGroup:
         return (self.name or "").strip() == "vfio-noiommu"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IommuState:
     """The IOMMU units and groups the kernel exposes in sysfs, or why they could not be listed."""
 

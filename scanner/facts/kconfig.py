@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from scanner.base.lazyre import lazy_compile
+from scanner.base.record import field, record
 
 _SET = lazy_compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = lazy_compile(r"^#\s*CONFIG_([A-Za-z0-9_]+) is not set\s*$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class KernelConfig:
     """Options by name without the ``CONFIG_`` prefix; ``n`` for "is not set"."""
 

@@ -9,10 +9,10 @@ message text. The log only ever corroborates: rules decide on sysfs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Pattern, Tuple, Union
 
 from scanner.base.lazyre import lazy_compile
+from scanner.base.record import field, record
 
 _QUOTE = lazy_compile(r"^(?:\s*>)+ ?")
 _STAMP = lazy_compile(r"^\s*(?:<\d+>)?\[\s*[0-9]+\.[0-9]+\]\s?")
@@ -37,7 +37,7 @@ def message_of(line: str) -> str:
     return line.strip()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class KernelLog:
     """The kernel log's messages, where they came from, or why there are none."""
 

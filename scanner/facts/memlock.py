@@ -12,10 +12,10 @@ daemon had: systemd's ``DefaultLimitMEMLOCK=`` (8 MiB by default since systemd 2
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from scanner.base.lazyre import lazy_compile
+from scanner.base.record import record
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 UNLIMITED = float("inf")
@@ -53,7 +53,7 @@ def format_size(size: float) -> str:
     return f"{int(size)} bytes"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LimitLine:
     """One ``memlock`` line of a limits file: ``domain type memlock value`` (``value`` in bytes), or a
     ``domain -`` line that tells pam_limits to set no limit at all for who it names (``kind`` ``none``)."""
@@ -92,7 +92,7 @@ def parse_limits(path: str, text: str) -> List[LimitLine]:
     return found
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Who:
     """The account a limit is looked up for: name, uid, primary gid, every gid, and the names of those groups."""
 
@@ -140,7 +140,7 @@ def rank(domain: str, who: Who) -> Optional[int]:
     return USER if bounds is not None and _in_range(who.uid, bounds) else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Memlock:
     """What pam_limits gives ``who``: the lines that set the soft and hard limits (None: no line applies);
     ``ignored`` is a ``domain -`` line that made pam_limits set nothing at all."""

@@ -7,10 +7,10 @@ everything here is normalized to the module name. Whole names are compared, neve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Tuple
 
 from scanner.base.lazyre import lazy_compile
+from scanner.base.record import field, record
 
 _KO = lazy_compile(r"([^/\s:]+)\.ko(?:\.(?:xz|gz|zst|bz2))?$")
 #: Where a ``.ko`` name may start in a line: its start, or after ``/``, a blank or ``:``. Searching
@@ -52,7 +52,7 @@ def parse_modules_dep(text: str) -> FrozenSet[str]:
     return frozenset(names)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Modules:
     """Kernel modules: loaded, built in and installed for the running release."""
 

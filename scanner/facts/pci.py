@@ -6,10 +6,10 @@ becomes ``None`` plus a note naming the file, never an exception.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from scanner.base.lazyre import lazy_compile
+from scanner.base.record import field, record
 
 # ``\Z``, not ``$`` (which also matches before a trailing newline: "0000:01:00.0\n" is no address)
 ADDRESS = lazy_compile(r"^(?P<domain>[0-9a-f]{4,8}):(?P<bus>[0-9a-f]{2}):(?P<slot>[0-1][0-9a-f])\.(?P<func>[0-7])\Z")
@@ -64,7 +64,7 @@ def slot_of(address: str) -> str:
     return address.rsplit(".", 1)[0]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PciDevice:
     """One PCI function as sysfs describes it."""
 

@@ -17,10 +17,10 @@ drive the terminal. The Facts layer finds and reads the file (``Facts.pci_ids``)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Collection, Dict, Optional, Tuple
 
 from scanner.base.lazyre import lazy_compile
+from scanner.base.record import field, record
 
 #: Where distributions install it, in the order lspci's builds look (Debian/Ubuntu's pciutils and
 #: pci.ids packages, Fedora/Arch's hwdata, older or hand-built pciutils); a ``.gz`` of each is tried too.
@@ -32,7 +32,7 @@ _SECTION = lazy_compile(r"^[A-Z] ")  # "C 03  Display controller" (and any other
 _CONTROL = lazy_compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PciIds:
     """Vendor and device names by lower-case hex id; empty when no pci.ids was found."""
 

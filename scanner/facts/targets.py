@@ -14,8 +14,9 @@ for a PF, the VFs it must have; the command line's selectors are added to them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from scanner.base.record import record
 
 FULL = re.compile(r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\.[0-7]$")
 SHORT = re.compile(r"^[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\.[0-7]$")
@@ -30,7 +31,7 @@ class SelectorError(ValueError):
     """A selector that is not of any accepted form."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Selector:
     kind: str  # address | ids | class | match
     value: str  # normalized: 0000:01:00.0 | 10de:2204 | 0300 | vendor=10de,device=2204
@@ -61,7 +62,7 @@ class Selector:
         return self.text
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Target:
     address: str
     selectors: Tuple[str, ...]  # what the user typed that selected it

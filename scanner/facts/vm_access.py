@@ -9,10 +9,10 @@ guest's memory. These facts say who QEMU runs as and what it may do (VFIO-018, V
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
+from scanner.base.record import record
 from scanner.host import Read, Stat
 from scanner.engine.model import Evidence
 
@@ -28,7 +28,7 @@ LIBVIRT_BUILT_IN_USERS = ("libvirt-qemu", "qemu")
 DEFAULT_ROOT = "no --vm-user, no libvirt: QEMU started by root"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class VmUser:
     """The user QEMU runs as, where that was learned, and what libvirt does for it.
 

@@ -21,10 +21,10 @@ Formats, as Debian's 6.1 and 6.12 kernels show them (checked under QEMU):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Callable, Dict, Optional, Tuple
 
+from scanner.base.record import record
 from scanner.host import Read
 from scanner.base.lazyre import lazy_compile
 
@@ -41,7 +41,7 @@ IORESOURCE_MEM_64 = 0x100000
 STANDARD_BARS = 6
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MemoryRange:
     """One ``/proc/iomem`` line: an address range and who holds it."""
 
@@ -54,7 +54,7 @@ class MemoryRange:
         return self.start <= end and start <= self.end
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Bar:
     """One ``resource`` line: BAR ``index`` (0-5), the ROM (6), or a resource after it."""
 
@@ -84,7 +84,7 @@ class Bar:
         return self.start != 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ReservedRegion:
     """One line of a group's ``reserved_regions``."""
 
@@ -94,7 +94,7 @@ class ReservedRegion:
     line: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Table:
     """The rows parsed from one file, or why there are none (the read failed, or the text is garbled)."""
 

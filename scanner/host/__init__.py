@@ -10,8 +10,9 @@ May import: scanner.base.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Tuple
+
+from scanner.base.record import record
 
 #: Default cap for one file: sysfs and procfs files are tiny; a larger file is suspect.
 DEFAULT_CAP = 1 << 20
@@ -22,7 +23,7 @@ MISSING = "missing"
 DENIED = "permission denied"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Read:
     """The answer to one read: ``text`` when it worked, else ``reason`` says why not."""
 
@@ -46,7 +47,7 @@ class Read:
         return f"{self.path}: {self.reason}" if self.reason else self.path
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BytesRead:
     """The answer to one binary read: ``data`` when it worked, else ``reason`` says why not."""
 
@@ -59,7 +60,7 @@ class BytesRead:
         return self.data is not None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Stat:
     """Owner, group and permission bits of a path (links followed), or the reason there are none.
 
@@ -88,7 +89,7 @@ class Stat:
         return f"mode {self.mode:04o}, owner uid {self.uid}, group gid {self.gid}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Listing:
     """Names in a directory, sorted, or the reason they could not be listed."""
 

@@ -17,8 +17,9 @@ it hands in the file's chunks.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from scanner.base.record import record
 
 NEWC = (b"070701", b"070702")
 HEADER = 110
@@ -49,7 +50,7 @@ class Garbled(Exception):
     """The image is not what the kernel would unpack, or is past a cap; ``str()`` says where."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Initramfs:
     """What an image holds: its modules, its module configuration, how it was packed.
 
@@ -72,7 +73,7 @@ class Initramfs:
 MAX_IMAGE = 1 << 30  # the image file itself; real ones are 20-300 MB
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class InitramfsRead:
     """The answer to reading an image: ``contents`` when it worked, else ``reason`` says why not."""
 

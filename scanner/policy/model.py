@@ -25,9 +25,9 @@ Waiver semantics (README "Policy files"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from scanner.base.record import field, record, replace
 from scanner.engine.model import Finding
 
 if TYPE_CHECKING:  # datetime is imported only when a date is needed: a scan without a policy has none
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # datetime is imported only when a date is needed: a scan wit
     from scanner.policy.waivers import Waiver, WaiverResult, apply_waivers  # noqa: F401 (exported lazily, below)
 
 #: Defined in scanner/policy/waivers.py, imported from there only when a policy has waivers (a plain
-#: scan needs neither their dataclasses nor fnmatch), and still importable from here.
+#: scan needs neither their classes nor fnmatch), and still importable from here.
 _FROM_WAIVERS = ("WAIVABLE", "Waiver", "WaiverResult", "apply_waivers")
 
 
@@ -53,7 +53,7 @@ def apply_severities(findings: Sequence[Finding], overrides: Mapping[str, str]) 
     return [replace(f, severity=overrides[f.rule_id]) if f.rule_id in overrides else f for f in findings]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
     """A policy file merged with the command line (an empty one when no file was given)."""
 

@@ -1,15 +1,15 @@
 """Waivers: a policy's accepted gaps, and how they apply to findings (semantics: :mod:`scanner.policy.model`).
 
 Apart from :mod:`scanner.policy.model` so that a scan without waivers imports neither these two
-dataclasses nor fnmatch; ``scanner.policy.model`` still exports every name defined here.
+classes nor fnmatch; ``scanner.policy.model`` still exports every name defined here.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
+from scanner.base.record import field, record, replace
 from scanner.engine.model import Finding
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 WAIVABLE = ("fail", "warn")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Waiver:
     """One waiver of a policy file (see :mod:`scanner.policy.model` for what it covers)."""
 
@@ -56,7 +56,7 @@ class Waiver:
         return data
 
 
-@dataclass
+@record
 class WaiverResult:
     """Findings after waivers, and the waivers that expired or covered nothing."""
 
