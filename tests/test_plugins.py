@@ -359,3 +359,42 @@ def test_every_builtin_rule_has_docs_mentioning_its_id():
         assert docs, f"{rule.id} has no docs"
         assert rule.id in docs, f"{rule.id}: docs do not mention the rule id"
         assert len(docs.split()) >= 30, f"{rule.id}: docs are too thin to explain the rule"
+
+
+def _odd_plugin_module():
+    """A plugin module whose names are of every kind pluggy tells apart: hooks as a function, a
+    staticmethod and a bound method, a marked class and callable, builtins, data, a module."""
+    module = types.ModuleType("acme_odd")
+
+    class Holder:
+        @hookimpl
+        def vfio_scan_register_formats(self, register):
+            pass
+
+    @hookimpl
+    def vfio_scan_register_rules(register):
+        pass
+
+    class Marked:
+        vfio_scan_impl = {}
+
+    module.__dict__.update(vfio_scan_register_rules=vfio_scan_register_rules,
+                           vfio_scan_register_formats=Holder().vfio_scan_register_formats,
+                           static_hook=staticmethod(hookimpl(lambda register: None)), Marked=Marked,
+                           called=Marked(), length=len, text="x", json=json, nothing=None, plain=lambda: None)
+    return module
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_PLUGINS) + ["odd"])
+def test_the_loaders_manager_finds_the_hooks_pluggy_finds(name):
+    """The loader's pluggy manager passes a module's imports and data over without asking pluggy:
+    every name of every plugin still gets pluggy's own answer."""
+    import pluggy
+
+    from scanner.engine.plugins import _Manager
+
+    plugin = _odd_plugin_module() if name == "odd" else importlib.import_module(name)
+    ours, pluggys = _Manager("vfio_scan"), pluggy.PluginManager("vfio_scan")
+    names = dir(plugin) + ["absent"]
+    assert [ours.parse_hookimpl_opts(plugin, n) for n in names] == [pluggys.parse_hookimpl_opts(plugin, n) for n in names]
+    assert any(ours.parse_hookimpl_opts(plugin, n) is not None for n in names)

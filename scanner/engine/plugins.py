@@ -16,6 +16,7 @@ comes from -- a plugin cannot be told apart from the user here -- and ends the c
 from __future__ import annotations
 
 import os
+import types
 from typing import Dict, List, Optional, Sequence
 
 import pluggy
@@ -103,12 +104,35 @@ class Registry:
         return sorted(self.rules.values(), key=lambda r: r.id)
 
 
+#: what pluggy may take a hook implementation from: anything else in a module is passed over
+_HOOKABLE = (types.FunctionType, types.MethodType, staticmethod, classmethod)
+_ABSENT = object()
+
+
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, quicker to pass over what a plugin module imported.
+
+    pluggy looks at every name in a plugin (``dir()``), each through ``inspect.getattr_static``;
+    a rule module holds some twenty-five names (its imports, constants, classes), so registering
+    the built-ins asked that about five hundred times, for ten hooks. A module's value that is no
+    function, method, staticmethod or classmethod carries no hook to pluggy (it returns None for
+    it, as here); every other name, and every plugin that is not a module, is pluggy's to judge.
+    """
+
+    def parse_hookimpl_opts(self, plugin, name):
+        if isinstance(plugin, types.ModuleType):
+            value = plugin.__dict__.get(name, _ABSENT)
+            if value is not _ABSENT and not isinstance(value, _HOOKABLE):
+                return None
+        return super().parse_hookimpl_opts(plugin, name)
+
+
 class _Loader:
     """One pluggy manager, used for loading only and thrown away after: a plugin that failed keeps
     nothing, since only what :meth:`_collect` accepted whole reaches the registry."""
 
     def __init__(self):
-        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm = _Manager(PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.registry = Registry()
         self.deadline = Deadline()  # guarded, no timer: load_plugins sets one for third-party plugins

@@ -24,9 +24,9 @@ run alone on a host where nothing of vfio-scan is installed.)
 
 from __future__ import annotations
 
+import _thread  # threading.Lock is _thread.allocate_lock: threading itself is not needed
 import os
 import stat
-import threading
 from typing import Iterable, Iterator, Union
 
 from scanner.base.lazyre import lazy_compile
@@ -34,7 +34,7 @@ from scanner.base.lazyre import lazy_compile
 #: a file descriptor's magic link: writing "through" it must reach the descriptor, not replace a file
 _FD_LINK = lazy_compile(r"^/(?:proc/[^/]+/fd|dev/fd)/|^/dev/std(?:in|out|err)$")
 
-_umask_lock = threading.Lock()
+_umask_lock = _thread.allocate_lock()
 
 #: pieces of text are joined into blocks of about this many characters before being encoded and written
 BLOCK_CHARS = 1 << 20
