@@ -155,3 +155,17 @@ def test_records_pickle_and_copy_as_plain_objects():
 class Point:
     x: int
     y: int = 0
+
+
+def test_the_constructor_is_compiled_at_the_first_instance_and_kept():
+    """A class a run never instantiates costs no compile; once it has been, its instances are made by
+    the compiled constructor itself, not through a stand-in."""
+    @rec.record(frozen=True)
+    class Pair:
+        left: int
+        right: int = 2
+
+    assert Pair.__init__.__code__.co_varnames[:3] == ("self", "args", "kwargs")
+    assert Pair(1) == Pair(1, 2) and Pair(left=3).right == 2
+    assert Pair.__init__.__code__.co_varnames[:3] == ("self", "left", "right")
+    assert Pair.__init__.__qualname__.endswith("Pair.__init__")

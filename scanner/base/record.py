@@ -3,8 +3,9 @@
 A scan defines some thirty such classes at import (reads, facts, the report), and the standard
 library's ``dataclasses`` spends about half a millisecond on each one: it compiles six small
 functions and inspects every annotation. That was a fifth of a small scan's run. :func:`record`
-makes the same methods for a tenth of that: one compiled constructor (so that making an instance
-costs what it costs on a dataclass) and shared functions for equality, hash and repr.
+makes the same methods for a tenth of that: one constructor, compiled when the class is first
+instantiated (so that making an instance costs what it costs on a dataclass, and a class never
+instantiated costs no compile), and shared functions for equality, hash and repr.
 
 What a record does is what ``@dataclass`` (``eq=True``, ``frozen`` as asked) does with the same
 class body: fields in annotation order after the base records' fields, ``field(default=...,
@@ -121,6 +122,7 @@ def _keep_own(cls, name: str, method) -> None:
 def _make_init(cls, all_fields, frozen: bool):
     # One compiled function, the shape dataclasses gives it: a required field is a plain argument,
     # a default is bound at definition, a default_factory is called when the argument is left out.
+    # Its source is made (and checked) with the class; it is compiled when first called.
     env = {"_FACTORY": _FACTORY, "_set": object.__setattr__}
     params, lines, seen_default = [], [], False
     for i, f in enumerate(all_fields):
@@ -150,8 +152,19 @@ def _make_init(cls, all_fields, frozen: bool):
     if hasattr(cls, "__post_init__"):
         lines.append("self.__post_init__()")
     body = "\n    ".join(lines or ["pass"])
-    exec(f"def __init__(self, {', '.join(params)}):\n    {body}\n", env)
-    return env["__init__"]
+    source = f"def __init__(self, {', '.join(params)}):\n    {body}\n"
+
+    def __init__(self, *args, **kwargs):
+        # Compiled on first use, then in place on the class: a run pays no compile for the classes
+        # it never instantiates (a scan of an x86 host makes no arm64 fact, for one).
+        exec(source, env)
+        made = env["__init__"]
+        made.__qualname__ = __init__.__qualname__
+        if cls.__dict__.get("__init__") is __init__:
+            cls.__init__ = made
+        made(self, *args, **kwargs)
+
+    return __init__
 
 
 def _make_repr(names):
