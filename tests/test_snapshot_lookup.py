@@ -1,6 +1,7 @@
 """A snapshot answers a read by one look-up where it can (scanner/host/snapshot_lookup.py): every
 answer, and every path it notes as not collected, stays the one the confined walk alone gives --
-through links, ``..``, loops, missing, failed and unrecorded names, and at the depth limit."""
+through links, ``..``, loops, missing, failed and unrecorded names, and at the depth limit -- and
+every text read is the one the round trip through bytes gives, garbled, too large or lenient."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scanner.host.snapshot import SnapshotHost
+from scanner.host.tree import TreeHost
 from scanner.host.walk import MAX_DEPTH, TOO_DEEP
 
 NAMES = ("a", "b", "c")
+#: What a record's text can hold: plain ASCII, other characters, a NUL, a byte that was not UTF-8
+#: (kept by the collector as a lone surrogate), a surrogate no byte makes, and sizes about the caps read with.
+TEXTS = ("x\n", "", "y", "ab", "abc", "0x10de\n", "caf\u00e9\n", "\u00e9", "a\0b", "\0", "bad\udcff\n", "\ud800",
+         "x" * 79 + "\n", "x" * 81)
 
 
 class WalkOnly(SnapshotHost):
-    """The snapshot host as it reads without the look-up: every path through the walk."""
+    """The snapshot host as it reads without the look-up: every path through the walk, every text
+    through bytes."""
+
+    read = TreeHost.read
 
     def _plain_entry(self, path):
         return None
@@ -31,7 +40,8 @@ def entries():
         st.builds(lambda names: {"type": "dir", "names": names}, st.lists(st.sampled_from(NAMES), unique=True)),
         st.just({"type": "dir"}),
         st.just({"type": "dir", "list_error": "permission denied"}),
-        st.builds(lambda text: {"type": "file", "text": text, "cap": 100}, st.sampled_from(["x\n", "", "y"])),
+        st.builds(lambda text: {"type": "file", "text": text, "cap": 100}, st.sampled_from(TEXTS)),
+        st.builds(lambda text: {"type": "dir", "text": text}, st.sampled_from(TEXTS)),
         st.just({"type": "file", "base64": "eHk="}),
         st.just({"type": "file", "base64": "not base64!"}),
         st.just({"type": "file", "read_error": "permission denied"}),
@@ -53,7 +63,8 @@ def answers(host, asked):
     got = []
     for path in asked:
         got.append((path, host.read_bytes(path, cap=80), host.is_dir(path), host.listdir(path), host.stat(path),
-                    host.initramfs(path).reason, host.lists(path, "a"), host.read(path)))
+                    host.initramfs(path).reason, host.lists(path, "a"), host.read(path), host.read(path, cap=2),
+                    host.read(path, cap=3), host.read(path, lenient=True)))
     return got, sorted(host.uncollected)
 
 
@@ -63,8 +74,10 @@ def snapshot(records) -> dict:
 
 
 @settings(max_examples=600, deadline=None)
-@given(records=entries(), asked=st.lists(paths(), min_size=1, max_size=12))
-def test_every_read_answers_as_the_walk_alone_does(records, asked):
+@given(records=entries(), data=st.data())
+def test_every_read_answers_as_the_walk_alone_does(records, data):
+    recorded = st.sampled_from(sorted(records)) if records else paths()
+    asked = data.draw(st.lists(st.one_of(paths(), recorded), min_size=1, max_size=12))
     quick, walked = SnapshotHost(snapshot(records)), WalkOnly(snapshot(records))
     assert answers(quick, asked) == answers(walked, asked)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+from scanner.host import DEFAULT_CAP, Read
 from scanner.host.walk import MAX_DEPTH, _Unresolvable
 
 #: The record types a walk that reaches the name stops at (a link is followed, the rest fail).
@@ -49,3 +50,14 @@ class DirectLookup:
             prefix = known[parent] = "/" + "/".join(parts) + "/" if parts else "/"
         entry = self.entries.get(prefix + leaf)
         return entry if entry is not None and entry["type"] in PLAIN else None
+
+    def read(self, path: str, cap: int = DEFAULT_CAP, lenient: bool = False) -> Read:
+        """A recorded file's text as :meth:`~scanner.host.tree.TreeHost.read` gives it, without its
+        round trip through bytes where that cannot change it, leniently or not: plain ASCII, no NUL,
+        within ``cap``. Anything else (a NUL, other characters, a size past the cap) takes that way."""
+        entry = self._plain_entry(path)
+        if entry is not None:
+            text = entry.get("text")
+            if text is not None and text.isascii() and len(text) <= cap and "\0" not in text:
+                return Read(path, text)
+        return super().read(path, cap, lenient)
