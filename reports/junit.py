@@ -216,20 +216,34 @@ def properties(report) -> List[Tuple[str, str]]:
 
 
 def suite_pieces(report, index: int, counts: Totals) -> Iterator[str]:
+    head, properties_end = _suite_head(report, counts)
+    yield head + _suite_id(index) + properties_end
+    yield from _suite_cases(report)
+
+
+def _suite_head(report, counts: Totals) -> Tuple[str, str]:
+    """The suite's start tag and properties, in two: before its ``id`` (the suite's place in the
+    document, not the report's to know) and after it."""
     host = run_name(report)
-    slug = host_slug(host)
     attributes = [("disabled", "0"), ("errors", str(counts.error)), ("failures", str(counts.failure)),
                   ("name", clean(f"vfio-scan:{host}")), ("skipped", str(counts.skipped)), ("tests", str(counts.tests)),
                   ("time", f"{max(report.duration_s, 0.0):.3f}")]
     hostname = clean(report.host.get("hostname") or host)
     if hostname:
         attributes.append(("hostname", hostname))
-    if index:
-        attributes.append(("id", str(index)))
-    attributes.append(("timestamp", report.started_at))
-    yield (_LINE[1] + _start("testsuite", attributes) + ">" + _LINE[2] + "<properties>"
-           + "".join(_leaf("property", [("name", name), ("value", value)], None, 3) for name, value in properties(report))
-           + _LINE[2] + "</properties>")
+    return (_LINE[1] + _start("testsuite", attributes),
+            f' timestamp="{attribute(report.started_at)}">' + _LINE[2] + "<properties>"
+            + "".join(_leaf("property", [("name", name), ("value", value)], None, 3) for name, value in properties(report))
+            + _LINE[2] + "</properties>")
+
+
+def _suite_id(index: int) -> str:
+    return f' id="{index}"' if index else ""
+
+
+def _suite_cases(report) -> Iterator[str]:
+    """The suite's test cases and its end tag."""
+    slug = host_slug(run_name(report))
     seen: Dict[str, int] = {}
     for f in report.findings:
         name = clean(f"{f.rule_id} {f.title}" + ("" if f.subject == "host" else f" {f.subject}"))
@@ -238,6 +252,15 @@ def suite_pieces(report, index: int, counts: Totals) -> Iterator[str]:
     for note in report.notes:
         yield _case("host scan", f"{slug}.scan", note_outcome(note))
     yield _LINE[1] + "</testsuite>"
+
+
+def prepare(report) -> Tuple[Totals, str, str]:
+    """The report's suite made ahead, where the report was made (scanner/output/formats.py):
+    its counts, and its text before and after its ``id``. :func:`pieces` writes it as it writes a
+    suite of its own: a fleet's suites are made on every CPU, and the document only put together."""
+    counts = totals(report)
+    head, properties_end = _suite_head(report, counts)
+    return counts, head, properties_end + "".join(_suite_cases(report))
 
 
 def _unique(seen: Dict[str, int], classname: str, name: str) -> str:
@@ -250,7 +273,8 @@ def _unique(seen: Dict[str, int], classname: str, name: str) -> str:
 
 def pieces(reports, options) -> Iterator[str]:
     """The document of :func:`render`, one suite head and one test case at a time."""
-    counts = [totals(r) for r in reports]
+    made = [r.prepared.get(__name__) for r in reports]
+    counts = [suite[0] if suite else totals(r) for suite, r in zip(made, reports)]
     if not reports:
         yield DECLARATION + '<testsuites name="vfio-scan" skipped="0" time="0.000" />\n'
         return
@@ -262,7 +286,11 @@ def pieces(reports, options) -> Iterator[str]:
         ("tests", str(overall.tests)), ("time", f"{sum(r.duration_s for r in reports):.3f}"), ("name", "vfio-scan"),
         ("skipped", str(overall.skipped))]) + ">"
     for index, report in enumerate(reports):
-        yield from suite_pieces(report, index, counts[index])
+        suite = made[index]
+        if suite:
+            yield suite[1] + _suite_id(index) + suite[2]
+        else:
+            yield from suite_pieces(report, index, counts[index])
     yield "\n</testsuites>\n"
 
 
@@ -271,3 +299,4 @@ def render(reports, options) -> str:
 
 
 render.pieces = pieces  # what scanner/output/formats.py streams to the destination instead of the whole text
+render.prepare = prepare  # what it has each finished report of a fleet made ahead, where the report was made

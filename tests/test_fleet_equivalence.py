@@ -133,3 +133,30 @@ def test_each_scanned_snapshot_is_freed_before_the_next_is_read(fleet, monkeypat
     assert len(reports) == len(list(fleet.glob("*.json")))
     assert held == [0] * (len(KINDS) * 2 + 1)  # every usable snapshot, and the one cut short
     assert [ref() for ref in scanned if ref() is not None] == []
+
+
+def test_the_workers_make_each_hosts_junit_suite_and_the_document_is_put_together(fleet, monkeypatch):
+    """Each report comes back from its worker with its JUnit suite made (what the test of workers and
+    one process above then holds to the same document), a snapshot that cannot be used included."""
+    from reports import junit
+    from scanner.engine.hostpool import workers_for
+    from scanner.engine.hostset import HostSet
+    from scanner.engine.plugins import load_plugins
+    from scanner.engine.runner import Scan, select_rules
+    from scanner.engine.scanning import scan_host
+    from scanner.engine.snapshots import snapshot_jobs
+    from scanner.output.formats import preparer
+
+    monkeypatch.setenv("VFIO_SCAN_PROCESSES", "2")
+    jobs = snapshot_jobs([str(fleet)])
+    if workers_for(len(jobs)) < 2:
+        pytest.skip("one CPU: no worker processes")
+    registry = load_plugins()
+    rules = select_rules(registry.sorted_rules(), [], [])
+    finish = preparer(registry, [("table", "-"), ("junit", "fleet.xml")])
+    reports = HostSet(jobs, processes=True).scan(lambda host: scan_host(host, rules, Scan()), finish=finish)
+    assert len(reports) == len(jobs) and all(junit.__name__ in r.prepared for r in reports)
+    made = junit.render(reports, {})
+    for report in reports:
+        report.prepared.clear()
+    assert made == junit.render(reports, {})

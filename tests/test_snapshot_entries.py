@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from scanner.host.snapshot import SnapshotError, parse_snapshot
@@ -47,6 +47,35 @@ def test_entry_paths_must_be_absolute_as_the_schema_says(entries):
     validator = schema_validator("snapshot").evolve(
         schema={"$defs": document_schema["$defs"], **document_schema["properties"]["entries"]})
     assert entries_are_valid(entries) == validator.is_valid(entries)
+
+
+#: The shapes nearly every entry of a real snapshot has, checked inline by entries_are_valid: each
+#: key kept or swapped for any value, one dropped or one added, so that every inline test is crossed.
+COMMON_SHAPES = ({"type": "file", "text": "x", "cap": 4096}, {"type": "link", "target": "../x"},
+                 {"type": "dir", "names": ["a"]}, {"type": "file"}, {"type": "missing"})
+
+
+def near_common(shape: dict):
+    values = st.fixed_dictionaries({key: st.one_of(st.just(value), VALUES) for key, value in shape.items()})
+    return st.one_of(values, values.flatmap(lambda entry: st.sampled_from(sorted(entry)).map(
+        lambda key: {k: v for k, v in entry.items() if k != key})),
+        st.tuples(values, st.sampled_from(sorted(KEYS) + ["extra"]), VALUES).map(lambda t: {**t[0], t[1]: t[2]}))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(*map(near_common, COMMON_SHAPES)), st.lists(st.sampled_from(COMMON_SHAPES), max_size=3))
+@example({"type": "file", "text": "x", "cap": -1}, []).via("a negative cap")
+@example({"type": "file", "text": "x", "cap": True}, []).via("a boolean is no integer")
+@example({"type": "file", "text": "x", "cap": 4.0}, []).via("a float without fraction is one")
+@example({"type": "file", "text": "x", "cap": 4.5}, []).via("one with a fraction is not")
+@example({"type": "dir", "names": ["a", 1]}, []).via("a name that is no string")
+@example({"type": "link", "target": 5}, []).via("a target that is no string")
+@example({"type": "error"}, []).via("an error without its reason")
+@example({"type": "link"}, []).via("a link with neither target nor error")
+def test_entries_near_the_common_shapes_are_valid_exactly_when_the_schema_says_so(entry, valid):
+    entries = {f"/valid{n}": dict(shape) for n, shape in enumerate(valid)}
+    entries["/e"] = entry
+    assert entries_are_valid(entries) == schema_says(entry)
 
 
 def snapshot(entries) -> str:

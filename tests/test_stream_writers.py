@@ -11,6 +11,7 @@ output reaches its file through the temporary file, never partly.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -200,6 +201,18 @@ def test_the_streamed_text_is_the_whole_document_writers(module, reference, runs
     expected = reference(runs, options)
     assert streamed(module, runs, options) == expected
     assert module.render(runs, options) == expected
+
+
+@SETTINGS
+@given(runs=st.lists(reports(), min_size=2, max_size=4), options=OPTIONS, ahead=st.lists(st.booleans(), min_size=4))
+def test_suites_made_ahead_are_written_as_the_whole_document_writers_text(runs, options, ahead):
+    """A fleet's suites made ahead where each report was made (``render.prepare``, in a worker process,
+    sent back pickled) are the same text in the document, first suite or not, beside suites made here."""
+    expected = reference_junit(runs, options)
+    for report, made_ahead in zip(runs, ahead):
+        if made_ahead:
+            report.prepared[junit.__name__] = pickle.loads(pickle.dumps(junit.render.prepare(report)))
+    assert "".join(junit.render.pieces(runs, options)) == expected
 
 
 @settings(max_examples=2000, deadline=None)

@@ -97,7 +97,7 @@ def run(options, finished=None) -> int:
     selectors = list(policy.targets) + list(selectors)  # command-line targets add to the policy's
 
     from scanner.engine.runner import Scan
-    from scanner.output.formats import InvalidReport, RenderFailed, render_all
+    from scanner.output.formats import InvalidReport, RenderFailed, preparer, render_all
     from scanner.engine.report import EXIT_INCOMPLETE, combined_exit_code
     from scanner.engine.scanning import scan_host
 
@@ -107,7 +107,8 @@ def run(options, finished=None) -> int:
     scan = Scan(fail_on=policy.fail_on or "fail", policy=policy, vm_user=vm_user(vm.user),
                 guest_memory=guest_memory(vm.guest_memory), managed=vm.managed,
                 options={"topology": any(fmt == "html" for fmt, _ in outputs)})  # the HTML draws each PCI tree
-    reports = hosts.scan(lambda host: scan_host(host, rules, scan, selectors=selectors, vfs=vfs), fail_on=scan.fail_on)
+    reports = hosts.scan(lambda host: scan_host(host, rules, scan, selectors=selectors, vfs=vfs), fail_on=scan.fail_on,
+                         finish=preparer(registry, outputs) if hosts.processes and len(hosts.jobs) > 1 else None)
     try:
         rendered = render_all(registry, reports, outputs, verbose=out.verbose, validate=out.validate,
                               fleet=hosts.fleet)

@@ -65,13 +65,17 @@ class HostSet:
         self._done = 0
         self._lock = _thread.allocate_lock()
 
-    def scan(self, scan_one: Callable[[object], Report], fail_on: str = "fail") -> List[Report]:
+    def scan(self, scan_one: Callable[[object], Report], fail_on: str = "fail",
+             finish: Optional[Callable[[Report], None]] = None) -> List[Report]:
+        """Every host's report; ``finish(report)`` is run on each finished report in the worker process
+        that made it, when the hosts are scanned in such (made there, what it adds is spread over
+        every CPU with the scans); it may add to ``report.prepared`` and must change nothing else."""
         if self.guard is None:
-            return self._scan_all(scan_one, fail_on)
+            return self._scan_all(scan_one, fail_on, finish)
         with self.guard:
-            return self._scan_all(scan_one, fail_on)
+            return self._scan_all(scan_one, fail_on, finish)
 
-    def _scan_all(self, scan_one: Callable[[object], Report], fail_on: str) -> List[Report]:
+    def _scan_all(self, scan_one: Callable[[object], Report], fail_on: str, finish=None) -> List[Report]:
         # many snapshot files, one after another in each process (never threads: a pause is process-wide)
         one_by_one = self.processes and self.parallel == 1 and len(self.jobs) > 1
         scan_job = _collected_after if one_by_one else self._scan_job
@@ -87,7 +91,13 @@ class HostSet:
         if self.processes and self.progress is None and len(self.jobs) > 1:
             from scanner.engine.hostpool import map_jobs
 
-            reports = map_jobs(self.jobs, lambda job: scan_job(job, scan_one, fail_on))
+            def in_worker(job: HostJob) -> Report:
+                report = scan_job(job, scan_one, fail_on)
+                if finish is not None:
+                    finish(report)
+                return report
+
+            reports = map_jobs(self.jobs, in_worker)
             if reports is not None:
                 return reports
         if self.parallel == 1 or len(self.jobs) == 1:

@@ -49,6 +49,9 @@ class Report:
     #: every PCI function with its parent bridge and group (scanner/facts/topology.py), for the HTML
     #: picture; gathered only when an HTML output is asked for, and never part of the JSON
     topology: Optional[List[dict]] = None
+    #: parts of outputs made ahead from the finished report, where it was made (a worker process
+    #: of a fleet scan), by the renderer's module: never part of any output by themselves
+    prepared: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def counts(self) -> dict:

@@ -28,6 +28,7 @@ from typing import List, Optional
 
 from scanner.host import DEFAULT_CAP, BytesRead, Listing, Read, Stat
 from scanner.host.snapshot_entries import entries_are_valid
+from scanner.host.snapshot_lookup import DirectLookup
 from scanner.host.tree import MISSING, Components, TreeHost, _Unresolvable
 
 NOT_COLLECTED = "not in the snapshot (the collector did not record it)"
@@ -193,7 +194,7 @@ def load_snapshot(path: str) -> dict:
     return parse_snapshot(text, path)
 
 
-class SnapshotHost(TreeHost):
+class SnapshotHost(DirectLookup, TreeHost):
     """The Host interface answered from a snapshot dict (already validated)."""
 
     source = "snapshot"
@@ -258,6 +259,9 @@ class SnapshotHost(TreeHost):
 
     def _final(self, path: str):
         """(entry, None) for the resolved ``path``, or (None, reason)."""
+        entry = self._plain_entry(path)
+        if entry is not None:
+            return entry, None
         try:
             parts = self._resolve(path)
             return (self._entry(parts) if parts else self._root_entry()), None

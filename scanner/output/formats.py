@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from scanner.engine.report import Report
 from scanner.output.streaming import StreamFailed, Streamed  # noqa: F401 (StreamFailed: part of this module's API)
@@ -73,6 +73,36 @@ def render_all(registry, reports: Sequence[Report], outputs: Iterable[Tuple[str,
     if failures:
         raise RenderFailed(failures, rendered)
     return rendered
+
+
+def preparer(registry, outputs: Iterable[Tuple[str, str]]) -> Optional[Callable[[Report], None]]:
+    """What makes ahead, from one finished report, the parts of the asked built-in outputs that are
+    that report's alone (``render.prepare``: a JUnit suite), into ``report.prepared``; None when no
+    asked format has such parts.
+
+    Why: a fleet's reports are made by worker processes (scanner/engine/hostpool.py); a part made
+    there is made on every CPU, while the output itself is put together by one. A part that fails to
+    be made is simply not there: the renderer then makes it itself, and says so if it fails again.
+    """
+    builtin = {p.name for p in registry.plugins if p.source == "builtin"}
+    makers = {}
+    for fmt, _ in outputs:
+        spec = registry.formats.get(fmt)
+        if spec is not None and spec.plugin in builtin:
+            renderer = spec.load()
+            if getattr(renderer, "prepare", None) is not None:
+                makers[renderer.__module__] = renderer.prepare
+    if not makers:
+        return None
+
+    def prepare(report: Report) -> None:
+        for name, make in makers.items():
+            try:
+                report.prepared[name] = make(report)
+            except Exception:  # the renderer, making it again, reports what went wrong
+                report.prepared.pop(name, None)
+
+    return prepare
 
 
 def _layout(path: str) -> dict:
