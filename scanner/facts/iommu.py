@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Callable, Dict, Optional, Tuple
 
 from scanner.base.record import field, record
@@ -81,11 +82,12 @@ class IommuState:
     groups: Dict[str, IommuGroup] = field(default_factory=dict)
     groups_reason: Optional[str] = None
 
-    @property
+    # Kept once made: several rules ask, and a host may have thousands of groups (the state never changes).
+    @cached_property
     def noiommu_groups(self) -> Tuple[IommuGroup, ...]:
         return tuple(g for g in self.groups.values() if g.is_noiommu)
 
-    @property
+    @cached_property
     def real_groups(self) -> Tuple[IommuGroup, ...]:
         return tuple(g for g in self.groups.values() if not g.is_noiommu)
 
