@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import List
+from timing import installed_editable
 
 
 class Results:
@@ -57,5 +58,7 @@ def machine(vfio_scan: str) -> str:
         if shutil.which(tool):
             out = subprocess.run([tool, flag], capture_output=True, text=True)
             tools.append(f"{tool} {(out.stdout or out.stderr).strip().split()[-1]}")
+    install = ("installed editable (`pip install -e`: its finder starts with every process of the venv)"
+               if installed_editable(vfio_scan) else "installed with `pip install .`")
     return (f"{cpu}, {os.cpu_count()} CPUs, {memory:.0f} GiB; Linux {platform.release()}; "
-            f"Python {platform.python_version()}; {version}" + ("; " + ", ".join(tools) if tools else ""))
+            f"Python {platform.python_version()}; {version}, {install}" + ("; " + ", ".join(tools) if tools else ""))

@@ -89,12 +89,27 @@ def mb(kb: int) -> str:
     return f"{kb / 1024:.0f} MB" if kb else "— (needs GNU time)"
 
 
+def interpreter_of(vfio_scan: str) -> str:
+    """The Python that runs the ``vfio-scan`` script (its ``#!`` line), else this one."""
+    script = Path(shutil.which(vfio_scan) or vfio_scan)
+    first = script.read_text(errors="replace").splitlines()[0] if script.is_file() else ""
+    return first[2:].strip() if first.startswith("#!") else sys.executable
+
+
+def installed_editable(vfio_scan: str) -> bool:
+    """Is vfio-scan installed editable (``pip install -e``)? Then a finder module is imported at the
+    start of every process of that venv (the floor's and ``python -c pass`` too): start-up times are
+    not those of the README's ``pip install .``."""
+    code = ("import glob, os, site, sys\n"
+            "print(any(glob.glob(os.path.join(p, '__editable__*vfio_scan*')) for p in site.getsitepackages()))")
+    out = subprocess.run([interpreter_of(vfio_scan), "-c", code], capture_output=True, text=True)
+    return out.stdout.strip() == "True"
+
+
 def compile_bytecode(vfio_scan: str) -> None:
     """Byte-compile vfio-scan's packages with its own interpreter first, so that no timed run pays for
     compiling (or does not, under PYTHONDONTWRITEBYTECODE) depending on what ran before."""
-    script = Path(shutil.which(vfio_scan) or vfio_scan)
-    first = script.read_text(errors="replace").splitlines()[0] if script.is_file() else ""
-    python = first[2:].strip() if first.startswith("#!") else sys.executable
+    python = interpreter_of(vfio_scan)
     code = ("import compileall, importlib, os, sys\n"
             "for name in ('scanner', 'rules', 'reports'):\n"
             "    compileall.compile_dir(os.path.dirname(importlib.import_module(name).__file__), quiet=1)\n")
