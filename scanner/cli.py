@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:  # annotations are not evaluated
     if argv in (["--version"], ["-V"]):  # the fast path: no subcommand modules imported
         print(f"vfio-scan {__version__}")
         return 0
-    from scanner.base.startup import end_of_startup, pause_gc
+    from scanner.base.gc_pause import end_of_startup, pause_gc
 
     if own_process:
         pause_gc()

@@ -190,7 +190,7 @@ def add_plugin_arguments(parser) -> None:
 
 def load_registry(strict_plugins: bool = False):
     """Load plugins; print one warning per failed plugin, or fail under ``--strict-plugins``."""
-    from scanner.base.startup import end_of_startup
+    from scanner.base.gc_pause import end_of_startup
     from scanner.engine.plugins import load_plugins
 
     registry = load_plugins()

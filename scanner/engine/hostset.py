@@ -10,10 +10,10 @@ comes and dropped once scanned, so a fleet of hundreds does not hold every snaps
 from __future__ import annotations
 
 import _thread  # threading.Lock is _thread.allocate_lock; threading itself is imported only for a pool
-import gc
 from typing import Callable, List, Optional, Sequence
 
 from scanner import __version__
+from scanner.base.gc_pause import collector_paused
 from scanner.base.record import record
 from scanner.engine.report import Report, local_timestamp
 
@@ -139,11 +139,5 @@ def _collected_after(job: HostJob, scan_one, fail_on: str) -> Report:
     still in the youngest generation at its end: one walk of it frees the host and its snapshot,
     and keeps the report (a job makes few cycles: facts and readings, a host's worth).
     """
-    if not gc.isenabled():
+    with collector_paused(free_after=True):
         return HostSet._scan_job(job, scan_one, fail_on)
-    gc.disable()
-    try:
-        return HostSet._scan_job(job, scan_one, fail_on)
-    finally:
-        gc.enable()
-        gc.collect(0)

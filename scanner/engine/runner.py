@@ -11,13 +11,12 @@ does, the user's Ctrl-C aside, it comes back as one :class:`PluginCrash` with on
 from __future__ import annotations
 
 import _signal  # built in and loaded at start-up: the signal module would add enum classes to every run
-import gc
 import os
 from collections.abc import Mapping
-from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from typing import Any, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
+from scanner.base.gc_pause import collector_paused
 from scanner.base.record import field, record, replace
 from scanner.engine.model import PHASES, SEVERITIES, STATUSES, Evidence, Finding, Rule, Step
 
@@ -364,28 +363,15 @@ def run_rules(rules: Iterable[Rule], facts, scan: Scan) -> List[Finding]:
     handler for the host, one timer per rule: nothing per device)."""
     findings: List[Finding] = []
     unreadable = None  # the targets no device rule can judge: found once, by the first device rule to run
-    with Deadline(plugin_timeout()) as deadline, _collector_paused():
+    # GC paused: the rules make a finding per rule and target (over a hundred thousand long-lived objects
+    # on thousands of targets) and next to no cyclic garbage; each full collection on the way walked all
+    # of it again, about a sixth of such a scan
+    with Deadline(plugin_timeout()) as deadline, collector_paused():
         for rule in sorted(rules, key=lambda r: r.id):
             if rule.scope == "device" and scan.has_targets and unreadable is None:
                 unreadable = _unreadable_targets(facts, scan)
             findings.extend(run_rule(rule, facts, scan, deadline, unreadable))
     return findings
-
-
-@contextmanager
-def _collector_paused():
-    """Cyclic garbage collection paused while the rules run, and left as it was found after. Why: the
-    rules make a finding per rule and target (over a hundred thousand long-lived objects on thousands of
-    targets) and next to no cyclic garbage; each full collection on the way walked all of it again,
-    about a sixth of such a scan. What cycles they leave are collected when the collector runs next."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def select_rules(rules: Sequence[Rule], only: Sequence[str] = (), skip: Sequence[str] = ()) -> List[Rule]:
