@@ -2,7 +2,7 @@
 
 ``lazyre`` (patterns compiled on first use), ``terminal_text`` (host text made safe to print),
 ``errors`` (the one bad-input error, exit 2), ``schemas`` (the shipped JSON Schemas as validators),
-``startup`` (cyclic GC paused while the command line starts), ``record`` (dataclass-like classes
+``gc_pause`` (cyclic GC paused at start-up and while a host's rules run), ``record`` (dataclass-like classes
 that cost a tenth as much to define).
 
 May import: nothing of vfio-scan.
