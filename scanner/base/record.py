@@ -18,8 +18,13 @@ dataclasses: plugins may use ``dataclasses`` functions on them.
 
 from __future__ import annotations
 
+import sys
 from _thread import get_ident
 
+#: dataclasses sets ``__match_args__`` from Python 3.10 on, the first with ``match``
+_MATCH_ARGS = sys.version_info >= (3, 10)
+#: what ``dataclasses.replace`` raises for a field declared ``init=False`` (TypeError from Python 3.13 on)
+_INIT_FALSE_ERROR = TypeError if sys.version_info >= (3, 13) else ValueError
 _MISSING = object()
 #: the constructor's marker for "use the field's default_factory"
 _FACTORY = object()
@@ -67,7 +72,7 @@ def replace(obj, **changes):
     for f in own:
         if not f.init:
             if f.name in changes:
-                raise ValueError(f"field {f.name} is declared with init=False, it cannot be specified with replace()")
+                raise _INIT_FALSE_ERROR(f"field {f.name} is declared with init=False, it cannot be specified with replace()")
         elif f.name not in changes:
             changes[f.name] = getattr(obj, f.name)
     return obj.__class__(**changes)
@@ -107,7 +112,7 @@ def _process(cls, frozen: bool):
         cls.__hash__ = _make_hash(compared) if frozen else None
     if frozen:
         cls.__setattr__, cls.__delattr__ = _frozen_methods(cls, frozenset(f.name for f in all_fields))
-    if "__match_args__" not in namespace:
+    if "__match_args__" not in namespace and _MATCH_ARGS:
         cls.__match_args__ = tuple(f.name for f in all_fields if f.init)
     return cls
 

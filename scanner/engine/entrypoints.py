@@ -59,8 +59,24 @@ def _with_importlib_metadata(group: str) -> list:
 
     try:
         return list(_entry_points(group=group))
-    except TypeError:  # Python 3.9
-        return list(_entry_points().get(group, []))
+    except TypeError:  # Python 3.9: its entry points do not know their distribution
+        return _with_distributions(group)
+
+
+def _with_distributions(group: str) -> list:
+    """Python 3.9's ``entry_points()[group]`` (every distribution's, in ``distributions()`` order), each
+    with the distribution it came from, so that a plugin is shown with its package and version as on
+    later Pythons."""
+    from importlib.metadata import distributions
+
+    found = []
+    for dist in distributions():
+        named = None
+        for ep in dist.entry_points:
+            if ep.group == group:
+                named = named or Distribution(str(getattr(dist, "_path", "")), dist.metadata["Name"], dist.version)
+                found.append(EntryPoint(ep.name, ep.value, group, named))
+    return found
 
 
 class EntryPoint:
