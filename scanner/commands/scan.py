@@ -108,7 +108,7 @@ def run(options, finished=None) -> int:
                 guest_memory=guest_memory(vm.guest_memory), managed=vm.managed,
                 options={"topology": any(fmt == "html" for fmt, _ in outputs)})  # the HTML draws each PCI tree
     reports = hosts.scan(lambda host: scan_host(host, rules, scan, selectors=selectors, vfs=vfs), fail_on=scan.fail_on,
-                         finish=preparer(registry, outputs) if hosts.processes and len(hosts.jobs) > 1 else None)
+                         finish=preparer(registry, outputs))  # used only where worker processes scan
     try:
         rendered = render_all(registry, reports, outputs, verbose=out.verbose, validate=out.validate,
                               fleet=hosts.fleet)

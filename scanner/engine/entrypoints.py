@@ -74,7 +74,7 @@ def _with_distributions(group: str) -> list:
         named = None
         for ep in dist.entry_points:
             if ep.group == group:
-                named = named or Distribution(str(getattr(dist, "_path", "")), dist.metadata["Name"], dist.version)
+                named = named or Distribution("", dist.metadata["Name"], dist.version)  # its path: not asked for
                 found.append(EntryPoint(ep.name, ep.value, group, named))
     return found
 
