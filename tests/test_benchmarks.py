@@ -89,6 +89,9 @@ def test_the_runner_writes_every_section_on_the_smallest_sizes_and_leaves_the_tr
     assert "| 10 | host rules |" in text and "| 10 | every device a target |" in text
     assert "| 10 | every device a target, `--format table` |" in text
     assert "`vfio-scan --version` within 1.5× of `python -c pass`" in text
+    # beside the targets they miss by what comes before vfio-scan's first line, that floor is measured
+    assert "(pip's wrapper alone: " in text and "| `python -c 'import re, sys'` |" in text
+    assert "| `python -c 'import pluggy, argparse, json'` |" in text
     assert "a 256-member group, every member a target: report bytes per target" in text
     fleet_row = [line for line in text.splitlines() if line.startswith("| 8 |")]
     assert fleet_row and "| 8 | ok |" in fleet_row[0]  # 8 JUnit suites, one per host
