@@ -8,11 +8,13 @@ safety (chroot-style resolution, size caps, never-raising reads) cost.
 Facts layer reads); the benchmark smoke test fails when the two drift apart. The copy keeps this
 script free of vfio-scan's imports, so its start-up is the interpreter's alone.
 
-Usage: ``python3 benchmarks/floor.py [ROOT] [--devices]`` (default ``/``); prints how many paths it
-read. Without ``--devices`` it reads what a scan without device targets reads (the host rules and
-the IOMMU groups); with it, also every device's attributes, links, and what the device rules
-check around them (drivers' modules, the default route's NIC, the root filesystem's disk, the
-boot configuration).
+Usage: ``python3 benchmarks/floor.py [ROOT] [--devices] [--stack]`` (default ``/``); prints how many
+paths it read. Without ``--devices`` it reads what a scan without device targets reads (the host
+rules and the IOMMU groups); with it, also every device's attributes, links, and what the device
+rules check around them (drivers' modules, the default route's NIC, the root filesystem's disk, the
+boot configuration). ``--stack`` first imports what any scan needs before its first check -- the
+plugin manager the design prescribes (pluggy), argparse and json -- so that a ratio can be read
+against the floor of the chosen stack as well as the interpreter's.
 """
 
 import fnmatch
@@ -154,7 +156,9 @@ def read(path):
 
 def main(argv):
     devices = "--devices" in argv
-    args = [arg for arg in argv[1:] if arg != "--devices"]
+    if "--stack" in argv:
+        import argparse, json, pluggy  # noqa: F401,E401  (their import is what --stack measures)
+    args = [arg for arg in argv[1:] if arg not in ("--devices", "--stack")]
     root = os.path.abspath(args[0]) if args else "/"
     prefix = "" if root == "/" else root
     release = (read(prefix + "/proc/sys/kernel/osrelease") or b"").decode().strip()

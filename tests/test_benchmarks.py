@@ -73,6 +73,7 @@ def test_the_floor_reads_more_with_device_targets(tmp_path):
                               capture_output=True, text=True, check=True)
         return int(done.stdout.split()[0])
     assert paths("--devices") > paths() + 10 * 5
+    assert paths("--devices", "--stack") == paths("--devices")  # --stack only imports: the same reads
 
 
 def test_the_runner_writes_every_section_on_the_smallest_sizes_and_leaves_the_tracked_files(tmp_path):
@@ -92,6 +93,8 @@ def test_the_runner_writes_every_section_on_the_smallest_sizes_and_leaves_the_tr
     # beside the targets they miss by what comes before vfio-scan's first line, that floor is measured
     assert "(pip's wrapper alone: " in text and "| `python -c 'import re, sys'` |" in text
     assert "| `python -c 'import pluggy, argparse, json'` |" in text
+    assert "10 functions, host rules: within 1.5× of the floor | " in text
+    assert "(the floor importing pluggy, argparse and json first: " in text
     assert "a 256-member group, every member a target: report bytes per target" in text
     fleet_row = [line for line in text.splitlines() if line.startswith("| 8 |")]
     assert fleet_row and "| 8 | ok |" in fleet_row[0]  # 8 JUnit suites, one per host
