@@ -55,10 +55,11 @@ def state_of(report) -> str:
     return STATE.get(report.readiness, report.readiness)
 
 
-def matrix(reports, width: int = WIDTH, per_host=None) -> list:
-    """The hosts x rules lines. ``per_host``: each report's :func:`outcomes`, when the caller has them
-    (each host's findings are gone through once, not once per rule; each state is judged once)."""
-    rules = rules_seen(reports)
+def matrix(reports, width: int = WIDTH, per_host=None, rules=None) -> list:
+    """The hosts x rules lines. ``per_host``: each report's :func:`outcomes`, and ``rules``: their
+    :func:`rules_seen`, when the caller has them (each host's findings are gone through once, not once
+    per rule; each state is judged once)."""
+    rules = rules if rules is not None else rules_seen(reports)
     ids = [r[0] for r in rules]
     names = [for_terminal(name) for name in column_names(ids)]
     per_host = per_host if per_host is not None else [outcomes(r) for r in reports]
@@ -112,15 +113,15 @@ def per_rule(reports, summary: dict, width: int = WIDTH, per_host=None) -> list:
 
 
 def render_fleet(reports, options) -> str:
-    summary = fleet_summary(reports)
+    per_host = [outcomes(r) for r in reports]
+    summary = fleet_summary(reports, per_host)
     counts = summary["readiness"]
     width = options.get("width", WIDTH)  # the terminal's (scanner/output/formats.py), 100 in a file
     verdict = (f"Fleet: {summary['hosts']} hosts: {counts['READY']} ready, {counts['READY_WITH_WARNINGS']} ready with "
                f"warnings, {counts['NOT_READY']} not ready"
                + (f" ({len([r for r in reports if r.notes])} could not be scanned)" if summary["host_errors"] else ""))
     out = textwrap.wrap(verdict, width, subsequent_indent="  ") + [""]
-    per_host = [outcomes(r) for r in reports]
-    out += matrix(reports, width, per_host)
+    out += matrix(reports, width, per_host, [(rule["rule_id"], rule["rule"], rule["title"]) for rule in summary["rules"]])
     out += ["", "Per rule"]
     out += ["  " + line for line in per_rule(reports, summary, width - 2, per_host)]
     if summary["host_errors"]:

@@ -3,8 +3,10 @@
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from scanner.facts.kernel_log import message_of, parse_kernel_log
+from scanner.facts.kernel_log import KernelLog, message_of, parse_kernel_log
 
 # what a wrapper left behind looks like: a dmesg stamp, a syslog/journal date, a mail quote
 LEFTOVER = re.compile(r"^(?:<\d+>)?\[\s*\d+\.\d+\]|^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d |^>|\bkernel: |=3D")
@@ -94,3 +96,15 @@ def test_message_of(line, message):
 def test_plain_text_with_equals_signs_is_not_mangled():
     log = parse_kernel_log("[    2.634150] == power state 0 ==\n[    2.7] radeon: x=1\n", source="x")
     assert log.messages == ("== power state 0 ==", "radeon: x=1")
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=st.lists(st.text(alphabet="ab: \u00e9", max_size=6), max_size=8),
+       pattern=st.sampled_from(["a", "^a", "b$", "a:.*b", "^$", "\u00e9", "x", re.compile("b+")]))
+def test_grep_and_first_are_the_messages_a_search_matches(messages, pattern):
+    """Every message the pattern is found in, in log order, and the first of them (None when none)."""
+    log = KernelLog(messages=tuple(messages), source="dmesg")
+    rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+    expected = [m for m in messages if rx.search(m) is not None]
+    assert log.grep(pattern) == expected
+    assert log.first(pattern) == (expected[0] if expected else None)

@@ -118,3 +118,39 @@ def test_the_fleet_table_goes_through_each_hosts_findings_a_few_times_however_ma
     CountedFindings.passes = 0
     fleet_table.render_fleet(reports, {})
     assert CountedFindings.passes <= 12 * len(reports)  # 40 rules: a pass per rule would be 40 and more per host
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reports=st.lists(host_reports(), min_size=1, max_size=8), width=st.sampled_from([100, 60]),
+       verbose=st.booleans())
+def test_the_fleet_table_is_its_parts_each_made_on_its_own(reports, width, verbose):
+    """The table shares each host's outcomes and the rules seen between its parts: the text is the one
+    its parts give when each goes through the findings itself."""
+    summary = fleet_summary(reports)
+    text = fleet_table.render_fleet(reports, {"width": width, "verbose": verbose})
+    assert ("\n" + "\n".join(fleet_table.matrix(reports, width)) + "\n") in text
+    assert "\n".join("  " + line for line in fleet_table.per_rule(reports, summary, width - 2)) in text
+    counts = summary["readiness"]
+    assert text.startswith(f"Fleet: {summary['hosts']} hosts: {counts['READY']} ready")
+
+
+def test_the_fleet_table_makes_each_hosts_outcomes_and_the_rules_seen_once(monkeypatch):
+    """Shared by the summary, the matrix and the per-rule lines: made once, not by each part again."""
+    from scanner.engine import fleet_summary as summary_module
+
+    calls = {"outcomes": 0, "rules_seen": 0}
+
+    def counted(name, made):
+        def count(*args):
+            calls[name] += 1
+            return made(*args)
+        return count
+
+    for module in (fleet_table, summary_module):
+        for name in calls:
+            monkeypatch.setattr(module, name, counted(name, getattr(summary_module, name)))
+    reports = [Report(host={"hostname": f"n{n}"}, started_at="t", duration_s=0.0,
+                      findings=[Finding(status="fail", message="m", rule_id="VFIO-001", rule="r", title="t")])
+               for n in range(3)]
+    fleet_table.render_fleet(reports, {})
+    assert calls == {"outcomes": len(reports), "rules_seen": 1}

@@ -37,3 +37,27 @@ def test_a_result_that_cannot_come_back_leaves_the_jobs_to_the_caller(monkeypatc
         pytest.skip("one CPU: the jobs are scanned in-process")
     monkeypatch.setenv("VFIO_SCAN_PROCESSES", "2")
     assert hostpool.map_jobs(list(range(40)), lambda n: (lambda: n)) is None  # a lambda does not pickle
+
+
+def test_the_reports_coming_back_are_not_walked_by_the_collector_again_and_again(monkeypatch):
+    """The parent only receives reports while the workers scan: its collector is paused meanwhile
+    (each collection walked every report received so far), and on again once they are all in."""
+    import gc
+
+    if CPUS < 2:
+        pytest.skip("one CPU: the jobs are scanned in-process")
+    monkeypatch.setenv("VFIO_SCAN_PROCESSES", "2")
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    assert gc.isenabled()
+    gc.callbacks.append(count)
+    try:
+        got = hostpool.map_jobs(list(range(40)), lambda n: [[n, i] for i in range(2000)])  # 80,000 containers
+    finally:
+        gc.callbacks.remove(count)
+    assert [len(made) for made in got] == [2000] * 40 and got[39][1999] == [39, 1999]
+    assert len(collections) <= 2 and gc.isenabled()  # with the collector on: over a hundred

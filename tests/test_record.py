@@ -169,3 +169,39 @@ def test_the_constructor_is_compiled_at_the_first_instance_and_kept():
     assert Pair(1) == Pair(1, 2) and Pair(left=3).right == 2
     assert Pair.__init__.__code__.co_varnames[:3] == ("self", "left", "right")
     assert Pair.__init__.__qualname__.endswith("Pair.__init__")
+
+
+def made_by(make, kind):
+    """A frozen class of fields ``x`` and ``y`` made by ``make`` (dataclasses or records), then one of
+    ``kind``: itself, a subclass that puts a property or a slot where a field goes, one with slots."""
+    decorate = make.dataclass(frozen=True) if make is dataclasses else make.record(frozen=True)
+    if kind == "slots":
+        return decorate(type("Slotted", (), {"__slots__": ("x", "y"), "__annotations__": {"x": int, "y": int}}))
+    if kind == "inherited":  # a base class's property where the record's field goes
+        shown = type("Shown", (), {"x": property(lambda self: 7)})
+        return decorate(type("OverShown", (shown,), {"__annotations__": {"x": int, "y": int}, "y": 5}))
+    base = decorate(type("Plain", (), {"__annotations__": {"x": int, "y": int}, "y": 5}))
+    if kind == "property":
+        return type("Shown", (base,), {"x": property(lambda self: 7)})
+    if kind == "settable":
+        return type("Kept", (base,), {"x": property(lambda self: self.kept, lambda self, v: object.__setattr__(
+            self, "kept", v * 2))})
+    if kind == "subclass":
+        return type("Sub", (base,), {})
+    return base
+
+
+def outcome_of(cls):
+    try:
+        made = cls(1)
+    except Exception as exc:
+        return type(exc).__name__
+    return made.x, made.y, sorted(getattr(made, "__dict__", {}).items())
+
+
+@pytest.mark.parametrize("kind", ["plain", "subclass", "property", "settable", "inherited"])
+def test_a_frozen_record_is_filled_in_as_a_frozen_dataclass_is(kind):
+    """Through a property's setter or straight into the instance's dictionary: where
+    object.__setattr__ would put each field, and the same refusal where it refuses."""
+    assert outcome_of(made_by(rec, kind)) == outcome_of(made_by(dataclasses, kind))
+    assert outcome_of(made_by(rec, "settable")) == (2, 5, [("kept", 2), ("y", 5)])

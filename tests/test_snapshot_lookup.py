@@ -105,3 +105,41 @@ def test_a_record_below_the_depth_limit_is_refused_as_the_walk_refuses_it():
         assert host.read(deepest + "/f").reason == TOO_DEEP
         assert host.read(deepest[:-2] + "/f").text == "deep\n"
         assert host.is_dir(deepest) and not host.is_dir(deepest + "/f")
+
+
+def where(host, asked):
+    """Where each path leads and whether it exists, in the order asked, and what the host noted."""
+    return [(path, host.resolve(path), host.exists(path)) for path in asked], sorted(host.uncollected)
+
+
+@settings(max_examples=400, deadline=None)
+@given(records=entries(), data=st.data())
+def test_every_path_resolves_as_the_walk_alone_resolves_it(records, data):
+    asked = data.draw(st.lists(st.one_of(paths(), st.sampled_from(sorted(records)) if records else paths()),
+                               min_size=1, max_size=12))
+    # where each path leads first, then every read after those look-ups
+    seen = [(where(host, asked), answers(host, asked)) for host in (SnapshotHost(snapshot(records)),
+                                                                     WalkOnly(snapshot(records)))]
+    assert seen[0] == seen[1]
+
+
+def test_a_name_the_walk_fails_at_is_answered_without_it():
+    """An unlisted name, a name recorded missing or failed, under a walked directory: the look-up's
+    answer, the walk's reason (else the tests above compare the walk with itself)."""
+    records = {"/sys": {"type": "dir", "names": ["g", "l"]}, "/sys/g": {"type": "dir", "names": ["type"]},
+               "/sys/g/type": {"type": "file", "text": "DMA\n", "cap": 100}, "/sys/g/gone": {"type": "missing"},
+               "/sys/g/no": {"type": "error", "reason": "permission denied"},
+               "/sys/l": {"type": "link", "target": "g"}}
+    host = SnapshotHost(snapshot(records))
+    host.read("/sys/g/type")  # walks /sys/g once
+    walked = host._resolve
+    host._resolve = lambda *args: (_ for _ in ()).throw(AssertionError("walked"))
+    assert [host.read(f"/sys/g/{name}").reason for name in ("name", "gone", "no")] == [
+        "missing", "missing", "permission denied"]
+    assert [host.resolve(f"/sys/g/{name}").reason for name in ("name", "gone", "no")] == [
+        "missing", "missing", "permission denied"]
+    assert host.resolve("/sys/g/type").text == "/sys/g/type" and not host.exists("/sys/g/name")
+    assert host.listdir("/sys/g/name").reason == "missing" and host.stat("/sys/g/no").reason == "permission denied"
+    host._resolve = walked
+    assert host.resolve("/sys/l/type").text == "/sys/g/type"  # a link on the way: the walked directory, the name
+    assert host.uncollected == set()

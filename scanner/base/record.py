@@ -153,16 +153,25 @@ def _make_init(cls, all_fields, frozen: bool):
                 raise TypeError(f"non-default argument {f.name!r} follows default argument")
             else:
                 params.append(f.name)
-        lines.append(f"_set(self, {f.name!r}, {value})" if frozen else f"self.{f.name} = {value}")
-    if hasattr(cls, "__post_init__"):
-        lines.append("self.__post_init__()")
-    body = "\n    ".join(lines or ["pass"])
-    source = f"def __init__(self, {', '.join(params)}):\n    {body}\n"
+        lines.append((f.name, value) if frozen else f"self.{f.name} = {value}")
+    after = ["self.__post_init__()"] if hasattr(cls, "__post_init__") else []
+    head = f"def __init__(self, {', '.join(params)}):\n    "
+
+    def source() -> str:
+        if not frozen:
+            return head + "\n    ".join(lines + after or ["pass"]) + "\n"
+        env["_cls"], env["_type"] = cls, type
+        body = [f"_set(self, {name!r}, {value})" for name, value in lines]
+        if lines and _fields_live_in_dict(cls, [name for name, _ in lines]):
+            # what object.__setattr__ does there, without a call per field (a scan makes thousands of reads)
+            body = (["if _type(self) is _cls:", "    _d = self.__dict__"]
+                    + [f"    _d[{name!r}] = {value}" for name, value in lines] + ["else:"] + ["    " + b for b in body])
+        return head + "\n    ".join(body + after or ["pass"]) + "\n"
 
     def __init__(self, *args, **kwargs):
         # Compiled on first use, then in place on the class: a run pays no compile for the classes
         # it never instantiates (a scan of an x86 host makes no arm64 fact, for one).
-        exec(source, env)
+        exec(source(), env)
         made = env["__init__"]
         made.__qualname__ = __init__.__qualname__
         if cls.__dict__.get("__init__") is __init__:
@@ -170,6 +179,23 @@ def _make_init(cls, all_fields, frozen: bool):
         made(self, *args, **kwargs)
 
     return __init__
+
+
+def _fields_live_in_dict(cls, names) -> bool:
+    """Does ``object.__setattr__(instance, name, value)`` only store into the instance's ``__dict__``, for
+    every field? So when the instances have one and no class on the way defines a data descriptor
+    (a property, a slot) by that name: a frozen record of exactly this class may then be filled in
+    by its ``__dict__``, as a frozen dataclass is by ``object.__setattr__``."""
+    if not cls.__dictoffset__:
+        return False
+    for name in names:
+        for base in cls.__mro__:
+            if name in base.__dict__:
+                kind = type(base.__dict__[name])
+                if hasattr(kind, "__set__") or hasattr(kind, "__delete__"):
+                    return False
+                break
+    return True
 
 
 def _make_repr(names):

@@ -49,10 +49,11 @@ def rules_seen(reports) -> List[tuple]:
     return [seen[k] for k in sorted(seen)]
 
 
-def fleet_summary(reports: Sequence) -> dict:
-    """The ``summary`` of the fleet document (schemas/fleet.schema.json)."""
+def fleet_summary(reports: Sequence, per_host: Optional[Sequence[dict]] = None) -> dict:
+    """The ``summary`` of the fleet document (schemas/fleet.schema.json). ``per_host``: each report's
+    :func:`outcomes`, when the caller has them already (the table: a fleet's findings gone through once)."""
     rules = []
-    per_host = [outcomes(report) for report in reports]
+    per_host = per_host if per_host is not None else [outcomes(report) for report in reports]
     for rule_id, name, title in rules_seen(reports):
         hosts = {status: 0 for status in STATUSES}
         hosts["not_run"] = 0

@@ -23,6 +23,8 @@ import sys
 import threading
 from typing import Callable, List, Optional, Sequence
 
+from scanner.base.gc_pause import collector_paused
+
 #: fewer jobs than this are scanned in-process: forking costs more than it saves
 MIN_JOBS = 16
 MAX_WORKERS = 8
@@ -92,7 +94,10 @@ def scan_in_processes(count: int, work: Callable[[int], object], workers: int) -
         return None
     _work = work
     try:
-        with context.Pool(workers, initializer=_worker_signals) as pool:  # leaving it terminates the workers
+        # This process only receives the reports meanwhile (a thread unpickles them as they come): some
+        # hundred thousand long-lived objects, no cyclic garbage. With the collector on, each collection
+        # walked the reports received so far again, on a CPU the workers need; paused, it walks them once.
+        with context.Pool(workers, initializer=_worker_signals) as pool, collector_paused():
             return _map_ending_on_sigterm(pool, count, chunksize=max(1, min(8, count // (workers * 4))))
     except _Terminated:
         _die_of_sigterm()

@@ -9,9 +9,9 @@ May import: scanner.base, scanner.host, scanner.engine.model.
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Dict, List, Optional, Tuple
 
+from scanner.base.cached import cached_property
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 from scanner.facts.host_dependencies import HostDependencies
 from scanner.facts.arm_platform import ArmPlatform

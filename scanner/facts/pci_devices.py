@@ -16,9 +16,9 @@ parser: the value is the one the full read gives, whichever way it was read.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cached_property
 from typing import Dict, Iterable, Iterator, Optional, Tuple, Union
 
+from scanner.base.cached import cached_property
 from scanner.facts.pci import (
     ADDRESS,
     PciDevice,

@@ -28,6 +28,7 @@ from typing import List, Optional
 
 from scanner.host import DEFAULT_CAP, BytesRead, Listing, Read, Stat
 from scanner.host.snapshot_entries import entries_are_valid
+from scanner.host.snapshot_envelope import envelope_is_plainly_valid
 from scanner.host.snapshot_lookup import DirectLookup
 from scanner.host.tree import MISSING, Components, TreeHost, _Unresolvable
 
@@ -102,7 +103,8 @@ def _plainly_valid(document) -> bool:
     The same checks, in an order that saves the walk over every entry for nesting: entries that
     match the schema are plain values, names lists at most, four levels in all, so the document is
     nested no deeper than its envelope (everything but the entries) or four. Only plain values are
-    looked at before the envelope's nesting is known (``str()`` of a hostile version would recurse).
+    looked at before the envelope's nesting is known (``str()`` of a hostile version would recurse);
+    the envelope of the collector's usual shape is then checked in plain Python, any other by the schema.
     """
     if type(document) is not dict or document.get("format") != "vfio-scan-snapshot":
         return False
@@ -113,7 +115,10 @@ def _plainly_valid(document) -> bool:
     if type(entries) is not dict or len(entries) > MAX_ENTRIES or not entries_are_valid(entries):
         return False
     envelope = dict(document, entries={})
-    return not _nesting_exceeds(envelope, MAX_NESTING) and _validator().is_valid(envelope)
+    if _nesting_exceeds(envelope, MAX_NESTING):
+        return False
+    validator = _validator()
+    return envelope_is_plainly_valid(envelope, validator.schema) or validator.is_valid(envelope)
 
 
 def decode_bounded(text: str, where: str):
@@ -261,7 +266,7 @@ class SnapshotHost(DirectLookup, TreeHost):
         """(entry, None) for the resolved ``path``, or (None, reason)."""
         entry = self._plain_entry(path)
         if entry is not None:
-            return entry, None
+            return (None, entry) if entry.__class__ is str else (entry, None)
         try:
             parts = self._resolve(path)
             return (self._entry(parts) if parts else self._root_entry()), None
