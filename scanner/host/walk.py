@@ -198,4 +198,14 @@ class ConfinedWalk:
         path = "/" + path.strip("/")
         parent, _, leaf = path.rpartition("/")
         base = self._resolve_dir(parent) if parent else ()
+        known = self._known
+        if known is not None and leaf not in ("", ".", ".."):
+            # the last name met before as a directory or a link followed: the walk's own answer
+            # from its caches (an entry is kept only once within the depth and loop limits)
+            key = base + (leaf,)
+            if key in known:
+                return key
+            followed = self._links.get(key) if follow_last else None
+            if followed is not None and followed[1] <= MAX_LINK_HOPS:
+                return followed[0]
         return self._walk([leaf], base, follow_last)
