@@ -87,7 +87,7 @@ class Directories:
     def fd(self, parts: Components) -> int:
         """The descriptor of the directory at ``parts``, opened from the nearest open ancestor
         one name at a time (raises OSError: ENOTDIR or ELOOP where a name is no directory)."""
-        if parts is self._last:
+        if parts is self._last or parts == self._last:  # the same tuple, or the same names made anew
             return self._last_fd
         opened = self._open
         fd = opened.get(parts)

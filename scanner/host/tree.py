@@ -265,7 +265,9 @@ class TreeHost(ConfinedWalk):
         nothing, nor does one open only to pass through (listing it is denied); in a directory open
         for reading, a name that can be looked up is listed, and one that is not there is not.
         Anything else the look-up meets (a directory one may read but not search, a name it cannot
-        take) is answered by the listing itself.
+        take) is answered by the listing itself. A link found is followed at once, as a read
+        through it would follow it (:meth:`_keep_link`): a device's ``driver`` is asked whether it is
+        listed, then where it leads, and its type is looked up once for both.
         """
         if name in ("", ".", "..") or "/" in name or "\0" in name:
             return name in self.listdir(path).entries()
@@ -277,11 +279,13 @@ class TreeHost(ConfinedWalk):
         if not self._dirs.readable(parts):
             return False
         try:
-            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
         except FileNotFoundError:
             return False
         except OSError:
             return name in self.listdir(path).entries()
+        if mode & _FORMAT == _LINK:
+            self._keep_link(parts + (name,))
         return True
 
     def stat(self, path: str) -> Stat:

@@ -142,6 +142,21 @@ class ConfinedWalk:
                                                  hops, True)
         return resolved, after - hops + 1, on_file
 
+    def _keep_link(self, key: Components) -> None:
+        """Follow the link at ``key`` and keep where it leads, as the walk does when it meets it
+        with no link followed before (what a resolve of the path names first): for a host that
+        met the link another way (a look-up of its name). A failure keeps nothing, and the walk
+        meets it again in its own time."""
+        links = self._links
+        if links is None:
+            links = self._links = {}
+        if key in links or len(key) > MAX_DEPTH:
+            return
+        try:
+            links[key] = self._follow(key, 0)
+        except _Unresolvable:
+            pass
+
     def _dir_state(self, path: str) -> _State:
         """What ``_advance(path.split("/"), (), 0, True)`` returns, one component at a time from
         the longest prefix already walked (raises _Unresolvable).
