@@ -121,6 +121,13 @@ class Facts(HostDependencies, NextBoot, BootConfiguration, VmStartHardware, VmAc
     def cmdline(self) -> Optional[Cmdline]:
         return parse_cmdline(self.cmdline_read.text) if self.cmdline_read.ok else None
 
+    @cached_property
+    def acs_override(self) -> bool:
+        """Booted with ``pcie_acs_override``: every IOMMU group is split by force (each group's
+        classification asks, and a host may have thousands of groups)."""
+        cmdline = self.cmdline
+        return bool(cmdline is not None and cmdline.has("pcie_acs_override"))
+
     def module_param(self, module: str, param: str) -> Read:
         return self.host.read(f"/sys/module/{module}/parameters/{param}")
 

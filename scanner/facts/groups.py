@@ -85,8 +85,7 @@ def classify(facts, group: str, targets: Iterable[str] = (), devices: Optional[M
         else:
             role = "unrelated"
         members.append(Member(address, role, device))
-    cmdline = facts.cmdline
-    return GroupView(group, tuple(members), acs_override=bool(cmdline is not None and cmdline.has("pcie_acs_override")))
+    return GroupView(group, tuple(members), acs_override=facts.acs_override)
 
 
 def _idle_host_bridge(device: PciDevice) -> bool:

@@ -74,6 +74,10 @@ class Directories:
         self._limit = limit
         #: the open directories that could not be opened for reading (only to pass through)
         self._unreadable: Set[Components] = set()
+        #: the components :meth:`fd` answered last and its answer: the cache's most recent entry
+        #: already, so asked again (a device's attributes one after the other) it needs no reordering
+        self._last: Optional[Components] = None
+        self._last_fd = -1
 
     def readable(self, parts: Components) -> bool:
         """Was the directory at ``parts``, open now, opened for reading? Not: it can be passed
@@ -83,10 +87,13 @@ class Directories:
     def fd(self, parts: Components) -> int:
         """The descriptor of the directory at ``parts``, opened from the nearest open ancestor
         one name at a time (raises OSError: ENOTDIR or ELOOP where a name is no directory)."""
+        if parts is self._last or parts == self._last:  # the same tuple, or the same names made anew
+            return self._last_fd
         opened = self._open
         fd = opened.get(parts)
         if fd is not None:
             opened.move_to_end(parts)
+            self._last, self._last_fd = parts, fd
             return fd
         depth = len(parts) - 1
         while depth > 0:
@@ -107,6 +114,8 @@ class Directories:
                 (gone, gone_fd) = opened.popitem(last=False)
                 self._unreadable.discard(gone)
                 os.close(gone_fd)
+        if opened.get(parts) == fd:  # kept (a cache of no entries keeps none)
+            self._last, self._last_fd = parts, fd
         return fd
 
     def _root_descriptor(self) -> int:
@@ -121,6 +130,7 @@ class Directories:
         fds = list(self._open.values()) + ([self._root_fd] if self._root_fd is not None else [])
         self._open.clear()
         self._unreadable.clear()
+        self._last, self._last_fd = None, -1
         self._root_fd = None
         for fd in fds:
             os.close(fd)

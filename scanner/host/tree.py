@@ -150,12 +150,22 @@ class TreeHost(ConfinedWalk):
         before any open (raises _Unresolvable).
 
         A plain last name is looked up straight in its resolved directory (most of a scan's
-        reads): only a link there costs the walk of the whole path.
+        reads): only a link there costs the walk of the whole path. The directory walked before
+        (the walk's state kept for it, see ``_dir_state``) is taken from the walk's cache here,
+        without the calls that look it up again; anything else takes ``_resolve_dir``.
         """
         parent, _, leaf = ("/" + path.strip("/")).rpartition("/")
-        mode = stat.S_IFLNK
+        mode = _LINK
         if leaf not in ("", ".", ".."):
-            dir_fd = self._dir_fd(self._resolve_dir(parent) if parent else ())
+            if parent:
+                state = self._dir_cache.get(parent)
+                parts = state[0] if state.__class__ is tuple and not state[2] else self._resolve_dir(parent)
+            else:
+                parts = ()
+            try:
+                dir_fd = self._dirs.fd(parts)
+            except OSError as exc:
+                raise _Unresolvable(CHANGED if replaced(exc) else reason_for(exc)) from None
             mode = _mode_in(dir_fd, leaf)
         if mode & _FORMAT == _LINK:
             parts = self._resolve(path)
@@ -189,26 +199,36 @@ class TreeHost(ConfinedWalk):
             raise _Unresolvable(_not_regular(st.st_mode))
         return fd, st.st_size
 
-    def read_bytes(self, path: str, cap: int = DEFAULT_CAP) -> BytesRead:
+    def _read_data(self, path: str, cap: int) -> Tuple[Optional[bytes], Optional[str]]:
+        """(the bytes of the regular file ``path``, None), or (None, why it cannot be read): what
+        :meth:`read_bytes` and :meth:`read` answer, without the record between them."""
         try:
             fd, size = self._open(path)
         except _Unresolvable as exc:
-            return BytesRead(path, reason=exc.reason)
+            return None, exc.reason
         try:
             data = read_capped(fd, cap, size)
         except OSError as exc:
-            return BytesRead(path, reason=reason_for(exc))
+            return None, reason_for(exc)
         finally:
             os.close(fd)
         if data is None:
-            return BytesRead(path, reason=f"too large: over the {cap}-byte cap")
-        return BytesRead(path, data)
+            return None, f"too large: over the {cap}-byte cap"
+        return data, None
+
+    def read_bytes(self, path: str, cap: int = DEFAULT_CAP) -> BytesRead:
+        data, reason = self._read_data(path, cap)
+        return BytesRead(path, data, reason)
 
     def read(self, path: str, cap: int = DEFAULT_CAP, lenient: bool = False) -> Read:
-        raw = self.read_bytes(path, cap)
-        if not raw.ok:
-            return Read(path, reason=raw.reason)
-        return decode_text(path, raw.data, lenient=lenient)
+        if self.read_bytes.__func__ is TreeHost.read_bytes:
+            data, reason = self._read_data(path, cap)
+        else:  # a subclass reads bytes its own way (one recording every read): text is read through it
+            raw = self.read_bytes(path, cap)
+            data, reason = raw.data, raw.reason
+        if data is None:
+            return Read(path, reason=reason)
+        return decode_text(path, data, lenient=lenient)
 
     def initramfs(self, path: str):
         """What the initramfs image at ``path`` holds (:class:`scanner.host.initramfs.InitramfsRead`):
@@ -245,7 +265,9 @@ class TreeHost(ConfinedWalk):
         nothing, nor does one open only to pass through (listing it is denied); in a directory open
         for reading, a name that can be looked up is listed, and one that is not there is not.
         Anything else the look-up meets (a directory one may read but not search, a name it cannot
-        take) is answered by the listing itself.
+        take) is answered by the listing itself. A link found is followed at once, as a read
+        through it would follow it (:meth:`_keep_link`): a device's ``driver`` is asked whether it is
+        listed, then where it leads, and its type is looked up once for both.
         """
         if name in ("", ".", "..") or "/" in name or "\0" in name:
             return name in self.listdir(path).entries()
@@ -257,11 +279,13 @@ class TreeHost(ConfinedWalk):
         if not self._dirs.readable(parts):
             return False
         try:
-            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
         except FileNotFoundError:
             return False
         except OSError:
             return name in self.listdir(path).entries()
+        if mode & _FORMAT == _LINK:
+            self._keep_link(parts + (name,))
         return True
 
     def stat(self, path: str) -> Stat:

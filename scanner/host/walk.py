@@ -142,6 +142,21 @@ class ConfinedWalk:
                                                  hops, True)
         return resolved, after - hops + 1, on_file
 
+    def _keep_link(self, key: Components) -> None:
+        """Follow the link at ``key`` and keep where it leads, as the walk does when it meets it
+        with no link followed before (what a resolve of the path names first): for a host that
+        met the link another way (a look-up of its name). A failure keeps nothing, and the walk
+        meets it again in its own time."""
+        links = self._links
+        if links is None:
+            links = self._links = {}
+        if key in links or len(key) > MAX_DEPTH:
+            return
+        try:
+            links[key] = self._follow(key, 0)
+        except _Unresolvable:
+            pass
+
     def _dir_state(self, path: str) -> _State:
         """What ``_advance(path.split("/"), (), 0, True)`` returns, one component at a time from
         the longest prefix already walked (raises _Unresolvable).
@@ -198,4 +213,14 @@ class ConfinedWalk:
         path = "/" + path.strip("/")
         parent, _, leaf = path.rpartition("/")
         base = self._resolve_dir(parent) if parent else ()
+        known = self._known
+        if known is not None and leaf not in ("", ".", ".."):
+            # the last name met before as a directory or a link followed: the walk's own answer
+            # from its caches (an entry is kept only once within the depth and loop limits)
+            key = base + (leaf,)
+            if key in known:
+                return key
+            followed = self._links.get(key) if follow_last else None
+            if followed is not None and followed[1] <= MAX_LINK_HOPS:
+                return followed[0]
         return self._walk([leaf], base, follow_last)
