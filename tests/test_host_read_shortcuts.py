@@ -222,4 +222,25 @@ def test_a_device_field_is_read_once_however_often_it_is_asked(tmp_path):
     base = "/sys/bus/pci/devices/0000:01:00.0"
     assert {path: n for path, n in host.asked.items()} == {
         f"{base}/vendor": 1, f"{base}/device": 1, f"{base}/class": 1, f"{base}/driver": 1, f"{base}/pci_bus": 1}
-    assert PciFields.vendor.__doc__ == PciFields.vendor._read.__doc__  # the class still answers for itself
+
+
+def test_the_descriptor_answered_last_is_forgotten_when_opening_another_fails_after_closing_it(tmp_path):
+    """With a small cache, opening a deep directory closes the one answered last to make room; when
+    a name further down is no directory, the open fails. Asked for again, the one answered last is
+    opened anew, never answered by the number it had (which the failed walk reused for another)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "only-in-a").write_text("")
+    (tmp_path / "b" / "c" / "d").mkdir(parents=True)
+    (tmp_path / "b" / "c" / "d" / "f").write_text("a file, not a directory")
+    dirs = Directories(str(tmp_path), limit=2)
+    try:
+        dirs.fd(("a",))
+        try:
+            dirs.fd(("b", "c", "d", "f", "g"))
+        except OSError:
+            pass
+        else:
+            raise AssertionError("a path through a regular file was opened")
+        assert os.listdir(dirs.fd(("a",))) == ["only-in-a"]
+    finally:
+        dirs.close()

@@ -61,3 +61,20 @@ def test_the_reports_coming_back_are_not_walked_by_the_collector_again_and_again
         gc.callbacks.remove(count)
     assert [len(made) for made in got] == [2000] * 40 and got[39][1999] == [39, 1999]
     assert len(collections) <= 2 and gc.isenabled()  # with the collector on: over a hundred
+
+
+def test_a_worker_forked_while_the_parent_pauses_its_collector_runs_with_it(monkeypatch):
+    """A worker that replaces one that died is forked while the parent's collector is paused for the
+    reports: it scans host after host all the same, so it turns its collector on."""
+    import gc
+
+    if CPUS < 2:
+        pytest.skip("one CPU: the jobs are scanned in-process")
+    monkeypatch.setenv("VFIO_SCAN_PROCESSES", "2")
+    gc.disable()  # as the parent is while the reports come back
+    try:
+        got = hostpool.map_jobs(list(range(20)), lambda n: (gc.isenabled(), os.getpid()))
+    finally:
+        gc.enable()
+    assert len({pid for _, pid in got} - {os.getpid()}) >= 1  # forked workers did the jobs
+    assert all(enabled for enabled, _ in got)

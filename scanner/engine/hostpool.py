@@ -17,6 +17,7 @@ before vfio-scan itself dies of it (a shell shows 143); either way the pool is t
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -44,10 +45,14 @@ def _raise_terminated(signum, frame):
     raise _Terminated()
 
 
-def _worker_signals() -> None:
-    """In each worker: a Ctrl-C on the terminal is the parent's to handle; SIGTERM ends the worker."""
+def _worker_start() -> None:
+    """In each worker: a Ctrl-C on the terminal is the parent's to handle; SIGTERM ends the worker; and
+    the collector runs, whatever the parent's was when it forked (one forked to replace a worker that
+    died meets the parent's pause while reports come back, and scans host after host: each host's
+    rules pause it on their own)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    gc.enable()
 
 
 def _die_of_sigterm() -> None:
@@ -97,7 +102,7 @@ def scan_in_processes(count: int, work: Callable[[int], object], workers: int) -
         # This process only receives the reports meanwhile (a thread unpickles them as they come): some
         # hundred thousand long-lived objects, no cyclic garbage. With the collector on, each collection
         # walked the reports received so far again, on a CPU the workers need; paused, it walks them once.
-        with context.Pool(workers, initializer=_worker_signals) as pool, collector_paused():
+        with context.Pool(workers, initializer=_worker_start) as pool, collector_paused():
             return _map_ending_on_sigterm(pool, count, chunksize=max(1, min(8, count // (workers * 4))))
     except _Terminated:
         _die_of_sigterm()

@@ -129,23 +129,6 @@ def read_pci_device(host, address: str) -> PciDevice:
     )
 
 
-class _read_once:
-    """``functools.cached_property`` without its lock (Python before 3.12 takes one per property,
-    shared by every instance): the value is kept in the instance's ``__dict__``, so asked again it
-    is found there without this descriptor being called. A host is read by one thread at a time."""
-
-    def __init__(self, read):
-        self._read = read
-        self._name = read.__name__
-        self.__doc__ = read.__doc__
-
-    def __get__(self, fields, owner=None):
-        if fields is None:
-            return self
-        value = fields.__dict__[self._name] = self._read(fields)
-        return value
-
-
 class PciFields:
     """The attributes of one function that selectors, indexes and the ``groups`` table ask of every
     device, each read on first use; same names and values as :class:`PciDevice`'s (no notes, no
@@ -170,33 +153,33 @@ class PciFields:
         (``host.lists``), which answers as the listing would without listing the directory."""
         return self.host.lists(self.base, name)
 
-    @_read_once
+    @cached_property
     def vendor(self) -> Optional[str]:
         return self._hex("vendor", 4)
 
-    @_read_once
+    @cached_property
     def device(self) -> Optional[str]:
         return self._hex("device", 4)
 
-    @_read_once
+    @cached_property
     def pci_class(self) -> Optional[str]:
         return self._hex("class", 6)
 
-    @_read_once
+    @cached_property
     def subsystem_vendor(self) -> Optional[str]:
         return self._hex("subsystem_vendor", 4) if self._listed("subsystem_vendor") else None
 
-    @_read_once
+    @cached_property
     def subsystem_device(self) -> Optional[str]:
         return self._hex("subsystem_device", 4) if self._listed("subsystem_device") else None
 
-    @_read_once
+    @cached_property
     def driver(self) -> Optional[str]:
         if not self._listed("driver"):
             return None
         return link_target(self.host, f"{self.base}/driver", self.host.resolve(self.base))[0]
 
-    @_read_once
+    @cached_property
     def has_pci_bus(self) -> bool:
         return self._listed("pci_bus")
 

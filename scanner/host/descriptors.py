@@ -95,6 +95,9 @@ class Directories:
             opened.move_to_end(parts)
             self._last, self._last_fd = parts, fd
             return fd
+        # Forgotten before anything is opened: opening may close it to make room, and an open that then
+        # fails would leave it naming a number the next open reuses for another directory.
+        self._last, self._last_fd = None, -1
         depth = len(parts) - 1
         while depth > 0:
             fd = opened.get(parts[:depth])
