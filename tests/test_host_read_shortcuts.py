@@ -4,8 +4,8 @@ and look-up, on trees of links, loops, dangling links, FIFOs, files of odd bytes
 the cap, in any order, with the descriptor cache small enough to drop and open directories again.
 
 The reference is the host with the shortcuts taken out (the code as it was before them): each
-directory found through the walk's lookup, each descriptor through the cache's reordering, each
-name walked by the walk, each text read through ``read_bytes``.
+descriptor through the cache's reordering, each name walked by the walk, no link followed on
+being looked up.
 """
 
 from __future__ import annotations
@@ -21,16 +21,7 @@ from scanner.facts.pci_devices import PciFields
 from test_host_walk_cache import build as build_links
 from scanner.host import DEFAULT_CAP
 from scanner.host.descriptors import Directories
-from scanner.host.tree import (
-    _FORMAT,
-    _LINK,
-    _REGULAR,
-    A_DIRECTORY,
-    TreeHost,
-    _mode_in,
-    _not_regular,
-    _Unresolvable,
-)
+from scanner.host.tree import A_DIRECTORY, TreeHost
 
 
 class ReorderingDirectories(Directories):
@@ -53,25 +44,6 @@ class WalkedHost(TreeHost):
         parent, _, leaf = path.rpartition("/")
         base = self._resolve_dir(parent) if parent else ()
         return self._walk([leaf], base, follow_last)
-
-    def _regular_file(self, path):
-        parent, _, leaf = ("/" + path.strip("/")).rpartition("/")
-        mode = _LINK
-        if leaf not in ("", ".", ".."):
-            dir_fd = self._dir_fd(self._resolve_dir(parent) if parent else ())
-            mode = _mode_in(dir_fd, leaf)
-        if mode & _FORMAT == _LINK:
-            parts = self._resolve(path)
-            if not parts:
-                raise _Unresolvable(A_DIRECTORY)
-            dir_fd, leaf = self._dir_fd(parts[:-1]), parts[-1]
-            mode = _mode_in(dir_fd, leaf)
-        if mode & _FORMAT != _REGULAR:
-            raise _Unresolvable(_not_regular(mode))
-        return dir_fd, leaf
-
-    def read_bytes(self, path, cap=DEFAULT_CAP):  # its own: every text read goes through it
-        return super().read_bytes(path, cap)
 
     def _keep_link(self, key):
         pass  # a link is followed when a walk meets it, never on being looked up

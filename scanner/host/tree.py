@@ -150,22 +150,12 @@ class TreeHost(ConfinedWalk):
         before any open (raises _Unresolvable).
 
         A plain last name is looked up straight in its resolved directory (most of a scan's
-        reads): only a link there costs the walk of the whole path. The directory walked before
-        (the walk's state kept for it, see ``_dir_state``) is taken from the walk's cache here,
-        without the calls that look it up again; anything else takes ``_resolve_dir``.
+        reads): only a link there costs the walk of the whole path.
         """
         parent, _, leaf = ("/" + path.strip("/")).rpartition("/")
         mode = _LINK
         if leaf not in ("", ".", ".."):
-            if parent:
-                state = self._dir_cache.get(parent)
-                parts = state[0] if state.__class__ is tuple and not state[2] else self._resolve_dir(parent)
-            else:
-                parts = ()
-            try:
-                dir_fd = self._dirs.fd(parts)
-            except OSError as exc:
-                raise _Unresolvable(CHANGED if replaced(exc) else reason_for(exc)) from None
+            dir_fd = self._dir_fd(self._resolve_dir(parent) if parent else ())
             mode = _mode_in(dir_fd, leaf)
         if mode & _FORMAT == _LINK:
             parts = self._resolve(path)
@@ -199,36 +189,26 @@ class TreeHost(ConfinedWalk):
             raise _Unresolvable(_not_regular(st.st_mode))
         return fd, st.st_size
 
-    def _read_data(self, path: str, cap: int) -> Tuple[Optional[bytes], Optional[str]]:
-        """(the bytes of the regular file ``path``, None), or (None, why it cannot be read): what
-        :meth:`read_bytes` and :meth:`read` answer, without the record between them."""
+    def read_bytes(self, path: str, cap: int = DEFAULT_CAP) -> BytesRead:
         try:
             fd, size = self._open(path)
         except _Unresolvable as exc:
-            return None, exc.reason
+            return BytesRead(path, reason=exc.reason)
         try:
             data = read_capped(fd, cap, size)
         except OSError as exc:
-            return None, reason_for(exc)
+            return BytesRead(path, reason=reason_for(exc))
         finally:
             os.close(fd)
         if data is None:
-            return None, f"too large: over the {cap}-byte cap"
-        return data, None
-
-    def read_bytes(self, path: str, cap: int = DEFAULT_CAP) -> BytesRead:
-        data, reason = self._read_data(path, cap)
-        return BytesRead(path, data, reason)
+            return BytesRead(path, reason=f"too large: over the {cap}-byte cap")
+        return BytesRead(path, data)
 
     def read(self, path: str, cap: int = DEFAULT_CAP, lenient: bool = False) -> Read:
-        if self.read_bytes.__func__ is TreeHost.read_bytes:
-            data, reason = self._read_data(path, cap)
-        else:  # a subclass reads bytes its own way (one recording every read): text is read through it
-            raw = self.read_bytes(path, cap)
-            data, reason = raw.data, raw.reason
-        if data is None:
-            return Read(path, reason=reason)
-        return decode_text(path, data, lenient=lenient)
+        raw = self.read_bytes(path, cap)
+        if not raw.ok:
+            return Read(path, reason=raw.reason)
+        return decode_text(path, raw.data, lenient=lenient)
 
     def initramfs(self, path: str):
         """What the initramfs image at ``path`` holds (:class:`scanner.host.initramfs.InitramfsRead`):
