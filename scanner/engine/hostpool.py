@@ -12,7 +12,8 @@ in this process, so the result never depends on it.
 
 No worker outlives the scan: a Ctrl-C is the parent's alone (the workers ignore SIGINT, so it is
 one "interrupted" line, not a traceback per worker), and a SIGTERM while they scan ends them
-before vfio-scan itself dies of it (a shell shows 143); either way the pool is terminated first.
+before vfio-scan itself dies of it (a shell shows 143); either way the workers are ended first.
+The workers themselves are scanner/engine/forked_workers.py.
 """
 
 from __future__ import annotations
@@ -22,23 +23,19 @@ import os
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from typing import Callable, List, Optional, Sequence
 
 from scanner.base.gc_pause import collector_paused
+from scanner.engine.forked_workers import run_forked
 
 #: fewer jobs than this are scanned in-process: forking costs more than it saves
 MIN_JOBS = 16
 MAX_WORKERS = 8
 
-_work: Optional[Callable[[int], object]] = None  # set in the parent just before the fork
-
-
-def _run(index: int):
-    return _work(index)
-
 
 class _Terminated(BaseException):
-    """SIGTERM while the workers scan: unwinds ``pool.map`` so that the pool ends its workers."""
+    """SIGTERM while the workers scan: unwinds the gathering, so that the workers are ended first."""
 
 
 def _raise_terminated(signum, frame):
@@ -47,9 +44,8 @@ def _raise_terminated(signum, frame):
 
 def _worker_start() -> None:
     """In each worker: a Ctrl-C on the terminal is the parent's to handle; SIGTERM ends the worker; and
-    the collector runs, whatever the parent's was when it forked (one forked to replace a worker that
-    died meets the parent's pause while reports come back, and scans host after host: each host's
-    rules pause it on their own)."""
+    the collector runs, though the parent's is paused while reports come back (a worker scans host
+    after host: each host's rules pause it on their own)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     gc.enable()
@@ -63,13 +59,15 @@ def _die_of_sigterm() -> None:
     os._exit(128 + signal.SIGTERM)  # not reached: the signal is delivered as the call returns
 
 
-def _map_ending_on_sigterm(pool, count: int, chunksize: int) -> List[object]:
-    """``pool.map`` over the job indexes, turning a SIGTERM into :class:`_Terminated` meanwhile."""
-    if threading.current_thread() is not threading.main_thread():  # only there can a handler be set
-        return pool.map(_run, range(count), chunksize=chunksize)
+@contextmanager
+def _sigterm_unwinds():
+    """SIGTERM raises :class:`_Terminated` in the block (only the main thread can set a handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return pool.map(_run, range(count), chunksize=chunksize)
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -89,27 +87,22 @@ def workers_for(jobs: int) -> int:
 
 def scan_in_processes(count: int, work: Callable[[int], object], workers: int) -> Optional[List[object]]:
     """``[work(0), ..., work(count - 1)]`` computed by ``workers`` forked processes, or None when
-    that cannot be done here (no fork, a report that cannot be pickled): the caller scans itself."""
-    global _work
-    try:
-        import multiprocessing
-
-        context = multiprocessing.get_context("fork")
-    except (ImportError, ValueError):
+    that cannot be done here (no fork, a worker that died, a report that cannot be pickled): the
+    caller scans itself."""
+    if not hasattr(os, "fork"):
         return None
-    _work = work
+    size = max(1, min(8, count // (workers * 4)))
+    spans = [(first, min(first + size, count)) for first in range(0, count, size)]
     try:
-        # This process only receives the reports meanwhile (a thread unpickles them as they come): some
-        # hundred thousand long-lived objects, no cyclic garbage. With the collector on, each collection
-        # walked the reports received so far again, on a CPU the workers need; paused, it walks them once.
-        with context.Pool(workers, initializer=_worker_start) as pool, collector_paused():
-            return _map_ending_on_sigterm(pool, count, chunksize=max(1, min(8, count // (workers * 4))))
-    except _Terminated:
+        # This process only receives the reports meanwhile: some hundred thousand long-lived objects,
+        # no cyclic garbage. With the collector on, each collection walked the reports received so far
+        # again, on a CPU the workers need; paused, it walks them once.
+        with _sigterm_unwinds(), collector_paused():
+            return run_forked(work, spans, workers, start=_worker_start)
+    except _Terminated:  # the workers are ended and waited for by now
         _die_of_sigterm()
-    except Exception:  # a worker that died, a report that would not pickle: scan here instead
+    except Exception:  # WorkLost, or no pipe to be had (too many open files): scan here instead
         return None
-    finally:
-        _work = None
 
 
 def map_jobs(jobs: Sequence, work: Callable[[object], object]) -> Optional[List[object]]:
