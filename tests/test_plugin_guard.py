@@ -315,6 +315,35 @@ def test_run_rules_restores_sigalrm_and_leaves_no_timer(monkeypatch):
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
+def test_a_timer_left_by_a_call_that_ended_early_fires_on_nothing(monkeypatch):
+    """One timer call per rule: a call that ends early leaves its timer to the next call, so the alarm
+    may come between calls, in the engine's own code. There it is ignored; each call gets its whole
+    deadline; leaving stops the timer."""
+    import _signal  # what the guard calls
+
+    calls = []
+    real_setitimer = _signal.setitimer
+    monkeypatch.setattr(_signal, "setitimer", lambda *args: calls.append(args) or real_setitimer(*args))
+    with Deadline(0.1) as deadline:
+        assert deadline.call(time.sleep, 0.06) is None  # ends with 0.04 s of its timer left
+        time.sleep(0.15)  # the engine's own code meanwhile: the alarm comes here, and is ignored
+        assert deadline.call(time.sleep, 0.08) is None  # under its own 0.1 s, whatever the last one left
+        with pytest.raises(PluginCrash, match="did not finish within 0.1 s"):
+            deadline.call(time.sleep, 5)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert len(calls) == 3 + 1  # one per call, and one to stop it on leaving
+
+
+def test_an_alarm_handled_late_never_cuts_the_next_call_short():
+    """Python runs a signal's handler some bytecodes after the signal: an alarm of an earlier call's timer
+    may be handled just after the next call has started. It is ignored; that call still has its time."""
+    with Deadline(0.2) as deadline:
+        stale = lambda: deadline._on_alarm(signal.SIGALRM, None) or "answered"  # noqa: E731
+        assert deadline.call(stale) == "answered"
+        with pytest.raises(PluginCrash, match="did not finish within 0.2 s"):
+            deadline.call(time.sleep, 5)
+
+
 def test_someone_elses_timer_is_left_alone(monkeypatch):
     """A real-time timer already running (pytest-timeout's, a caller's alarm): no deadline, nothing touched."""
     fired = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import _signal  # built in and loaded at start-up: the signal module would add enum classes to every run
 import os
 from collections.abc import Mapping
+from time import monotonic
 from functools import cached_property, lru_cache
 from typing import Any, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
@@ -74,6 +75,8 @@ TIMEOUT_ENV = "VFIO_SCAN_PLUGIN_TIMEOUT"
 DEFAULT_TIMEOUT = 30.0
 #: Once a deadline has passed the alarm repeats this often: plugin code that swallowed one gets the next.
 _REPEAT_S = 0.5
+#: How much sooner than the deadline an alarm may seem to come, timer and clock measured apart.
+_EARLY_S = 0.001
 
 
 class PluginCrash(Exception):
@@ -122,9 +125,12 @@ class Deadline:
 
     Why a signal: Python cannot stop a thread, and a thread per rule per host would cost more than the
     rules on a tree of 10,000 devices. SIGALRM from a real-time interval timer raises
-    :class:`DeadlineExceeded` inside the plugin's loop or blocking system call; it costs two system
-    calls per call. Entered as a context manager around many calls (one host's rules, the loading of
-    every third-party plugin): the handler is installed once and the one before it restored on leaving.
+    :class:`DeadlineExceeded` inside the plugin's loop or blocking system call; it costs one system
+    call per call (the timer is set as each call starts; one that ends early leaves it to the next
+    call to set again; an alarm counts only once the running call has had its whole time, so one
+    left from an earlier call, whenever its handler runs, is ignored). Entered as a context
+    manager around many calls (one host's rules, the loading of every third-party plugin): the
+    handler is installed once, and on leaving the timer is stopped and the handler before it restored.
 
     Where no timer can be had there is no deadline, and nothing else changes: outside the main thread
     (only it receives signals: ``vfio-scan fleet`` scans in threads), where setitimer does not exist,
@@ -139,6 +145,7 @@ class Deadline:
         self._restore = None  # SIGALRM's previous handler, while ours is installed
         self._running = False
         self._fired = False
+        self._started = 0.0  # when the running call started (time.monotonic)
 
     def __enter__(self) -> "Deadline":
         if self.seconds > 0:
@@ -164,19 +171,21 @@ class Deadline:
         if self._restore is None:
             return function(*args)
         self._fired = False
-        self._running = True
         _signal.setitimer(_signal.ITIMER_REAL, max(self.seconds, 0.001), _REPEAT_S)
+        self._started = monotonic()
+        self._running = True
         try:
             result = function(*args)
         finally:
-            self._running = False  # first: an alarm from here on is ignored
-            _signal.setitimer(_signal.ITIMER_REAL, 0)
+            self._running = False  # an alarm from here on is ignored; the next call or leaving stops it
         if self._fired:  # it caught the deadline and came back anyway: its answer is not trusted
             raise DeadlineExceeded(self._overrun())
         return result
 
     def _on_alarm(self, signum, frame) -> None:
-        if self._running:
+        # Python runs a handler some bytecodes after the signal: an alarm of the last call's timer can be
+        # handled once this call has started. It counts only when this call has had its time.
+        if self._running and monotonic() - self._started >= self.seconds - _EARLY_S:
             self._fired = True
             raise DeadlineExceeded(self._overrun())
 
