@@ -57,6 +57,23 @@ def test_a_worker_that_dies_mid_way_is_work_lost_not_a_hang():
     assert children_of_this_process() == before
 
 
+def test_a_fork_that_fails_ends_the_workers_already_forked(monkeypatch):
+    """Out of processes (``ulimit -u``) after the first worker: no work is lost half-way and nothing is left running."""
+    real_fork, forks = os.fork, []
+
+    def second_fork_fails():
+        if forks:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", second_fork_fails)
+    before = children_of_this_process()
+    with pytest.raises(WorkLost, match="cannot fork a worker: .*Resource temporarily unavailable"):
+        run_forked(lambda index: index, spans_of(40, 2), workers=3)
+    assert forks == [1] and children_of_this_process() == before
+
+
 def test_a_job_that_raises_or_a_result_that_will_not_pickle_is_left_to_the_caller(monkeypatch):
     monkeypatch.setenv("VFIO_SCAN_PROCESSES", "2")
     if hostpool.workers_for(40) < 2:
