@@ -64,8 +64,8 @@ def test_the_reports_coming_back_are_not_walked_by_the_collector_again_and_again
 
 
 def test_a_worker_forked_while_the_parent_pauses_its_collector_runs_with_it(monkeypatch):
-    """A worker that replaces one that died is forked while the parent's collector is paused for the
-    reports: it scans host after host all the same, so it turns its collector on."""
+    """The workers are forked once the parent has paused its collector for the reports: each scans host
+    after host all the same, so it turns its collector on."""
     import gc
 
     if CPUS < 2:
