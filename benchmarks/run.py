@@ -8,7 +8,9 @@ Usage (from the checkout, with vfio-scan installed in a venv)::
 
 Every number is a whole process, started the way a user starts it (``vfio-scan`` from the
 venv's ``bin``), timed from fork to exit; the median of ``--runs`` runs after one warm-up run,
-so that the page cache is warm for every contender alike. Peak memory is the largest resident
+so that the page cache is warm for every contender alike. Where a target is a ratio, the
+contenders' runs are taken in turn (``timing.measure_together``), so that a machine speeding up
+or slowing down meanwhile moves them alike. Peak memory is the largest resident
 set of one more run under GNU ``time`` (``apt-get install time``). Trees and snapshots are built once into
 ``--work`` (default ``benchmarks/.work``, reused while the generators' version is unchanged).
 
@@ -44,7 +46,7 @@ import fleet_flood  # noqa: E402
 import fleetgen  # noqa: E402
 import treegen  # noqa: E402
 from results import Results  # noqa: E402
-from timing import Timing, compile_bytecode, mb, measure, ms, peak_memory, run_once  # noqa: E402
+from timing import compile_bytecode, mb, measure, measure_together, ms, peak_memory, run_once  # noqa: E402
 
 TARGET_ARGS = [arg for cls in treegen.TARGET_CLASSES for arg in ("--class", cls)]
 TARGETS = {  # what a user of each path waits at most, as ratios to a reference measured in the same run
@@ -98,9 +100,8 @@ class Bench(Results):
             floor = [self.python, str(HERE / "floor.py"), str(tree)]
             for label, extra, floor_extra in (("host rules", [], []), ("every device a target", TARGET_ARGS,
                                                                        ["--devices"])):
-                got = measure(scan + extra, runs)
-                base = measure(floor + floor_extra, runs)
-                stack = measure(floor + floor_extra + ["--stack"], runs)
+                got, base, stack = measure_together([scan + extra, floor + floor_extra,
+                                                     floor + floor_extra + ["--stack"]], runs)
                 ratio = got.median / base.median
                 per_function[(label, size)] = got.median / size
                 rows.append(f"| {size:,} | {label} | {ms(got.median)} | {mb(got.peak_kb)} | {ms(base.median)} | "
@@ -116,7 +117,7 @@ class Bench(Results):
                     self.check(f"10,000 functions, every device a target: peak under {TARGETS['targets_peak_mb']} MB",
                                0 < got.peak_kb < TARGETS["targets_peak_mb"] * 1024, mb(got.peak_kb))
                 if size == max(sizes) and extra:
-                    rows += self.formats(scan + extra, got, size)
+                    rows += self.formats(scan + extra, size)
         self.section("Trees: `vfio-scan scan --format json` against the floor",
                       "The floor (`benchmarks/floor.py`) only lists and reads the files the rules need "
                       "(with targets: every device's files too). Per function: the scan's median over the "
@@ -126,11 +127,13 @@ class Bench(Results):
         for label in ("host rules", "every device a target"):
             self.flatness(label, {size: per_function[(label, size)] * size for size in sizes})
 
-    def formats(self, command: List[str], json_run: Timing, size: int) -> List[str]:
-        """The same scan as a table and as JUnit, against its JSON: the human formats are no slower."""
+    def formats(self, command: List[str], size: int) -> List[str]:
+        """The same scan as a table and as JUnit, against its JSON (measured again, in turn with them): the
+        human formats are no slower."""
         rows = []
-        for fmt in ("table", "junit"):
-            got = measure([c if c != "json" else fmt for c in command], self.args.runs)
+        json_run, *others = measure_together([command] + [[c if c != "json" else fmt for c in command]
+                                                          for fmt in ("table", "junit")], self.args.runs)
+        for fmt, got in zip(("table", "junit"), others):
             ratio = got.median / json_run.median
             rows.append(f"| {size:,} | every device a target, `--format {fmt}` | {ms(got.median)} | {mb(got.peak_kb)} "
                         f"| JSON {ms(json_run.median)} | {ratio:.2f}× | | {got.note or 'ok'} |")
@@ -214,15 +217,16 @@ class Bench(Results):
 
     def this_machine(self) -> None:
         runs = max(self.args.runs, 10)
-        python = measure([self.python, "-c", "pass"], runs, ok=(0,))
         # What any command installed by pip, and any scan, costs before vfio-scan's first line: the
         # wrapper pip writes for a console script imports re; the design's plugin manager (pluggy) and
         # the standard library's argument parser and JSON come before any check. Set beside the
         # targets, they show how much of a ratio is ours.
-        wrapper = measure([self.python, "-c", "import re, sys"], runs, ok=(0,))
-        stack = measure([self.python, "-c", "import pluggy, argparse, json"], runs, ok=(0,))
-        version = measure([self.vfio_scan, "--version"], runs, ok=(0,))
-        scan = measure([self.vfio_scan, "scan", "--format", "json"], runs)
+        vhv = shutil.which("virt-host-validate")
+        commands = [[self.python, "-c", "pass"], [self.python, "-c", "import re, sys"],
+                    [self.python, "-c", "import pluggy, argparse, json"], [self.vfio_scan, "--version"],
+                    [self.vfio_scan, "scan", "--format", "json"]] + ([[vhv], [vhv, "qemu"]] if vhv else [])
+        timings = measure_together(commands, runs, oks=[(0,)] * 4 + [(0, 1)] + [range(256)] * 2)
+        python, wrapper, stack, version, scan = timings[:5]
         rows = [f"| `python -c pass` | {ms(python.median)} | {mb(python.peak_kb)} | the interpreter alone |",
                 f"| `python -c 'import re, sys'` | {ms(wrapper.median)} | {mb(wrapper.peak_kb)} | "
                 "what pip's wrapper of any console script imports |",
@@ -234,10 +238,8 @@ class Bench(Results):
         self.check(f"`vfio-scan --version` within {TARGETS['version_ratio']:g}× of `python -c pass`",
                    ratio <= TARGETS["version_ratio"], f"{ms(version.median)}, {ratio:.1f}× "
                    f"(pip's wrapper alone: {wrapper.median / python.median:.1f}×)")
-        vhv = shutil.which("virt-host-validate")
         if vhv:
-            theirs = measure([vhv], runs, ok=range(256))
-            qemu = measure([vhv, "qemu"], runs, ok=range(256))
+            theirs, qemu = timings[5:]
             rows += [f"| `virt-host-validate` | {ms(theirs.median)} | {mb(theirs.peak_kb)} | checks QEMU and LXC |",
                      f"| `virt-host-validate qemu` | {ms(qemu.median)} | {mb(qemu.peak_kb)} | checks QEMU |"]
             ratio = scan.median / theirs.median
@@ -247,7 +249,7 @@ class Bench(Results):
         else:
             rows.append("| `virt-host-validate` | — | — | not installed (apt-get install libvirt-clients) |")
         self.section("This machine: start-up and a scan, against libvirt's `virt-host-validate`",
-                     f"Median of {runs} runs each.", ["command", "wall", "peak", "note"], rows)
+                     f"Median of {runs} runs each, taken in turn.", ["command", "wall", "peak", "note"], rows)
 
     def fleet_merge(self, hosts: int) -> None:
         snapshots = self.fleet(hosts)

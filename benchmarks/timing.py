@@ -52,6 +52,28 @@ def run_once(command: Sequence[str], budget: Optional[float] = None, stdout=None
     return time.perf_counter() - started, process.returncode, stopped
 
 
+def measure_together(commands: Sequence[Sequence[str]], runs: int, oks: Optional[Sequence] = None) -> List[Timing]:
+    """:func:`measure` of each command, their runs taken in turn (A, B, C, A, B, C, ...) after a warm-up of each.
+
+    Why in turn: the ratio of two commands is what a target checks, and a machine shared with others
+    speeds up and slows down by a tenth or more within minutes. Measured one command after the other,
+    such a drift showed as a ratio of 1.06 between a table and a JSON output whose code had not
+    changed; taken in turn, it moves both medians alike. ``oks``: each command's accepted exit
+    statuses (default 0 and 1).
+    """
+    oks = list(oks) if oks is not None else [(0, 1)] * len(commands)
+    for command in commands:
+        run_once(command)
+    walls: List[List[float]] = [[] for _ in commands]
+    statuses = [0] * len(commands)
+    for _ in range(runs):
+        for index, command in enumerate(commands):
+            wall, statuses[index], _ = run_once(command)
+            walls[index].append(wall)
+    return [Timing(command, walls[i], peak_memory(command), statuses[i],
+                   "" if statuses[i] in oks[i] else f"exit status {statuses[i]}") for i, command in enumerate(commands)]
+
+
 def peak_memory(command: Sequence[str]) -> int:
     """The command's peak resident set in KB, from GNU time (0 when it is not installed).
 

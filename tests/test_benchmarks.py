@@ -20,6 +20,7 @@ from clihelpers import REPO, run_cli
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import floor  # noqa: E402
+import timing  # noqa: E402
 import treegen  # noqa: E402
 from scanner import collector  # noqa: E402
 
@@ -110,3 +111,16 @@ def test_the_readme_s_table_of_targets_is_replaced_between_its_markers_only():
     assert new == f"intro\n{run.BEGIN}\n| target | measured | |\n|---|---|---|\n| a | 1× | met |\n{run.END}\noutro\n"
     assert run.with_targets("no markers\n", ["| a | 1× | met |"]) == "no markers\n"
     assert run.BEGIN in (REPO / "README.md").read_text()
+
+
+def test_contenders_of_a_ratio_are_run_in_turn_so_a_drifting_machine_moves_them_alike(tmp_path):
+    """After one warm-up each, the runs alternate: a machine that slows down half-way slows both."""
+    log = tmp_path / "order"
+    def command(name, status):
+        return [sys.executable, "-c", f"open({str(log)!r}, 'a').write({name!r}); raise SystemExit({status})"]
+
+    a, b = timing.measure_together([command("A", 0), command("B", 2)], runs=3, oks=[(0,), (0,)])
+    peak_runs = "AB" if timing.peak_memory([sys.executable, "-c", "pass"]) else ""  # under GNU time, if installed
+    assert log.read_text() == "AB" + "AB" * 3 + peak_runs  # warm-ups, three rounds in turn, each peak-memory run
+    assert len(a.wall) == len(b.wall) == 3
+    assert (a.note, b.note) == ("", "exit status 2")  # a status outside its own accepted ones is reported
