@@ -15,6 +15,7 @@ newer collector, cut at the collector's limit):
 from __future__ import annotations
 
 import json
+import os
 import re
 import weakref
 
@@ -160,3 +161,47 @@ def test_the_workers_make_each_hosts_junit_suite_and_the_document_is_put_togethe
     for report in reports:
         report.prepared.clear()
     assert made == junit.render(reports, {})
+
+
+def test_a_snapshot_whose_scan_kills_its_worker_costs_that_host_alone(fleet, monkeypatch):
+    """A crash that takes the worker process (a plugin's C code, the OOM killer) is that one host's
+    error, in its notes (the run is incomplete: exit 3), and every other host is scanned as usual."""
+    import signal
+
+    from scanner.engine.hostpool import workers_for
+    from scanner.engine.hostset import HostSet
+    from scanner.engine.plugins import load_plugins
+    from scanner.engine.report import EXIT_INCOMPLETE, combined_exit_code
+    from scanner.engine.runner import Scan, select_rules
+    from scanner.engine.scanning import scan_host
+    from scanner.engine.snapshots import snapshot_jobs
+
+    monkeypatch.setenv("VFIO_SCAN_PROCESSES", "2")
+    jobs = snapshot_jobs([str(fleet)])
+    if workers_for(len(jobs)) < 2:
+        pytest.skip("one CPU: no worker processes")
+    rules = select_rules(load_plugins().sorted_rules(), [], [])
+    victim = [job.label for job in jobs].index("ready")
+
+    parent = os.getpid()
+
+    def scan_one(host):
+        if host.origin.endswith("/ready.json") and os.getpid() != parent:  # in a worker only: never pytest
+            os.kill(os.getpid(), signal.SIGKILL)
+        return scan_host(host, rules, Scan())
+
+    reports = HostSet(jobs, processes=True).scan(scan_one)
+    assert [r.host["label"] for r in reports] == [job.label for job in jobs]
+    lost = reports[victim]
+    assert lost.notes == ["internal error while scanning: the worker process scanning it was killed by SIGKILL"]
+    assert lost.findings == [] and lost.exit_code == EXIT_INCOMPLETE
+    assert combined_exit_code(reports) == EXIT_INCOMPLETE
+
+    def outcome(report):
+        return report.host["label"], report.notes, [(f.rule_id, f.subject, f.status, f.message) for f in report.findings]
+
+    monkeypatch.setenv("VFIO_SCAN_PROCESSES", "1")  # the same hosts in this process, none of them killed
+    alone = HostSet(jobs, processes=True).scan(lambda host: scan_host(host, rules, Scan()))
+    assert [outcome(r) for i, r in enumerate(reports) if i != victim] == \
+        [outcome(r) for i, r in enumerate(alone) if i != victim]
+    assert alone[victim].findings  # what was lost was a host that scans

@@ -57,6 +57,37 @@ def test_a_worker_that_dies_mid_way_is_work_lost_not_a_hang():
     assert children_of_this_process() == before
 
 
+def test_a_job_that_kills_its_worker_costs_that_job_alone_when_the_caller_says_what_stands_for_it():
+    """A crash in C or the OOM killer takes the worker, not the run: the jobs it held are done again one
+    by one in workers forked in its place, and only the job that kills a worker alone is lost."""
+    import signal
+
+    def killers(index):
+        if index in (5, 6, 23):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if index == 31:
+            os._exit(3)
+        return index * 10
+
+    before = children_of_this_process()
+    got = run_forked(killers, spans_of(40, 4), workers=2, lost=lambda index, why: f"lost {index}: {why}")
+    expected = [index * 10 for index in range(40)]
+    for index in (5, 6, 23):
+        expected[index] = f"lost {index}: was killed by SIGKILL"
+    expected[31] = "lost 31: exited with status 3"
+    assert got == expected
+    assert children_of_this_process() == before
+
+
+def test_workers_that_cannot_start_leave_the_work_to_the_caller_without_losing_a_job():
+    def dies(): os._exit(1)  # noqa: E704
+
+    before = children_of_this_process()
+    with pytest.raises(WorkLost, match="ended before it was ready|neither answered nor handed out"):
+        run_forked(lambda index: index, spans_of(6, 2), workers=2, start=dies, lost=lambda index, why: None)
+    assert children_of_this_process() == before
+
+
 def test_a_fork_that_fails_ends_the_workers_already_forked(monkeypatch):
     """Out of processes (``ulimit -u``) after the first worker: no work is lost half-way and nothing is left running."""
     real_fork, forks = os.fork, []

@@ -10,8 +10,10 @@ CPU for the same run): each worker has a pipe for its spans and one for its answ
 
 What the callers rely on:
 
-* results come back in index order, or :class:`WorkLost` is raised: a worker that died or could not
-  be forked, a job that raised, a result that could not be pickled. Nothing is retried here.
+* results come back in index order, or :class:`WorkLost` is raised: a worker that could not be
+  forked, a job that raised, a result that could not be pickled; a worker that died, unless the
+  caller says what stands for a job that kills its worker (``lost``: then the span it was doing is
+  done again job by job, and only a job that kills a worker alone is lost).
 * every worker is ended and waited for before :func:`run_forked` returns or raises, whatever ends
   it (``KeyboardInterrupt``, an exception raised by a signal handler, :class:`WorkLost`).
 * a worker never runs the parent's code after the fork: whatever it raises ends in ``os._exit``,
@@ -30,6 +32,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 #: what a worker answers instead of results when a job raised or its results would not pickle
 _FAILED = b"failed"
+#: what a worker says once it has started: a death after this is its job's doing
+_READY = b"ready"
 #: spans handed to a worker ahead of its answers: it starts the next while the parent reads the last
 _AHEAD = 2
 
@@ -45,18 +49,33 @@ class _Worker:
         self.pid = pid
         self.spans = spans
         self.answers = answers
-        self.handed: deque = deque()  # span numbers handed to it and not answered yet
+        self.handed: deque = deque()  # (first, end) of the spans handed to it and not answered yet
+        self.ready = False  # it has started (and said so)
 
 
 def run_forked(work: Callable[[int], object], spans: Sequence[Tuple[int, int]], workers: int,
-               start: Optional[Callable[[], None]] = None) -> List[object]:
+               start: Optional[Callable[[], None]] = None,
+               lost: Optional[Callable[[int, str], object]] = None) -> List[object]:
     """``[work(i) for (first, end) in spans for i in range(first, end)]``, computed by ``workers`` forked
-    processes (``start()`` first in each); raises :class:`WorkLost` when that cannot be done."""
+    processes (``start()`` first in each); ``spans`` follow each other from 0. Raises :class:`WorkLost`
+    when that cannot be done.
+
+    ``lost(index, why)``: what stands for ``work(index)`` when it kills the process doing it (a crash in
+    C, the kernel's OOM killer). A worker forked in its place does the span it was doing again, each
+    job alone, and a job that kills a worker alone is ``lost``; every other answer stands. Without
+    ``lost``, a worker's death raises :class:`WorkLost`.
+    """
     crew: List[_Worker] = []
+
+    def fork_one() -> _Worker:
+        worker = _fork(work, start, crew)
+        crew.append(worker)
+        return worker
+
     try:
         for _ in range(workers):
-            crew.append(_fork(work, start, crew))
-        return _gather(crew, spans)
+            fork_one()
+        return _gather(crew, spans, fork_one, lost)
     finally:
         end_all(crew)
 
@@ -98,7 +117,8 @@ def _fork(work: Callable[[int], object], start, crew: List[_Worker]) -> _Worker:
 
 
 def _serve(work: Callable[[int], object], spans: Connection, answers: Connection) -> None:
-    """In a worker: answer each span handed to it, until its pipe is closed."""
+    """In a worker: say it is ready, then answer each span handed to it, until its pipe is closed."""
+    answers.send_bytes(_READY)
     while True:
         try:
             first, end = pickle.loads(spans.recv_bytes())
@@ -111,39 +131,99 @@ def _serve(work: Callable[[int], object], spans: Connection, answers: Connection
         answers.send_bytes(answer)
 
 
-def _gather(crew: List[_Worker], spans: Sequence[Tuple[int, int]]) -> List[object]:
+def _gather(crew: List[_Worker], spans: Sequence[Tuple[int, int]], fork_one, lost) -> List[object]:
     """Hand the spans out and collect the answers, in the parent's main thread."""
-    answered: List[Optional[list]] = [None] * len(spans)
-    waiting = len(spans)
-    upcoming = iter(range(len(spans)))
+    count = spans[-1][1] if spans else 0
+    results: List[object] = [None] * count
+    pending = deque(spans)  # (first, end) of the jobs not handed out yet
+    waiting = count
+    deaths = 0
     with selectors.DefaultSelector() as selector:
-        for worker in crew:
+        for worker in list(crew):
             selector.register(worker.answers, selectors.EVENT_READ, worker)
-            for _ in range(_AHEAD):
-                _hand(worker, spans, next(upcoming, None))
+            _hand_ahead(worker, pending)
         while waiting:
+            if not any(worker.handed for worker in crew):  # nothing would ever answer: never wait for it
+                raise WorkLost(f"{waiting} jobs neither answered nor handed out")
             for key, _ in selector.select():
                 worker = key.data
                 try:
                     answer = worker.answers.recv_bytes()
                 except (EOFError, OSError):
-                    raise WorkLost(f"worker {worker.pid} ended before answering") from None
+                    if lost is None:
+                        raise WorkLost(f"worker {worker.pid} ended before answering") from None
+                    if not worker.ready:  # it died starting: no job of it, and perhaps none will start
+                        raise WorkLost(f"worker {worker.pid} ended before it was ready") from None
+                    deaths += 1
+                    # each death answers a job, splits a span or ends an idle worker: more is no job's doing
+                    if deaths > 2 * count + len(spans) + 8:
+                        raise WorkLost("workers keep dying") from None
+                    selector.unregister(worker.answers)
+                    waiting -= _bury(worker, crew, pending, results, lost)
+                    if pending:
+                        replacement = fork_one()
+                        selector.register(replacement.answers, selectors.EVENT_READ, replacement)
+                        _hand_ahead(replacement, pending)
+                    continue
+                if answer == _READY:
+                    worker.ready = True
+                    continue
                 if answer == _FAILED:
                     raise WorkLost("a job failed in a worker")
-                answered[worker.handed.popleft()] = pickle.loads(answer)
-                waiting -= 1
-                _hand(worker, spans, next(upcoming, None))
-    return [result for results in answered for result in results]
+                first, end = worker.handed.popleft()
+                answered = pickle.loads(answer)
+                if len(answered) != end - first:
+                    raise WorkLost(f"worker {worker.pid} answered {len(answered)} jobs of {end - first}")
+                results[first:end] = answered
+                waiting -= end - first
+                _hand_ahead(worker, pending)
+    return results
 
 
-def _hand(worker: _Worker, spans: Sequence[Tuple[int, int]], number: Optional[int]) -> None:
-    if number is None:
-        return
-    try:
-        worker.spans.send_bytes(pickle.dumps(tuple(spans[number])))
-    except OSError:  # it has ended: its answers' pipe says so next
-        raise WorkLost(f"worker {worker.pid} ended before its work was handed out") from None
-    worker.handed.append(number)
+def _hand_ahead(worker: _Worker, pending: deque) -> None:
+    """Give ``worker`` spans until it has :data:`_AHEAD` of them (or none are left)."""
+    while len(worker.handed) < _AHEAD and pending:
+        span = pending.popleft()
+        try:
+            worker.spans.send_bytes(pickle.dumps(span))
+        except OSError:  # it has ended: its answers' pipe says so next
+            pending.appendleft(span)
+            return
+        worker.handed.append(span)
+
+
+def _bury(worker: _Worker, crew: List[_Worker], pending: deque, results: List[object], lost) -> int:
+    """A worker died: wait for it. It died doing the first span it held (it does them in order, and
+    answers each before the next): each job of that span gets a span of its own, to be done next, and
+    a job that was alone in it is answered with ``lost``. Spans it held behind that one go back as
+    they were, first in line. How many jobs were answered (0 or 1; 0 when it died idle)."""
+    crew.remove(worker)
+    for connection in (worker.spans, worker.answers):
+        connection.close()
+    why = _death(_reap(worker.pid))
+    if not worker.handed:  # it died idle: nothing of the work went with it
+        return 0
+    (first, end), untouched = worker.handed[0], list(worker.handed)[1:]
+    worker.handed.clear()
+    pending.extendleft(reversed(untouched))
+    if end - first > 1:
+        pending.extendleft((index, index + 1) for index in reversed(range(first, end)))
+        return 0
+    results[first] = lost(first, why)
+    return 1
+
+
+def _death(status: Optional[int]) -> str:
+    """How a worker ended, in words, from its wait status."""
+    if status is None:
+        return "ended"
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            return f"was killed by {signal.Signals(number).name}"
+        except ValueError:
+            return f"was killed by signal {number}"
+    return f"exited with status {os.WEXITSTATUS(status)}"
 
 
 def _signal_quietly(pid: int, signum: int) -> None:
@@ -153,12 +233,12 @@ def _signal_quietly(pid: int, signum: int) -> None:
         pass
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int) -> Optional[int]:
+    """Wait for ``pid``; its wait status, or None when it is not ours to wait for (SIGCHLD ignored)."""
     while True:
         try:
-            os.waitpid(pid, 0)
-            return
+            return os.waitpid(pid, 0)[1]
         except InterruptedError:
             continue
         except ChildProcessError:
-            return
+            return None

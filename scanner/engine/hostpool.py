@@ -85,10 +85,12 @@ def workers_for(jobs: int) -> int:
     return max(1, min(cap, cpus, MAX_WORKERS))
 
 
-def scan_in_processes(count: int, work: Callable[[int], object], workers: int) -> Optional[List[object]]:
+def scan_in_processes(count: int, work: Callable[[int], object], workers: int,
+                      lost: Optional[Callable[[int, str], object]] = None) -> Optional[List[object]]:
     """``[work(0), ..., work(count - 1)]`` computed by ``workers`` forked processes, or None when
-    that cannot be done here (no fork, a worker that died, a report that cannot be pickled): the
-    caller scans itself."""
+    that cannot be done here (no fork, a report that cannot be pickled; a worker that died, without
+    ``lost``): the caller scans itself. ``lost(index, why)`` stands for a job that kills its worker
+    (scanner/engine/forked_workers.py)."""
     if not hasattr(os, "fork"):
         return None
     size = max(1, min(8, count // (workers * 4)))
@@ -98,16 +100,19 @@ def scan_in_processes(count: int, work: Callable[[int], object], workers: int) -
         # no cyclic garbage. With the collector on, each collection walked the reports received so far
         # again, on a CPU the workers need; paused, it walks them once.
         with _sigterm_unwinds(), collector_paused():
-            return run_forked(work, spans, workers, start=_worker_start)
+            return run_forked(work, spans, workers, start=_worker_start, lost=lost)
     except _Terminated:  # the workers are ended and waited for by now
         _die_of_sigterm()
     except Exception:  # WorkLost, or no pipe to be had (too many open files): scan here instead
         return None
 
 
-def map_jobs(jobs: Sequence, work: Callable[[object], object]) -> Optional[List[object]]:
-    """``work`` over ``jobs`` on every CPU, or None when it is not worth it or not possible."""
+def map_jobs(jobs: Sequence, work: Callable[[object], object],
+             lost: Optional[Callable[[object, str], object]] = None) -> Optional[List[object]]:
+    """``work`` over ``jobs`` on every CPU, or None when it is not worth it or not possible; ``lost(job,
+    why)`` stands for a job that kills the worker process doing it, alone (a crash in C, the OOM killer)."""
     workers = workers_for(len(jobs))
     if workers <= 1:
         return None
-    return scan_in_processes(len(jobs), lambda index: work(jobs[index]), workers)
+    return scan_in_processes(len(jobs), lambda index: work(jobs[index]), workers,
+                             lost=None if lost is None else (lambda index, why: lost(jobs[index], why)))

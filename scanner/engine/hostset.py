@@ -97,7 +97,11 @@ class HostSet:
                     finish(report)
                 return report
 
-            reports = map_jobs(self.jobs, in_worker)
+            def lost(job: HostJob, why: str) -> Report:  # a bug must cost one host, never the whole report
+                return unavailable_report(job, f"internal error while scanning: the worker process scanning it {why}",
+                                          fail_on)
+
+            reports = map_jobs(self.jobs, in_worker, lost)
             if reports is not None:
                 return reports
         if self.parallel == 1 or len(self.jobs) == 1:
