@@ -92,13 +92,7 @@ def peak_memory(command: Sequence[str]) -> int:
 
 def measure(command: Sequence[str], runs: int, ok=(0, 1)) -> Timing:
     """Warm up once, then ``runs`` timed runs; a status outside ``ok`` is reported, not hidden."""
-    run_once(command)
-    walls, status = [], 0
-    for _ in range(runs):
-        wall, status, _ = run_once(command)
-        walls.append(wall)
-    note = "" if status in ok else f"exit status {status}"
-    return Timing(command, walls, peak_memory(command), status, note)
+    return measure_together([command], runs, oks=[ok])[0]
 
 
 def ms(seconds: float) -> str:

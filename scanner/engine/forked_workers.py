@@ -83,12 +83,23 @@ def run_forked(work: Callable[[int], object], spans: Sequence[Tuple[int, int]], 
 def end_all(crew: List[_Worker]) -> None:
     """End every worker (SIGTERM to one still busy) and wait for each; the list is emptied."""
     while crew:
-        worker = crew.pop()
-        for connection in (worker.spans, worker.answers):
-            connection.close()  # with its spans' pipe closed, an idle worker ends of itself
-        if worker.handed:
-            _signal_quietly(worker.pid, signal.SIGTERM)
-        _reap(worker.pid)
+        _end(crew.pop())
+
+
+def _end(worker: _Worker) -> Optional[int]:
+    """Close the worker's pipes (an idle worker then ends of itself), SIGTERM it if it still holds
+    work, and wait for it: its wait status, or None when it is not ours to wait for (SIGCHLD ignored)."""
+    for connection in (worker.spans, worker.answers):
+        connection.close()
+    if worker.handed:
+        try:
+            os.kill(worker.pid, signal.SIGTERM)
+        except OSError:  # gone already
+            pass
+    try:
+        return os.waitpid(worker.pid, 0)[1]
+    except ChildProcessError:
+        return None
 
 
 def _fork(work: Callable[[int], object], start, crew: List[_Worker]) -> _Worker:
@@ -137,7 +148,6 @@ def _gather(crew: List[_Worker], spans: Sequence[Tuple[int, int]], fork_one, los
     results: List[object] = [None] * count
     pending = deque(spans)  # (first, end) of the jobs not handed out yet
     waiting = count
-    deaths = 0
     with selectors.DefaultSelector() as selector:
         for worker in list(crew):
             selector.register(worker.answers, selectors.EVENT_READ, worker)
@@ -154,16 +164,13 @@ def _gather(crew: List[_Worker], spans: Sequence[Tuple[int, int]], fork_one, los
                         raise WorkLost(f"worker {worker.pid} ended before answering") from None
                     if not worker.ready:  # it died starting: no job of it, and perhaps none will start
                         raise WorkLost(f"worker {worker.pid} ended before it was ready") from None
-                    deaths += 1
-                    # each death answers a job, splits a span or ends an idle worker: more is no job's doing
-                    if deaths > 2 * count + len(spans) + 8:
-                        raise WorkLost("workers keep dying") from None
                     selector.unregister(worker.answers)
                     waiting -= _bury(worker, crew, pending, results, lost)
                     if pending:
                         replacement = fork_one()
                         selector.register(replacement.answers, selectors.EVENT_READ, replacement)
-                        _hand_ahead(replacement, pending)
+                    for other in list(crew):  # the replacement, and any worker left idle meanwhile
+                        _hand_ahead(other, pending)
                     continue
                 if answer == _READY:
                     worker.ready = True
@@ -198,13 +205,11 @@ def _bury(worker: _Worker, crew: List[_Worker], pending: deque, results: List[ob
     a job that was alone in it is answered with ``lost``. Spans it held behind that one go back as
     they were, first in line. How many jobs were answered (0 or 1; 0 when it died idle)."""
     crew.remove(worker)
-    for connection in (worker.spans, worker.answers):
-        connection.close()
-    why = _death(_reap(worker.pid))
-    if not worker.handed:  # it died idle: nothing of the work went with it
+    held, worker.handed = worker.handed, deque()  # nothing to stop: it is dead
+    why = _death(_end(worker))
+    if not held:  # it died idle: nothing of the work went with it
         return 0
-    (first, end), untouched = worker.handed[0], list(worker.handed)[1:]
-    worker.handed.clear()
+    (first, end), untouched = held[0], list(held)[1:]
     pending.extendleft(reversed(untouched))
     if end - first > 1:
         pending.extendleft((index, index + 1) for index in reversed(range(first, end)))
@@ -224,21 +229,3 @@ def _death(status: Optional[int]) -> str:
         except ValueError:
             return f"was killed by signal {number}"
     return f"exited with status {os.WEXITSTATUS(status)}"
-
-
-def _signal_quietly(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except OSError:
-        pass
-
-
-def _reap(pid: int) -> Optional[int]:
-    """Wait for ``pid``; its wait status, or None when it is not ours to wait for (SIGCHLD ignored)."""
-    while True:
-        try:
-            return os.waitpid(pid, 0)[1]
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return None
