@@ -13,8 +13,8 @@ from __future__ import annotations
 import _signal  # built in and loaded at start-up: the signal module would add enum classes to every run
 import os
 from collections.abc import Mapping
-from time import monotonic
 from functools import cached_property, lru_cache
+from time import monotonic
 from typing import Any, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from scanner.base.gc_pause import collector_paused
