@@ -147,3 +147,29 @@ def test_too_many_sound_entries_are_refused_by_count(monkeypatch):
 def test_a_hostile_version_nested_deep_is_refused_as_too_deep_not_by_recursion():
     text = json.dumps(dict(BASE, snapshot_version=nested(900, "1.0", "a")))
     assert answer(parse_snapshot, text) == ("refused", f"s.json: {TOO_DEEP}")
+
+
+def test_a_sound_snapshot_is_read_without_loading_jsonschema():
+    """Importing jsonschema is about half of a one-snapshot scan, and is paid again in every worker of a
+    fleet audit: a sound snapshot is checked without it, and a faulty one still gets the schema's message."""
+    import subprocess
+    import sys
+
+    program = (
+        "import json, sys\n"
+        "from scanner.host.snapshot import SnapshotError, parse_snapshot\n"
+        f"base = json.loads({json.dumps(json.dumps(BASE))})\n"
+        "parse_snapshot(json.dumps(base), 's.json')\n"
+        "print('jsonschema' in sys.modules)\n"
+        "try:\n"
+        "    parse_snapshot(json.dumps(dict(base, hostname=5)), 's.json')\n"
+        "except SnapshotError as exc:\n"
+        "    print(exc)\n"
+        "print('jsonschema' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [
+        "False",
+        "s.json: does not match schemas/snapshot.schema.json at /hostname: 5 is not of type 'string'",
+        "True",
+    ]
