@@ -9,10 +9,19 @@ from __future__ import annotations
 
 
 def load_schema(name: str) -> dict:
-    import json  # here: only validation reads a schema (the json format imports json itself)
-    from importlib import resources
+    """The shipped schema ``schemas/NAME.schema.json``, as a dict.
 
-    return json.loads(resources.files("schemas").joinpath(f"{name}.schema.json").read_text(encoding="utf-8"))
+    Read through the ``schemas`` package's own loader, which reads a file from a directory or a zip
+    alike: ``importlib.resources`` would do the same after 8 ms of imports, paid by every scan of a
+    snapshot (and by every worker of a fleet audit).
+    """
+    import json  # here: only validation reads a schema (the json format imports json itself)
+    import os
+
+    import schemas
+
+    where = os.path.join(os.path.dirname(schemas.__file__), f"{name}.schema.json")
+    return json.loads(schemas.__spec__.loader.get_data(where).decode("utf-8"))
 
 
 def schema_validator(schema_name: str):

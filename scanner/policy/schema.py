@@ -20,9 +20,9 @@ MAX_VALUE = 60  # characters of a quoted bad value in a message
 
 
 def load_schema() -> dict:
-    from importlib import resources
+    from scanner.base.schemas import load_schema as shipped_schema
 
-    return json.loads(resources.files("schemas").joinpath("policy.schema.json").read_text(encoding="utf-8"))
+    return shipped_schema("policy")
 
 
 def _short(value: Any) -> str:
