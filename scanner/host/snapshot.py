@@ -28,7 +28,7 @@ from typing import List, Optional
 
 from scanner.host import DEFAULT_CAP, BytesRead, Listing, Read, Stat
 from scanner.host.snapshot_entries import entries_are_valid
-from scanner.host.snapshot_envelope import envelope_is_plainly_valid
+from scanner.host.snapshot_envelope import envelope_is_plainly_valid, snapshot_schema
 from scanner.host.snapshot_lookup import DirectLookup
 from scanner.host.tree import MISSING, Components, TreeHost, _Unresolvable
 
@@ -117,7 +117,7 @@ def _plainly_valid(document) -> bool:
     envelope = dict(document, entries={})
     if _nesting_exceeds(envelope, MAX_NESTING):
         return False
-    return envelope_is_plainly_valid(envelope, _schema()) or _validator().is_valid(envelope)
+    return envelope_is_plainly_valid(envelope, snapshot_schema()) or _validator().is_valid(envelope)
 
 
 def decode_bounded(text: str, where: str):
@@ -170,23 +170,7 @@ def bounded_identity(name: Optional[str]) -> Optional[str]:
     return f"{name[:MAX_IDENTITY]}... (cut: {len(name)} characters)"
 
 
-_SCHEMAS: list = []
 _VALIDATORS: list = []
-
-
-def _schema() -> dict:
-    """The snapshot schema itself, read once per process.
-
-    Why apart from :func:`_validator`: a sound snapshot is checked against it in plain Python, and
-    importing jsonschema (with referencing and attrs) takes about 60 ms, half of a one-snapshot
-    scan and as much again in every worker of a fleet audit; only a snapshot the plain check does
-    not accept needs the validator.
-    """
-    if not _SCHEMAS:
-        from scanner.base.schemas import load_schema
-
-        _SCHEMAS.append(load_schema("snapshot"))
-    return _SCHEMAS[0]
 
 
 def _validator():

@@ -14,6 +14,21 @@ import re
 
 #: the ``kernel_log`` object's keys; exactly one of text and reason (the schema's oneOf)
 _LOG_KEYS = frozenset(("source", "text", "reason"))
+_SCHEMA: list = []
+
+
+def snapshot_schema() -> dict:
+    """The snapshot schema itself, read once per process.
+
+    Why not the validator's copy: importing jsonschema (with referencing and attrs) takes about
+    60 ms, half of a one-snapshot scan and as much again in every worker of a fleet audit; only an
+    envelope this module does not accept needs the validator.
+    """
+    if not _SCHEMA:
+        from scanner.base.schemas import load_schema
+
+        _SCHEMA.append(load_schema("snapshot"))
+    return _SCHEMA[0]
 
 
 def envelope_is_plainly_valid(document: dict, schema: dict) -> bool:
