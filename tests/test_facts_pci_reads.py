@@ -10,6 +10,7 @@ the same device is checked on every fixture tree, garbled and broken ones includ
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import defaultdict
 
@@ -129,3 +130,66 @@ def test_the_mapping_lists_without_reading_and_reads_each_device_once(tree):
     assert pci.get("0000:ff:00.0") is None
     with pytest.raises(KeyError):
         pci["0000:ff:00.0"]
+
+
+class CountingHost(TreeHost):
+    """A TreeHost that counts the reads of each path."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads = defaultdict(int)
+
+    def read_bytes(self, path, cap=None):
+        self.reads["/" + path.strip("/")] += 1
+        return super().read_bytes(path) if cap is None else super().read_bytes(path, cap)
+
+
+def test_a_target_chosen_by_its_class_has_its_class_read_once_and_shown_as_chosen(tree):
+    """The full read takes the class the selector matched: one read of the file, and a class changed
+    on disk in between (a function replaced) cannot show in the report as other than the one that chose it."""
+    host = CountingHost(str(tree))
+    facts = Facts(host)
+    gpu = "0000:01:00.0"
+    class_file = tree / "sys/bus/pci/devices" / gpu / "class"
+    assert facts.pci.fields[gpu].pci_class == "030000"
+    original = class_file.read_text()
+    class_file.write_text("0x020000\n")
+    try:
+        device = facts.pci[gpu]
+    finally:
+        class_file.write_text(original)
+    assert device.pci_class == "030000"
+    assert host.reads[f"{DEVICES}{gpu}/class"] == 1
+    assert host.reads[f"{DEVICES}{gpu}/vendor"] == 1  # not asked before: read by the full read
+
+
+def garbled_ids(root):
+    """A ready host whose two functions have a garbled vendor and a class that is not text; a
+    device file that is a directory, and subsystem ids that are garbled and missing beside a listing."""
+    tree = TREES["ready"](root)
+    first, second = (f"{DEVICES}{a}" for a in sorted(os.listdir(tree.path(DEVICES))))
+    tree.write(f"{first}/vendor", "0xzzzz\n")
+    tree.write(f"{first}/subsystem_vendor", "not hex\n")
+    tree.write(f"{second}/class", b"\xff\xfe\n")
+    tree.remove(f"{second}/device")
+    tree.mkdir(f"{second}/device")
+    return tree
+
+
+@pytest.mark.parametrize("name", sorted(TREES) + ["garbled-ids"])
+def test_a_device_read_in_full_after_its_fields_is_the_device_read_in_full_alone(name, tmp_path):
+    """Every field first, then the full read: the same device, notes included (a garbled id is not
+    taken over from the field, whose value is None, but read again for its note), on every fixture tree."""
+    root = tmp_path / name
+    (garbled_ids if name == "garbled-ids" else TREES[name])(root)
+    if name == "garbled-ids":  # the damage shows as notes, which the full read after the fields must keep
+        notes = [n for a in Facts(TreeHost(str(root))).pci.values() for n in a.notes]
+        assert sum(n.endswith(("garbled: '0xzzzz'", "garbled: 'not hex'")) for n in notes) == 2
+        assert any("/class: " in n for n in notes) and any("/device: " in n for n in notes)
+    attributes = ("vendor", "device", "pci_class", "subsystem_vendor", "subsystem_device", "driver", "has_pci_bus")
+    for address in Facts(TreeHost(str(root))).pci:
+        facts = Facts(TreeHost(str(root)))
+        for attribute in attributes:
+            getattr(facts.pci.fields[address], attribute)
+        alone = Facts(TreeHost(str(root))).pci[address]
+        assert facts.pci[address] == alone, address

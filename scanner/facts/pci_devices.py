@@ -10,7 +10,9 @@ every device in full was most of such a scan's time.
 for them, their number or membership reads nothing) and a device is read in full on first
 access (:func:`read_pci_device`). :attr:`PciDevices.fields` maps the same addresses to
 :class:`PciFields`, which reads each attribute it is asked for from the same file with the same
-parser: the value is the one the full read gives, whichever way it was read.
+parser: the value is the one the full read gives, whichever way it was read. An id or class a field
+already holds is not read again when the device is then read in full (a target chosen by its
+class): the report cannot show a class other than the one that chose the target.
 """
 
 from __future__ import annotations
@@ -51,11 +53,17 @@ def link_target(host, path: str, where=None) -> Tuple[Optional[str], Optional[st
     return (name, None) if name else (None, "not a symlink")
 
 
-def read_pci_device(host, address: str) -> PciDevice:
+def read_pci_device(host, address: str, known: Optional[Dict[str, str]] = None) -> PciDevice:
     """Every attribute of one function, with a note for each file that exists but is garbled or
-    unreadable, and the ``reason`` its state cannot be known (directory, driver or group link)."""
+    unreadable, and the ``reason`` its state cannot be known (directory, driver or group link).
+
+    ``known``: ids and class already read and parsed (:class:`PciFields`, by file name), taken as
+    they are. Only a value that parsed is known: a file that was missing, unreadable or garbled is
+    read again, for its note.
+    """
     base = f"{DEVICES}/{address}"
     notes = []
+    known = known or {}
 
     def attr(name: str) -> Optional[str]:
         got = host.read(f"{base}/{name}")
@@ -68,6 +76,8 @@ def read_pci_device(host, address: str) -> PciDevice:
         return None
 
     def hex_attr(name: str, width: int) -> Optional[str]:
+        if known.get(name) is not None:
+            return known[name]
         text = attr(name)
         value = parse_hex_id(text, width)
         if text is not None and value is None:
@@ -143,6 +153,15 @@ class PciFields:
         self.address = address
         self.base = f"{DEVICES}/{address}"
 
+    #: the fields read from one file each, by file name: what the full read may take over
+    HEX_FILES = {"vendor": "vendor", "device": "device", "class": "pci_class",
+                 "subsystem_vendor": "subsystem_vendor", "subsystem_device": "subsystem_device"}
+
+    def known(self) -> Dict[str, str]:
+        """The ids and class read so far that parsed, by file name (for :func:`read_pci_device`)."""
+        held = self.__dict__
+        return {name: held[field] for name, field in self.HEX_FILES.items() if held.get(field) is not None}
+
     def _hex(self, name: str, width: int) -> Optional[str]:
         got = self.host.read(f"{self.base}/{name}")
         return parse_hex_id(got.text if got.ok else None, width)
@@ -216,7 +235,8 @@ class PciDevices(_ByAddress):
         if device is None:
             if address not in self._addresses:
                 raise KeyError(address)
-            device = self._read[address] = read_pci_device(self._host, address)
+            fields = self.fields._fields.get(address)
+            device = self._read[address] = read_pci_device(self._host, address, fields and fields.known())
         return device
 
     def __repr__(self) -> str:
