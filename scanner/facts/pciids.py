@@ -40,10 +40,13 @@ class PciIds:
     devices: Dict[Tuple[str, str], str] = field(default_factory=dict)
     source: Optional[str] = None  # the file the names came from
     notes: Tuple[str, ...] = ()  # what was skipped, or why there are no names
+    #: vendor lines the file had, named here or not: a file with none is no pci.ids
+    vendor_lines: int = 0
 
     @property
     def found(self) -> bool:
-        return bool(self.vendors)
+        """Was it a pci.ids? Whether or not it names any of the devices asked about."""
+        return self.vendor_lines > 0
 
     def vendor_name(self, vendor: Optional[str]) -> Optional[str]:
         return self.vendors.get(vendor.lower()) if vendor else None
@@ -80,7 +83,7 @@ def parse_pci_ids(text: str, source: Optional[str] = None,
     devices: Dict[Tuple[str, str], str] = {}
     vendor: Optional[str] = None  # the vendor the following device lines belong to
     in_vendors = True  # False inside the class section (or any other lettered section)
-    junk, first_junk = 0, None
+    junk, first_junk, vendor_lines = 0, None, 0
     for number, raw in enumerate(text.splitlines(), start=1):
         if raw.startswith("\t\t"):
             continue  # subsystems (and the class section's prog-ifs): skipped below anyway, and a third of the file
@@ -91,6 +94,7 @@ def parse_pci_ids(text: str, source: Optional[str] = None,
             m = _VENDOR.match(line)
             if m:
                 in_vendors = True
+                vendor_lines += 1
                 vendor = m.group(1).lower()
                 if wanted_vendors is None or vendor in wanted_vendors:
                     name = _clean(m.group(2))
@@ -117,7 +121,7 @@ def parse_pci_ids(text: str, source: Optional[str] = None,
         junk += 1
         first_junk = first_junk or number
     notes = (f"skipped {junk} unparseable line(s), the first at line {first_junk}",) if junk else ()
-    return PciIds(vendors=vendors, devices=devices, source=source, notes=notes)
+    return PciIds(vendors=vendors, devices=devices, source=source, notes=notes, vendor_lines=vendor_lines)
 
 
 def gunzip(data: bytes, cap: int) -> Tuple[Optional[bytes], Optional[str]]:
