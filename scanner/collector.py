@@ -709,10 +709,11 @@ def pci_ids_excerpt(text, present):
     vendor and device names for these devices: a kept vendor's line and its kept device lines,
     in their order (the first of duplicates still wins); subsystem lines and the class section,
     which the parser skips, go. A file the parser would find junk in is kept whole, so that its
-    note about skipped lines stays the same.
+    note about skipped lines stays the same. One vendor line is kept even when no device of the
+    host is named, so that the excerpt is still a pci.ids (one that knows none of them).
     """
     vendors = set(v for v, _ in present)
-    kept = []
+    kept, first_vendor = [], None
     vendor, in_vendors = None, True
     for raw in text.splitlines():
         line = raw.rstrip("\r\n ")
@@ -724,6 +725,7 @@ def pci_ids_excerpt(text, present):
             match = _IDS_VENDOR.match(line)
             if match:
                 in_vendors, vendor = True, match.group(1).lower()
+                first_vendor = first_vendor or raw
                 if vendor in vendors:
                     kept.append(raw)
                 continue
@@ -741,6 +743,8 @@ def pci_ids_excerpt(text, present):
             continue
         if not match:
             return None
+    if first_vendor and not any(not line.startswith("\t") for line in kept):
+        kept.insert(0, first_vendor)
     header = "# The lines of this host's devices, kept by vfio-scan's collector (of %d lines)" % len(text.splitlines())
     return "\n".join([header] + kept) + "\n"
 

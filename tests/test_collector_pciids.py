@@ -68,6 +68,15 @@ def test_a_pci_ids_with_junk_is_kept_whole_so_its_note_stays(tmp_path):
     assert json.loads(snap.read_text())["entries"]["/usr/share/misc/pci.ids"]["text"] == junky
 
 
+def test_a_host_the_pci_ids_knows_nothing_of_keeps_it_as_a_pci_ids(tmp_path):
+    """Cut down to the lines of no device, the file must still read as a pci.ids, not as a garbled one."""
+    tree = workstation(tmp_path / "ws")
+    tree.write("/usr/share/misc/pci.ids", "abcd  Vadatech Inc.\n\tbeef  Some board\ndead  Indigita Corporation\n")
+    snap = snapshot_of(tree.root, tmp_path)
+    doc = groups_doc("--snapshot", snap)
+    assert doc == groups_doc("--root", tree.root) and doc["pci_ids"] == "/usr/share/misc/pci.ids"
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.sets(st.sampled_from(ALL_IDS + [("10de", "ffff"), ("abcd", "0001")])))
 def test_the_excerpt_gives_the_same_names_for_the_devices_present(present):
@@ -75,7 +84,7 @@ def test_the_excerpt_gives_the_same_names_for_the_devices_present(present):
     for vendor, device in present:
         assert cut.vendor_name(vendor) == whole.vendor_name(vendor)
         assert cut.device_name(vendor, device) == whole.device_name(vendor, device)
-    assert not cut.notes
+    assert not cut.notes and cut.found
     assert set(cut.devices) <= set(present)
 
 
