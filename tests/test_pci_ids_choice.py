@@ -12,7 +12,7 @@ import pytest
 
 from hardening import RecordingHost
 from hosttree import workstation
-from scanner.facts import BYTES_PER_DEVICE_READ, Facts
+from scanner.facts import BYTES_PER_DEVICE_READ, FULL_NAMING_MAX_BYTES, Facts
 from scanner.host.tree import TreeHost
 
 PATH = "/usr/share/misc/pci.ids"
@@ -60,3 +60,18 @@ def test_the_names_are_the_same_whichever_way_they_are_parsed(ws, size):
     ids_read = any(p.startswith("/sys/bus/pci/devices/") and p.endswith("/vendor") for p in host.seen)
     assert ids_read == (size == "large")
     assert ("abcd" in ids.vendors) == (size == "small")  # named in full: strangers too
+
+
+def test_a_file_larger_than_any_pci_ids_names_only_the_hosts_devices(ws, monkeypatch):
+    """However many devices the host has, a file past any real pci.ids is not named in full: what is
+    kept stays bounded by the devices, not by a hostile file's size."""
+    import scanner.facts as facts_module
+
+    monkeypatch.setattr(facts_module, "BYTES_PER_DEVICE_READ", 1 << 40)  # as if the host had countless devices
+    strangers = "".join(f"{v:04x}  Vendor {v}\n" + "".join(f"\t{d:04x}  Device {d}\n" for d in range(40))
+                        for v in range(0x1000, 0x1000 + FULL_NAMING_MAX_BYTES // 600))
+    ws.write(PATH, NVIDIA + strangers)
+    assert len(NVIDIA + strangers) > FULL_NAMING_MAX_BYTES
+    ids = Facts(TreeHost(str(ws.root))).pci_ids
+    assert ids.describe("10de", "2204") == "NVIDIA Corporation GA102 [GeForce RTX 3090]"
+    assert len(ids.devices) < 10 and "1000" not in ids.vendors

@@ -35,6 +35,9 @@ X86 = ("x86_64", "i386", "i486", "i586", "i686", "x86")
 #: than the file's size over this (650 for a full file; any host, with the cut-down file of a
 #: snapshot) is named in full: the same names, sooner.
 BYTES_PER_DEVICE_READ = 2000
+#: Past any real pci.ids (1.4 MB): a larger file names only the host's own devices, however many,
+#: so that the names kept stay bounded by the devices and not by a hostile file's size.
+FULL_NAMING_MAX_BYTES = 4 << 20
 
 
 def evidence_of(read: Read, limit: int = 300) -> Evidence:
@@ -321,7 +324,7 @@ class Facts(HostDependencies, NextBoot, BootConfiguration, VmStartHardware, VmAc
                     searched.append(f"{path}: {why}")
                     continue
             present = None  # every name, unless naming only the host's own devices is cheaper
-            if len(data) > BYTES_PER_DEVICE_READ * len(self.pci):
+            if len(data) > min(BYTES_PER_DEVICE_READ * len(self.pci), FULL_NAMING_MAX_BYTES):
                 present = {(d.vendor, d.device) for d in self.pci.fields.values() if d.vendor and d.device}
             ids = parse_pci_ids(data.replace(b"\0", b"").decode("utf-8", "replace"), source=path, wanted=present)
             if ids.found:
