@@ -148,14 +148,14 @@ class PciFields:
     slot = PciDevice.slot
     is_bridge = PciDevice.is_bridge
 
+    #: the fields read from one file each, by file name: what the full read may take over
+    HEX_FILES = {"vendor": "vendor", "device": "device", "class": "pci_class",
+                 "subsystem_vendor": "subsystem_vendor", "subsystem_device": "subsystem_device"}
+
     def __init__(self, host, address: str):
         self.host = host
         self.address = address
         self.base = f"{DEVICES}/{address}"
-
-    #: the fields read from one file each, by file name: what the full read may take over
-    HEX_FILES = {"vendor": "vendor", "device": "device", "class": "pci_class",
-                 "subsystem_vendor": "subsystem_vendor", "subsystem_device": "subsystem_device"}
 
     def known(self) -> Dict[str, str]:
         """The ids and class read so far that parsed, by file name (for :func:`read_pci_device`)."""
