@@ -50,12 +50,14 @@ REASON_WORDS = {
 
 
 class RecordingHost(TreeHost):
-    """A TreeHost that remembers every path a scan reads (with the size cap), lists or resolves."""
+    """A TreeHost that remembers every path a scan reads (with the size cap and how many times), lists
+    or resolves."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.seen: Dict[str, set] = {}
         self.caps: Dict[str, int] = {}
+        self.reads: Dict[str, int] = {}
 
     def _note(self, how: str, path: str) -> None:
         self.seen.setdefault("/" + path.strip("/"), set()).add(how)
@@ -63,6 +65,7 @@ class RecordingHost(TreeHost):
     def read_bytes(self, path, cap=DEFAULT_CAP):
         self._note("read", path)
         self.caps["/" + path.strip("/")] = max(cap, self.caps.get("/" + path.strip("/"), 0))
+        self.reads["/" + path.strip("/")] = self.reads.get("/" + path.strip("/"), 0) + 1
         return super().read_bytes(path, cap)
 
     def listdir(self, path):

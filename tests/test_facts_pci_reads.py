@@ -132,22 +132,10 @@ def test_the_mapping_lists_without_reading_and_reads_each_device_once(tree):
         pci["0000:ff:00.0"]
 
 
-class CountingHost(TreeHost):
-    """A TreeHost that counts the reads of each path."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.reads = defaultdict(int)
-
-    def read_bytes(self, path, cap=None):
-        self.reads["/" + path.strip("/")] += 1
-        return super().read_bytes(path) if cap is None else super().read_bytes(path, cap)
-
-
 def test_a_target_chosen_by_its_class_has_its_class_read_once_and_shown_as_chosen(tree):
     """The full read takes the class the selector matched: one read of the file, and a class changed
     on disk in between (a function replaced) cannot show in the report as other than the one that chose it."""
-    host = CountingHost(str(tree))
+    host = RecordingHost(str(tree))
     facts = Facts(host)
     gpu = "0000:01:00.0"
     class_file = tree / "sys/bus/pci/devices" / gpu / "class"
