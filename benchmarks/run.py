@@ -22,7 +22,8 @@ What runs side by side:
 * the IOMMU group loop of the passthrough guides (``iommu_groups.sh``, one ``lspci -nns`` per
   device) against ``vfio-scan groups``, on this machine and on the trees; the loop is stopped at
   ``--loop-budget`` seconds and its time for the whole tree extrapolated from the devices done
-  (a lower bound: the loop is quadratic);
+  (a lower bound: the loop is quadratic); and the command's floor (``groups_floor.py``: only reads
+  what it reads, confined as vfio-scan reads a tree, and plain);
 * ``vfio-scan --version`` and a scan of this machine against libvirt's ``virt-host-validate``;
 * one ``vfio-scan scan --snapshot DIR`` of ``--hosts`` snapshots into a JUnit file and a table;
 * ``vfio-scan fleet`` of up to 100 fake ssh hosts, one of them flooding (``fleet_flood.py``).
@@ -183,22 +184,31 @@ class Bench(Results):
         lspci = shutil.which("lspci")
         loop = ["bash", str(HERE / "iommu_groups.sh")]
         for label, where in [("this machine", None)] + [(f"tree of {s:,}", self.tree(s)) for s in sizes]:
-            ours = measure([self.vfio_scan, "groups"] + (["--root", str(where)] if where else []), self.args.runs)
+            groups = [self.vfio_scan, "groups"] + (["--root", str(where)] if where else [])
+            floor = [self.python, str(HERE / "groups_floor.py"), str(where or "/")]
+            ours, confined, plain = measure_together([groups, floor, floor + ["--plain"]], self.args.runs)
             if lspci:
                 theirs, devices = self.loop(loop + ([str(where / "sys")] if where else []), where)
                 theirs_text = theirs
             else:
                 theirs_text, devices = "lspci not installed (apt-get install pciutils)", "—"
-            rows.append(f"| {label} | {devices} | {theirs_text} | {ms(ours.median)} | {mb(ours.peak_kb)} |")
+            rows.append(f"| {label} | {devices} | {theirs_text} | {ms(ours.median)} | {mb(ours.peak_kb)} | "
+                        f"{ms(confined.median)} | {ms(plain.median)} |")
             if where is not None and where == self.tree(10000):
                 self.check("`groups` on 10,000 functions under 1 s", ours.median < TARGETS["groups_10k_s"],
-                           ms(ours.median))
+                           f"{ms(ours.median)} (its reads alone in a bare loop: {ms(confined.median)} confined as "
+                           f"vfio-scan reads, {ms(plain.median)} plain)")
         self.section("IOMMU groups: the guides' shell loop against `vfio-scan groups`",
                      "The loop (`benchmarks/iommu_groups.sh`) runs `lspci -nns` once per device, and each "
                      f"`lspci` reads the whole bus: quadratic. It is stopped after {self.args.loop_budget:.0f} s "
                      "and its time for the whole tree extrapolated linearly from the devices it had listed: a lower "
-                     "bound, since each later `lspci` has as much to read (marked ≥).",
-                     ["host", "devices", "shell loop", "vfio-scan groups", "peak"], rows)
+                     "bound, since each later `lspci` has as much to read (marked ≥). The floor "
+                     "(`benchmarks/groups_floor.py`) only reads what `groups` reads, in a bare loop: with the "
+                     "system calls vfio-scan's confined reads make (each directory opened by name inside its "
+                     "parent, links followed by hand, each file's type checked before and after it is opened), "
+                     "and plain (each path opened whole).",
+                     ["host", "devices", "shell loop", "vfio-scan groups", "peak", "floor, confined",
+                      "floor, plain"], rows)
 
     def loop(self, command, tree) -> tuple:
         """Time the shell loop once (it is slow); extrapolate when the budget stops it."""

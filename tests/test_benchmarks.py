@@ -77,6 +77,30 @@ def test_the_floor_reads_more_with_device_targets(tmp_path):
     assert paths("--devices", "--stack") == paths("--devices")  # --stack only imports: the same reads
 
 
+@pytest.mark.parametrize("mode", [[], ["--plain"]], ids=["confined", "plain"])
+def test_the_groups_floor_reads_every_group_and_function_the_command_lists(tmp_path, mode):
+    treegen.build(tmp_path / "tree", 37, pci_ids=False)
+    listed = groups_of(tmp_path / "tree")
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/groups_floor.py"), str(tmp_path / "tree"), *mode],
+                          capture_output=True, text=True, check=True)
+    grouped = sum(len(g["devices"]) for g in listed)
+    assert done.stdout.strip() == f"{len(listed)} groups, {grouped} functions in them, 37 functions"
+
+
+def test_the_confined_groups_floor_follows_links_inside_the_tree_as_vfio_scan_does(tmp_path):
+    """A link's absolute target is taken from the tree's root, as vfio-scan's walk takes it: a tree copied
+    whole from ``/`` holds such links, and the kernel would follow them to this machine's own /sys."""
+    import groups_floor
+
+    treegen.build(tmp_path / "tree", 10, pci_ids=False)
+    link = sorted((tmp_path / "tree/sys/bus/pci/devices").iterdir())[0]
+    target = link.resolve()
+    link.unlink()
+    link.symlink_to("/" + str(target.relative_to(tmp_path / "tree")))
+    host = groups_floor.Confined(str(tmp_path / "tree"))
+    assert host.read(f"/sys/bus/pci/devices/{link.name}/vendor") == (target / "vendor").read_bytes()
+
+
 def test_the_runner_writes_every_section_on_the_smallest_sizes_and_leaves_the_tracked_files(tmp_path):
     tracked = {p: p.read_bytes() for p in (REPO / "benchmarks/RESULTS.md", REPO / "README.md")}
     done = subprocess.run([sys.executable, str(REPO / "benchmarks/run.py"), "--sizes", "10", "--runs", "1",
@@ -97,6 +121,8 @@ def test_the_runner_writes_every_section_on_the_smallest_sizes_and_leaves_the_tr
     assert "10 functions, host rules: within 1.5× of the floor | " in text
     assert "(the floor importing pluggy, argparse and json first: " in text
     assert "a 256-member group, every member a target: report bytes per target" in text
+    groups_head = [line for line in text.splitlines() if line.startswith("| host | devices |")]
+    assert groups_head and "| floor, confined | floor, plain |" in groups_head[0]
     fleet_row = [line for line in text.splitlines() if line.startswith("| 8 |")]
     assert fleet_row and "| 8 | ok |" in fleet_row[0]  # 8 JUnit suites, one per host
     snapshots = sorted((tmp_path / "work").glob("fleet-*/snapshots/*.json"))
