@@ -30,6 +30,7 @@ BACKUPS=${BACKUPS:-/var/backups/vfio-scan}   # where each run keeps its backups 
 
 say() { printf '%s\n' "$*"; }
 warn() { printf '%s\n' "$*" >&2; }
+@@DRY_RUN_CHECK@@
 # inside a block: stop this block (FAILED), or decline it on purpose (REFUSED); later blocks still run
 fail() { warn "FAILED: $*"; exit 1; }
 refuse() { warn "REFUSED: $*"; exit 3; }
@@ -294,6 +295,7 @@ VFIO_SCAN_UNDO_RUNTIME
 #: The undo script's own runtime (written into each run's undo.sh).
 _UNDO_RUNTIME = r'''set -uo pipefail
 DRY_RUN=${DRY_RUN:-1}
+@@DRY_RUN_CHECK@@
 ROOT=${ROOT:-$MADE_FOR_ROOT}
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/vfio-scan-undo.XXXXXX")
 trap 'rm -rf "$STATE"' EXIT
@@ -376,6 +378,15 @@ finish_undo() {
 '''
 
 
+#: Both scripts do what DRY_RUN says only when it says 0 or 1: an operator who types ``DRY_RUN=true``
+#: or ``DRY_RUN=yes`` to be safe means a dry run, and a test of "is it 1" would have applied it.
+_DRY_RUN_CHECK = r'''case $DRY_RUN in
+    0 | 1) ;;
+    *) printf '%s\n' "DRY_RUN=$DRY_RUN: expected 1 (only print what would be done, the default) or 0 (do it); nothing was done" >&2
+       exit 2 ;;
+esac'''
+
+
 def runtime(inroot: str, regenerate, initramfs) -> str:
     """The runtime with the undo script's runtime inside it; ``regenerate`` and ``initramfs`` are the
     script lines that apply a restored boot configuration and rebuild the initramfs."""
@@ -383,7 +394,7 @@ def runtime(inroot: str, regenerate, initramfs) -> str:
         return "\n".join("        " + line for line in lines) if lines else "        :"
     undo = (_UNDO_RUNTIME.replace("@@INROOT@@", inroot.strip("\n"))
             .replace("@@REGENERATE@@", body(regenerate)).replace("@@INITRAMFS@@", body(initramfs)))
-    return _RUNTIME.replace("@@UNDO_RUNTIME@@", undo.strip("\n"))
+    return _RUNTIME.replace("@@UNDO_RUNTIME@@", undo.strip("\n")).replace("@@DRY_RUN_CHECK@@", _DRY_RUN_CHECK)
 
 
 __all__ = ["runtime"]
