@@ -22,8 +22,11 @@ and the kernel marks its MSI domain as isolating, so vfio_iommu_type1 attaches g
 :mod:`rules.its_isolation`.
 
 Fix: enable interrupt remapping / x2APIC in the firmware or update it; as a last resort, and
-knowingly unsafe, ``options vfio_iommu_type1 allow_unsafe_interrupts=1``.
+knowingly unsafe, ``options vfio_iommu_type1 allow_unsafe_interrupts=1`` -- shown, never applied
+by the fix script (a manual step): it lets every guest forge interrupts into the host.
 """
+
+from dataclasses import replace
 
 from rules import its_isolation
 from scanner import hookimpl
@@ -123,10 +126,14 @@ def _unsafe(facts):
 
 
 def _last_resort(facts) -> Step:
-    return modprobe_option_step("vfio_iommu_type1", "allow_unsafe_interrupts=1", UNSAFE_CONF,
+    """The override, shown with its commands but never applied by the fix script (``manual``): it
+    lets every guest forge interrupts to the host, a choice only the operator can make, knowingly."""
+    step = modprobe_option_step("vfio_iommu_type1", "allow_unsafe_interrupts=1", UNSAFE_CONF,
                                 "Last resort, knowingly unsafe: let VFIO run without interrupt remapping (a "
-                                "guest could forge interrupts)", initramfs=facts.initramfs_tool,
+                                "guest could forge interrupts); never applied by the fix script: run it yourself "
+                                "only if you accept that", initramfs=facts.initramfs_tool,
                                 current=facts.etc_file(UNSAFE_CONF))
+    return replace(step, manual=True)
 
 
 def _log_line(facts) -> str:
