@@ -2,7 +2,8 @@
 
 Every tree is a workstation (tests/hosttree.py) given one layout a real host has: a route on a
 plain NIC, a bridge, a bond, a VLAN on a bond, IPv6 only, a VF; ``/`` on LVM, on MD RAID1, on
-btrfs, on an NVMe multipath head; ``/boot``, swap partitions and swap files on other disks. For
+btrfs, on an NVMe multipath head; ``/boot``, ``/var``, a VM image store, swap partitions and swap
+files on other disks. For
 each, the set of PCI functions the scan refuses to take away must be exactly the set the bash
 guard (scanner/remediation/script_guard.py) refuses at run time, and exactly the set written here by hand.
 Then the depth limits, which both sides share, and hostile trees: links that try to leave the
@@ -180,14 +181,34 @@ def swap_partition_on_another_disk(tree):
 
 
 def swap_file_on_var(tree):
-    """A swap file on /var (the second NVMe); /var/lib/docker and /va, on the SATA disk, do not hold it."""
+    """A swap file on /var (the second NVMe); /var/lib/docker and /va, on the SATA disk, do not hold
+    it (yet the SATA disk is the host's too: those filesystems are mounted)."""
     nvme_disk(tree)
     nvme_disk(tree, NVME2, "nvme1", first_minor=4)
     sata_disk(tree)
     tree.mountinfo(("259:2", "/", "ext4", "/dev/nvme0n1p2"), ("259:5", "/var", "xfs", "/dev/nvme1n1p1"),
                    ("8:1", "/var/lib/docker", "ext4", "/dev/sda1"), ("8:2", "/va", "ext4", "/dev/sda2"))
     tree.swaps(("/var/swapfile", "file"))
-    return {NVME, NVME2}
+    return {NVME, NVME2, AHCI}
+
+
+def var_and_vm_images_on_their_own_disks(tree):
+    """Nothing at /, /usr or /boot on them, yet unbinding either takes mounted filesystems from the
+    running host: /var on the second NVMe, the VM image store on the SATA disk."""
+    nvme_disk(tree, NVME2, "nvme1", first_minor=4)
+    sata_disk(tree)
+    tree.mountinfo(("0:24", "/", "overlay", "overlay"), ("259:5", "/var", "xfs", "/dev/nvme1n1p1"),
+                   ("8:1", "/var/lib/libvirt/images", "ext4", "/dev/sda1"), ("0:25", "/run", "tmpfs", "tmpfs"),
+                   ("0:40", "/srv", "nfs4", "nas:/srv"))
+    return {NVME2, AHCI}
+
+
+def bind_mounts_of_one_filesystem(tree):
+    """A filesystem mounted at many points (bind mounts, as container hosts make by the hundred) is one use."""
+    sata_disk(tree)
+    tree.mountinfo(("0:24", "/", "overlay", "overlay"),
+                   *[("8:1", f"/var/lib/kubelet/pods/p{n}/volumes", "ext4", "/dev/sda1") for n in range(50)])
+    return {AHCI}
 
 
 def swap_file_in_a_spaced_path(tree):
@@ -214,7 +235,7 @@ def nothing_critical(tree):
 CASES = [route_on_plain_nic, route_on_bridge, route_on_bond, route_on_vlan_on_bond, ipv6_only_route, route_on_a_vf,
          root_on_lvm, root_on_md_raid1, btrfs_root, root_on_nvme_multipath_head, boot_on_sata, efi_and_usr_elsewhere,
          swap_partition_on_another_disk, swap_file_on_var, swap_file_in_a_spaced_path, swap_on_luks_by_mapper_name,
-         nothing_critical]
+         var_and_vm_images_on_their_own_disks, bind_mounts_of_one_filesystem, nothing_critical]
 
 
 # -- both sides ----------------------------------------------------------------------------------
@@ -293,6 +314,17 @@ def test_disk_reasons_say_what_the_host_keeps_there(tmp_path):
     assert bash == {NVME: "it holds the host's / filesystem (on 259:2 /dev/nvme0n1p2); "
                           "it holds the host's /boot filesystem (on 259:1 /dev/nvme0n1p1)",
                     AHCI: "it holds the host's swap (/dev/sda3)"}
+
+
+def test_a_disk_of_a_mounted_var_is_named_with_its_mount_once_however_often_it_is_bound(tmp_path):
+    tree = bare(tmp_path / "tree")
+    sata_disk(tree)
+    tree.mountinfo(("0:24", "/", "overlay", "overlay"), ("8:1", "/var", "ext4", "/dev/sda1"),
+                   *[("8:1", f"/var/lib/kubelet/pods/p{n}", "ext4", "/dev/sda1") for n in range(20)])
+    facts = Facts(TreeHost(str(tree.root)))
+    assert host_critical(facts, AHCI) == ("it holds storage the running host uses (/var on 8:1 (/dev/sda1)): "
+                                          "binding it to vfio-pci takes the disk away from the running host")
+    assert bash_critical(tree, [AHCI], tmp_path) == {AHCI: "it holds the host's /var filesystem (on 8:1 /dev/sda1)"}
 
 
 def test_guard_computes_once_per_run(tmp_path):

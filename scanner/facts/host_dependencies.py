@@ -23,8 +23,6 @@ from typing import Callable, Dict, Hashable, List, Optional, Tuple, TypeVar
 from scanner.host import DEFAULT_CAP, LARGE_CAP
 from scanner.base.lazyre import lazy_compile
 
-#: Mount points whose disk the running host cannot lose.
-CRITICAL_MOUNT_POINTS = ("/", "/usr", "/boot", "/boot/efi", "/efi")
 #: ``lower_*`` links followed below a route's interface (VLAN on a bond under a bridge is 3).
 ROUTE_DEPTH = 6
 #: Block layers followed below a mounted device (LUKS on LVM on MD on a partition is 4).
@@ -175,16 +173,28 @@ class HostDependencies:
                 if len(fields) > 4]
 
     @cached_property
-    def _critical_mount_devices(self) -> List[Tuple[str, Mount]]:
-        """(PCI address, mount) for every mount at a :data:`CRITICAL_MOUNT_POINTS` point."""
-        return [(address, mount) for mount in self.mounts if mount.point in CRITICAL_MOUNT_POINTS
-                for address in self._mount_pci_devices(mount)]
+    def _mounted_devices(self) -> List[Tuple[str, Mount]]:
+        """(PCI address, mount) for every mounted filesystem on a PCI function's disk, each filesystem
+        once: by its first mount (a bind mount of it, same device and source, adds nothing).
+
+        Why every mount, not only ``/``, ``/usr`` and ``/boot``: unbinding a disk whose ``/var``,
+        ``/home`` or VM image store is mounted takes it from under the running host as surely
+        (writes lost now, a failed mount at the next boot). Pseudo and network filesystems have no
+        PCI function below them and add nothing.
+        """
+        found, walked = [], set()
+        for mount in self.mounts:
+            key = (mount.device, mount.source)
+            if key not in walked:
+                walked.add(key)
+                found += [(address, mount) for address in self._mount_pci_devices(mount)]
+        return found
 
     @cached_property
     def root_fs_devices(self) -> Dict[str, str]:
         """PCI address -> ``259:0 (/dev/nvme0n1p2)`` for the device(s) holding ``/``."""
         found: Dict[str, str] = {}
-        for address, mount in self._critical_mount_devices:
+        for address, mount in self._mounted_devices:
             if mount.point == "/":
                 found.setdefault(address, mount.label)
         return found
@@ -193,7 +203,7 @@ class HostDependencies:
     def host_disk_devices(self) -> Dict[str, str]:
         """PCI address -> what the host keeps on it: ``/ on 259:2 (/dev/nvme0n1p2)``, ``swap on /dev/sda3``.
 
-        The filesystems at :data:`CRITICAL_MOUNT_POINTS` (``/proc/self/mountinfo``) and every swap
+        Every mounted filesystem (``/proc/self/mountinfo``, :attr:`_mounted_devices`) and every swap
         area (``/proc/swaps``): a partition by its block device, a file by the filesystem holding
         it. Followed through device-mapper and MD layers (LVM, LUKS, RAID: ``slaves/``), NVMe
         multipath heads and partitions; a btrfs filesystem shows an anonymous ``0:NN`` device, so
@@ -201,7 +211,7 @@ class HostDependencies:
         of one function are joined with ``, ``.
         """
         uses: Dict[str, Dict[str, None]] = {}
-        for address, mount in self._critical_mount_devices:
+        for address, mount in self._mounted_devices:
             uses.setdefault(address, {})[f"{mount.point} on {mount.label}"] = None
         for address, what in self._swap_devices():
             uses.setdefault(address, {})[what] = None

@@ -12,8 +12,8 @@ form for the remediation-script export:
     loaded, then ``driver_override`` + unbind (only when bound) + ``drivers_probe`` for that device
     only. ``driver`` is vfio-pci or the variant driver libvirt would pick from the kernel's
     modules.alias (:mod:`scanner.facts.variants`: ``mlx5_vfio_pci`` for a ConnectX VF). When
-    ``host_critical`` is set (the device carries the host's default route, holds its root
-    filesystem, /usr, /boot or swap, or is the PF of a VF that does) the step is manual with no
+    ``host_critical`` is set (the device carries the host's default route, holds a mounted
+    filesystem or swap, or is the PF of a VF that does) the step is manual with no
     commands, and an exporter must refuse it.
 
 Never ``new_id``: ``echo VVVV DDDD > /sys/bus/pci/drivers/vfio-pci/new_id`` binds every device
@@ -42,8 +42,8 @@ def sysfs_device(address: str) -> str:
 def host_critical(facts, address: str) -> Optional[str]:
     """Why the host itself needs this device right now, or None.
 
-    It carries the default route, holds a disk of ``/``, ``/usr``, ``/boot``, ``/boot/efi``,
-    ``/efi`` or swap, or is the PF of a VF that does (unbinding the PF or setting its
+    It carries the default route, holds a disk of a mounted filesystem (any: ``/``, ``/var``, a
+    VM image store) or swap, or is the PF of a VF that does (unbinding the PF or setting its
     ``sriov_numvfs`` to 0 removes the VF). The remediation script asks the same again at run
     time (:mod:`scanner.remediation.script_guard`).
     """

@@ -28,9 +28,9 @@ set of functions for any tree:
   a reject route, not on ``lo``): the interfaces of default routes; each is followed down its
   ``/sys/class/net/IFACE/lower_*`` links (bridge, bond, VLAN), breadth first, 6 links deep, to
   the interfaces whose ``device`` link resolves under a PCI function.
-* ``/proc/self/mountinfo``: the filesystems at ``/``, ``/usr``, ``/boot``, ``/boot/efi`` and
-  ``/efi``, by their ``/sys/dev/block/MAJ:MIN``, else (btrfs shows an anonymous ``0:NN``) by
-  their mount source ``/dev/NAME`` or ``/dev/mapper/NAME`` (``/sys/class/block/dm-*/dm/name``).
+* ``/proc/self/mountinfo``: every mounted filesystem, once each (by its first mount), by its
+  ``/sys/dev/block/MAJ:MIN``, else (btrfs shows an anonymous ``0:NN``) by its mount source
+  ``/dev/NAME`` or ``/dev/mapper/NAME`` (``/sys/class/block/dm-*/dm/name``).
 * ``/proc/swaps``: a swap partition by its block device, a swap file by the mount holding it
   (the longest mount point that contains it).
 * A block device is followed, breadth first, 8 layers deep, through ``slaves/*`` (device-mapper,
@@ -331,13 +331,15 @@ guard_mount_walk() {
     done
 }
 
-# guard_mounts: the filesystems the running host cannot lose
+# guard_mounts: every mounted filesystem, each once (a bind mount, same device and source, adds nothing)
 guard_mounts() {
-    local i
+    local i key
+    local -A walked=()
     for ((i = 0; i < ${#GUARD_M_POINT[@]}; i++)); do
-        case ${GUARD_M_POINT[i]} in
-            / | /usr | /boot | /boot/efi | /efi) guard_mount_walk "$i" "${GUARD_M_POINT[i]} filesystem" ;;
-        esac
+        key="${GUARD_M_DEVICE[i]} ${GUARD_M_SOURCE[i]}"
+        if [ -n "${walked[$key]+set}" ]; then continue; fi
+        walked[$key]=1
+        guard_mount_walk "$i" "${GUARD_M_POINT[i]} filesystem"
     done
 }
 
