@@ -179,9 +179,11 @@ def _say(line: str) -> None:
 
 
 def render_json(doc: dict) -> str:
-    import json
+    """Indented JSON, host text kept exact; a lone surrogate (a hostile snapshot's ``\\ud800``) is written
+    as its escape, or the text could not be written as UTF-8 at all."""
+    from reports.jsontext import dumps
 
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return dumps(doc, end="\n")
 
 
 def _write(text: str) -> None:

@@ -7,7 +7,6 @@ them) is escaped for the terminal (scanner/base/terminal_text.py); JSON keeps it
 
 from __future__ import annotations
 
-import json
 import textwrap
 from typing import List
 
@@ -18,7 +17,11 @@ KIND_WIDTH = 10
 
 
 def render_json(document: dict) -> str:
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    """Indented JSON, host text kept exact; a lone surrogate (a hostile snapshot's ``\\ud800``, a file
+    name that is not UTF-8) is written as its escape, or the text could not be written at all."""
+    from reports.jsontext import dumps
+
+    return dumps(document, end="\n")
 
 
 def render_table(document: dict) -> str:
