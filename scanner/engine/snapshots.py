@@ -33,13 +33,18 @@ def snapshot_files(paths: Sequence[str]) -> List[str]:
 
 
 def _json_files(directory: str) -> List[str]:
-    """The ``*.json`` regular files in ``directory``, sorted (anything else there is not a snapshot)."""
+    """The ``*.json`` names in ``directory`` but its subdirectories, sorted.
+
+    Why not only the regular files: a host whose snapshot was replaced by a FIFO, a broken link or
+    a link to a device would vanish from the audit without a word. Each is a host here, and its
+    load says why it cannot be read, as ``diff`` says of the same directory.
+    """
     try:
         names = os.listdir(directory)
     except OSError as exc:
         raise UsageError(f"--snapshot {directory}: cannot list this directory: {exc.strerror or exc}") from None
     found = sorted(os.path.join(directory, n) for n in names
-                   if n.endswith(".json") and os.path.isfile(os.path.join(directory, n)))
+                   if n.endswith(".json") and not os.path.isdir(os.path.join(directory, n)))
     if not found:
         raise UsageError(f"--snapshot {directory}: no *.json snapshot files in this directory")
     return found
