@@ -46,6 +46,25 @@ def vfio_scan_register_rules(register):
                   title="IOMMU requested on the kernel command line", check=check, docs=__doc__))
 
 
+#: ``iommu=`` values the kernel knows (the last one counts).
+GENERIC_CHOICES = {"off", "pt", "nopt", "force", "noforce", "on"}
+
+
+def iommu_switched_off(facts, cl) -> Optional[str]:
+    """The switch on the command line ``cl`` that turns this x86 host's IOMMU off, as :func:`check` reads
+    it, or None: ``intel_iommu=off`` (Intel: the last of on/off), ``amd_iommu=off`` (AMD), else
+    ``iommu=off``, which wins over ``intel_iommu=on``. VFIO-016 asks it of the next boot's line too."""
+    if not facts.is_x86:
+        return None
+    vendor = facts.cpu.vendor if facts.cpu else None
+    if vendor == "amd":
+        if cl.last_of("amd_iommu", {"off", "force_enable"}) == "off":
+            return "amd_iommu=off"
+    elif cl.last_of("intel_iommu", {"on", "off"}) == "off":
+        return "intel_iommu=off"
+    return "iommu=off" if cl.last_of("iommu", GENERIC_CHOICES) == "off" else None
+
+
 def intel_default_on(facts):
     """Why VT-d is on without ``intel_iommu=on``, or None."""
     kc = facts.kconfig
@@ -112,7 +131,8 @@ def check(facts, scan):
     cl = facts.cmdline
     vendor = facts.cpu.vendor if facts.cpu else None
     parts, add, remove = [], [], []
-    generic = cl.last_of("iommu", {"off", "pt", "nopt", "force", "noforce", "on"})
+    generic = cl.last_of("iommu", GENERIC_CHOICES)
+    switched_off = iommu_switched_off(facts, cl)
 
     def disabled_by(token_texts, what):
         parts.append(Finding.fail(f"{what} on the kernel command line disables the IOMMU",
@@ -130,11 +150,11 @@ def check(facts, scan):
         return
     if facts.is_x86 and vendor != "amd":
         state = cl.last_of("intel_iommu", {"on", "off"})
-        if state == "off":
-            disabled_by(cl.texts("intel_iommu"), "intel_iommu=off")
+        if switched_off == "intel_iommu=off":
+            disabled_by(cl.texts("intel_iommu"), switched_off)
             add.append("intel_iommu=on")
-        elif generic == "off":
-            disabled_by(cl.texts("iommu"), "iommu=off")
+        elif switched_off:
+            disabled_by(cl.texts("iommu"), switched_off)
         elif state == "on":
             parts.append(Finding.passed("intel_iommu=on requests Intel VT-d", observed=" ".join(cl.texts("intel_iommu"))))
         else:
@@ -154,10 +174,8 @@ def check(facts, scan):
                                           observed=f"intel_iommu={opt}",
                                           evidence=[Evidence("kernel log", logged)] if logged else []))
     elif facts.is_x86:
-        if cl.last_of("amd_iommu", {"off", "force_enable"}) == "off":
-            disabled_by(cl.texts("amd_iommu"), "amd_iommu=off")
-        elif generic == "off":
-            disabled_by(cl.texts("iommu"), "iommu=off")
+        if switched_off:
+            disabled_by(cl.texts(switched_off.partition("=")[0]), switched_off)
         else:
             parts.append(Finding.passed("AMD-Vi is on by default and nothing disables it",
                                         observed=" ".join(cl.texts("amd_iommu")) or "amd_iommu not set"))

@@ -14,7 +14,10 @@ with its ``grub.d`` drop-ins (GRUB), the BLS entry of the running release (grubb
 ``$kernelopts`` from ``grubenv``), ``/etc/kernel/cmdline`` (systemd-boot, proxmox-boot-tool),
 ``/etc/kernelstub/configuration`` (Pop!_OS). A parameter that runs now but is not configured is
 "works now, lost at next boot" (a fail); one that is configured but not yet running is a pending
-change, reported in the message (a reboot brings it). ``intel_iommu=on`` on a kernel that turns
+change, reported in the message (a reboot brings it). A next boot whose line turns the IOMMU off
+(read as VFIO-004 reads the running one: the last ``intel_iommu`` wins, ``iommu=off`` wins over
+``intel_iommu=on``) or interrupt remapping (``intremap=off``), while this boot runs with them, is
+a fail of its own: every parameter may still be there, followed by the switch that undoes it. ``intel_iommu=on`` on a kernel that turns
 VT-d on by itself is not needed at the next boot. Where the boot configuration cannot be read or
 the boot loader is unknown, the rule skips with the reason.
 
@@ -50,6 +53,10 @@ def check(facts, scan):
         yield Finding.skip(f"cannot tell what the next boot passes: {_unread(boot)}")
         return
     running = facts.cmdline
+    turned_off = [switch for switch in _turned_off(facts, configured) if switch not in _turned_off(facts, running)]
+    if turned_off:
+        yield _turns_off(facts, boot, running, configured, turned_off)
+        return
     lost = _lost(facts, running, configured)
     pending = [t for key in RELEVANT for t in configured.texts(key) if t not in running.texts(key)]
     evidence = [Evidence(running.source, _relevant(running) or "(none of the passthrough parameters)"),
@@ -68,6 +75,37 @@ def check(facts, scan):
     yield Finding.passed(message, observed=_relevant(configured), expected=_relevant(running), evidence=evidence)
 
 
+def _turned_off(facts, cmdline) -> List[str]:
+    """What on ``cmdline`` turns off what passthrough needs: the IOMMU (read as VFIO-004 reads it) or
+    interrupt remapping (``intremap=off``: vfio_iommu_type1 then refuses every group)."""
+    from rules.kernel_cmdline import iommu_switched_off
+
+    off = [iommu_switched_off(facts, cmdline)]
+    if cmdline.last_of("intremap", {"on", "off"}) == "off":
+        off.append("intremap=off")
+    return [switch for switch in off if switch]
+
+
+def _turns_off(facts, boot, running, configured, switches: List[str]) -> Finding:
+    """The fail of a next boot that turns the IOMMU or interrupt remapping off, though this boot runs with
+    them: the host is READY now and comes up unable to start the VM."""
+    keys = {switch.partition("=")[0] for switch in switches}
+    remove = [text for key in sorted(keys) for text in configured.texts(key)
+              if any(value in ("off", "0") for value in text.partition("=")[2].split(","))]
+    add = [text for key in sorted(keys) for text in running.texts(key) if text not in remove]
+    what = " and ".join(switches)
+    return Finding.fail(f"the next boot turns off what passthrough needs: {what} in {configured.source}, not on the "
+                        "running command line, so the host comes up "
+                        + ("without interrupt remapping (vfio_iommu_type1 refuses every group)"
+                           if switches == ["intremap=off"] else "with no IOMMU groups")
+                        + " and the VM does not start",
+                        observed=f"configured: {_relevant(configured, extra=keys) or 'none'}",
+                        expected=f"configured without {what}",
+                        evidence=[Evidence(running.source, _relevant(running, extra=keys) or "(none)"),
+                                  Evidence(configured.source, _relevant(configured, extra=keys))],
+                        remediation=cmdline_steps(boot, add=add, remove=remove, why="keep what runs now"))
+
+
 def _unread(boot) -> str:
     """Why the next boot's command line is unknown, naming the file or tool behind it."""
     seen = f" (seen from {boot.detected_by})" if boot.detected_by else ""
@@ -84,8 +122,9 @@ def _sets_grub_cmdline(boot) -> bool:
     return any(text and "GRUB_CMDLINE_LINUX" in text for _, text, _ in boot.files)
 
 
-def _relevant(cmdline) -> str:
-    return " ".join(t for key in RELEVANT for t in cmdline.texts(key))
+def _relevant(cmdline, extra=()) -> str:
+    return " ".join(t for key in RELEVANT + tuple(k for k in sorted(extra) if k not in RELEVANT)
+                    for t in cmdline.texts(key))
 
 
 def _lost(facts, running, configured) -> List[str]:
