@@ -3,7 +3,8 @@
 What: each target now on vfio-pci is bound to it again at boot by one of: a driverctl override
 (``/etc/driverctl.d/pci-ADDR``), a udev rule setting its ``driver_override`` to vfio-pci, or its
 vendor:device in the ``vfio-pci ids=`` that takes effect (``/etc/modprobe.d/*.conf``, or
-``vfio-pci.ids=`` on the command line of the next boot). ``ids=`` also needs vfio-pci loaded
+``vfio-pci.ids=`` on the command line of the next boot; only the command line when vfio-pci is
+built into the kernel: modprobe never runs for a built-in module, so its options lines are never read). ``ids=`` also needs vfio-pci loaded
 before the host driver (a ``softdep ... pre: vfio-pci``, a modules-load.d entry, or vfio-pci built
 in), and must not take a device the host keeps: another device with the same vendor:device that
 stays on a host driver would be taken too. A PF given ``--vfs PF=N`` with its N VFs enabled needs
@@ -104,7 +105,7 @@ def _binding(facts, scan, device) -> Finding:
     override = device.driver_override or "(null)"
     return Finding.fail(f"works now, lost at next boot: {address} is on {device.driver} through a runtime binding "
                         f"(driver_override {override}); no driverctl override, udev rule or vfio-pci ids= binds it at "
-                        "boot, so it returns to its host driver", subject=address,
+                        f"boot, so it returns to its host driver{_unheeded_ids(facts, device)}", subject=address,
                         evidence=evidence + [Evidence(f"/sys/bus/pci/devices/{address}/driver_override", override)],
                         observed="bound at run time only", expected="a binding that survives a reboot",
                         remediation=persistent_steps(facts, scan, device))
@@ -135,10 +136,26 @@ def _ids_at_boot(facts, device) -> Optional[str]:
         for value in configured.options("vfio_pci.ids"):
             if value == device.ids:
                 return f"ids={device.ids} on the next boot's command line ({configured.source})"
-    winner, _ = facts.modprobe_vfio
-    if winner and device.ids in winner[1]:
-        return f"ids={device.ids} in {winner[0]}"
+    winner = _modprobe_ids_line(facts, device)
+    if winner and facts.modules.state("vfio_pci") != "builtin":
+        return f"ids={device.ids} in {winner}"
     return None
+
+
+def _modprobe_ids_line(facts, device) -> Optional[str]:
+    """The modprobe.d file whose ``options vfio-pci ids=`` (the one that takes effect) names the device."""
+    winner, _ = facts.modprobe_vfio
+    return winner[0] if winner and device.ids in winner[1] else None
+
+
+def _unheeded_ids(facts, device) -> str:
+    """What a fail adds when modprobe.d names the device for a vfio-pci built into the kernel: modprobe
+    never runs for a built-in module, so that line is never read (its ids go on the command line)."""
+    line = _modprobe_ids_line(facts, device)
+    if line and facts.modules.state("vfio_pci") == "builtin":
+        return (f" (ids={device.ids} in {line} is never read: vfio-pci is built into this kernel, and a built-in "
+                "module takes its options only from the kernel command line, as vfio-pci.ids=)")
+    return ""
 
 
 def _vfio_pci_loaders(facts, device) -> List[str]:
