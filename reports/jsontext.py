@@ -29,7 +29,7 @@ import json
 from json.encoder import encode_basestring
 from typing import Callable, Iterable, Iterator, List
 
-from scanner.base.lazyre import lazy_compile
+from scanner.base.json_text import escape_surrogates
 
 INDENT = "  "
 #: lists of strings at least this long are remembered once written (by identity and depth)
@@ -39,7 +39,6 @@ MAX_DEPTH = 64
 _INFINITY = float("inf")
 _NEWLINE = ["\n" + INDENT * level for level in range(MAX_DEPTH + 2)]  # what starts a line at each depth
 _WORDS = {None: "null", True: "true", False: "false"}
-_SURROGATE = lazy_compile("[\ud800-\udfff]")
 
 
 class _NotPlain(Exception):
@@ -135,17 +134,6 @@ def _text(o, level: int, known: dict) -> str:
     except _NotPlain:
         return escape_surrogates(json.dumps(o, indent=2, ensure_ascii=False).replace("\n", "\n" + INDENT * level))
     return escape_surrogates("".join(out))
-
-
-def escape_surrogates(text: str) -> str:
-    """JSON text with every lone surrogate written as its ``\\uXXXX`` escape, so that it encodes as UTF-8.
-
-    Surrogates only ever stand inside JSON strings, where the escape means the same character;
-    text without one (nearly every report) is returned as it is, after one search.
-    """
-    if text.isascii() or not _SURROGATE.search(text):
-        return text
-    return _SURROGATE.sub(lambda match: "\\u%04x" % ord(match.group()), text)
 
 
 def _value(o, level: int, out: List[str], known: dict, active: set) -> None:

@@ -181,9 +181,9 @@ def _say(line: str) -> None:
 def render_json(doc: dict) -> str:
     """Indented JSON, host text kept exact; a lone surrogate (a hostile snapshot's ``\\ud800``) is written
     as its escape, or the text could not be written as UTF-8 at all."""
-    from reports.jsontext import dumps
+    from scanner.base.json_text import indented
 
-    return dumps(doc, end="\n")
+    return indented(doc, end="\n")
 
 
 def _write(text: str) -> None:

@@ -19,9 +19,9 @@ KIND_WIDTH = 10
 def render_json(document: dict) -> str:
     """Indented JSON, host text kept exact; a lone surrogate (a hostile snapshot's ``\\ud800``, a file
     name that is not UTF-8) is written as its escape, or the text could not be written at all."""
-    from reports.jsontext import dumps
+    from scanner.base.json_text import indented
 
-    return dumps(document, end="\n")
+    return indented(document, end="\n")
 
 
 def render_table(document: dict) -> str:

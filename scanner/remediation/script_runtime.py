@@ -380,11 +380,9 @@ finish_undo() {
 
 #: Both scripts do what DRY_RUN says only when it says 0 or 1: an operator who types ``DRY_RUN=true``
 #: or ``DRY_RUN=yes`` to be safe means a dry run, and a test of "is it 1" would have applied it.
-_DRY_RUN_CHECK = r'''case $DRY_RUN in
-    0 | 1) ;;
-    *) printf '%s\n' "DRY_RUN=$DRY_RUN: expected 1 (only print what would be done, the default) or 0 (do it); nothing was done" >&2
-       exit 2 ;;
-esac'''
+_DRY_RUN_CHECK = r'''if [ "$DRY_RUN" != 0 ] && [ "$DRY_RUN" != 1 ]; then
+    printf '%s\n' "DRY_RUN=$DRY_RUN: expected 1 (only print what would be done, the default) or 0 (do it); nothing was done" >&2; exit 2
+fi'''
 
 
 def runtime(inroot: str, regenerate, initramfs) -> str:
