@@ -4,7 +4,7 @@ Many snapshot files are scanned by worker processes, each scanning one host afte
 tests hold that to what a user would otherwise see. On a fleet of varied hosts (ready, failing
 for different reasons, broken in its own way, the same machine under two names) mixed with
 snapshots that cannot be used (not JSON, no snapshot, nested too deep, against the schema, from a
-newer collector, cut at the collector's limit):
+newer collector, of no host, cut at the collector's limit):
 
 * workers and a single process write the very same table, JSON and JUnit (but for the clock);
 * each host's report in the fleet is the report of its snapshot scanned alone, so that nothing one
@@ -27,7 +27,7 @@ from scanner.engine.hostpool import MIN_JOBS
 from snapshottrees import TREES
 
 KINDS = ("ready", "ready-amd", "workstation", "kitchen-sink", "broken-links", "garbled", "no-dmar", "warn-only",
-         "no-cmdline", "empty")
+         "no-cmdline")
 BROKEN = {
     "not-json": "{\"format\": ",
     "no-snapshot": "{}",
@@ -61,6 +61,8 @@ def fleet(tmp_path_factory):
     for name, text in BROKEN.items():
         (out / f"{name}.json").write_text(text)
     ready = documents["ready"]
+    TREES["empty"](base / "empty")  # a directory with a hostname: the collector records no host there
+    (out / "no-host.json").write_text(collector.dumps(collector.collect(str(base / "empty"))))
     (out / "schema-fault.json").write_text(json.dumps(dict(ready, hostname=7)))
     (out / "newer.json").write_text(json.dumps(dict(ready, snapshot_version="2.0")))
     (out / "cut.json").write_text(json.dumps(dict(ready, notes=["stopped at the entry limit (250000 entries)"])))
@@ -101,7 +103,7 @@ def test_each_hosts_report_in_the_fleet_is_its_snapshot_scanned_alone(fleet, tmp
     assert hosts["cut"]["notes"] and hosts["cut"]["notes"][0].startswith(f"snapshot {fleet / 'cut.json'}: incomplete")
 
 
-@pytest.mark.parametrize("name", sorted(BROKEN) + ["schema-fault", "newer"])
+@pytest.mark.parametrize("name", sorted(BROKEN) + ["schema-fault", "newer", "no-host"])
 def test_a_snapshot_that_cannot_be_used_is_the_same_line_in_the_fleet_as_alone(fleet, tmp_path, name):
     _, document, _ = scan_fleet(fleet, tmp_path, "2")
     host = next(h for h in json.loads(document)["hosts"] if h["host"]["label"] == name)

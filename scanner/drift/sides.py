@@ -151,11 +151,12 @@ def _check(document: dict, schema: str, path: str) -> None:
 # -- each kind of input --------------------------------------------------------------------------
 
 def _snapshot_state(text: str, path: str, label: str, scan: ScanFunction) -> HostState:
+    from scanner.engine.snapshots import host_of_snapshot
     from scanner.facts import Facts
-    from scanner.host.snapshot import SnapshotError, SnapshotHost, parse_snapshot
+    from scanner.host.snapshot import SnapshotError, parse_snapshot
 
     try:
-        host = SnapshotHost(parse_snapshot(text, path), origin=path)
+        host = host_of_snapshot(parse_snapshot(text, path), path)
     except SnapshotError as exc:
         raise SideError(str(exc)) from None
     facts = Facts(host)

@@ -67,14 +67,32 @@ def load_snapshot_host(path: str):
     Why not ``SnapshotHost.from_file``: its plain ``open`` waits forever on a FIFO swapped in after
     :func:`snapshot_files` checked the name; the bytes are read here, and parsed there.
     """
-    from scanner.host.snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, SnapshotHost, parse_snapshot
+    from scanner.host.snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, parse_snapshot
     from scanner.host.inputfile import read_input_text
 
     try:
         text = read_input_text(path, MAX_SNAPSHOT_BYTES)
     except InputFileError as exc:
         raise SnapshotError(f"{path}: {exc}") from None
-    return SnapshotHost(parse_snapshot(text, path), origin=path)
+    return host_of_snapshot(parse_snapshot(text, path), path)
+
+
+def host_of_snapshot(document: dict, origin: str):
+    """The SnapshotHost of a parsed snapshot (raises SnapshotError naming ``origin`` when it is no host's).
+
+    Why: a valid snapshot may record nothing at all (``"entries": {}``, a hand-made or hostile file);
+    every rule would skip, and the scan would call READY a host it knows nothing about. The collector
+    records ``/proc/cmdline`` and ``/sys/bus/pci/devices`` on every host, so a snapshot with neither is
+    refused as ``--root`` refuses a tree with neither.
+    """
+    from scanner.host.snapshot import NOT_COLLECTED, SnapshotError, SnapshotHost
+    from scanner.host.tree import MISSING, lacks_host_signs
+
+    host = SnapshotHost(document, origin=origin)
+    missing = lacks_host_signs(host, absent=(MISSING, NOT_COLLECTED))
+    if missing:
+        raise SnapshotError(f"{origin}: does not look like a host's snapshot: {missing} (a collector records both)")
+    return host
 
 
 def label_for(path: str, taken: set) -> str:

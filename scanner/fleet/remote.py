@@ -110,6 +110,11 @@ def collect_snapshot(host: InventoryHost, options: RemoteOptions, file_name: Opt
 
 def snapshot_host(host: InventoryHost, options: RemoteOptions, file_name: Optional[str] = None):
     """A Host (scanner/host interface) for one inventory host, read over ssh."""
-    from scanner.host.snapshot import SnapshotHost
+    from scanner.engine.snapshots import host_of_snapshot
+    from scanner.host.snapshot import SnapshotError
 
-    return SnapshotHost(collect_snapshot(host, options, file_name), origin=host.name)
+    document = collect_snapshot(host, options, file_name)
+    try:
+        return host_of_snapshot(document, f"the collector's reply from {host.name}")
+    except SnapshotError as exc:
+        raise HostUnavailable(str(exc)) from None

@@ -50,7 +50,7 @@ from scanner.host.walk import (  # noqa: F401  (MAX_*, TOO_DEEP: the limits, nam
 from scanner.host.inputfile import read_capped
 
 __all__ = ["CHANGED", "MAX_DEPTH", "MAX_LINK_HOPS", "MISSING", "OPEN_DIRECTORIES", "TOO_DEEP", "Components",
-           "TreeHost", "missing_host_signs", "read_outside_file"]
+           "TreeHost", "lacks_host_signs", "missing_host_signs", "read_outside_file"]
 
 #: The reason when the tree changed between the walk and the read (only a concurrent change does it).
 CHANGED = "changed while being read (a directory on the way was replaced)"
@@ -342,16 +342,22 @@ def _chunks_of(fd: int, cap: int, size: int = 1 << 20):
 
 
 def missing_host_signs(root: str) -> Optional[str]:
-    """What the tree at ``root`` lacks to be taken for a host's, or None when it has a sign of one.
+    """What the tree at ``root`` lacks to be taken for a host's, or None when it has a sign of one."""
+    host = TreeHost(root)
+    try:
+        return lacks_host_signs(host)
+    finally:
+        host.close()
+
+
+def lacks_host_signs(host, absent: Tuple[str, ...] = (MISSING,)) -> Optional[str]:
+    """What ``host`` (a tree's, a snapshot's) lacks to be taken for a host's, or None when it has a sign
+    of one. ``absent``: the reasons a path is not there (a snapshot adds "not collected").
 
     A sign that exists but cannot be read (permission denied) still counts: the scan says why.
     """
-    host = TreeHost(root)
-    try:
-        if any(host.resolve(path).reason != MISSING for path in HOST_SIGNS):
-            return None
-    finally:
-        host.close()
+    if any(host.resolve(path).reason not in absent for path in HOST_SIGNS):
+        return None
     return "it has neither " + " nor ".join(HOST_SIGNS)
 
 
