@@ -74,6 +74,8 @@ PATTERNS = (
     ("read", "/etc/default/grub.d/*.cfg"),
     ("read", "/etc/modprobe.d/*.conf"),
     ("read", "/etc/udev/rules.d/*.rules"),
+    ("read", "/etc/sysfs.conf"),
+    ("read", "/etc/sysfs.d/*.conf"),
     ("read", "/etc/driverctl.d/pci-*"),
     ("read", "/etc/{initramfs-tools/modules,mkinitcpio.conf}"),
     ("read", "/etc/dracut.conf.d/*.conf"),

@@ -8,7 +8,9 @@ built into the kernel: modprobe never runs for a built-in module, so its options
 before the host driver (a ``softdep ... pre: vfio-pci``, a modules-load.d entry, or vfio-pci built
 in), and must not take a device the host keeps: another device with the same vendor:device that
 stays on a host driver would be taken too. A PF given ``--vfs PF=N`` with its N VFs enabled needs
-what creates them at boot (a udev rule or unit writing ``sriov_numvfs``).
+what creates them at boot: a udev rule naming it, or a sysfsutils setting (``/etc/sysfs.conf``,
+``/etc/sysfs.d/*.conf``), that writes its ``sriov_numvfs``; so does a VF target, whatever binds it,
+since after a reboot without it the VF does not exist.
 
 Why: ``driver_override`` and ``sriov_numvfs`` written at run time are lost at reboot: the
 device returns to its host driver (or the VFs are gone), and the VM that started yesterday does
@@ -58,9 +60,10 @@ def check(facts, scan):
         elif not target.for_passthrough:
             yield Finding.skip(target.stays_on_host_reason(device), subject=target.address)
         elif scan.managed:
-            yield Finding.passed("managed mode: the VMM binds it to vfio-pci at every VM start, after any reboot "
-                                 "(see VFIO-013 for whether it can)", subject=target.address,
-                                 observed=f"driver {device.driver or '(none)'}", expected="a binding at VM start")
+            gone = _vf_gone_at_boot(facts, device) if device.physfn else None
+            yield gone or Finding.passed("managed mode: the VMM binds it to vfio-pci at every VM start, after any "
+                                         "reboot (see VFIO-013 for whether it can)", subject=target.address,
+                                         observed=f"driver {device.driver or '(none)'}", expected="a binding at VM start")
         elif not (device.driver and is_vfio_driver(device.driver)):
             yield Finding.skip(f"follows from VFIO-013: {target.address} is not on vfio-pci now "
                                f"({'on ' + device.driver if device.driver else 'no driver'}); its fix keeps it at boot too",
@@ -73,6 +76,10 @@ def _binding(facts, scan, device) -> Finding:
     from scanner.remediation.persistent_binding import persistent_steps, same_ids_on_host
 
     address = device.address
+    if device.physfn:
+        gone = _vf_gone_at_boot(facts, device)
+        if gone is not None:
+            return gone
     kept_by = _kept_by(facts, device)
     evidence = [Evidence(f"/sys/bus/pci/devices/{address}/driver", device.driver)]
     twins = same_ids_on_host(facts, device, scan.target_set)
@@ -167,6 +174,25 @@ def _vfio_pci_loaders(facts, device) -> List[str]:
     return found
 
 
+def _vf_gone_at_boot(facts, device) -> Optional[Finding]:
+    """The fail of a VF target whose PF's VF count nothing writes at boot: whatever binds the VF to
+    vfio-pci then binds nothing, since after a reboot the VF does not exist. None when it is written."""
+    from scanner.remediation.sriov import persist_step, udev_rule_file
+
+    pf = facts.pci.get(device.physfn)
+    if pf is None or facts.vf_count_at_boot(pf.address):
+        return None
+    count = pf.sriov_numvfs or 0
+    return Finding.fail(f"works now, lost at next boot: {device.address} is a VF of {pf.address}, whose {count} VF(s) "
+                        f"were made at run time; no udev rule or sysfsutils setting writes its sriov_numvfs at boot, "
+                        "so after a reboot this VF does not exist", subject=device.address,
+                        evidence=[Evidence(f"/sys/bus/pci/devices/{device.address}/physfn", pf.address),
+                                  Evidence(f"/sys/bus/pci/devices/{pf.address}/sriov_numvfs", str(count))],
+                        observed="VFs made at run time only", expected="what writes the PF's sriov_numvfs at boot",
+                        remediation=[persist_step(pf.address, count, pf.sriov_drivers_autoprobe,
+                                                  facts.etc_file(udev_rule_file(pf.address)))] if count else [])
+
+
 def _vf_count(facts, target, device) -> Finding:
     from scanner.remediation.sriov import persist_step, udev_rule_file, vfs
 
@@ -174,13 +200,14 @@ def _vf_count(facts, target, device) -> Finding:
     current = device.sriov_numvfs
     if not wanted or current != wanted:
         return Finding.skip(f"follows from VFIO-011: {vfs(current or 0)} enabled now, {wanted} asked", subject=address)
-    rules = facts.udev_rules_for(address, "sriov_numvfs")
+    kept = facts.vf_count_at_boot(address)
     evidence = [Evidence(f"/sys/bus/pci/devices/{address}/sriov_numvfs", str(current))]
-    if rules:
-        return Finding.passed(f"{vfs(current)} now and at boot: {rules[0]}", subject=address, evidence=evidence,
-                              observed=rules[0], expected="what writes sriov_numvfs at boot")
-    return Finding.fail(f"works now, lost at next boot: {vfs(current)} exist now, but no udev rule writes "
-                        f"sriov_numvfs for {address} at boot, so they are gone after a reboot", subject=address,
+    if kept:
+        return Finding.passed(f"{vfs(current)} now and at boot: {kept}", subject=address, evidence=evidence,
+                              observed=kept, expected="what writes sriov_numvfs at boot")
+    return Finding.fail(f"works now, lost at next boot: {vfs(current)} exist now, but no udev rule or sysfsutils "
+                        f"setting writes sriov_numvfs for {address} at boot, so they are gone after a reboot",
+                        subject=address,
                         evidence=evidence, observed="set at run time only", expected="what writes sriov_numvfs at boot",
                         remediation=[persist_step(address, wanted, device.sriov_drivers_autoprobe,
                                                   facts.etc_file(udev_rule_file(address)))])

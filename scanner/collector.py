@@ -133,6 +133,8 @@ CAPTURE = (
     ("read", "/etc/default/grub.d/*.cfg", DEFAULT_CAP),
     ("read", "/etc/modprobe.d/*.conf", DEFAULT_CAP),
     ("read", "/etc/udev/rules.d/*.rules", DEFAULT_CAP),
+    ("read", "/etc/sysfs.conf", DEFAULT_CAP),
+    ("read", "/etc/sysfs.d/*.conf", DEFAULT_CAP),
     # what binds a device at the next boot, and the boot entries grubby and kernelstub keep
     ("read", "/etc/driverctl.d/pci-*", DEFAULT_CAP),
     ("read", "/etc/{initramfs-tools/modules,mkinitcpio.conf}", DEFAULT_CAP),

@@ -128,6 +128,34 @@ class NextBoot:
         return sorted({path for path, line in self.udev_rule_lines if key in line and all(w in line for w in words)})
 
     @cached_property
+    def sysfs_settings(self) -> Tuple[Tuple[str, str, str], ...]:
+        """(file, attribute, value) of every setting sysfsutils applies at boot (``/etc/sysfs.conf`` and
+        ``/etc/sysfs.d/*.conf``: ``bus/pci/devices/ADDR/sriov_numvfs = 4``, the attribute under /sys)."""
+        paths = ["/etc/sysfs.conf"] + [f"/etc/sysfs.d/{n}" for n in sorted(self.host.listdir("/etc/sysfs.d").entries())
+                                       if n.endswith(".conf") and self._plain_name(n)]
+        found = []
+        for path in paths:
+            for line in self.host.read(path).value().splitlines():
+                attribute, equals, value = line.partition("=")
+                if equals and not line.lstrip().startswith("#"):
+                    found.append((path, attribute.strip().strip("/"), value.strip()))
+        return tuple(found)
+
+    def vf_count_at_boot(self, address: str) -> Optional[str]:
+        """What writes the PF ``address``'s ``sriov_numvfs`` at boot (a udev rule naming it, a sysfsutils
+        setting), or None when nothing this tool reads does."""
+        rules = self.udev_rules_for(address, "sriov_numvfs")
+        if rules:
+            return f"udev rule {rules[0]}"
+        wanted = self.host.resolve(f"/sys/bus/pci/devices/{address}/sriov_numvfs")
+        for path, attribute, value in self.sysfs_settings:
+            # any path to the attribute (bus/pci/devices/ADDR/..., devices/pci0000:00/.../...) names it
+            if attribute.endswith("/sriov_numvfs") and value.isdigit() and int(value) > 0 and wanted.ok \
+                    and self.host.resolve(f"/sys/{attribute}").text == wanted.text:
+                return f"sysfsutils {path} ({attribute} = {value})"
+        return None
+
+    @cached_property
     def modprobe_vfio(self) -> Tuple[Optional[Tuple[str, Tuple[str, ...]]], Tuple[Tuple[str, str], ...]]:
         """((file, ids) of the ``options vfio-pci ids=`` modprobe keeps, or None; ((file, module), ...) of
         every ``softdep MODULE pre: vfio-pci``), from ``/etc/modprobe.d/*.conf`` in the order modprobe reads them."""
