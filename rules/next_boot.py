@@ -21,6 +21,11 @@ a fail of its own: every parameter may still be there, followed by the switch th
 VT-d on by itself is not needed at the next boot. Where the boot configuration cannot be read or
 the boot loader is unknown, the rule skips with the reason.
 
+Not lost, whatever the next boot does with them: the security downgrades (``pcie_acs_override``,
+the ``allow_unsafe_interrupts`` switches; their going is a hardening someone configured) and
+``vfio-pci.ids`` (whether each target stays on vfio-pci is VFIO-017's, by address: putting ids
+back blindly would hand the host's own device of the same vendor:device to vfio-pci).
+
 Fix: add the lost parameters to the boot configuration with the stack's own tool, as VFIO-004's
 fix does (the remediation script merges them into the file that takes effect).
 """
@@ -127,10 +132,20 @@ def _relevant(cmdline, extra=()) -> str:
                     for t in cmdline.texts(key))
 
 
+#: Running parameters the next boot is allowed to lose, never put back by this rule: the security
+#: downgrades VFIO-004 warns of (losing one is a hardening someone configured), and ``vfio-pci.ids``,
+#: which names devices by vendor:device for every function with those ids -- whether each target
+#: stays on vfio-pci is VFIO-017's to judge, by address, with the host's own devices kept out.
+NOT_PUT_BACK = ("vfio_iommu_type1.allow_unsafe_interrupts", "iommufd.allow_unsafe_interrupts", "pcie_acs_override",
+                "vfio_pci.ids")
+
+
 def _lost(facts, running, configured) -> List[str]:
     """Parameters of the running command line the next boot will not pass (and that matter there)."""
     lost = []
     for key in RELEVANT:
+        if key in NOT_PUT_BACK:
+            continue
         for text in running.texts(key):
             if text in configured.texts(key) or _switches_off(text):
                 continue  # kept, or a switch-off the next boot is better without
