@@ -84,3 +84,4 @@ def test_a_fleet_host_whose_collector_reply_records_no_host_could_not_be_scanned
     assert proc.returncode == 3, proc.stderr
     (note,) = notes_of(proc)["web1"]
     assert note.endswith(f"the collector's reply from web1: {NO_HOST}")
+

@@ -102,8 +102,16 @@ def collect_snapshot(host: InventoryHost, options: RemoteOptions, file_name: Opt
     out = run_collector(host, options)
     if options.save_dir:
         save_snapshot(os.path.join(options.save_dir, file_name or snapshot_file_names([host.name])[host.name]), out)
+    where = f"the collector's reply from {host.name}"
     try:
-        return parse_snapshot(out.decode("utf-8", "replace"), f"the collector's reply from {host.name}")
+        text = out.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # the collector writes ASCII only: anything else is not its reply. Decoded with replacement,
+        # it was scanned here while the copy saved under --save-snapshots was refused by a later scan.
+        line = out[:exc.start].count(b"\n") + 1
+        raise HostUnavailable(f"{where}: line {line}: not UTF-8 text (byte 0x{out[exc.start]:02x})") from None
+    try:
+        return parse_snapshot(text, where)
     except SnapshotError as exc:
         raise HostUnavailable(str(exc)) from None
 
