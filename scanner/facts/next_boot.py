@@ -310,11 +310,26 @@ def _efi_string(data: Optional[bytes]) -> Optional[str]:
     return text if text and text.isprintable() and "/" not in text else None
 
 
+def modprobe_logical_lines(text: str) -> List[str]:
+    """A modprobe.d file's lines as kmod reads them: a line ending in a backslash goes on with the
+    next (``options vfio-pci \\`` then ``ids=...``), the backslash and the line break dropped."""
+    logical, pending = [], ""
+    for line in text.splitlines():
+        if line.endswith("\\"):
+            pending += line[:-1]
+            continue
+        logical.append(pending + line)
+        pending = ""
+    if pending:
+        logical.append(pending)
+    return logical
+
+
 def modprobe_vfio_lines(text: str) -> Tuple[Optional[Tuple[str, ...]], List[str]]:
     """(the ids of the last ``options vfio-pci ids=`` line or None, the modules of each ``softdep MODULE
     pre: vfio-pci``) of one modprobe.d file: the host's, or the copy an initramfs holds."""
     ids, modules = None, []
-    for line in text.splitlines():
+    for line in modprobe_logical_lines(text):
         options = _OPTIONS.match(line)
         if options:
             for token in options.group(2).split():

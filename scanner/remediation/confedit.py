@@ -122,6 +122,8 @@ def own_limits(text: Optional[str], domain: str, item: str, lines: Sequence[str]
 # -- vfio-pci ids in /etc/modprobe.d ------------------------------------------------------------
 
 _OPTIONS = lazy_compile(r"^(\s*options\s+)(vfio[-_]pci)(\s+)(.*?)\s*$")
+#: The first line of an ``options vfio-pci`` kmod joins with the ones after it (it ends in a backslash).
+_CONTINUED_VFIO = lazy_compile(r"^\s*options\s+vfio[-_]pci\b")
 
 
 def _softdep_present(texts: Sequence[str], module: str) -> bool:
@@ -140,6 +142,13 @@ def merge_vfio_ids(files: Sequence[Mapping], ids: Sequence[str], softdeps: Seque
     """
     ordered = sorted(files, key=lambda f: (f["path"].rsplit("/", 1)[-1], f["path"]))
     texts = {f["path"]: _readable(f) for f in ordered}
+    for path, text in texts.items():
+        for line in _lines(text):
+            if line.rstrip("\n").endswith("\\") and _CONTINUED_VFIO.match(line):
+                # kmod joins it with the next line: an ids= there is not on this line, and one added
+                # after it would be the kernel's last, dropping the ids it names
+                raise EditError(f"{path}: an options line for vfio-pci goes on over several lines (a backslash at "
+                                f"its end); add the ids to it by hand")
     winner: Optional[Tuple[str, int, re.Match]] = None
     for path, text in texts.items():
         for index, line in enumerate(_lines(text)):
@@ -179,6 +188,7 @@ def grub_edit(files: Sequence[Mapping], add: Sequence[str], remove: Sequence[str
     """
     texts = [(f["path"], _readable(f) or "") for f in files]
     lines = {path: _lines(text) for path, text in texts}
+    before = grub_parameters(texts).split()
     assignments = [a for path, text in texts for a in grub_assignments(path, text)]
     for a in assignments:
         if a.quote is None:
@@ -195,8 +205,11 @@ def grub_edit(files: Sequence[Mapping], add: Sequence[str], remove: Sequence[str
     if missing:
         winners = [a for a in assignments if a.name == "GRUB_CMDLINE_LINUX_DEFAULT" and a.op == "="]
         if not winners:
+            # only += assignments (or none): a plain one after them would throw their words away
+            name = "GRUB_CMDLINE_LINUX_DEFAULT"
+            keep = f"${name} " if any(a.name == name for a in assignments) else ""
             main = texts[0][0]
-            lines[main] = _lines(_append("".join(lines[main]), f'GRUB_CMDLINE_LINUX_DEFAULT="{" ".join(missing)}"'))
+            lines[main] = _lines(_append("".join(lines[main]), f'{name}="{keep}{" ".join(missing)}"'))
         else:
             winner = winners[-1]
             if winner.quote is None:
@@ -210,6 +223,10 @@ def grub_edit(files: Sequence[Mapping], add: Sequence[str], remove: Sequence[str
     if wrong:
         raise EditError(f"editing {', '.join(p for p, _ in texts)} would not give the next boot "
                         f"{' '.join(add)} without {' '.join(remove)} ({' '.join(wrong)} left over): edit by hand")
+    dropped = [p for p in dict.fromkeys(before) if p not in remove and p not in final]
+    if dropped:  # the user's own parameters are never the price of an edit
+        raise EditError(f"editing {', '.join(p for p, _ in texts)} would also drop {' '.join(dropped)} from the next "
+                        "boot: edit by hand")
     return {path: text for (path, text), (_, old) in zip(result, texts) if text != old}
 
 
