@@ -52,13 +52,15 @@ GENERIC_CHOICES = {"off", "pt", "nopt", "force", "noforce", "on"}
 
 def iommu_switched_off(facts, cl) -> Optional[str]:
     """The switch on the command line ``cl`` that turns this x86 host's IOMMU off, as :func:`check` reads
-    it, or None: ``intel_iommu=off`` (Intel: the last of on/off), ``amd_iommu=off`` (AMD), else
+    it, or None: ``intel_iommu=off`` (Intel: the last of on/off), ``amd_iommu=off`` (AMD: anywhere), else
     ``iommu=off``, which wins over ``intel_iommu=on``. VFIO-016 asks it of the next boot's line too."""
     if not facts.is_x86:
         return None
     vendor = facts.cpu.vendor if facts.cpu else None
     if vendor == "amd":
-        if cl.last_of("amd_iommu", {"off", "force_enable"}) == "off":
+        # flags, not a choice: the kernel sets amd_iommu_disabled for an "off" anywhere, and a later
+        # force_enable does not clear it (seen on Debian's 6.1: AMD-Vi off, no groups)
+        if "off" in cl.options("amd_iommu"):
             return "amd_iommu=off"
     elif cl.last_of("intel_iommu", {"on", "off"}) == "off":
         return "intel_iommu=off"
