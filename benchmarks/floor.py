@@ -50,6 +50,7 @@ PATTERNS = (
     ("list", "/sys/class/iommu"),
     ("list", "/sys/kernel/iommu_groups/*/devices"),
     ("read", "/sys/kernel/iommu_groups/*/{name,type}"),
+    ("resolve", "/sys/kernel/iommu_groups/*/devices/*/driver"),
     ("read", "/sys/hypervisor/type"),
     ("resolve", "/proc/xen"),
     ("read", "/sys/kernel/security/lockdown"),

@@ -92,6 +92,15 @@ def _role_of(member):
     return ROLE_TEXT[member.role]
 
 
+def _named(member):
+    """A member as a finding names it: a PCI function by its ids and class, anything else by its driver."""
+    from scanner.remediation.binding import label
+
+    if member.device is None and member.other_driver:
+        return f"{member.address} (no PCI function, driver {member.other_driver})"
+    return label(member.device, member.address)
+
+
 def _state(member):
     return f"on {member.driver}" if member.driver else "no driver"
 
@@ -140,16 +149,17 @@ def judge(facts, scan, address):
         return Finding.skip(f"IOMMU group {group} does not list {address} among its devices: cannot tell who "
                             "shares the group", subject=address,
                             evidence=[Evidence(listing, " ".join(m.address for m in view.members) or "(empty)")])
-    unknown = [m for m in others if m.role != "bridge" and m.device is not None and m.device.reason]
+    unknown = [m for m in others if m.unknown]
     if unknown:  # an unreadable driver link is not "no driver": the group's viability cannot be told
         return Finding.skip(f"cannot tell whether IOMMU group {group} is viable: the state of "
                             f"{', '.join(m.address for m in unknown)} cannot be read", subject=address,
-                            evidence=[Evidence(f"/sys/bus/pci/devices/{m.address}", f"<{m.device.reason}>")
+                            evidence=[Evidence(f"/sys/bus/pci/devices/{m.address}" if m.device is not None
+                                               else f"{listing}/{m.address}/driver", f"<{m.unknown}>")
                                       for m in unknown])
     evidence = [Evidence(listing, few([m.address for m in view.members], sep=" "))]
     blocking = {m.address for m in view.blockers}
     shown = others if len(others) <= SHOWN else [m for m in others if m.address in blocking]
-    evidence += [Evidence(f"{listing}/{m.address}", f"{label(m.device, m.address)}: {_role_of(m)}") for m in shown]
+    evidence += [Evidence(f"{listing}/{m.address}", f"{_named(m)}: {_role_of(m)}") for m in shown]
     if len(shown) < len(others):  # a group of hundreds: each target's finding names what blocks, not every member
         roles = {}
         for m in others:
@@ -168,7 +178,7 @@ def judge(facts, scan, address):
                               expected=expected, evidence=evidence)
 
     critical = {m.address: host_critical(facts, m.address) for m in blockers}
-    named = "; ".join(f"{label(m.device, m.address)} — {ROLE_TEXT[m.role]}" for m in blockers)
+    named = "; ".join(f"{_named(m)} — {ROLE_TEXT[m.role]}" for m in blockers)
     message = (f"IOMMU group {group} is not viable: {len(blockers)} other device(s) on host drivers: {named}. "
                f"QEMU would refuse it (\"group {group} is not viable\")")
     for member_address, why in critical.items():
@@ -184,6 +194,8 @@ def judge(facts, scan, address):
     for m in blockers:
         if own or any(critical.values()):
             break  # the group can never be given to a VM here: giving up other members would be for nothing
+        if m.device is None:
+            continue  # no PCI function: vfio-pci cannot take it; the move step below names it
         if m.role == "sibling":
             summary = (f"Bind sibling function {label(m.device, m.address)} to vfio-pci now: it goes to the VM "
                        f"with {address} (the next step keeps it there at boot too)")

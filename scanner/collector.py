@@ -105,6 +105,7 @@ CAPTURE = (
     ("list", "/sys/class/iommu", None),
     ("list", "/sys/kernel/iommu_groups/*/devices", None),
     ("read", "/sys/kernel/iommu_groups/*/{name,type}", DEFAULT_CAP),
+    ("resolve", "/sys/kernel/iommu_groups/*/devices/*/driver", None),
     ("read", "/sys/hypervisor/type", DEFAULT_CAP),
     ("resolve", "/proc/xen", None),
     ("read", "/sys/kernel/security/lockdown", DEFAULT_CAP),

@@ -354,6 +354,18 @@ class Facts(HostDependencies, NextBoot, BootConfiguration, VmStartHardware, VmAc
         found = self.iommu.groups.get(group)
         return list(found.devices) if found else []
 
+    def group_member_driver(self, group: str, name: str) -> Tuple[Optional[str], Optional[str]]:
+        """(driver, None) of a device an IOMMU group lists that is no PCI function (a platform device an
+        SoC or an APU puts in a GPU's group), read through the group's own link to it; (None, None) when
+        no driver holds it; (None, why) when that cannot be told. Bound, it keeps the group from VFIO as
+        any PCI member does (since 5.19 the kernel asks every bus's driver for the group's ownership)."""
+        if name in ("", ".", "..") or "/" in name or not group.isdigit():
+            return None, "not a device's name"
+        got = self.host.resolve(f"/sys/kernel/iommu_groups/{group}/devices/{name}/driver")
+        if got.ok:
+            return got.text.rstrip("/").rsplit("/", 1)[-1], None
+        return None, (None if got.reason == MISSING else got.reason)
+
     @cached_property
     def dev_vfio(self) -> Listing:
         return self.host.listdir("/dev/vfio")

@@ -4,7 +4,8 @@ A device can only be handed to a VM together with its whole IOMMU group. Every o
 one of: a **bridge** or root port (class 0x0604: stays on the host, never bound to vfio), a
 **sibling** function of the same slot (a GPU's HDMI audio, its USB-C controller: must go to the
 VM too), another **target** of the same scan, or an **unrelated** endpoint (a NIC that happens to
-share the group: it must be given up too, or the card moved to another slot). The group is
+share the group: it must be given up too, or the card moved to another slot; or a device that is
+no PCI function, a platform device an SoC or APU puts in the group, whose driver holds it alike). The group is
 *viable* for VFIO when every non-bridge member is bound to a vfio driver, to pci-stub, or to
 nothing (QEMU: "group N is not viable"). A host bridge (class 0x0600) without a driver, such as the
 dummy host bridge a laptop APU's group holds, counts as a bridge: it stays with the host and
@@ -28,12 +29,22 @@ HARMLESS_DRIVERS = ("pci-stub",)
 class Member:
     address: str
     role: str  # target | bridge | sibling | unrelated
-    #: None when the group lists an address sysfs does not show (a PciFields when classify was given them)
+    #: None when the group lists a name that is no PCI function (a PciFields when classify was given them)
     device: Optional[PciDevice]
+    #: for a member that is no PCI function (a platform device): its driver, or why it cannot be told
+    other_driver: Optional[str] = None
+    other_reason: Optional[str] = None
 
     @property
     def driver(self) -> Optional[str]:
-        return self.device.driver if self.device else None
+        return self.device.driver if self.device else self.other_driver
+
+    @property
+    def unknown(self) -> Optional[str]:
+        """Why whether this member holds the group cannot be told (its state unreadable), or None."""
+        if self.role == "bridge":
+            return None
+        return self.device.reason if self.device is not None else self.other_reason
 
     @property
     def holds_group(self) -> bool:
@@ -84,7 +95,11 @@ def classify(facts, group: str, targets: Iterable[str] = (), devices: Optional[M
             role = "sibling"
         else:
             role = "unrelated"
-        members.append(Member(address, role, device))
+        if device is None:  # no PCI function: what holds it is read through the group's own link
+            driver, reason = facts.group_member_driver(group, address)
+            members.append(Member(address, role, None, driver, reason))
+        else:
+            members.append(Member(address, role, device))
     return GroupView(group, tuple(members), acs_override=facts.acs_override)
 
 
