@@ -101,6 +101,18 @@ class Facts(HostDependencies, NextBoot, BootConfiguration, VmStartHardware, VmAc
                 data[key.strip()] = value.strip().strip("'\"")
         return data
 
+    @property
+    def reads_etc_modules(self) -> bool:
+        """Does a boot read ``/etc/modules``? systemd-modules-load reads only modules-load.d; Debian and its
+        family link it in there (``modules-load.d/modules.conf``, listed on its own) and their kmod
+        script reads it, Alpine's OpenRC reads it. Anywhere else (Arch, Fedora) a module listed only there
+        is not loaded at boot. An os-release that cannot be read gives the file the benefit of the doubt."""
+        release = self.os_release
+        if not release:
+            return True
+        family = {release.get("ID", "")} | set(release.get("ID_LIKE", "").split())
+        return bool(family & {"debian", "ubuntu", "alpine"})
+
     # -- CPU, firmware, command line ------------------------------------------------------
     @cached_property
     def cpu_read(self) -> Read:
@@ -215,9 +227,10 @@ class Facts(HostDependencies, NextBoot, BootConfiguration, VmStartHardware, VmAc
 
     @cached_property
     def modules_load_config(self) -> Dict[str, frozenset]:
-        """Module names each boot-time load list asks for (``/etc/modules-load.d/*.conf``, ``/etc/modules``)."""
+        """Module names each boot-time load list asks for (``/etc/modules-load.d/*.conf``, and ``/etc/modules``
+        where the distribution reads it: :attr:`reads_etc_modules`)."""
         files = [f"/etc/modules-load.d/{n}" for n in self.host.listdir("/etc/modules-load.d").entries()
-                 if n.endswith(".conf")] + ["/etc/modules"]
+                 if n.endswith(".conf")] + (["/etc/modules"] if self.reads_etc_modules else [])
         found = {}
         for path in files:
             got = self.host.read(path)
