@@ -185,7 +185,10 @@ def _make_boot_plan(facts, scan) -> Tuple[List[str], List[str], List[str]]:
 
 def passthrough_functions(facts, scan) -> List[str]:
     """Every function that goes to a VM: the targets, and the sibling functions of their slots that share
-    their IOMMU group (a GPU's HDMI audio goes with the GPU, and must stay off host drivers at boot too)."""
+    their IOMMU group (a GPU's HDMI audio goes with the GPU, and must stay off host drivers at boot too).
+    Not the siblings in a group the host keeps a member of (its default-route NIC beside a chipset's
+    audio and SMBus): that group never goes to a VM (VFIO-012), and claiming them would only take the
+    host's SMBus at every boot."""
     found: Dict[str, None] = {}
     for address in (t.address for t in scan.targets if t.for_passthrough):
         found[address] = None
@@ -193,7 +196,10 @@ def passthrough_functions(facts, scan) -> List[str]:
         if device is None or not device.iommu_group or host_critical(facts, address):
             continue
         slot = address.rsplit(".", 1)[0]
-        for member in facts.devices_in_group(device.iommu_group):
+        members = facts.devices_in_group(device.iommu_group)
+        if any(member != address and host_critical(facts, member) for member in members):
+            continue  # the host keeps a member: the group never goes to a VM, and its siblings stay too
+        for member in members:
             other = facts.pci.get(member)
             # a chipset's bridges (ISA/LPC, host: class 06) stay with the host whatever the group says
             if member.rsplit(".", 1)[0] == slot and other is not None and not other.is_bridge \
