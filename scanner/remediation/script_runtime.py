@@ -20,6 +20,8 @@ promises, each kept here once for every block:
   devices back to their drivers, restores VF counts, and regenerates what depends on them.
 """
 
+from scanner.remediation.script_undo import UNDO_RUNTIME as _UNDO_RUNTIME
+
 #: The runtime proper. ``@@...@@`` markers are filled in by :func:`runtime`.
 _RUNTIME = r'''set -euo pipefail
 umask 022
@@ -179,6 +181,7 @@ put_file() {
     keep_backup "$path" "$disk"
     install_file "$disk" "$new"
     [ "$(sha_of "$disk")" = "$after" ] || fail "$path was written but does not read back as intended"
+    undo_step wrote "$path" "$after"
     say "wrote $path"
 }
 
@@ -291,92 +294,6 @@ VFIO_SCAN_UNDO_RUNTIME
     mv -f -- "$1/undo.sh.new" "$1/undo.sh"
 }
 '''
-
-#: The undo script's own runtime (written into each run's undo.sh).
-_UNDO_RUNTIME = r'''set -uo pipefail
-DRY_RUN=${DRY_RUN:-1}
-@@DRY_RUN_CHECK@@
-ROOT=${ROOT:-$MADE_FOR_ROOT}
-STATE=$(mktemp -d "${TMPDIR:-/tmp}/vfio-scan-undo.XXXXXX")
-trap 'rm -rf "$STATE"' EXIT
-PROBLEMS=0
-say() { printf '%s\n' "$*"; }
-warn() { printf '%s\n' "$*" >&2; PROBLEMS=1; }
-run() {
-    if [ -n "$ROOT" ]; then say "not run (tree mode): $*"; return 0; fi
-    if [ "$DRY_RUN" = 1 ]; then say "would run: $*"; return 0; fi
-    say "+ $*"
-    "$@" || warn "failed: $*"
-}
-@@INROOT@@
-flag() { : > "$STATE/flag.$1"; }
-flagged() { [ -e "$STATE/flag.$1" ]; }
-# what a restored file was for: regenerate or reload what reads it
-touched() {
-    case $1 in
-        /etc/default/grub* | /etc/kernel/cmdline) flag boot ;;
-        /etc/modprobe.d/*) flag initramfs ;;
-        /etc/udev/rules.d/*) flag udev ;;
-    esac
-}
-restore_file() {
-    local disk copy tmp
-    if ! disk=$(inroot "$1") || ! copy=$(inroot "$RUN_DIR/files$1"); then warn "cannot resolve $1"; return; fi
-    touched "$1"
-    if [ "$DRY_RUN" = 1 ]; then say "would restore $1 from $RUN_DIR"; return; fi
-    if tmp=$(mktemp "$(dirname -- "$disk")/.vfio-scan.XXXXXX") && cp -p -- "$copy" "$tmp" && mv -f -- "$tmp" "$disk"; then
-        say "restored $1"
-    else
-        warn "could not restore $1 from $copy"
-    fi
-}
-remove_file() {
-    local disk
-    disk=$(inroot "$1") || { warn "cannot resolve $1"; return; }
-    touched "$1"
-    if [ "$DRY_RUN" = 1 ]; then say "would remove $1 (the fix created it)"; return; fi
-    if rm -f -- "$disk"; then say "removed $1"; else warn "could not remove $1"; fi
-}
-sysfs_write() {
-    local disk
-    disk=$(inroot "$2") || { warn "cannot resolve $2"; return 1; }
-    if [ "$DRY_RUN" = 1 ]; then say "would write '$1' to $2"; return 0; fi
-    say "+ echo $1 > $2"
-    printf '%s\n' "$1" > "$disk" || { warn "could not write $2"; return 1; }
-}
-# rebind ADDR DRIVER OVERRIDE: give a device back to the driver it had, with its old driver_override
-rebind() {
-    local dev=/sys/bus/pci/devices/$1 disk
-    disk=$(inroot "$dev") || return
-    sysfs_write "$3" "$dev/driver_override"
-    if [ -L "$disk/driver" ]; then sysfs_write "$1" "$dev/driver/unbind"; fi
-    if [ -n "$2" ]; then
-        sysfs_write "$1" /sys/bus/pci/drivers_probe
-        if [ -z "$ROOT" ] && [ "$DRY_RUN" != 1 ] && [ ! -L "$disk/driver" ]; then
-            sysfs_write "$1" "/sys/bus/pci/drivers/$2/bind"
-        fi
-    fi
-}
-# set_numvfs ADDR COUNT AUTOPROBE: the PF's VF count and autoprobe as they were
-set_numvfs() {
-    local dev=/sys/bus/pci/devices/$1
-    sysfs_write 0 "$dev/sriov_numvfs"
-    if [ -n "$3" ]; then sysfs_write "$3" "$dev/sriov_drivers_autoprobe"; fi
-    if [ "$2" != 0 ]; then sysfs_write "$2" "$dev/sriov_numvfs"; fi
-}
-finish_undo() {
-    if flagged boot; then
-@@REGENERATE@@
-    fi
-    if flagged initramfs; then
-@@INITRAMFS@@
-    fi
-    if flagged udev; then run udevadm control --reload; fi
-    if [ "$PROBLEMS" = 0 ]; then say "Undone. Reboot if the fix asked for one, then run 'vfio-scan scan' again."
-    else warn "Some steps could not be undone (see above)."; exit 1; fi
-}
-'''
-
 
 #: Both scripts do what DRY_RUN says only when it says 0 or 1: an operator who types ``DRY_RUN=true``
 #: or ``DRY_RUN=yes`` to be safe means a dry run, and a test of "is it 1" would have applied it.
