@@ -278,7 +278,7 @@ def after_phase(phase: str, ctx: Context) -> List[tuple]:
     if phase == "boot" and ctx.regenerate:
         return [("boot configuration", ["if flagged boot; then"] + [f"    {line}" for line in ctx.regenerate]
                  + [f"    generated_has {' '.join(shlex.quote(p) for p in ctx.grub_params)}" if ctx.grub_params else "",
-                    "    needs_reboot 'the kernel command line'", "fi"])]
+                    "    needs_reboot 'the kernel command line'", "    done_pending boot", "fi"])]
     if phase == "binding" and ctx.udev_used:
         return [("udev rules", ["if flagged udev; then",
                                 "    run udevadm control --reload || say \"note: udev did not reload its rules (not "
@@ -302,7 +302,7 @@ def after_all(ctx: Context) -> List[tuple]:
     return [("initramfs", ["if flagged initramfs; then",
                            f"    {rebuild}" if rebuild else
                            "    say 'MANUAL: rebuild the initramfs with your distribution tool'",
-                           "fi"])]
+                           "    done_pending initramfs", "fi"])]
 
 
 __all__ = ["Context", "emit", "after_phase", "after_all", "register", "file_block"]

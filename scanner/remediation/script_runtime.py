@@ -54,7 +54,7 @@ RUN_DIR=$BACKUPS/$(date +%Y%m%dT%H%M%S)-$$   # made at the first change
 FAILED_BLOCKS=()
 REFUSED_BLOCKS=()
 trap 'rm -rf "$STATE"' EXIT
-trap 'interrupted' INT TERM
+trap 'interrupted' INT TERM HUP
 
 interrupted() {
     trap - INT TERM
@@ -81,14 +81,40 @@ block() {
     case $rc in
         0) ;;
         3) REFUSED_BLOCKS+=("$1") ;;
-        130 | 143) interrupted ;;
+        129 | 130 | 143) interrupted ;;
         *) FAILED_BLOCKS+=("$1") ;;
     esac
 }
 
-# flags shared by the blocks (each runs in a subshell): flag NAME, flagged NAME
-flag() { : > "$STATE/flag.$1"; }
-flagged() { [ -e "$STATE/flag.$1" ]; }
+# flags shared by the blocks (each runs in a subshell): flag NAME, flagged NAME. The boot configuration
+# and the initramfs are regenerated once, at the end of their phase: what a change owes them is also
+# kept on disk (BACKUPS/pending.NAME) until it is done, so that a run cut short before it (Ctrl-C, a
+# dropped ssh) leaves the work to the next run, which would otherwise find its files unchanged and
+# regenerate nothing.
+flag() {
+    : > "$STATE/flag.$1"
+    case $1 in boot | initramfs) ;; *) return 0 ;; esac
+    local owed
+    if [ "$DRY_RUN" != 1 ] && owed=$(pending_file "$1"); then mkdir -p -- "${owed%/*}" && : > "$owed"; fi
+}
+flagged() {
+    local owed
+    [ -e "$STATE/flag.$1" ] && return 0
+    owed=$(pending_file "$1") && [ -e "$owed" ] || return 1
+    say "an earlier run changed what the $1 is made from but stopped before it was regenerated: this run does it"
+    : > "$STATE/flag.$1"
+}
+# pending_file NAME: where BACKUPS keeps the work a change owes NAME; done_pending NAME: it is done
+pending_file() {
+    case $1 in boot | initramfs) ;; *) return 1 ;; esac
+    local disk
+    disk=$(inroot "$BACKUPS") || return 1
+    printf '%s\n' "$disk/pending.$1"
+}
+done_pending() {
+    local owed
+    if [ "$DRY_RUN" != 1 ] && owed=$(pending_file "$1"); then rm -f -- "$owed"; fi
+}
 needs_reboot() { printf '%s\n' "$1" >> "$STATE/reboot"; }
 
 # sha_of DISKPATH: sha256 of a file, 'absent', or 'not-a-file'
