@@ -53,6 +53,22 @@ still_the_device() {
     [ "$now" = "$2" ] || refuse "$1 holds $now now, not $2 as when it was scanned: not touching it"
 }
 
+# spare_host_ids ID...: refuse when a function the host needs right now has one of these vendor:device ids
+# (ids= at boot takes every function that has them, whichever was scanned)
+spare_host_ids() {
+    local address why vendor device
+    if [ ! -e "$STATE/host-critical.done" ] && ! guard_compute; then
+        refuse "not keeping $* on vfio-pci at boot: cannot tell which devices the host needs"
+    fi
+    while read -r address why; do
+        vendor=$(read_attr "$address" vendor)
+        device=$(read_attr "$address" device)
+        case " $* " in
+            *" ${vendor#0x}:${device#0x} "*) refuse "not keeping $* on vfio-pci at boot: $address has those ids and $why" ;;
+        esac
+    done < "$STATE/host-critical"
+}
+
 # not_host_critical ADDR DOING: refuse when the host itself needs the device right now
 not_host_critical() {
     local why
@@ -141,6 +157,7 @@ bind_vfs() {
         rc=$?
         set -e
         [ "$rc" = 0 ] || bad=1
+        [ "$rc" != 3 ] || continue  # refused (the host needs it): no rule binds it at boot either
         rules+=("ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"$vf\", ATTR{driver_override}=\"$want\", RUN{builtin}+=\"kmod load $want\", RUN+=\"/bin/sh -c 'echo \$kernel > /sys/bus/pci/drivers_probe'\"")
     done
     if [ "${#rules[@]}" = 0 ]; then
@@ -267,7 +284,9 @@ def vfio_ids(action, ctx) -> List[str]:
     path, changes = merge_vfio_ids(current, ids, softdeps, default_path=action.get("file"))
     ctx.initramfs_used = True
     ctx.initramfs = ctx.initramfs or action.get("initramfs")
-    return file_block(ctx, changes, then='flag initramfs; needs_reboot "vfio-pci ids at boot"')
+    # the ids take every function that has them at every boot: none may be one the host needs by now
+    return [f"spare_host_ids {' '.join(ids)}"] + file_block(ctx, changes,
+                                                           then='flag initramfs; needs_reboot "vfio-pci ids at boot"')
 
 
 def _udev_rule_file(action, ctx, key: str) -> List[str]:
