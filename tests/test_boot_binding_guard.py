@@ -46,3 +46,15 @@ def test_a_refused_vf_gets_no_udev_rule_for_the_next_boot(tmp_path):
     rules = tree.path(f"/etc/udev/rules.d/70-vfio-scan-vfs-{I350.replace(':', '-')}.rules")
     assert rules.exists() and f'KERNEL=="{vfs[0]}"' in rules.read_text()
     assert f'KERNEL=="{vfs[1]}"' not in rules.read_text()
+
+
+def test_ids_for_a_built_in_vfio_pci_are_not_put_on_the_command_line_for_a_device_the_host_needs_now(tmp_path):
+    tree = workstation(tmp_path / "ws")
+    tree.modules(loaded=["kvm_intel", "kvm", "igb"], builtin=["vfio", "vfio_pci", "vfio_iommu_type1"])
+    script = script_for(tree.root, devices=[I350])
+    assert "vfio-pci.ids=8086:1521" in script
+    route_moves_to_the_i350(tree)
+    grub_before = tree.path("/etc/default/grub").read_text()
+    proc = run_script(script, tree.root, Shims(tmp_path))
+    assert any(line.startswith("REFUSED: not keeping 8086:1521 on vfio-pci at boot") for line in proc.stderr.splitlines())
+    assert tree.path("/etc/default/grub").read_text() == grub_before

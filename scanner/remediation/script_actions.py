@@ -162,7 +162,15 @@ def _kernel_cmdline(action, ctx) -> Optional[List[str]]:
             ctx.regenerate.append(line)
     if not action.get("add") and not action.get("remove"):
         return _already_configured(action)
-    return handler(action, ctx)
+    return _spare_host_ids(action) + handler(action, ctx)
+
+
+def _spare_host_ids(action) -> List[str]:
+    """``vfio-pci.ids=`` added to the command line (vfio-pci built into the kernel) takes every function with
+    those ids at every boot: as the modprobe.d line does, it is refused when the host needs one right now."""
+    ids = [i for p in _params(action, "add") if p.replace("_", "-").startswith("vfio-pci.ids=")
+           for i in p.split("=", 1)[1].split(",") if i]
+    return [f"spare_host_ids {' '.join(ids)}"] if ids else []
 
 
 #: Where each GRUB flavour writes its generated configuration.
