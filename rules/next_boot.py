@@ -146,13 +146,23 @@ def _lost(facts, running, configured) -> List[str]:
     for key in RELEVANT:
         if key in NOT_PUT_BACK:
             continue
-        for text in running.texts(key):
-            if text in configured.texts(key) or _switches_off(text):
+        for param in running.all(key):
+            text = param.text
+            if _kept(param, configured.all(key)) or _switches_off(text):
                 continue  # kept, or a switch-off the next boot is better without
             if key == "intel_iommu" and text.split("=", 1)[-1].split(",")[0] == "on" and _vt_d_on_by_default(facts):
                 continue  # the kernel turns VT-d on by itself
             lost.append(text)
     return lost
+
+
+def _kept(param, configured) -> bool:
+    """Does the next boot pass ``param`` (a running parameter) in one of ``configured`` (the same key)?
+    By what the kernel reads, not by spelling: ``vfio_pci.ids`` is ``vfio-pci.ids`` (keys are compared
+    with ``-`` as ``_``), and ``intel_iommu=on,sm_on`` still passes ``on``: every comma-separated option of
+    the running value is among those of a configured one."""
+    wanted = set((param.value or "").split(","))
+    return any(wanted <= set((other.value or "").split(",")) for other in configured)
 
 
 def _switches_off(text: str) -> bool:
