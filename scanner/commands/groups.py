@@ -39,6 +39,9 @@ from scanner.engine.groups_document import groups_document
 from scanner.base.terminal_text import for_terminal, row_for_terminal
 
 WIDTH = 100
+#: Unreadable groups named on stderr one by one; a host (or a hostile snapshot) with thousands of them
+#: gets one more line for the rest, not a line per group.
+SAID_GROUPS = 20
 EXIT_LISTED, EXIT_NO_GROUPS, EXIT_INCOMPLETE = 0, 1, 3
 NOT_ACTIVE = ("no IOMMU groups: the IOMMU is not active on this host, so no device can be passed through "
               "(see 'vfio-scan explain VFIO-005'; 'vfio-scan scan' shows why)")
@@ -168,8 +171,11 @@ def run(options) -> int:
         _write(render_json(doc) if options.format == "json" else render_table(doc))
     if problem:
         _say(problem)
-    for group in unreadable:
+    for group in unreadable[:SAID_GROUPS]:
         _say(f"error: cannot list /sys/kernel/iommu_groups/{group.number}/devices: {group.devices_reason}")
+    if len(unreadable) > SAID_GROUPS:
+        _say(f"error: and {len(unreadable) - SAID_GROUPS} more IOMMU groups whose devices cannot be listed "
+             "(the JSON output names every group)")
     return EXIT_INCOMPLETE if unreadable else code
 
 
