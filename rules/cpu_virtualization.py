@@ -50,8 +50,10 @@ def check(facts, scan):
     module = {"intel": "kvm_intel", "amd": "kvm_amd"}.get(cpu.vendor or "", "kvm")
     wanted = flag or "vmx or svm"
     if has_flag and not kvm.ok and kvm.missing and not facts.host.is_dir("/dev"):
-        yield Finding.skip(f"cannot tell whether /dev/kvm exists: this capture has no /dev at all (the CPU "
-                           f"advertises {wanted})", evidence=evidence)
+        said = (f"the CPU advertises {wanted}" if facts.is_x86 or cpu.vendor else
+                f"{facts.arch or 'this architecture'} has no CPU flag for it: /dev/kvm decides")
+        yield Finding.skip(f"cannot tell whether /dev/kvm exists: this capture has no /dev at all ({said})",
+                           evidence=evidence)
         return
     if not has_flag:
         message = f"the CPU does not advertise {wanted}: hardware virtualization is off in the firmware or absent"
