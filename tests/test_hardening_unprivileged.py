@@ -67,18 +67,24 @@ def base():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def _scan_as_nobody(root, *extra):
+#: the notes of the last scan as nobody (a target it could not read at all is no verdict: exit 3)
+NOTES = []
+
+
+def _scan_as_nobody(root, *extra, codes=(0, 1)):
     proc = as_nobody(["-m", "scanner", "scan", "--root", str(root), "--format", "json", "--validate", *TARGETS,
                       *extra])
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr == ""
-    assert proc.returncode in (0, 1), (proc.returncode, proc.stdout[-2000:])
-    return {(f["rule_id"], f["subject"]): f for f in json.loads(proc.stdout)["findings"]}
+    assert proc.returncode in codes, (proc.returncode, proc.stdout[-2000:])
+    document = json.loads(proc.stdout)
+    NOTES[:] = document.get("notes", [])
+    return {(f["rule_id"], f["subject"]): f for f in document["findings"]}
 
 
-def _check(tree, expected):
+def _check(tree, expected, codes=(0, 1)):
     as_root = {(f.rule_id, f.subject): f for f in scan(tree.root)[1].findings}  # root reads through the modes
-    as_nobody = _scan_as_nobody(tree.root)
+    as_nobody = _scan_as_nobody(tree.root, codes=codes)
     denied_targets = any("permission denied" in f["message"] for k, f in as_nobody.items() if k[0] == "VFIO-010")
     for (rule_id, subject), path in expected.items():
         got = as_nobody[(rule_id, subject)]
@@ -100,7 +106,9 @@ def _check(tree, expected):
 def test_root_only_files_are_skips_with_the_reason_for_nobody(base):
     tree = _root_only_tree(base, FILES, DIRECTORIES)
     expected = {rule: path for path, rule in {**FILES, **DIRECTORIES}.items() if rule[0]}
-    as_root, as_nobody = _check(tree, expected)
+    as_root, as_nobody = _check(tree, expected, codes=(3,))  # a target nobody can read at all: no verdict on it
+    assert [n.split(":", 3)[:3] for n in NOTES] == [["0000", "00", "02.0"]]
+    assert "no rule could judge it: no verdict on it" in NOTES[0]
     # root itself sees past the modes: the same host is judged, nothing skipped for lack of rights
     assert not any("permission denied" in f.message for f in as_root.values())
     # an unreadable device is skipped by every device rule, the others are judged

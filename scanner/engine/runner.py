@@ -367,11 +367,12 @@ def _bound(item: Finding, rule: Rule) -> Finding:
     return bound
 
 
-def run_rules(rules: Iterable[Rule], facts, scan: Scan) -> List[Finding]:
+def run_rules(rules: Iterable[Rule], facts, scan: Scan, unreadable: Optional[dict] = None) -> List[Finding]:
     """Every rule on one host, each under the deadline of ``VFIO_SCAN_PLUGIN_TIMEOUT`` (one alarm
-    handler for the host, one timer per rule: nothing per device)."""
+    handler for the host, one timer per rule: nothing per device). ``unreadable``: the targets no device
+    rule can judge (:func:`_unreadable_targets`) when the caller found them already."""
     findings: List[Finding] = []
-    unreadable = None  # the targets no device rule can judge: found once, by the first device rule to run
+    # the targets no device rule can judge: found once, by the first device rule to run (or the caller)
     # GC paused: the rules make a finding per rule and target (over a hundred thousand long-lived objects
     # on thousands of targets) and next to no cyclic garbage; each full collection on the way walked all
     # of it again, about a sixth of such a scan

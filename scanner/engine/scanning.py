@@ -7,7 +7,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from scanner import __version__
 from scanner.base.record import replace
-from scanner.engine.runner import Scan, run_rules
+from scanner.engine.runner import Scan, _unreadable_targets, run_rules
 from scanner.facts import Facts
 from scanner.engine.model import Rule
 from scanner.engine.report import Report, local_timestamp
@@ -43,7 +43,14 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
 
         targets, unmatched = resolve(selectors, vfs or {}, facts.pci.fields)  # ids and class: no full reads
         scan = replace(scan, targets=tuple(targets), unmatched=tuple(unmatched))
-    findings = run_rules(rules, facts, scan)
+    rules = list(rules)
+    # a target whose sysfs state cannot be read (a dangling driver link) is skipped by every device rule:
+    # nothing fails, yet nothing judged it, so the report says so and is incomplete (exit 3), never READY
+    unreadable = _unreadable_targets(facts, scan) \
+        if scan.has_targets and any(rule.scope == "device" for rule in rules) else {}
+    findings = run_rules(rules, facts, scan, unreadable)
+    notes = [f"{address}: its state cannot be read in sysfs ({why}), so no rule could judge it: no verdict on it"
+             for address, why in unreadable.items()]
     policy_info = None
     if scan.policy is not None:  # severities and waivers: one place, after every rule ran
         findings, policy_info = scan.policy.apply(findings, facts.hostname)
@@ -58,6 +65,7 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
         tool={"name": "vfio-scan", "version": __version__},
         fail_on=scan.fail_on,
         policy=policy_info,
+        notes=notes,
     )
 
 
