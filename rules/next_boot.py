@@ -63,8 +63,10 @@ def check(facts, scan):
         yield _turns_off(facts, boot, running, configured, turned_off)
         return
     lost = _lost(facts, running, configured)
-    pending = [t for key in RELEVANT for running_texts in (set(running.texts(key)),)
-               for t in configured.texts(key) if t not in running_texts]
+    pending = []  # configured, not running yet: each name's running texts looked up as a set (linear)
+    for key in RELEVANT:
+        now = set(running.texts(key))
+        pending += [t for t in configured.texts(key) if t not in now]
     evidence = [Evidence(running.source, _relevant(running) or "(none of the passthrough parameters)"),
                 Evidence(configured.source, _relevant(configured) or "(none of the passthrough parameters)")]
     if lost:

@@ -279,7 +279,7 @@ def _malformed(item) -> str:
     return ""
 
 
-def _unreadable_targets(facts, scan: Scan) -> dict:
+def unreadable_targets(facts, scan: Scan) -> dict:
     """Targets whose sysfs state cannot be read (address -> why): no device rule can judge them."""
     reason_of = getattr(facts, "device_reason", None)
     if reason_of is None:
@@ -301,14 +301,14 @@ def run_rule(rule: Rule, facts, scan: Scan, deadline: Optional[Deadline] = None,
     """The rule's findings on this host; whatever its check does, the findings of a rule that failed.
 
     ``deadline`` (:func:`run_rules` gives one per host) bounds the check; without one it is only guarded.
-    ``unreadable``: :func:`_unreadable_targets`, when the caller found them once for all the device rules.
+    ``unreadable``: :func:`unreadable_targets`, when the caller found them once for all the device rules.
     """
     if rule.scope == "device" and not scan.has_targets:
         return [Finding.skip(NO_TARGETS).bind(rule)]
     if rule.scope != "device":
         unreadable = {}
     elif unreadable is None:
-        unreadable = _unreadable_targets(facts, scan)
+        unreadable = unreadable_targets(facts, scan)
     skipped: List[Finding] = []
     if unreadable:  # judged by no rule: a missing driver link does not mean "unbound"
         skipped = [Finding.skip(f"cannot read this device's state in sysfs ({why})", subject=address).bind(rule)
@@ -370,7 +370,7 @@ def _bound(item: Finding, rule: Rule) -> Finding:
 def run_rules(rules: Iterable[Rule], facts, scan: Scan, unreadable: Optional[dict] = None) -> List[Finding]:
     """Every rule on one host, each under the deadline of ``VFIO_SCAN_PLUGIN_TIMEOUT`` (one alarm
     handler for the host, one timer per rule: nothing per device). ``unreadable``: the targets no device
-    rule can judge (:func:`_unreadable_targets`) when the caller found them already."""
+    rule can judge (:func:`unreadable_targets`) when the caller found them already."""
     findings: List[Finding] = []
     # the targets no device rule can judge: found once, by the first device rule to run (or the caller)
     # GC paused: the rules make a finding per rule and target (over a hundred thousand long-lived objects
@@ -379,7 +379,7 @@ def run_rules(rules: Iterable[Rule], facts, scan: Scan, unreadable: Optional[dic
     with Deadline(plugin_timeout()) as deadline, collector_paused():
         for rule in sorted(rules, key=lambda r: r.id):
             if rule.scope == "device" and scan.has_targets and unreadable is None:
-                unreadable = _unreadable_targets(facts, scan)
+                unreadable = unreadable_targets(facts, scan)
             findings.extend(run_rule(rule, facts, scan, deadline, unreadable))
     return findings
 

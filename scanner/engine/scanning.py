@@ -7,7 +7,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from scanner import __version__
 from scanner.base.record import replace
-from scanner.engine.runner import Scan, _unreadable_targets, run_rules
+from scanner.engine.runner import Scan, unreadable_targets, run_rules
 from scanner.facts import Facts
 from scanner.engine.model import Rule
 from scanner.engine.report import Report, local_timestamp
@@ -46,7 +46,7 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
     rules = list(rules)
     # a target whose sysfs state cannot be read (a dangling driver link) is skipped by every device rule:
     # nothing fails, yet nothing judged it, so the report says so and is incomplete (exit 3), never READY
-    unreadable = _unreadable_targets(facts, scan) \
+    unreadable = unreadable_targets(facts, scan) \
         if scan.has_targets and any(rule.scope == "device" for rule in rules) else {}
     findings = run_rules(rules, facts, scan, unreadable)
     notes = [f"{address}: its state cannot be read in sysfs ({why}), so no rule could judge it: no verdict on it"
