@@ -163,7 +163,7 @@ def test_undo_of_a_live_run_unloads_what_it_loaded_and_regenerates(tmp_path):
     """The undo script's own steps, as a live run records them (read from the script, not run live)."""
     tree = workstation(tmp_path / "ws")
     script = script_for(tree.root, **TARGETS)
-    assert "undo_live run modprobe -r" in script  # load_module records its undo on a live host only
+    assert "undo_live unload_module" in script  # load_module records its undo on a live host only
     assert "undo_step rebind" in script and "undo_step set_numvfs" in script
 
 

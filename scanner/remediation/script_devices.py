@@ -24,13 +24,6 @@ RESET_METHODS = ("default", "device_specific", "acpi", "flr", "af_flr", "pm", "b
 
 #: Shell functions the device blocks use; added once to the preamble.
 DEVICE_FUNCTIONS = r'''
-# driver_of ADDR: the driver a device is bound to now (empty when none)
-driver_of() {
-    local dir link
-    dir=$(inroot "/sys/bus/pci/devices/$1") || return 0
-    if [ -L "$dir/driver" ]; then link=$(readlink -- "$dir/driver"); printf '%s\n' "${link##*/}"; fi
-}
-
 # plain_word TEXT: TEXT when it is a plain driver or override name, else nothing (it goes into undo.sh)
 plain_word() {
     case $1 in '' | *[!A-Za-z0-9_.-]*) ;; *) printf '%s\n' "$1" ;; esac
@@ -88,7 +81,7 @@ bind_vfio() {
         fail "the $want driver is not available: $addr stays on ${driver:-no driver}"
     fi
     override=$(read_attr "$addr" driver_override)
-    undo_step rebind "$addr" "$(plain_word "$driver")" "$(plain_word "${override#(null)}")"
+    undo_step rebind "$addr" "$(plain_word "$driver")" "$(plain_word "${override#(null)}")" "$2" "$want"
     [ "$override" = "$want" ] || sysfs_write "$want" "$dev/driver_override"
     if [ -n "$driver" ] && [ -d "$(inroot "$dev/driver")" ]; then sysfs_write "$addr" "$dev/driver/unbind"; fi
     sysfs_write "$addr" /sys/bus/pci/drivers_probe
@@ -104,11 +97,11 @@ give_back() {
     still_the_device "$addr" "$2"
     driver=$(driver_of "$addr")
     if [ "$driver" != "$3" ]; then say "unchanged: $addr is on ${driver:-no driver} now"; return 0; fi
+    if [ "$5" = 1 ]; then not_host_critical "$addr" "unbinding"; fi
     override=$(read_attr "$addr" driver_override)
-    undo_step rebind "$addr" "$(plain_word "$driver")" "$(plain_word "${override#(null)}")"
+    undo_step rebind "$addr" "$(plain_word "$driver")" "$(plain_word "${override#(null)}")" "$2"
     if [ "$4" = 1 ]; then sysfs_write '' "$dev/driver_override"; fi
     if [ "$5" = 1 ]; then
-        not_host_critical "$addr" "unbinding"
         if [ -n "$driver" ] && [ -d "$(inroot "$dev/driver")" ]; then sysfs_write "$addr" "$dev/driver/unbind"; fi
     else
         alias=$(read_attr "$addr" modalias)
@@ -131,7 +124,7 @@ set_vfs() {
         if [ "$current" != 0 ]; then not_host_critical "$pf" "removing the VFs of"; fi
         probe=$(read_attr "$pf" sriov_drivers_autoprobe)
         case $probe in 0 | 1) ;; *) probe='' ;; esac
-        undo_step set_numvfs "$pf" "$current" "$probe"
+        undo_step set_numvfs "$pf" "$current" "$probe" "$2" "$wanted"
         if [ "$4" = 1 ] && [ "$probe" != 0 ]; then sysfs_write 0 "$dev/sriov_drivers_autoprobe"; fi
         if [ "$current" != 0 ]; then sysfs_write 0 "$dev/sriov_numvfs"; fi
         if [ "$wanted" != 0 ]; then sysfs_write "$wanted" "$dev/sriov_numvfs"; fi
@@ -178,11 +171,13 @@ put_own_file() {
     new=$(mktemp "$STATE/new.XXXXXX")
     printf '%s\n' "$@" > "$new"
     disk=$(inroot "$path") || fail "cannot resolve $path"
+    not_a_link "$path"
     if [ "$(sha_of "$disk")" = "$(sha_of "$new")" ]; then say "unchanged: $path"; return 0; fi
     CHANGED=1
     if [ "$DRY_RUN" = 1 ]; then say "would change $path:"; show_diff "$path" "$disk" "$new"; return 0; fi
     keep_backup "$path" "$disk"
     install_file "$disk" "$new"
+    undo_step wrote "$path" "$(sha_of "$disk")"
     say "wrote $path"
 }
 

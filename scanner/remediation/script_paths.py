@@ -46,4 +46,23 @@ inroot() {
 }
 '''
 
-__all__ = ["INROOT"]
+#: ``read_attr ADDR NAME`` and ``driver_of ADDR``: a PCI function's attribute and its driver now, read
+#: through ``inroot``; the fix and its undo script both start with them.
+SYSFS_READERS = r'''
+# read_attr ADDR NAME: one attribute of a PCI function (empty when unreadable)
+read_attr() {
+    local file value=''
+    file=$(inroot "/sys/bus/pci/devices/$1/$2") || return 0
+    if [ -r "$file" ]; then read -r value < "$file" || true; fi
+    printf '%s\n' "$value"
+}
+
+# driver_of ADDR: the driver a device is bound to now (empty when none)
+driver_of() {
+    local dir link
+    dir=$(inroot "/sys/bus/pci/devices/$1") || return 0
+    if [ -L "$dir/driver" ]; then link=$(readlink -- "$dir/driver"); printf '%s\n' "${link##*/}"; fi
+}
+'''
+
+__all__ = ["INROOT", "SYSFS_READERS"]

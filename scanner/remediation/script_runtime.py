@@ -20,6 +20,8 @@ promises, each kept here once for every block:
   devices back to their drivers, restores VF counts, and regenerates what depends on them.
 """
 
+from scanner.remediation.script_guard import HOST_GUARD
+from scanner.remediation.script_paths import SYSFS_READERS
 from scanner.remediation.script_undo import UNDO_RUNTIME as _UNDO_RUNTIME
 
 #: The runtime proper. ``@@...@@`` markers are filled in by :func:`runtime`.
@@ -194,6 +196,7 @@ put_file() {
     disk=$(inroot "$path") || fail "cannot resolve $path"
     now=$(sha_of "$disk")
     if [ "$now" = "$after" ] || [ "$now" = "$final" ]; then say "unchanged: $path"; return 0; fi
+    not_a_link "$path"
     [ "$now" != not-a-file ] || fail "$path exists and is not a regular file: not touching it"
     if [ "$now" != "$before" ]; then
         fail "$path changed since the scan: not touching it; run 'vfio-scan fix' again for a script that knows it"
@@ -211,6 +214,16 @@ put_file() {
     say "wrote $path"
 }
 
+# not_a_link PATH: fail when the host path PATH is itself a symbolic link: a write would land in the
+# file it points to, which may be any file on the host (the link's own directory is resolved as usual)
+not_a_link() {
+    local parent
+    parent=$(inroot "${1%/*}") || fail "cannot resolve ${1%/*}"
+    if [ -L "$parent/${1##*/}" ]; then
+        fail "$1 is a symbolic link: not writing through it to the file it points to; change that file by hand"
+    fi
+}
+
 # same_names DIR GLOB NAME...: fail unless DIR holds exactly these GLOB files (as when scanned)
 same_names() {
     local dir=$1 glob=$2 disk f now=() want
@@ -226,13 +239,7 @@ same_names() {
 
 # -- sysfs -------------------------------------------------------------------------------------
 
-# read_attr ADDR NAME: one attribute of a PCI function (empty when unreadable)
-read_attr() {
-    local file value=''
-    file=$(inroot "/sys/bus/pci/devices/$1/$2") || return 0
-    if [ -r "$file" ]; then read -r value < "$file" || true; fi
-    printf '%s\n' "$value"
-}
+@@SYSFS_READERS@@
 
 # sysfs_write VALUE PATH: write one value to a sysfs file (PATH a host path)
 sysfs_write() {
@@ -277,7 +284,7 @@ undo_live() {
 load_module() {
     module_loaded "$1" && return 0
     run modprobe "$1"
-    undo_live run modprobe -r "$1"
+    undo_live unload_module "$1"
 }
 
 # undo_hint: where this run's undo script is
@@ -333,9 +340,11 @@ def runtime(inroot: str, regenerate, initramfs) -> str:
     script lines that apply a restored boot configuration and rebuild the initramfs."""
     def body(lines):
         return "\n".join("        " + line for line in lines) if lines else "        :"
-    undo = (_UNDO_RUNTIME.replace("@@INROOT@@", inroot.strip("\n"))
+    undo = (_UNDO_RUNTIME.replace("@@INROOT@@", inroot.strip("\n")).replace("@@HOST_GUARD@@", HOST_GUARD.strip("\n"))
+            .replace("@@SYSFS_READERS@@", SYSFS_READERS.strip("\n"))
             .replace("@@REGENERATE@@", body(regenerate)).replace("@@INITRAMFS@@", body(initramfs)))
-    return _RUNTIME.replace("@@UNDO_RUNTIME@@", undo.strip("\n")).replace("@@DRY_RUN_CHECK@@", _DRY_RUN_CHECK)
+    return (_RUNTIME.replace("@@UNDO_RUNTIME@@", undo.strip("\n")).replace("@@DRY_RUN_CHECK@@", _DRY_RUN_CHECK)
+            .replace("@@SYSFS_READERS@@", SYSFS_READERS.strip("\n")))
 
 
 __all__ = ["runtime"]
