@@ -16,6 +16,7 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
 from reports.html_text import esc
+from scanner.base.numbers import decimal
 
 ROW, INDENT, WIDTH, PAD = 22, 18, 980, 8
 #: Rows drawn at most: a host with thousands of VFs gets its first rows and a line saying how many more.
@@ -71,7 +72,8 @@ def _ordered(devices: List[dict]) -> List[dict]:
 
 def _group_key(group) -> Tuple[int, str]:
     text = str(group) if group is not None else ""
-    return (int(text), "") if text.isdigit() and len(text) <= 20 else (1 << 64, text)
+    value = decimal(text)
+    return (value, "") if value is not None else (1 << 64, text)
 
 
 def _group_shapes(topology: List[dict]) -> Dict[str, str]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from scanner.drift.sides import STATUS_RANK, Device, HostState
+from scanner.base.numbers import decimal
 
 READINESS_RANK = {"READY": 0, "READY_WITH_WARNINGS": 1, "NOT_READY": 2}
 #: More equal changes than this (same kind, same before and after) are reported as one.
@@ -143,7 +144,8 @@ def _origin(group: Optional[str], addresses: List[str]) -> str:
 def _group_key(number: Optional[str]) -> Tuple[int, str]:
     if number is None:
         return (-1, "")
-    return (int(number), "") if number.isdigit() and len(number) <= 20 else (1 << 64, number)
+    value = decimal(number)
+    return (value, "") if value is not None else (1 << 64, number)
 
 
 # -- devices and drivers ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Dict, FrozenSet, Optional
 
 from scanner.base.lazyre import lazy_compile
 from scanner.base.record import record
+from scanner.base.numbers import decimal, is_decimal
 
 #: libvirt's qemu.conf: ``key = value`` lines (virConf), strings in double or single quotes.
 _CONF_LINE = lazy_compile(r"""^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*("[^"]*"|'[^']*'|[^\s#]+)""")
@@ -41,7 +42,7 @@ def _records(text: str):
     NIS ``+``/``-`` lines left out)."""
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and fields[0] and not line.startswith(("#", "+", "-")) and fields[2].isdigit():
+        if len(fields) >= 4 and fields[0] and not line.startswith(("#", "+", "-")) and is_decimal(fields[2]):
             yield fields
 
 
@@ -49,7 +50,7 @@ def parse_passwd(text: str) -> Dict[str, Account]:
     """name -> Account; lines that are not ``name:x:uid:gid:...`` are skipped (the first of a name wins, as getpwnam)."""
     found: Dict[str, Account] = {}
     for fields in _records(text):
-        if fields[3].isdigit():
+        if is_decimal(fields[3]):
             found.setdefault(fields[0], Account(fields[0], int(fields[2]), int(fields[3])))
     return found
 
@@ -89,9 +90,9 @@ def lookup(spec: str, accounts: Dict[str, Account]) -> Optional[Account]:
     if spec in accounts:
         return accounts[spec]
     number = spec[1:] if spec.startswith("+") else spec
-    if not number.isdigit():
+    uid = decimal(number)
+    if uid is None:
         return None
-    uid = int(number)
     return next((a for a in accounts.values() if a.uid == uid), ROOT if uid == 0 else None)
 
 

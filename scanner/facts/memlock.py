@@ -16,6 +16,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from scanner.base.lazyre import lazy_compile
 from scanner.base.record import record
+from scanner.base.numbers import decimal, is_decimal
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 UNLIMITED = float("inf")
@@ -73,7 +74,8 @@ class LimitLine:
 def _limit_value(text: str) -> Optional[float]:
     if text in ("unlimited", "infinity", "-1"):
         return UNLIMITED
-    return int(text) * KIB if text.isdigit() else None
+    number = decimal(text)
+    return number * KIB if number is not None else None
 
 
 def parse_limits(path: str, text: str) -> List[LimitLine]:
@@ -106,7 +108,7 @@ class Who:
 def _range(text: str) -> Optional[Tuple[Optional[int], Optional[int]]]:
     """``min:max``, ``:exact``, ``min:`` -> (min, max) (min None: exactly max); None when not a range."""
     low, sep, high = text.partition(":")
-    if not sep or not (low.isdigit() or not low) or not (high.isdigit() or not high) or not (low or high):
+    if not sep or not (is_decimal(low) or not low) or not (is_decimal(high) or not high) or not (low or high):
         return None
     return (int(low) if low else None, int(high) if high else None)
 

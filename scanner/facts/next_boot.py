@@ -16,13 +16,19 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 from scanner.host import LARGE_CAP
 from scanner.base.lazyre import lazy_compile
+from scanner.base.numbers import decimal
 
 _OPTIONS = lazy_compile(r"^\s*options\s+(vfio[-_]pci)\s+(.*)$")
-_LOADS_VFIO_PCI = lazy_compile(r"(?:kmod load|modprobe)[^\"]*\bvfio[-_]pci\b")
-#: vfio_pci in initramfs-tools' modules list (a line), dracut's force_drivers, mkinitcpio's MODULES=().
-_EARLY_VFIO_PCI = lazy_compile(r"(?m)^\s*vfio[-_]pci\s*(?:#.*)?$|^\s*force_drivers\+?=\"[^\"]*\bvfio[-_]pci\b"
-                               r"|^\s*MODULES\+?=\([^)]*\bvfio[-_]pci\b")
-_SOFTDEP = lazy_compile(r"^\s*softdep\s+(\S+)\s.*\bpre:.*\bvfio[-_]pci\b")
+# Host lines may be a megabyte long: each pattern here is linear in the text, and "a loader, then vfio-pci"
+# or "pre:, then vfio-pci" is found in two searches, not one that retries from every starting point.
+_VFIO_PCI_WORD = lazy_compile(r"\bvfio[-_]pci\b")
+_LOADER = lazy_compile(r"kmod load|modprobe")
+#: vfio_pci alone on a line: initramfs-tools' modules list, modules-load.d.
+_LISTED_LINE = lazy_compile(r"(?m)^[ \t]*vfio[-_]pci[ \t]*(?:#.*)?$")
+#: where dracut's force_drivers="..." or mkinitcpio's MODULES=(...) starts (group 1: it is the quoted one).
+_LIST_OPENER = lazy_compile(r"(?m)^[ \t]*(?:force_drivers\+?=(\")|MODULES\+?=\()")
+_SOFTDEP_HEAD = lazy_compile(r"^\s*softdep\s+(\S+)\s")
+_PRE = lazy_compile(r"\bpre:")
 
 
 class NextBoot:
@@ -150,7 +156,7 @@ class NextBoot:
         wanted = self.host.resolve(f"/sys/bus/pci/devices/{address}/sriov_numvfs")
         for path, attribute, value in self.sysfs_settings:
             # any path to the attribute (bus/pci/devices/ADDR/..., devices/pci0000:00/.../...) names it
-            if attribute.endswith("/sriov_numvfs") and value.isdigit() and int(value) > 0 and wanted.ok \
+            if attribute.endswith("/sriov_numvfs") and (decimal(value) or 0) > 0 and wanted.ok \
                     and self.host.resolve(f"/sys/{attribute}").text == wanted.text:
                 return f"sysfsutils {path} ({attribute} = {value})"
         return None
@@ -185,7 +191,7 @@ class NextBoot:
         found += [f"driverctl override /etc/driverctl.d/pci-{address}" for address, driver
                   in sorted(self.driverctl_overrides.items()) if driver.replace("_", "-") == "vfio-pci"]
         found += [f"udev rule {path} loads vfio-pci" for path in sorted({p for p, line in self.udev_rule_lines
-                                                                         if _LOADS_VFIO_PCI.search(line)})]
+                                                                         if _loads_vfio_pci(line)})]
         found += [f"{path} loads vfio_pci early" for path, text in self.initramfs_config
                   if loads_vfio_pci_early(text)]
         if found:  # what could not be read matters only when nothing was found
@@ -335,16 +341,38 @@ def modprobe_vfio_lines(text: str) -> Tuple[Optional[Tuple[str, ...]], List[str]
             for token in options.group(2).split():
                 if token.startswith("ids="):
                     ids = tuple(i for i in token[4:].split(",") if i)
-        dep = _SOFTDEP.match(line)
-        if dep:
+        dep = _SOFTDEP_HEAD.match(line)
+        pre = dep and _PRE.search(line, dep.end())
+        if pre and _VFIO_PCI_WORD.search(line, pre.end()):  # softdep MODULE ... pre: ... vfio-pci
             modules.append(dep.group(1).replace("-", "_"))
     return ids, modules
 
 
+def _loads_vfio_pci(line: str) -> bool:
+    """Does a udev rule's line run ``modprobe`` or ``kmod load`` of vfio-pci (within one quoted string)?"""
+    for segment in line.split('"'):
+        loader = _LOADER.search(segment)
+        if loader and _VFIO_PCI_WORD.search(segment, loader.end()):
+            return True
+    return False
+
+
 def loads_vfio_pci_early(text: str) -> bool:
     """Does a module list (initramfs-tools' ``modules``, modules-load.d, dracut's ``force_drivers``,
-    mkinitcpio's ``MODULES``) load vfio_pci?"""
-    return bool(_EARLY_VFIO_PCI.search(text))
+    mkinitcpio's ``MODULES``) load vfio_pci? A quoted or bracketed list may span lines; the search for the
+    next list starts where this one ends, as the shell reads them."""
+    if _LISTED_LINE.search(text):
+        return True
+    start = 0
+    while True:
+        opener = _LIST_OPENER.search(text, start)
+        if opener is None:
+            return False
+        end = text.find('"' if opener.group(1) else ")", opener.end())
+        end = len(text) if end < 0 else end
+        if _VFIO_PCI_WORD.search(text, opener.end(), end):
+            return True
+        start = end + 1
 
 
 def modalias(device) -> Optional[str]:

@@ -15,6 +15,7 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 from scanner.base.record import record
 from scanner.host import Read, Stat
 from scanner.engine.model import Evidence
+from scanner.base.numbers import is_decimal
 
 QEMU_CONF = "/etc/libvirt/qemu.conf"
 LIMITS_CONF = "/etc/security/limits.conf"
@@ -184,7 +185,7 @@ class VmAccess:
             gids.discard(account.gid)
             if group is not None:
                 gids.add(group.gid)
-            elif number.isdigit():
+            elif is_decimal(number):
                 gids.add(int(number))
         return frozenset(gids)
 
