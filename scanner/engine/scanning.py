@@ -27,6 +27,11 @@ def host_info(facts: Facts) -> dict:
     return info
 
 
+#: The note of a host on which every rule skipped (nothing it needs could be read: a capture of almost nothing,
+#: a tree of denied files): no verdict at all, so incomplete (exit 3), never READY.
+NOTHING_JUDGED = "every check was skipped (what the rules need could not be read): no rule could judge this host"
+
+
 def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (), vfs: Mapping[str, int] = None,
               facts: Optional[Facts] = None) -> Report:
     """Scan one host. ``selectors``/``vfs`` (parsed by :mod:`scanner.facts.targets`) are matched against
@@ -51,6 +56,8 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
     findings = run_rules(rules, facts, scan, unreadable)
     notes = [f"{address}: its state cannot be read in sysfs ({why}), so no rule could judge it: no verdict on it"
              for address, why in unreadable.items()]
+    if findings and all(f.status == "skip" for f in findings):  # READY would mean "nothing was checked"
+        notes.append(NOTHING_JUDGED)
     policy_info = None
     if scan.policy is not None:  # severities and waivers: one place, after every rule ran
         findings, policy_info = scan.policy.apply(findings, facts.hostname)
