@@ -12,6 +12,7 @@ import os
 import subprocess
 
 import pytest
+from pathlib import Path
 
 from hosttree import workstation
 from scriptrun import Shims, fake_kernel, fingerprint, run_script, script_for
@@ -159,3 +160,21 @@ def test_a_configuration_file_that_is_a_link_is_not_written_through(tmp_path):
     assert "/etc/modprobe.d/vfio.conf is a symbolic link: not writing through it" in proc.stderr
     assert secret.read_text() == "root:$6$abc:19000:0:99999:7:::\n"
     assert os.readlink(tree.path("/etc/modprobe.d/vfio.conf")) == "/etc/shadow"
+
+
+def test_a_run_after_a_cut_one_names_the_cut_run_s_undo_too(tmp_path):
+    from test_script_interrupted_rerun import cut_before
+
+    tree = no_iommu_host(tmp_path / "h")
+    script = script_for(tree.root)
+    shims = Shims(tmp_path)
+    assert run_script(cut_before(script, "boot configuration"), tree.root, shims).returncode == 129
+    (first,) = [d for d in Path(tree.root, "var/backups/vfio-scan").iterdir() if d.is_dir()]  # its GRUB edit
+    again = run_script(script, tree.root, shims)
+    assert "unchanged: /etc/default/grub" in again.stdout
+    assert "Earlier runs not undone, each with its own undo.sh" in again.stdout
+    assert f"/var/backups/vfio-scan/{first.name}" in again.stdout.split("Earlier runs not undone")[1]
+    env = dict(os.environ, DRY_RUN="0", ROOT=str(tree.root))
+    assert subprocess.run(["bash", str(first / "undo.sh")], env=env, capture_output=True, timeout=60).returncode == 0
+    third = run_script(script, tree.root, shims, dry_run=True)  # once undone, it is not named any more
+    assert "Earlier runs not undone" in third.stdout and first.name not in third.stdout  # the second run is

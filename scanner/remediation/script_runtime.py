@@ -287,12 +287,23 @@ load_module() {
     undo_live unload_module "$1"
 }
 
-# undo_hint: where this run's undo script is
+# undo_hint: where this run's undo script is, and the earlier runs' that were not undone (a run cut
+# short, then run again, changed things in both: each run's undo.sh undoes only its own)
 undo_hint() {
-    local disk
+    local disk base dir earlier=()
     disk=$(inroot "$RUN_DIR") || return 0
     if [ -f "$disk/undo.sh" ]; then
         say "Backups and the undo script: $RUN_DIR (review it, then: ${ROOT:+ROOT=$ROOT }DRY_RUN=0 bash $RUN_DIR/undo.sh)"
+    fi
+    base=$(inroot "$BACKUPS") || return 0
+    for dir in "$base"/*/; do
+        dir=${dir%/}
+        if [ "$dir" != "$disk" ] && [ -f "$dir/undo.sh" ] && [ ! -e "$dir/undone" ]; then
+            earlier=("$BACKUPS/${dir##*/}" ${earlier[@]+"${earlier[@]}"})
+        fi
+    done
+    if [ "${#earlier[@]}" -gt 0 ]; then
+        say "Earlier runs not undone, each with its own undo.sh (undo this run's first, then these, newest first): ${earlier[*]}"
     fi
 }
 

@@ -164,6 +164,7 @@ unload_module() {
     run modprobe -r "$1"
 }
 finish_undo() {
+    local done_mark
     if flagged boot; then
 @@REGENERATE@@
     fi
@@ -171,6 +172,9 @@ finish_undo() {
 @@INITRAMFS@@
     fi
     if flagged udev; then run udevadm control --reload; fi
+    if [ "$PROBLEMS" = 0 ] && [ "$DRY_RUN" != 1 ] && done_mark=$(inroot "$RUN_DIR/undone"); then
+        : > "$done_mark" || true  # a later fix's hint no longer names this run
+    fi
     if [ "$PROBLEMS" = 0 ]; then say "Undone. Reboot if the fix asked for one, then run 'vfio-scan scan' again."
     else warn "Some steps could not be undone (see above)."; exit 1; fi
 }
