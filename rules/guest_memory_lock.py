@@ -20,7 +20,10 @@ session keeps what its login daemon got from systemd: ``DefaultLimitMEMLOCK=`` i
 ``/etc/systemd/system.conf`` or its ``system.conf.d`` drop-ins, else systemd's default of 8 MiB. A
 soft limit too low under a hard one that is high enough is a warning (``ulimit -l`` before starting
 QEMU works); both too low is a fail. A limits file that cannot be read is a skip with the reason.
-Without ``--guest-memory`` the rule skips, saying how to ask.
+Without ``--guest-memory`` the rule skips, saying how to ask -- unless ``--vm-user`` names a user
+whose limit is known and finite: QEMU pins all of the guest's memory, so that user's 8 MiB default
+holds no guest at all, and READY without a word would fail at VM start. That is a warning naming the
+limit and the largest guest it holds (with libvirt's margin); an unlimited one passes.
 
 Fix: ``USER soft memlock KIB`` and ``USER hard memlock KIB`` in
 ``/etc/security/limits.d/95-vfio-scan-memlock.conf`` (merged into that file, never clobbering it),
@@ -47,8 +50,7 @@ def vfio_scan_register_rules(register):
 def check(facts, scan):
     guest = scan.guest_memory
     if not guest:
-        yield Finding.skip("give --guest-memory SIZE (the VM's RAM, e.g. 16G) to check that the VM's user may lock "
-                           "it: VFIO pins all guest memory")
+        yield _without_size(facts, scan)
         return
     from scanner.facts.memlock import format_size
 
@@ -68,8 +70,33 @@ def check(facts, scan):
         yield _judge_limits(facts, user, guest, need, expected)
 
 
-def _judge_limits(facts, user, guest: int, need: int, expected: str) -> Finding:
-    from scanner.facts.memlock import KIB, format_size, memlock_for
+def _without_size(facts, scan) -> Finding:
+    """No guest size: a skip, unless ``--vm-user`` names a user whose finite limit is known (a warning)."""
+    from scanner.facts.memlock import MIB, UNLIMITED, format_size
+
+    ask = ("give --guest-memory SIZE (the VM's RAM, e.g. 16G) to check that the VM's user may lock it: VFIO pins all "
+           "guest memory")
+    user = facts.vm_user(scan.vm_user) if scan.vm_user else None
+    if user is None or user.reason or user.is_root or user.libvirt:
+        return Finding.skip(ask)  # root and libvirt pass at any size: that is said when the size is given
+    limits = _limits(facts, user)
+    if isinstance(limits, Finding):
+        return limits
+    soft, hard, evidence, said = limits
+    observed = f"soft {format_size(soft)}, hard {format_size(hard)}"
+    if soft == UNLIMITED:
+        return Finding.passed(f"{said}: no limit on the guest's memory", observed=observed, evidence=evidence)
+    room = soft - MARGIN
+    holds = (f"a guest of at most {format_size(room)} (its memory + 1 GiB, libvirt's margin, is pinned)"
+             if room >= 64 * MIB else "no guest at all (VFIO pins all of a guest's memory, and more)")
+    return Finding.warn(f"{said}: that holds {holds}; give --guest-memory SIZE to check the VM's own size against it",
+                        observed=observed, evidence=evidence)
+
+
+def _limits(facts, user, expected: str = None):
+    """(soft, hard, evidence, "USER may lock N (from where)") of the user's locked-memory limit as pam_limits
+    sets it, or the skip when a limits file cannot be read."""
+    from scanner.facts.memlock import format_size, memlock_for
 
     unread = [r for r in facts.limits_files if not r.ok and not r.missing]
     evidence = list(user.evidence) + [Evidence(r.path, f"<{r.reason}>") for r in unread]
@@ -81,8 +108,17 @@ def _judge_limits(facts, user, guest: int, need: int, expected: str) -> Finding:
     soft = memlock.soft if memlock.soft is not None else base_soft
     hard = memlock.hard if memlock.hard is not None else base_hard
     evidence += _limit_evidence(memlock, base_from)
+    return soft, hard, evidence, f"{user.label()} may lock {format_size(soft)} ({_source(memlock.soft_from, base_from)})"
+
+
+def _judge_limits(facts, user, guest: int, need: int, expected: str) -> Finding:
+    from scanner.facts.memlock import KIB, format_size
+
+    limits = _limits(facts, user, expected)
+    if isinstance(limits, Finding):
+        return limits
+    soft, hard, evidence, said = limits
     observed = f"soft {format_size(soft)}, hard {format_size(hard)}"
-    said = f"{user.label()} may lock {format_size(soft)} ({_source(memlock.soft_from, base_from)})"
     if soft >= need:
         return Finding.passed(f"{said}: enough for {format_size(guest)} of guest memory (a QEMU started by a systemd "
                               "unit gets the unit's LimitMEMLOCK= instead)", observed=observed, expected=expected,
