@@ -292,3 +292,17 @@ def test_this_machine_without_iommu_is_blocked():
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert proc.stdout == "" and "Traceback" not in proc.stderr
     assert any(line.startswith("VFIO-005 host: ") for line in blocking_lines(proc)), proc.stderr
+
+
+def test_the_arguments_are_for_the_user_qemu_will_run_as(gpu_ready):
+    """QEMU run as alice, with systemd's 8 MiB of locked memory, stops at VM start: the arguments are not
+    printed for her, though root may have them. A size that is none is a usage error."""
+    gpu_ready.write("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:A:/home/alice:/bin/bash\n")
+    as_root = qemu_args(gpu_ready.root, "--device", GPU, "--guest-memory", "16G")
+    assert (as_root.returncode, as_root.stdout) == (0, GPU_LINE), as_root.stderr
+    as_alice = qemu_args(gpu_ready.root, "--device", GPU, "--vm-user", "alice", "--guest-memory", "16G")
+    assert as_alice.returncode == 1 and as_alice.stdout == ""
+    assert any(line.startswith("VFIO-019 host: alice (uid 1000, --vm-user) may lock 8 MiB")
+               for line in blocking_lines(as_alice)), as_alice.stderr
+    bad = qemu_args(gpu_ready.root, "--device", GPU, "--guest-memory", "lots")
+    assert bad.returncode == 2 and len(stderr_lines(bad)) == 1 and "--guest-memory" in bad.stderr

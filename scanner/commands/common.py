@@ -183,6 +183,14 @@ def load_policy(choice, registry):
     return merged
 
 
+def add_vm_user_arguments(group) -> None:
+    """``--vm-user`` and ``--guest-memory``: who QEMU runs as and the VM's memory (VFIO-018, VFIO-019)."""
+    group.add_argument("--vm-user", metavar="USER", help="the user QEMU runs as (default: the user of libvirt's "
+                                                          "/etc/libvirt/qemu.conf where present, else root)")
+    group.add_argument("--guest-memory", metavar="SIZE", help="the VM's memory (16G, 16384M; a bare number is MiB), "
+                                                              "to check that its user may lock it")
+
+
 def add_plugin_arguments(parser) -> None:
     parser.add_argument("--strict-plugins", action="store_true",
                         help="a plugin that fails to load is an error (exit 2) instead of a warning")

@@ -198,8 +198,9 @@ class DiffOptions(Options):
 
 
 class GateOptions(Options):
-    """``qemu-args`` and ``vm-config``: the host, the devices to pass, the policy, then what to print:
-    ``machine``, and for vm-config the VM manager (``vmm``), ``--check FILE`` and ``--managed``."""
+    """``qemu-args`` and ``vm-config``: the host, the devices to pass, the policy, who QEMU runs as and the
+    guest's memory, then what to print: ``machine``, and for vm-config the VM manager (``vmm``),
+    ``--check FILE`` and ``--managed``."""
 
     hosts: HostSource
     targets: Targets
@@ -209,6 +210,8 @@ class GateOptions(Options):
     vmm: Optional[str] = None
     check: Optional[str] = None
     managed: bool = False
+    vm_user: Optional[str] = None  # the user QEMU will run as, as typed: VFIO-018 and VFIO-019 judge it
+    guest_memory: Optional[str] = None  # the VM's memory, as typed (--guest-memory 16G)
 
 
 # -- from the parsed command line ------------------------------------------------------------------
@@ -248,7 +251,8 @@ def _fleet(args) -> FleetOptions:
 def _gate(args, **extra) -> GateOptions:
     return GateOptions(hosts=_host_source(args), targets=_targets(args, vfs=False),
                        policy=PolicyChoice(file=args.policy, as_of=args.as_of),
-                       strict_plugins=args.strict_plugins, machine=args.machine, **extra)
+                       strict_plugins=args.strict_plugins, machine=args.machine, vm_user=args.vm_user,
+                       guest_memory=args.guest_memory, **extra)
 
 
 BUILDERS = {

@@ -38,6 +38,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from scanner.base.errors import UsageError
 from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
+                                     add_vm_user_arguments,
                                      load_policy, load_registry, make_host, parse_targets)
 from scanner.base.terminal_text import for_terminal
 
@@ -63,6 +64,8 @@ def add_gate_arguments(parser) -> None:
     add_host_arguments(src)
     dev = parser.add_argument_group("devices to pass through (at least one)")
     add_target_arguments(dev, vfs=False)
+    vm = parser.add_argument_group("the VM")
+    add_vm_user_arguments(vm)
     pol = parser.add_argument_group("policy")
     add_policy_arguments(pol, severity=False)
     add_plugin_arguments(parser)
@@ -140,7 +143,10 @@ def gate(options, prog: str, managed: bool = False, nothing: str = "no arguments
     """Scan the devices ``options`` (a :class:`~scanner.commands.options.GateOptions`) select and decide:
     (exit code, facts, addresses to pass). The exit code is 0 when the addresses may be handed to the
     VM manager; otherwise what blocks is on stderr."""
+    from scanner.commands.scan import guest_memory
+
     selectors, _ = parse_targets(options.targets)
+    memory = guest_memory(options.guest_memory)
     host = make_host(options.hosts)
     registry = load_registry(options.strict_plugins)
     policy = load_policy(options.policy, registry)  # its targets, rules, severities and waivers; fail_on does not apply here
@@ -155,7 +161,8 @@ def gate(options, prog: str, managed: bool = False, nothing: str = "no arguments
 
     facts = Facts(host)
     rules = select_rules(registry.sorted_rules(), policy.only, policy.skip)
-    report = scan_host(host, rules, Scan(policy=policy, managed=managed), selectors=selectors, facts=facts)
+    report = scan_host(host, rules, Scan(policy=policy, managed=managed, vm_user=options.vm_user, guest_memory=memory),
+                       selectors=selectors, facts=facts)
     for finding in report.findings:
         if finding.status == "warn" or (finding.status == "fail" and is_caution(finding)):
             say(f"{prog}: caution: {finding.rule_id} {finding.subject}: {finding.message}")

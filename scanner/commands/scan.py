@@ -6,6 +6,7 @@ import sys
 
 from scanner.base.errors import UsageError
 from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
+                                     add_vm_user_arguments,
                                      check_writable, host_set, load_policy, load_registry, parse_targets, write_outputs)
 from scanner.engine.report import FAIL_ON_CHOICES
 
@@ -33,10 +34,7 @@ def add_arguments(parser, hosts: bool = True) -> None:
                           "or above it)")
     sel.add_argument("--rule", action="append", default=[], metavar="ID", help="run only this rule (repeatable; id or name)")
     sel.add_argument("--skip-rule", action="append", default=[], metavar="ID", help="do not run this rule (repeatable)")
-    sel.add_argument("--vm-user", metavar="USER", help="the user QEMU runs as (default: the user of libvirt's "
-                                                        "/etc/libvirt/qemu.conf where present, else root)")
-    sel.add_argument("--guest-memory", metavar="SIZE", help="the VM's memory (16G, 16384M; a bare number is MiB), "
-                                                            "to check that its user may lock it")
+    add_vm_user_arguments(sel)
     sel.add_argument("--managed", action="store_true",
                      help="the VM manager detaches each target from its host driver at VM start (libvirt "
                           "managed='yes', Proxmox): a target on its host driver passes when it can be detached")
