@@ -122,6 +122,19 @@ def test_001_dev_kvm_may_be_a_symlink_inside_the_tree(intel):
     assert scan(intel)["VFIO-001"].status == "pass"
 
 
+@pytest.mark.parametrize("arm", [False, True])
+def test_001_a_dev_kvm_that_cannot_be_looked_at_is_a_skip_not_a_missing_module(intel, arm):
+    """/dev/kvm in a link loop (as /dev unreadable to an unprivileged scan): KVM may well be loaded."""
+    if arm:
+        intel.write("/proc/sys/kernel/arch", "aarch64\n")
+        intel.write("/proc/cpuinfo", ARM_CPUINFO)
+    intel.remove("/dev/kvm")
+    intel.symlink("/dev/kvm", "/dev/kvm")
+    f = scan(intel)["VFIO-001"]
+    assert f.status == "skip", f.message
+    assert f.message.startswith("cannot tell whether /dev/kvm exists (") and not f.remediation
+
+
 def test_001_vm_without_vmx_points_at_nested_virtualization(intel):
     intel.cpu("intel", flags=INTEL_FLAGS.replace(" vmx", ""), hypervisor=True)
     f = scan(intel)["VFIO-001"]
