@@ -89,6 +89,13 @@ def _binding(facts, scan, device) -> Finding:
                             f"vendor:device {device.ids}", subject=address, evidence=evidence,
                             observed=kept_by[0], expected="a binding by address (driverctl or a udev rule)",
                             remediation=persistent_steps(facts, scan, device))
+    unread = facts.boot_config_unread() if not kept_by or len(kept_by) == 1 else []
+    if unread and (not kept_by or kept_by[0].startswith("ids=")):  # what binds or loads it may be in there
+        more = f" (and {len(unread) - 1} more)" if len(unread) > 1 else ""
+        return Finding.skip(f"cannot tell whether anything binds {address} to vfio-pci at boot: cannot read "
+                            f"{unread[0]}{more}", subject=address,
+                            evidence=evidence + [Evidence(path, f"<{why}>") for path, _, why in
+                                                 (u.partition(": ") for u in unread)])
     if kept_by and kept_by[0].startswith("ids=") and len(kept_by) == 1:
         return Finding.fail(f"works now, lost at next boot: {kept_by[0]} names it, but nothing loads vfio-pci before "
                             f"its host driver at boot (no softdep ... pre: vfio-pci, no modules-load.d entry), so the "

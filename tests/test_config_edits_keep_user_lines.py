@@ -9,7 +9,7 @@ see and after which the fix added a second ``ids=`` line that the kernel keeps i
 import pytest
 
 from hosttree import workstation
-from scanner.facts.next_boot import modprobe_vfio_lines
+from scanner.facts.boot_lines import modprobe_vfio_lines
 from scanner.remediation.confedit import EditError, grub_edit, merge_vfio_ids
 from scriptrun import Shims, fake_reboot, run_script, script_for
 from test_script_merge import vfio004

@@ -42,7 +42,7 @@ def test_a_long_hostile_line_is_read_to_its_end_without_the_rule_running_out_of_
 
 
 def test_the_boot_loaders_of_vfio_pci_are_still_found(tmp_path):
-    from scanner.facts.next_boot import loads_vfio_pci_early, modprobe_vfio_lines
+    from scanner.facts.boot_lines import loads_vfio_pci_early, modprobe_vfio_lines
 
     assert loads_vfio_pci_early("# modules\n  vfio-pci  # for the GPU\n")
     assert loads_vfio_pci_early('force_drivers+="nvme\n vfio-pci"\n')

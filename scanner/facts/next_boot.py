@@ -15,21 +15,8 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from scanner.facts.cmdline import Cmdline, parse_cmdline
 from scanner.host import LARGE_CAP
-from scanner.base.lazyre import lazy_compile
 from scanner.base.numbers import decimal
-
-_OPTIONS = lazy_compile(r"^\s*options\s+(vfio[-_]pci)\s+(.*)$")
-# Host lines may be a megabyte long: each pattern here is linear in the text, and "a loader, then vfio-pci"
-# or "pre:, then vfio-pci" is found in two searches, not one that retries from every starting point.
-_VFIO_PCI_WORD = lazy_compile(r"\bvfio[-_]pci\b")
-_LOADER = lazy_compile(r"kmod load|modprobe")
-#: vfio_pci alone on a line: initramfs-tools' modules list, modules-load.d.
-_LISTED_LINE = lazy_compile(r"(?m)^[ \t]*vfio[-_]pci[ \t]*(?:#.*)?$")
-#: where dracut's force_drivers="..." or mkinitcpio's MODULES=(...) starts (group 1: it is the quoted one).
-_LIST_OPENER = lazy_compile(r"(?m)^[ \t]*(?:force_drivers\+?=(\")|MODULES\+?=\()")
-_SOFTDEP_HEAD = lazy_compile(r"^\s*softdep\s+(\S+)\s")
-_PRE = lazy_compile(r"\bpre:")
-
+from scanner.facts.boot_lines import loads_vfio_pci, loads_vfio_pci_early, modprobe_vfio_lines
 
 class NextBoot:
     """The boot configuration's side of things (``self.host`` is the Host layer)."""
@@ -191,27 +178,32 @@ class NextBoot:
         found += [f"driverctl override /etc/driverctl.d/pci-{address}" for address, driver
                   in sorted(self.driverctl_overrides.items()) if driver.replace("_", "-") == "vfio-pci"]
         found += [f"udev rule {path} loads vfio-pci" for path in sorted({p for p, line in self.udev_rule_lines
-                                                                         if _loads_vfio_pci(line)})]
+                                                                         if loads_vfio_pci(line)})]
         found += [f"{path} loads vfio_pci early" for path, text in self.initramfs_config
                   if loads_vfio_pci_early(text)]
         if found:  # what could not be read matters only when nothing was found
             return found, []
+        return found, self.boot_config_unread()
+
+    def boot_config_unread(self) -> List[str]:
+        """The boot configuration that could load vfio-pci or bind a device at boot and could not be read
+        (``path: why``): a file there but garbled, too large or no file at all, a directory denied. With any,
+        "nothing does it at boot" is no verdict (a scan unprivileged, a capture cut short)."""
         unread = [f"{path}: {reason}" for path, _, reason in self.modprobe_files if reason]
         candidates = ["/etc/modules", "/etc/initramfs-tools/modules", "/etc/mkinitcpio.conf"]
-        for directory, suffix in (("/etc/modules-load.d", ".conf"), ("/etc/udev/rules.d", ".rules"),
-                                  ("/etc/dracut.conf.d", ".conf")):
+        for directory, prefix, suffix in (("/etc/modprobe.d", "", None), ("/etc/modules-load.d", "", ".conf"),
+                                          ("/etc/udev/rules.d", "", ".rules"), ("/etc/dracut.conf.d", "", ".conf"),
+                                          ("/etc/driverctl.d", "pci-", "")):
             listing = self.host.listdir(directory)
             if not listing.ok and not listing.missing:
                 unread.append(f"{directory}: {listing.reason}")
-            candidates += [f"{directory}/{n}" for n in listing.entries() if n.endswith(suffix)]
-        candidates += [f"/etc/driverctl.d/{n}" for n in self.host.listdir("/etc/driverctl.d").entries()
-                       if n.startswith("pci-")]
-        # a file that is there but garbled, too large or no file at all may be what loads it: no verdict
+            if suffix is not None:  # modprobe.d's files are read above
+                candidates += [f"{directory}/{n}" for n in listing.entries() if n.startswith(prefix) and n.endswith(suffix)]
         for path in candidates:
             got = self.host.read(path)
             if not got.ok and not got.missing:
                 unread.append(f"{path}: {got.reason}")
-        return found, unread
+        return unread
 
     # -- the initramfs of the next boot ------------------------------------------------------
     @cached_property
@@ -314,65 +306,6 @@ def _efi_string(data: Optional[bytes]) -> Optional[str]:
     except UnicodeDecodeError:
         return None
     return text if text and text.isprintable() and "/" not in text else None
-
-
-def modprobe_logical_lines(text: str) -> List[str]:
-    """A modprobe.d file's lines as kmod reads them: a line ending in a backslash goes on with the
-    next (``options vfio-pci \\`` then ``ids=...``), the backslash and the line break dropped."""
-    logical, pending = [], ""
-    for line in text.splitlines():
-        if line.endswith("\\"):
-            pending += line[:-1]
-            continue
-        logical.append(pending + line)
-        pending = ""
-    if pending:
-        logical.append(pending)
-    return logical
-
-
-def modprobe_vfio_lines(text: str) -> Tuple[Optional[Tuple[str, ...]], List[str]]:
-    """(the ids of the last ``options vfio-pci ids=`` line or None, the modules of each ``softdep MODULE
-    pre: vfio-pci``) of one modprobe.d file: the host's, or the copy an initramfs holds."""
-    ids, modules = None, []
-    for line in modprobe_logical_lines(text):
-        options = _OPTIONS.match(line)
-        if options:
-            for token in options.group(2).split():
-                if token.startswith("ids="):
-                    ids = tuple(i for i in token[4:].split(",") if i)
-        dep = _SOFTDEP_HEAD.match(line)
-        pre = dep and _PRE.search(line, dep.end())
-        if pre and _VFIO_PCI_WORD.search(line, pre.end()):  # softdep MODULE ... pre: ... vfio-pci
-            modules.append(dep.group(1).replace("-", "_"))
-    return ids, modules
-
-
-def _loads_vfio_pci(line: str) -> bool:
-    """Does a udev rule's line run ``modprobe`` or ``kmod load`` of vfio-pci (within one quoted string)?"""
-    for segment in line.split('"'):
-        loader = _LOADER.search(segment)
-        if loader and _VFIO_PCI_WORD.search(segment, loader.end()):
-            return True
-    return False
-
-
-def loads_vfio_pci_early(text: str) -> bool:
-    """Does a module list (initramfs-tools' ``modules``, modules-load.d, dracut's ``force_drivers``,
-    mkinitcpio's ``MODULES``) load vfio_pci? A quoted or bracketed list may span lines; the search for the
-    next list starts where this one ends, as the shell reads them."""
-    if _LISTED_LINE.search(text):
-        return True
-    start = 0
-    while True:
-        opener = _LIST_OPENER.search(text, start)
-        if opener is None:
-            return False
-        end = text.find('"' if opener.group(1) else ")", opener.end())
-        end = len(text) if end < 0 else end
-        if _VFIO_PCI_WORD.search(text, opener.end(), end):
-            return True
-        start = end + 1
 
 
 def modalias(device) -> Optional[str]:

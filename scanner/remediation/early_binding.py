@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from scanner.remediation.confedit import edit_commands, ensure_lines, file_state, module_name_equal
-from scanner.facts.next_boot import loads_vfio_pci_early, modprobe_vfio_lines
+from scanner.facts.boot_lines import loads_vfio_pci_early, modprobe_vfio_lines
 from scanner.base.lazyre import lazy_compile
 from scanner.engine.model import Evidence, Step
 
