@@ -1,4 +1,4 @@
-"""Which host driver takes a PCI function at the next boot, and what keeps it off.
+"""Which host driver takes a PCI function at the next boot, what keeps it off, and what sets a module option.
 
 A mixin of :class:`scanner.facts.Facts` (it reads through ``self.host`` like every fact). A member
 of a target's IOMMU group that someone unbound by hand (``echo ADDR > driver/unbind``) holds
@@ -10,6 +10,9 @@ vfio driver or pci-stub for its address, its vendor:device in vfio-pci's ``ids=`
 loaded first) or in ``pci-stub.ids=``, or every matching module blacklisted (``blacklist`` /
 ``install MOD /bin/false`` in modprobe.d, ``modprobe.blacklist=`` / ``module_blacklist=`` on the
 command line; a built-in driver cannot be).
+
+The same goes for a module parameter written at run time (``echo Y > /sys/module/M/parameters/P``):
+the next boot sets it only from its command line or from modprobe.d (:meth:`BootClaims.module_option_at_boot`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,18 @@ class BootClaim:
     source: str = "modules.alias"
 
 
+@record(frozen=True)
+class ModuleOption:
+    """The value the next boot gives one module parameter, and where that was read."""
+
+    value: Optional[str] = None  # None: not set (the module's default); "" for a bare boolean flag
+    where: Optional[str] = None  # the file or command line that sets it
+    #: where it was looked for and not found, each with why (for the evidence of a finding)
+    missing: Tuple[str, ...] = ()
+    #: configuration that could not be read: the value may be set there
+    unread: Tuple[str, ...] = ()
+
+
 class BootClaims:
     """Host drivers that claim a device at boot (``self.host`` is the Host layer)."""
 
@@ -50,6 +65,42 @@ class BootClaims:
         configuration this tool reads: a direct kernel boot, say) the running one, booted again."""
         configured = self.boot.configured
         return configured if configured is not None else self.cmdline
+
+    def module_option_at_boot(self, module: str, param: str) -> ModuleOption:
+        """What the next boot sets ``module.param`` to: its command line (``module.param=``, which wins,
+        also for a built-in module), else the last ``options MODULE param=`` of /etc/modprobe.d (read by
+        modprobe only: never for a built-in module). A value set only at run time (``echo Y >
+        /sys/module/.../parameters/...``) or by hand (``modprobe MODULE param=1``) is in neither."""
+        cmdline, key = self.next_cmdline, f"{module}.{param}"
+        boot = self.boot
+        line_source = cmdline.source if cmdline is not None else "the kernel command line"
+        if boot.configured is None:
+            line_source += f" (the next boot's is unknown: {boot.name}; this one's stands for it)"
+        found = cmdline.last(key) if cmdline is not None else None
+        if found is not None:
+            return ModuleOption(found.value if found.value is not None else "", f"{found.text} on {line_source}")
+        missing = [f"{line_source}: no {key}="]
+        if self.modules.state(module) == "builtin":
+            return ModuleOption(missing=tuple(missing + [f"/etc/modprobe.d: not read, {module} is built in"]))
+        value = where = None
+        name, wanted = module.replace("-", "_"), param.replace("-", "_")
+        for path, text, _ in self.modprobe_files:
+            for line in modprobe_logical_lines(text or ""):
+                words = line.split("#", 1)[0].split()
+                if len(words) < 3 or words[0] != "options" or words[1].replace("-", "_") != name:
+                    continue
+                for word in words[2:]:
+                    key_word, equals, setting = word.partition("=")
+                    if key_word.replace("-", "_") == wanted:
+                        value, where = (setting if equals else ""), f"options {words[1]} {word} in {path}"
+        if where is not None:
+            return ModuleOption(value, where)
+        listing = self.host.listdir("/etc/modprobe.d")
+        unread = [f"{path}: {reason}" for path, _, reason in self.modprobe_files if reason]
+        if not listing.ok and not listing.missing:
+            unread.append(f"/etc/modprobe.d: {listing.reason}")
+        missing.append(f"/etc/modprobe.d/*.conf: no options {module} {param}=")
+        return ModuleOption(missing=tuple(missing), unread=tuple(unread))
 
     def boot_claim(self, device) -> BootClaim:
         """Who takes ``device`` at the next boot, unless something keeps it off; see the module docstring."""
@@ -150,4 +201,4 @@ class BootClaims:
         return None
 
 
-__all__ = ["BootClaim", "BootClaims"]
+__all__ = ["BootClaim", "BootClaims", "ModuleOption"]
