@@ -103,7 +103,14 @@ class BootClaims:
         return ModuleOption(missing=tuple(missing), unread=tuple(unread))
 
     def boot_claim(self, device) -> BootClaim:
-        """Who takes ``device`` at the next boot, unless something keeps it off; see the module docstring."""
+        """Who takes ``device`` at the next boot, unless something keeps it off; see the module docstring.
+        Kept per address: every target of a shared group asks about the same members."""
+        memo = self.__dict__.setdefault("_boot_claim_memo", {})
+        if device.address not in memo:
+            memo[device.address] = self._boot_claim(device)
+        return memo[device.address]
+
+    def _boot_claim(self, device) -> BootClaim:
         kept = self._kept_off_by_address(device) or self._kept_off_by_ids(device)
         got = self.module_aliases_read
         source = got.path if got is not None else "modules.alias"
