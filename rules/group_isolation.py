@@ -6,7 +6,14 @@ directory: it stays on the host on pcieport and is never bound to vfio, nor give
 **sibling function** of the same slot (a GPU's HDMI audio, its USB-C controller: it goes to the
 VM too), **another target** of the scan, or an **unrelated** endpoint that happens to share the
 group. The group is viable when every non-bridge member is on a vfio driver, on pci-stub, or on
-no driver at all.
+no driver at all -- and stays so at the next boot: a member unbound by hand (``echo ADDR >
+driver/unbind``), or on vfio-pci through a runtime binding only, whose modalias a host driver's
+``modules.alias`` (or ``modules.builtin.alias``) line matches is taken again by that driver at boot
+unless something the next boot reads keeps it off (a driverctl override or udev ``driver_override``
+rule to vfio-pci or pci-stub, its ids in vfio-pci ``ids=`` with vfio-pci loaded first or in
+``pci-stub.ids=``, the module blacklisted): that is "works now, lost at next boot" (a fail). A member
+no driver's alias matches (an ISA bridge) stays unbound; a modules.alias that cannot be read is a
+warning that says so.
 
 Why: otherwise QEMU stops with "vfio 0000:01:00.0: group 1 is not viable. Please ensure all
 devices within the iommu_group are bound to their vfio bus driver." — and a guide that only
@@ -18,7 +25,8 @@ command line (or the kernel log's "PCIe ACS overrides enabled"), reported as a s
 downgrade: it splits groups the hardware cannot isolate, so devices may still reach each other
 by peer-to-peer DMA.
 
-Fix: bind each blocking member to vfio-pci too — the same runtime steps as VFIO-013, one device
+Fix: keep a member the next boot would hand back to its driver on vfio-pci by address (driverctl, else
+a udev rule). Bind each blocking member to vfio-pci too — the same runtime steps as VFIO-013, one device
 each (a sibling function must go to the VM anyway: it is bound now and kept on vfio-pci at boot
 with the target) — or move the card to a slot with an IOMMU group of its own
 (``vfio-scan groups`` shows them; CPU-attached slots are usually better isolated than chipset
@@ -36,7 +44,7 @@ unbound is a warning.
 from dataclasses import replace
 
 from scanner import hookimpl
-from scanner.engine.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import LOST_AT_NEXT_BOOT, Evidence, Finding, Rule, Step
 
 ROLE_TEXT = {
     "target": "another target of this scan",
@@ -174,8 +182,9 @@ def judge(facts, scan, address):
     if hidden and not blockers:
         return _hidden_sharers(facts, address, group, hidden, observed, evidence)
     if not blockers:
-        return Finding.passed(_passing_message(group, device, others), subject=address, observed=observed,
-                              expected=expected, evidence=evidence)
+        return _at_next_boot(facts, scan, address, group, others, Finding.passed(
+            _passing_message(group, device, others), subject=address, observed=observed, expected=expected,
+            evidence=evidence))
 
     critical = {m.address: host_critical(facts, m.address) for m in blockers}
     named = "; ".join(f"{_named(m)} — {ROLE_TEXT[m.role]}" for m in blockers)
@@ -212,6 +221,54 @@ def judge(facts, scan, address):
         remediation.append(_move_step(address, group, blockers, critical))
     return Finding.fail(message, subject=address, observed=observed, expected=expected, evidence=evidence,
                         remediation=remediation)
+
+
+def _at_next_boot(facts, scan, address, group, others, passed):
+    """``passed`` (the group is viable now), unless a member that holds nothing now -- unbound by hand, or on
+    vfio-pci through a runtime binding only -- is taken by its host driver again at the next boot: then QEMU
+    refuses the group after a reboot, so the finding is lost at next boot. A modules.alias that cannot be read
+    leaves that untold: a warning that says so, never a fail."""
+    from scanner.facts.next_boot import modalias
+    from scanner.remediation.binding import label
+
+    idle = [m for m in others if m.device is not None and m.role in ("sibling", "unrelated") and not m.holds_group]
+    claims = [(m, facts.boot_claim(m.device)) for m in idle]
+    taken = [(m, claim) for m, claim in claims if claim.modules and not claim.kept_off]
+    evidence = list(passed.evidence) + [Evidence("next boot", f"{m.address}: kept off by {claim.kept_off}")
+                                        for m, claim in claims if claim.kept_off]
+    if taken:
+        named = "; ".join(f"{', '.join(claim.modules)} takes {label(m.device, m.address)} ({_state(m)} now)"
+                          for m, claim in taken)
+        evidence += [Evidence(claim.source, f"{modalias(m.device)} ({m.address}) matches {', '.join(claim.modules)}")
+                     for m, claim in taken]
+        return Finding.fail(f"{LOST_AT_NEXT_BOOT}: IOMMU group {group} is viable now, but at the next boot {named}: "
+                            "nothing keeps it off its host driver at boot (no driverctl override or udev "
+                            "driver_override rule for it, no vfio-pci ids= or pci-stub.ids= with its ids, its driver not "
+                            f"blacklisted), so after a reboot QEMU refuses the group (\"group {group} is not viable\")",
+                            subject=address, observed=passed.observed,
+                            expected="every other endpoint of the group kept off host drivers at boot too",
+                            evidence=evidence, remediation=[_keep_off_step(facts, scan, m, claim) for m, claim in taken])
+    unknown = [(m, claim) for m, claim in claims if claim.reason]
+    if unknown:
+        reason = unknown[0][1].reason
+        return Finding.warn(f"{passed.message}; but whether a host driver takes {few(m.address for m, _ in unknown)} "
+                            f"again at the next boot cannot be told: {reason}", subject=address,
+                            observed=passed.observed, expected=passed.expected,
+                            evidence=evidence + [Evidence(unknown[0][1].source, f"<{reason}>")])
+    return replace(passed, evidence=tuple(evidence))
+
+
+def _keep_off_step(facts, scan, member, claim):
+    """The persistent step that keeps a group mate off its host driver at boot: on vfio-pci by address."""
+    from scanner.remediation.persistent_binding import persistent_steps, udev_step
+
+    if facts.has_tool("driverctl"):
+        return persistent_steps(facts, scan, member.device)[0]
+    step = udev_step(facts, member.device, scan.target_set)
+    path = step.action["file"]
+    return replace(step, summary=f"Keep {member.address} off {', '.join(claim.modules)} at every boot, as it is now: a "
+                                 f"udev rule ({path}) sets its driver_override to {step.action['driver']} when it "
+                                 "appears, so its host driver does not take it back (bind it now too, or reboot)")
 
 
 def stream_sharers(facts, members):

@@ -14,7 +14,14 @@ device MSIs on the plain ``PCI-MSI`` chip and no ``IR-`` chip at all is positive
 remapping is off: fail (QEMU would not start). Without MSI lines to judge, the log's lines count
 (the words each vendor's kernel prints); with neither, the rule warns, since an absence is only a
 heuristic. ``allow_unsafe_interrupts`` (module parameter or command line) is reported as an
-explicit, unsafe override. With the IOMMU off there is no remapping to judge: the finding follows
+explicit, unsafe override -- as long as the next boot sets it too: ``options vfio_iommu_type1
+allow_unsafe_interrupts=1`` in /etc/modprobe.d (not read for a built-in module), or the parameter on
+the next boot's command line (the boot configuration's; without one this tool reads, the running
+one). Written to ``/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts`` at run time
+only, it is N again after a reboot or a reload of the module, and QEMU fails with EPERM: "works now,
+lost at next boot", a fail where the MSIs show remapping off (a warning where it is only not seen),
+with evidence of where it is set now and where the next boot lacks it. A modprobe.d file that cannot
+be read leaves that untold: the warning says so. With the IOMMU off there is no remapping to judge: the finding follows
 from VFIO-005 (and VFIO-004), and no unsafe override is offered for what the IOMMU fix cures.
 
 On arm64 there is no ``IR-`` chip: the GICv3 ITS isolates each device's MSIs (``ITS-MSI`` chips),
@@ -31,7 +38,7 @@ from dataclasses import replace
 from rules import its_isolation
 from scanner import hookimpl
 from scanner.facts.cmdline import truthy
-from scanner.engine.model import Evidence, Finding, Rule, Step
+from scanner.engine.model import LOST_AT_NEXT_BOOT, Evidence, Finding, Rule, Step
 from scanner.remediation.remedies import modprobe_option_step
 
 POSITIVE = r"Enabled IRQ remapping in (x2apic|xapic) mode|AMD-Vi: Interrupt remapping enabled|IRQ remapping enabled"
@@ -78,10 +85,7 @@ def check(facts, scan):
                              evidence=evidence)
         return
     if unsafe:
-        yield Finding.warn("no interrupt remapping; VFIO works only through the explicit, unsafe "
-                           "allow_unsafe_interrupts override (a guest could forge interrupts)",
-                           observed="no remapping, allow_unsafe_interrupts=Y", expected="interrupt remapping on",
-                           evidence=evidence, remediation=[_firmware_fix()])
+        yield _through_the_override(facts, interrupts, evidence)
         return
     if not facts.iommu.active and not facts.iommu.groups_reason:
         yield Finding.skip("follows from VFIO-005: the IOMMU does not run, and interrupt remapping comes with it; "
@@ -116,6 +120,39 @@ def check(facts, scan):
     yield Finding.warn(f"no interrupt remapping seen: {where}; vfio_iommu_type1 refuses to attach IOMMU groups without it",
                        observed="no remapped interrupts", expected="remapped interrupts (IR- chips)",
                        evidence=evidence, remediation=[_firmware_fix(), last_resort])
+
+
+def _through_the_override(facts, interrupts, evidence) -> Finding:
+    """No remapping: VFIO works only through ``allow_unsafe_interrupts``. Set for the next boot too (modprobe.d,
+    the next boot's command line): the warning it always was. Set at run time only (``echo Y > /sys/module/
+    .../allow_unsafe_interrupts``, ``modprobe ... allow_unsafe_interrupts=1``): after a reboot or a reload the
+    parameter is N and QEMU fails with EPERM, so it is lost at next boot -- a fail, as without the override,
+    where the MSIs show remapping off; a warning where that is only not seen."""
+    message = ("no interrupt remapping; VFIO works only through the explicit, unsafe allow_unsafe_interrupts "
+               "override (a guest could forge interrupts)")
+    option = facts.module_option_at_boot("vfio_iommu_type1", "allow_unsafe_interrupts")
+    if option.where is not None and (option.value == "" or truthy(option.value)):
+        return Finding.warn(message, observed="no remapping, allow_unsafe_interrupts=Y", expected="interrupt remapping on",
+                            evidence=evidence + [Evidence("next boot", option.where)], remediation=[_firmware_fix()])
+    if option.where is None and option.unread:
+        return Finding.warn(f"{message}; whether the next boot sets it too cannot be told ({'; '.join(option.unread)})",
+                            observed="no remapping, allow_unsafe_interrupts=Y", expected="interrupt remapping on",
+                            evidence=evidence + [Evidence("next boot", f"<{u}>") for u in option.unread],
+                            remediation=[_firmware_fix()])
+    cmdline = facts.cmdline
+    on_line = cmdline.all("vfio_iommu_type1.allow_unsafe_interrupts") if cmdline is not None else []
+    now = [f"{p.text} on {cmdline.source}" for p in on_line if p.value is None or truthy(p.value)]
+    now = now or ["the running module's parameter (set at run time)"]
+    unset = [option.where] if option.where is not None else list(option.missing)
+    positive = bool(interrupts is not None and interrupts.plain_msi and facts.is_x86 and facts.iommu.active)
+    make = Finding.fail if positive else Finding.warn
+    return make(f"{LOST_AT_NEXT_BOOT}: without interrupt remapping VFIO works only through allow_unsafe_interrupts, "
+                f"set now by {', '.join(now)}, but not for the next boot ({'; '.join(unset)}): after a reboot (or a "
+                "reload of vfio_iommu_type1) it is N, vfio_iommu_type1 refuses every IOMMU group (\"No interrupt "
+                "remapping support\") and QEMU fails to start", observed="allow_unsafe_interrupts=Y now, not at boot",
+                expected="interrupt remapping on (or the override set for the next boot too)",
+                evidence=evidence + [Evidence("next boot", u) for u in unset],
+                remediation=[_firmware_fix(), _last_resort(facts)])
 
 
 def _unsafe(facts):

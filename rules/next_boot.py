@@ -22,7 +22,8 @@ VT-d on by itself is not needed at the next boot. Where the boot configuration c
 the boot loader is unknown, the rule skips with the reason.
 
 Not lost, whatever the next boot does with them: the security downgrades (``pcie_acs_override``,
-the ``allow_unsafe_interrupts`` switches; their going is a hardening someone configured) and
+the ``allow_unsafe_interrupts`` switches; their going is a hardening someone configured -- where the VM
+works only through the override, VFIO-006 reports its going, with no command that puts it back) and
 ``vfio-pci.ids`` (whether each target stays on vfio-pci is VFIO-017's, by address: putting ids
 back blindly would hand the host's own device of the same vendor:device to vfio-pci).
 

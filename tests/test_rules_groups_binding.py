@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 
 from clihelpers import load_schema, run_cli
-from hosttree import workstation
+from hosttree import RELEASE, workstation
 from scanner.engine.runner import Scan
 from scanner.host.tree import TreeHost
 from scanner.engine.plugins import load_plugins
@@ -161,6 +161,10 @@ def test_gpu_with_its_audio_as_targets_passes_group_check_until_bound(ws):
                                                  ("pci-stub", "on pci-stub")])
 def test_sibling_on_vfio_or_unbound_does_not_hold_the_group(ws, audio_driver, shown):
     ws.bind(AUDIO, audio_driver)
+    # kept off snd_hda_intel at boot too (else the group is viable now only: tests/test_group_mate_next_boot.py)
+    ws.write(f"/lib/modules/{RELEASE}/modules.alias", "alias pci:v000010DEd*sv*sd*bc04sc03i00* snd_hda_intel\n")
+    ws.write(f"/etc/udev/rules.d/70-vfio.rules", f'ACTION=="add", SUBSYSTEM=="pci", KERNEL=="{AUDIO}", '
+                                                 'ATTR{driver_override}="vfio-pci"\n')
     f = scan(ws, "01:00.0")[("VFIO-012", GPU)]
     assert f.status == "pass"
     assert f"sibling function(s) {AUDIO} ({shown})" in f.message

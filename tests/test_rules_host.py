@@ -781,6 +781,8 @@ def test_006_unsafe_override_without_remapping_warns_naming_it(intel):
     intel.interrupts(remapped=False)
     intel.kernel_log(LOG_NO_IR)
     intel.write("/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts", "Y\n")
+    # set for the next boot too (set at run time only: tests/test_unsafe_interrupts_next_boot.py)
+    intel.write("/etc/modprobe.d/vfio-unsafe-interrupts.conf", "options vfio_iommu_type1 allow_unsafe_interrupts=1\n")
     f = scan(intel)["VFIO-006"]
     assert f.status == "warn"
     assert "allow_unsafe_interrupts override" in f.message
@@ -793,6 +795,7 @@ def test_006_unsafe_override_on_cmdline_counts_too(intel):
     intel.interrupts(remapped=False)
     intel.kernel_log(LOG_NO_IR)
     intel.cmdline(f"{BOOT} intel_iommu=on vfio_iommu_type1.allow_unsafe_interrupts=1")
+    intel.grub(default="quiet intel_iommu=on vfio_iommu_type1.allow_unsafe_interrupts=1")  # and the next boot's
     f = scan(intel)["VFIO-006"]
     assert f.status == "warn"
     assert "allow_unsafe_interrupts override" in f.message

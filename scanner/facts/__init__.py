@@ -16,6 +16,7 @@ from scanner.facts.cmdline import Cmdline, parse_cmdline
 from scanner.facts.host_dependencies import HostDependencies
 from scanner.facts.arm_platform import ArmPlatform
 from scanner.facts.next_boot import NextBoot
+from scanner.facts.boot_claims import BootClaims
 from scanner.facts.boot_config import BootConfiguration
 from scanner.facts.vm_start_hw import VmStartHardware
 from scanner.facts.vm_access import VmAccess
@@ -50,7 +51,7 @@ def evidence_of(read: Read, limit: int = 300) -> Evidence:
     return Evidence(read.path, f"<{read.reason}>")
 
 
-class Facts(HostDependencies, NextBoot, BootConfiguration, VmStartHardware, VmAccess, ArmPlatform):
+class Facts(HostDependencies, NextBoot, BootClaims, BootConfiguration, VmStartHardware, VmAccess, ArmPlatform):
     """Parsed facts of one host; see the module docstring."""
 
     def __init__(self, host):
