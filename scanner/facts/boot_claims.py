@@ -21,7 +21,8 @@ import fnmatch
 from typing import Dict, List, Optional, Tuple
 
 from scanner.base.record import record
-from scanner.facts.next_boot import modalias, modprobe_logical_lines
+from scanner.facts.boot_lines import modprobe_logical_lines
+from scanner.facts.next_boot import modalias
 from scanner.host import LARGE_CAP
 
 #: What a driverctl override or a udev driver_override rule may name to keep a device off host drivers.
