@@ -96,7 +96,7 @@ CAPTURE = (
     ("read", "/proc/config.gz", LARGE_CAP),
     ("read", "/lib/modules/<release>/{config,build/.config}", LARGE_CAP),
     ("read", "/proc/modules", DEFAULT_CAP),
-    ("read", "/lib/modules/<release>/{modules.builtin,modules.dep,modules.alias}", LARGE_CAP),
+    ("read", "/lib/modules/<release>/{modules.builtin,modules.dep,modules.alias,modules.builtin.alias}", LARGE_CAP),
     ("list", "/lib/modules/<release>/kernel/drivers/vfio{,/pci}", None),
     ("read", "/etc/modules-load.d/*.conf", DEFAULT_CAP),
     ("read", "/etc/modules", DEFAULT_CAP),

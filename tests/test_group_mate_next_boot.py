@@ -43,9 +43,16 @@ def host(tmp_path):
     return tree
 
 
-def group_finding(tree):
+def group_finding(tree, snapshot=False):
+    """VFIO-012's finding on the tree, or on the collector's snapshot of it (which must say the same)."""
+    host = TreeHost(str(tree.root))
+    if snapshot:
+        from scanner import collector
+        from scanner.host.snapshot import SnapshotHost, parse_snapshot
+
+        host = SnapshotHost(parse_snapshot(collector.dumps(collector.collect(str(tree.root))), "snapshot"))
     rules = [r for r in _REGISTRY.sorted_rules() if r.id == "VFIO-012"]
-    report = scan_host(TreeHost(str(tree.root)), rules, Scan(), selectors=parse_all(devices=[TARGET])[0])
+    report = scan_host(host, rules, Scan(), selectors=parse_all(devices=[TARGET])[0])
     (finding,) = report.findings
     return finding
 
@@ -126,6 +133,7 @@ def test_a_builtin_driver_is_found_in_modules_builtin_alias(host):
     host.write(f"/lib/modules/{RELEASE}/modules.builtin.alias", "alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n")
     f = group_finding(host)
     assert f.status == "fail" and f"e1000 takes {MATE}" in f.message
+    assert group_finding(host, snapshot=True).message == f.message  # the collector captures that file too
 
 
 def test_an_unreadable_modules_alias_is_a_warning_that_says_so_never_a_fail(host):
