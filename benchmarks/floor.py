@@ -42,7 +42,7 @@ PATTERNS = (
     ("read", "/proc/config.gz"),
     ("read", "/lib/modules/<release>/{config,build/.config}"),
     ("read", "/proc/modules"),
-    ("read", "/lib/modules/<release>/{modules.builtin,modules.dep,modules.alias}"),
+    ("read", "/lib/modules/<release>/{modules.builtin,modules.dep,modules.alias,modules.builtin.alias}"),
     ("list", "/lib/modules/<release>/kernel/drivers/vfio{,/pci}"),
     ("read", "/etc/modules-load.d/*.conf"),
     ("read", "/etc/modules"),
