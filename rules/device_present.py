@@ -26,6 +26,7 @@ def vfio_scan_register_rules(register):
 
 def check(facts, scan):
     from scanner.facts.pci import describe
+    from scanner.facts.targets import unknown_to
 
     listing = facts.pci_listing
     for target in scan.targets:
@@ -41,6 +42,12 @@ def check(facts, scan):
         if not listing.ok:
             yield Finding.skip(f"cannot list PCI devices ({listing.path}: {listing.reason})", subject=subject)
             continue
+        unknown = unknown_to(facts.pci.fields, selector)
+        if unknown:  # the device asked for may be one of these
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            yield Finding.skip(f"no device matches {selector.text}, but the ids or class of {unknown[0]}{more} cannot "
+                               "be read: it may be the one", subject=subject)
+            continue
         what = {"address": "no PCI device at this address", "ids": "no PCI device with these vendor:device ids",
                 "class": "no PCI device of this class", "match": "no PCI device matches"}[selector.kind]
         yield Finding.fail(f"{what} ({selector.text}); {len(facts.pci)} PCI devices on this host",
@@ -49,3 +56,4 @@ def check(facts, scan):
                            remediation=[Step(summary="Check the selector against 'vfio-scan groups', reseat the card "
                                                      "or check the firmware's slot settings", phase="firmware",
                                              manual=True)])
+

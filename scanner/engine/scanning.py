@@ -58,6 +58,7 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
              for address, why in unreadable.items()]
     if findings and all(f.status == "skip" for f in findings):  # READY would mean "nothing was checked"
         notes.append(NOTHING_JUDGED)
+    notes += _unmatched_unknown(facts, scan)
     policy_info = None
     if scan.policy is not None:  # severities and waivers: one place, after every rule ran
         findings, policy_info = scan.policy.apply(findings, facts.hostname)
@@ -74,6 +75,22 @@ def scan_host(host, rules: Iterable[Rule], scan: Scan, selectors: Sequence = (),
         policy=policy_info,
         notes=notes,
     )
+
+
+def _unmatched_unknown(facts: Facts, scan: Scan) -> list:
+    """A selector that matched no device while some device's ids cannot be read: that may be the one, so
+    the devices asked for were not all judged (incomplete), never "absent"."""
+    if not scan.unmatched:
+        return []
+    from scanner.facts.targets import unknown_to
+
+    notes = []
+    for selector in scan.unmatched:
+        unknown = unknown_to(facts.pci.fields, selector)
+        if unknown:
+            notes.append(f"{selector.text}: matched no device, but the ids or class of {', '.join(unknown[:3])}"
+                         f"{' ...' if len(unknown) > 3 else ''} cannot be read: no verdict on it")
+    return notes
 
 
 def _target_devices(facts: Facts, targets) -> list:

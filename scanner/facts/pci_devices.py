@@ -110,15 +110,20 @@ def read_pci_device(host, address: str, known: Optional[Dict[str, str]] = None) 
     virtfns = sorted((n for n in names if n.startswith("virtfn") and n[6:].isascii() and n[6:].isdigit()
                       and len(n) <= 16),
                      key=lambda n: int(n[6:]))
+    vendor, device, pci_class = hex_attr("vendor", 4), hex_attr("device", 4), hex_attr("class", 6)
+    # ids or a class that cannot be read make the device unknowable too: which driver claims it, which
+    # twins ids= takes at boot, whether it is a display are all told by them
+    identity = {f"{base}/vendor", f"{base}/device", f"{base}/class"}
+    problems += [note for note in notes if note.split(": ", 1)[0] in identity]
     boot_vga = attr("boot_vga") if "boot_vga" in names else None
     if boot_vga is not None and boot_vga.strip() not in ("0", "1"):
         notes.append(f"{base}/boot_vga: garbled: {boot_vga.strip()[:40]!r}")
         boot_vga = None
     return PciDevice(
         address=address,
-        vendor=hex_attr("vendor", 4),
-        device=hex_attr("device", 4),
-        pci_class=hex_attr("class", 6),
+        vendor=vendor,
+        device=device,
+        pci_class=pci_class,
         subsystem_vendor=hex_attr("subsystem_vendor", 4) if "subsystem_vendor" in names else None,
         subsystem_device=hex_attr("subsystem_device", 4) if "subsystem_device" in names else None,
         driver=link("driver", vital=True) if "driver" in names else None,

@@ -246,3 +246,13 @@ def parse_all(devices: Iterable[str] = (), classes: Iterable[str] = (), vfs: Ite
         address, count = parse_vfs(item)
         requests[address] = count
     return selectors, requests
+
+
+def unknown_to(fields, selector) -> list:
+    """The devices (of ``fields``, address -> PciFields) ``selector`` cannot be matched against: the ids,
+    class or attributes it asks cannot be read. One of them may be the device asked for."""
+    if selector.kind == "address":
+        return []
+    names = {"ids": ("vendor", "device"), "class": ("pci_class",)}.get(selector.kind) or \
+        tuple(name for name, _ in selector.fields)
+    return [address for address, device in fields.items() if any(getattr(device, name, "") is None for name in names)]
