@@ -4,10 +4,10 @@ A host is not trusted to behave: whatever it sends, it cannot take the run down.
 runs in its own process group (session) and is driven by one ``select()`` loop (:class:`Collection`)
 that holds it to three bounds -- a wall-clock deadline (``--timeout``) over connecting, collecting
 and reading, however many descendants keep the pipes open (a reply already on its way when it
-passes is still read, for a few seconds at most: this process may have been too busy to read it); at most :data:`MAX_REPLY_BYTES` on
-stdout; at most :data:`MAX_ERROR_BYTES` on stderr, of which only the last :data:`ERROR_KEPT_BYTES`
-are kept -- and ends the whole process group when one is crossed or the run is stopped
-(:class:`InFlight`, SIGINT/SIGTERM). Memory per host is bounded by the caps, never by the flood.
+passes is still read, for a few seconds at most: this process may have been too busy to read
+it); at most :data:`MAX_REPLY_BYTES` on stdout; at most :data:`MAX_ERROR_BYTES` on stderr, of
+which only the last :data:`ERROR_KEPT_BYTES` are kept -- and ends the whole process group when one is crossed or the run is stopped
+(:class:`InFlight`, SIGINT/SIGTERM). A host's reply is bounded by the caps, never by the flood.
 What the reply means is judged elsewhere (scanner/fleet/remote.py).
 """
 
@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 MIB = 1 << 20
 #: What one host may send on stdout. A snapshot of a real host is a few hundred KB to a few MB;
-#: a generated host of 10,000 PCI functions comes to 18 MB, and a tree at the collector's own
+#: a generated host of 10,000 PCI functions comes to 28 MB, and a tree at the collector's own
 #: entry cap (250,000 paths) to about 31 MB. 64 MiB leaves room above all of those, and bounds the
-#: memory one host can take (per host collected at once: ``--parallel`` of them).
+#: memory one host's reply takes (per host collected at once: ``--parallel`` of them); what parsing
+#: it may take is bounded by its count of values (scanner/host/snapshot_json.py).
 MAX_REPLY_BYTES = 64 * MIB
 #: What one host may send on stderr: ssh's and the collector's diagnostics are lines, a few KB
 #: even under ``ssh -vvv``; a host sending more is flooding, and is stopped.
