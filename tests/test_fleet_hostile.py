@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -40,6 +41,7 @@ case $host in
   chatty*) cat >/dev/null; yes "a warning the host keeps repeating" | head -n 30000 >&2
            echo "python3: the real reason, last" >&2; exit 1 ;;
   longline*) cat >/dev/null; head -c 200000 /dev/zero | tr '\0' 'y' >&2; exit 1 ;;
+  tiny*) cat >/dev/null; printf '['; yes '[],' | head -n 2600000 | tr -d '\n'; printf '[]]' ;;
   hang*) background sleep 1000; wait ;;
   leftover*) cat >/dev/null; background sleep 1000; cat "$FAKE_SNAPSHOT"; exit 0 ;;
   stubborn*) trap '' TERM; cat >/dev/null; background sh -c 'trap "" TERM; sleep 1000'
@@ -148,6 +150,45 @@ def test_a_small_cap_stops_a_flood_in_process(fake, monkeypatch):
     with pytest.raises(HostUnavailable, match=r"^flood sent more than 1 MiB, more than any snapshot"):
         remote.run_collector(make_host("flood", {}), options)
     assert_nothing_left(fake)
+
+
+def test_a_reply_of_millions_of_tiny_values_is_refused_unparsed_and_the_other_hosts_are_kept(fake):
+    """8 MB of empty arrays: 5.2 million values, more than any snapshot (refused by a count, not by parsing:
+    parsed, 64 MiB of them took 2 GB, and took every host's thread hostage while they were)."""
+    proc = fleet(fake, "good", "tiny", "good2", "--format", "json")
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+    notes = notes_of(proc)
+    assert notes["good"] == [] and notes["good2"] == []
+    assert notes["tiny"] == ["the collector's reply from tiny: too many JSON values to be a snapshot (5,200,003 by "
+                             "the count of its ',', ':', '[' and '{'; the limit is 5,000,000): not parsed"]
+
+
+def test_at_most_two_replies_are_parsed_at_once_however_many_hosts_are_collected(fake, monkeypatch):
+    """Parsing a reply may take 0.4 GB: six hosts replying together must not take six times that."""
+    from scanner.host import snapshot as snapshot_module
+
+    for name in ("PATH", "FAKE_PIDS", "FAKE_SNAPSHOT"):
+        monkeypatch.setenv(name, fake.env[name])
+    parse, lock, parsing, most = snapshot_module.parse_snapshot, threading.Lock(), [], []
+
+    def watched(text, where):
+        with lock:
+            parsing.append(where)
+            most.append(len(parsing))
+        time.sleep(0.3)  # long enough for every other host's reply to arrive meanwhile
+        with lock:
+            parsing.remove(where)
+        return parse(text, where)
+
+    monkeypatch.setattr(snapshot_module, "parse_snapshot", watched)
+    options = remote.RemoteOptions(timeout=60)
+    threads = [threading.Thread(target=remote.collect_snapshot, args=(make_host(f"good{n}", {}), options))
+               for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(most) == 6 and max(most) == 2
 
 
 def test_only_the_tail_of_stderr_is_kept_and_the_reason_is_one_short_line(fake):

@@ -3,26 +3,29 @@
 Each attack is a snapshot that is valid in every way but one: nested 200,000 levels deep, a lone
 surrogate or a control character where the host's text goes, a hostname of megabytes, more
 entries than any collector writes, a schema fault in a value of megabytes, or a collector that
-stopped at its entry limit. Through the real CLI, each gives one clear line naming the file and
-the documented exit code (2 alone, 3 among others, whose reports are kept), and every output
-format is still written: JSON with the host's text exact, JUnit as valid XML with nothing
-dropped without trace. The collector's side: a pci.ids.gz bomb is never inflated past the cap,
-and compaction stays linear on a directory of 125,000 names.
+stopped at its entry limit -- or a file of millions of tiny values, refused before they are
+parsed. Through the real CLI, each gives one clear line naming the file and the documented exit
+code (2 alone, 3 among others, whose reports are kept), and every output format is still
+written: JSON with the host's text exact, JUnit as valid XML with nothing dropped without trace.
+The collector's side: a pci.ids.gz bomb is never inflated past the cap, and compaction stays
+linear on a directory of 125,000 names.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from clihelpers import run_cli, stderr_lines
+from clihelpers import REPO, run_cli, stderr_lines
 from hosttree import ready_host, workstation
 from scanner import collector
 from scanner.facts import Facts
 from scanner.host.snapshot import (MAX_ENTRIES, MAX_IDENTITY, SnapshotError, SnapshotHost, parse_snapshot)
+from scanner.host.snapshot_json import MAX_VALUES, values_at_most
 from scanner.host.tree import TreeHost
 
 DEEP = 200_000
@@ -98,6 +101,47 @@ def test_more_entries_than_a_collector_writes_is_refused_by_count(ready):
     doc = dict(ready[1], entries={f"/e{n}": {"type": "dir"} for n in range(MAX_ENTRIES + 1)})
     with pytest.raises(SnapshotError, match=f"more than a collector records \\({MAX_ENTRIES}\\)"):
         parse_snapshot(json.dumps(doc), "s.json")
+
+
+#: 8 MB of empty arrays, 5.2 million values: parsed, each 3 bytes become a 64-byte list (64 MiB of them took 2 GB)
+TINY_VALUES = "[" + "[]," * 2_600_000 + "[]]"
+TOO_MANY = "too many JSON values to be a snapshot"
+
+
+def test_millions_of_tiny_values_are_refused_before_they_are_parsed(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(json, "loads", never)
+    with pytest.raises(SnapshotError, match=f"^s.json: {TOO_MANY} .*the limit is {MAX_VALUES:,}\\): not parsed$"):
+        parse_snapshot(TINY_VALUES, "s.json")
+
+
+def test_a_snapshot_of_millions_of_tiny_values_is_one_line_alone_and_that_hosts_error_among_many(ready, tmp_path):
+    bad = tmp_path / "tiny.json"
+    bad.write_text(TINY_VALUES)
+    assert_one_line_error(run_cli("scan", "--snapshot", bad), bad, TOO_MANY)
+    proc = run_cli("scan", "--snapshot", ready[0], bad, "--format", "json")
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    hosts = json.loads(proc.stdout)["hosts"]
+    assert [h["host"]["label"] for h in hosts] == ["ready", "tiny"]
+    assert hosts[0]["findings"] and not hosts[0].get("notes")
+    [note] = hosts[1]["notes"]
+    assert note.startswith(f"snapshot {bad}: {TOO_MANY} (") and hosts[1]["findings"] == []
+
+
+def test_a_real_large_snapshot_is_scanned_and_ten_times_it_is_still_within_the_value_limit(tmp_path):
+    """1,000 PCI functions as the collector writes them: a 10,000-function host's snapshot is ten times
+    as many values (measured: 2.1 million), and the limit leaves room for twice that again."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import treegen
+
+    treegen.build(tmp_path / "tree", 1000, pci_ids=False)
+    snap = tmp_path / "big.json"
+    assert run_cli("collect", "--root", tmp_path / "tree", "-o", snap).returncode == 0
+    proc = run_cli("scan", "--snapshot", snap, "--format", "json")
+    assert proc.returncode in (0, 1) and not json.loads(proc.stdout).get("notes"), proc.stderr
+    assert 10 * 2 * values_at_most(snap.read_text()) < MAX_VALUES
 
 
 def test_a_schema_fault_in_a_value_of_megabytes_is_still_one_short_line(ready, tmp_path):

@@ -3,10 +3,11 @@
 A host is not trusted to behave: whatever it sends, it cannot take the run down. Each collection
 runs in its own process group (session) and is driven by one ``select()`` loop (:class:`Collection`)
 that holds it to three bounds -- a wall-clock deadline (``--timeout``) over connecting, collecting
-and reading, however many descendants keep the pipes open; at most :data:`MAX_REPLY_BYTES` on
-stdout; at most :data:`MAX_ERROR_BYTES` on stderr, of which only the last :data:`ERROR_KEPT_BYTES`
-are kept -- and ends the whole process group when one is crossed or the run is stopped
-(:class:`InFlight`, SIGINT/SIGTERM). Memory per host is bounded by the caps, never by the flood.
+and reading, however many descendants keep the pipes open (a reply already on its way when it
+passes is still read, for a few seconds at most: this process may have been too busy to read
+it); at most :data:`MAX_REPLY_BYTES` on stdout; at most :data:`MAX_ERROR_BYTES` on stderr, of
+which only the last :data:`ERROR_KEPT_BYTES` are kept -- and ends the whole process group when one is crossed or the run is stopped
+(:class:`InFlight`, SIGINT/SIGTERM). A host's reply is bounded by the caps, never by the flood.
 What the reply means is judged elsewhere (scanner/fleet/remote.py).
 """
 
@@ -28,9 +29,10 @@ if TYPE_CHECKING:
 
 MIB = 1 << 20
 #: What one host may send on stdout. A snapshot of a real host is a few hundred KB to a few MB;
-#: a generated host of 10,000 PCI functions comes to 18 MB, and a tree at the collector's own
+#: a generated host of 10,000 PCI functions comes to 28 MB, and a tree at the collector's own
 #: entry cap (250,000 paths) to about 31 MB. 64 MiB leaves room above all of those, and bounds the
-#: memory one host can take (per host collected at once: ``--parallel`` of them).
+#: memory one host's reply takes (per host collected at once: ``--parallel`` of them); what parsing
+#: it may take is bounded by its count of values (scanner/host/snapshot_json.py).
 MAX_REPLY_BYTES = 64 * MIB
 #: What one host may send on stderr: ssh's and the collector's diagnostics are lines, a few KB
 #: even under ``ssh -vvv``; a host sending more is flooding, and is stopped.
@@ -43,6 +45,12 @@ KILL_GRACE_S = 1.0
 READ_CHUNK = 1 << 16
 #: How often the loop looks at the collector process when the kernel cannot tell (no pidfd).
 POLL_S = 0.1
+#: Past the deadline, how long one look at the pipes waits for more of a reply: long enough for a
+#: writer that was blocked on the full pipe to fill it again, far shorter than any host's pause.
+LATE_WAIT_S = 0.2
+#: Past the deadline, how long a reply that keeps coming is still read, at most: what was held up
+#: while this process was busy gets through, a host dripping bytes forever does not.
+LATE_GRACE_S = 5.0
 
 
 
@@ -167,6 +175,7 @@ class Collection:
         self.selector = selectors.DefaultSelector()
         self.pending = memoryview(b"")
         self.exit_fd = _exit_fd(proc)
+        self.late_since: Optional[float] = None  # when the loop first ran past the deadline
 
     def run(self, source: bytes) -> Reply:
         try:
@@ -195,21 +204,39 @@ class Collection:
             self.selector.register(self.options.in_flight.wake_fd, selectors.EVENT_READ, self._stopped)
 
     def _step(self) -> bool:
-        """Handle what is ready; False once the process has exited and nothing more is waiting."""
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise HostUnavailable(f"timed out after {self.options.timeout:g} s collecting from {self.where}")
+        """Handle what is ready; False once the process has exited and nothing more is waiting.
+
+        The deadline is judged after a look at the pipes, never before one. Why: every host's reply
+        is parsed and scanned in this one process, and a long parse holds the others' threads; a
+        reply that arrived meanwhile is waiting in the pipe (or its writer is, on the full pipe),
+        and the host is not to blame for the wait. So past the deadline the host times out only
+        when a look of :data:`LATE_WAIT_S` finds nothing more, or it is still sending
+        :data:`LATE_GRACE_S` later.
+        """
         exited = self.proc.poll() is not None
         if exited and not self._pipes_open():
             return False
-        if exited:
+        now = time.monotonic()
+        late = now >= self.deadline
+        if late:
+            self.late_since = self.late_since or now
+            if now - self.late_since > LATE_GRACE_S:
+                raise self._timed_out()
+            wait = 0.0 if exited else LATE_WAIT_S
+        elif exited:
             wait = 0.0  # only what is already in the pipes: nothing legitimate writes after the collector
         else:
+            left = self.deadline - now
             wait = left if self.exit_fd is not None else min(left, POLL_S)
         events = self.selector.select(wait)
         for key, _ in events:
             key.data(key.fd)
+        if late and not events and self.proc.poll() is None:
+            raise self._timed_out()
         return bool(events) or not exited
+
+    def _timed_out(self) -> HostUnavailable:
+        return HostUnavailable(f"timed out after {self.options.timeout:g} s collecting from {self.where}")
 
     def _pipes_open(self) -> bool:
         return any(key.data in (self._read_out, self._read_err) for key in self.selector.get_map().values())

@@ -16,14 +16,20 @@ and optionally ``key=value`` variables after the host, as on an INI inventory li
 from __future__ import annotations
 
 import fnmatch
+import itertools
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 
 #: The largest inventory or hosts file read: a line per host, and fleets of thousands are a few MB.
 MAX_INVENTORY_BYTES = 16 << 20
+#: The most hosts one inventory may name, ranges expanded: far above any fleet one run scans.
+MAX_HOSTS = 100_000
+#: The most group entries a YAML inventory's walk may go through, aliases followed (see parse_yaml_inventory).
+MAX_GROUP_VISITS = 1_000_000
 
 
 class InventoryError(Exception):
@@ -73,22 +79,51 @@ _RANGE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::([0-9]+))?\]")
 
 
 def expand_range(pattern: str) -> List[str]:
-    """Ansible host ranges: ``gpu[01:03]`` -> gpu01 gpu02 gpu03, ``db-[a:c]``, ``[0:10:5]``."""
-    match = _RANGE.search(pattern)
-    if not match:
-        return [pattern]
-    start, end, step = match.group(1), match.group(2), int(match.group(3) or 1)
+    """Ansible host ranges: ``gpu[01:03]`` -> gpu01 gpu02 gpu03, ``db-[a:c]``, ``[0:10:5]``.
+
+    Several ranges in one name multiply: how many names they make is known before any is made,
+    and more than :data:`MAX_HOSTS` is a ValueError (``n[0:9999][0:9999][0:9999]`` would be a
+    trillion, and the memory for them a crash).
+    """
+    pieces, choices, end = [], [], 0
+    for match in _RANGE.finditer(pattern):
+        pieces.append(pattern[end:match.start()])
+        choices.append(_range_items(match))
+        end = match.end()
+    count = math.prod(len(items) for items in choices)
+    if count > MAX_HOSTS:
+        raise ValueError(f"host range {_quoted(pattern)} makes {count:,} hosts, more than the {MAX_HOSTS:,} "
+                         "an inventory may have")
+    tail = pattern[end:]
+    return ["".join(p + str(c) for p, c in zip(pieces, chosen)) + tail for chosen in itertools.product(*choices)]
+
+
+def _range_items(match) -> Sequence:
+    """The items of one ``[start:end(:step)]``, lazily (a range of numbers, or letters)."""
+    start, end, step = match.group(1), match.group(2), max(int(match.group(3) or 1), 1)
     if start.isdigit() and end.isdigit():
         width = len(start) if start.startswith("0") and len(start) > 1 else 0
-        items = [str(i).zfill(width) for i in range(int(start), int(end) + 1, max(step, 1))]
-    elif len(start) == 1 and len(end) == 1 and start.isalpha() and end.isalpha():
-        items = [chr(c) for c in range(ord(start), ord(end) + 1, max(step, 1))]
-    else:
-        raise ValueError(f"bad host range {match.group(0)!r}")
-    out = []
-    for item in items:
-        out += expand_range(pattern[:match.start()] + item + pattern[match.end():])
-    return out
+        return _Padded(range(int(start), int(end) + 1, step), width)
+    if len(start) == 1 and len(end) == 1 and start.isalpha() and end.isalpha():
+        return [chr(c) for c in range(ord(start), ord(end) + 1, step)]
+    raise ValueError(f"bad host range {match.group(0)!r}")
+
+
+class _Padded(Sequence):
+    """Numbers of a range as names, zero-padded to ``width``: counted without being made."""
+
+    def __init__(self, numbers: range, width: int):
+        self.numbers, self.width = numbers, width
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __getitem__(self, index):
+        return str(self.numbers[index]).zfill(self.width)
+
+
+def _quoted(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 # -- the group graph both Ansible formats build -----------------------------------------------
@@ -104,6 +139,8 @@ class _Inventory:
         self.children.setdefault(name, [])
 
     def add_host(self, name: str, group: str, variables: Dict[str, str]) -> None:
+        if name not in self.hosts and len(self.hosts) >= MAX_HOSTS:
+            raise ValueError(f"more than {MAX_HOSTS:,} hosts, more than an inventory may have")
         self.group(group)
         self.hosts.setdefault(name, {}).update(variables)
         groups = self.host_groups.setdefault(name, [])
@@ -282,25 +319,37 @@ def parse_yaml_inventory(text: str, path: str = "inventory.yml") -> List[Invento
             raise InventoryError(f"{path}: {what} must be a mapping")
         return value
 
+    walked = set()  # (group, id of its body): a YAML alias puts one body under many parents
+    visits = [0]
+
     def walk(name: str, body, parent: Optional[str], seen: Tuple[str, ...]) -> None:
+        """Why ``walked``: a group's body reached again through an alias adds nothing new but its
+        parent, and walking it again each time is exponential in the levels of aliases (groups
+        whose children alias the level below: 2**n walks). ``visits`` bounds what is left."""
         if name in seen:
             raise InventoryError(f"{path}: group {name!r} is its own child")
+        visits[0] += 1
+        if visits[0] > MAX_GROUP_VISITS:
+            raise InventoryError(f"{path}: more than {MAX_GROUP_VISITS:,} group entries, aliases followed: "
+                                 "not an inventory vfio-scan reads")
         inv.group(name)
         if parent:
             inv.add_child(parent, name)
         elif name != "all":
             inv.add_child("all", name)
+        if (name, id(body)) in walked:
+            return
         body = mapping(body, f"group {name!r}")
         inv.group_vars[name].update({str(k): v for k, v in mapping(body.get("vars"), f"{name}.vars").items()})
         for host, variables in mapping(body.get("hosts"), f"{name}.hosts").items():
             try:
-                names = expand_range(str(host))
+                for one in expand_range(str(host)):
+                    inv.add_host(one, name, {str(k): v for k, v in mapping(variables, f"host {host!r}").items()})
             except ValueError as exc:
                 raise InventoryError(f"{path}: {exc}") from None
-            for one in names:
-                inv.add_host(one, name, {str(k): v for k, v in mapping(variables, f"host {host!r}").items()})
         for child, child_body in mapping(body.get("children"), f"{name}.children").items():
             walk(str(child), child_body, name, seen + (name,))
+        walked.add((name, id(body)))
 
     for group, body in data.items():
         walk(str(group), body, None, ())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 from typing import List, Optional
 
 from scanner.fleet.collection import Collection, Reply
@@ -23,6 +24,9 @@ from scanner.engine.hostset import HostUnavailable
 SSH_FAILED = 255  # ssh's own exit status for connection and authentication failures
 #: How long a quoted error line of a host may be in its one-line reason.
 MAX_REASON_CHARS = 300
+#: Replies parsed at once, whatever ``--parallel`` is. Why: parsing one may take 0.4 GB
+#: (scanner/host/snapshot_json.py), and ten hosts replying together must not take ten times that.
+PARSING = threading.BoundedSemaphore(2)
 
 
 def _last_error(stderr: bytes) -> str:
@@ -110,8 +114,10 @@ def collect_snapshot(host: InventoryHost, options: RemoteOptions, file_name: Opt
         # it was scanned here while the copy saved under --save-snapshots was refused by a later scan.
         line = out[:exc.start].count(b"\n") + 1
         raise HostUnavailable(f"{where}: line {line}: not UTF-8 text (byte 0x{out[exc.start]:02x})") from None
+    del out  # up to 64 MiB, and the text holds it all now
     try:
-        return parse_snapshot(text, where)
+        with PARSING:
+            return parse_snapshot(text, where)
     except SnapshotError as exc:
         raise HostUnavailable(str(exc)) from None
 

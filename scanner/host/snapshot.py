@@ -22,25 +22,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import stat
 from typing import List, Optional
 
 from scanner.host import DEFAULT_CAP, BytesRead, Listing, Read, Stat
 from scanner.host.snapshot_entries import entries_are_valid
 from scanner.host.snapshot_envelope import envelope_is_plainly_valid, snapshot_schema
+from scanner.host.snapshot_json import (  # noqa: F401  (the parse's limits, named where snapshots are read)
+    MAX_NESTING, MAX_VALUES, TOO_DEEP, SnapshotError, _decode, _nesting_exceeds, decode_bounded)
 from scanner.host.snapshot_lookup import DirectLookup
 from scanner.host.tree import MISSING, Components, TreeHost, _Unresolvable
 
 NOT_COLLECTED = "not in the snapshot (the collector did not record it)"
 #: The largest snapshot file read. Real ones are far smaller: about 0.1 MB for a small machine, a
 #: few MB for a large server (kernel config, cpuinfo, interrupts, one record per sysfs path read),
-#: and no single file the collector reads is over 16 MiB. Parsed JSON takes up to 25 times its
-#: size in memory (an array of empty arrays), so this cap keeps one hostile file near 1.6 GB.
+#: and no single file the collector reads is over 16 MiB. What parsing it takes in memory is
+#: bounded by :data:`~scanner.host.snapshot_json.MAX_VALUES`, not by this size.
 MAX_SNAPSHOT_BYTES = 64 << 20
-#: Arrays and objects inside each other. A snapshot has four levels (the document, its entries,
-#: an entry, a listing); the margin leaves room for what a later 1.x collector may add.
-MAX_NESTING = 32
 #: The collector's own MAX_ENTRIES (scanner/collector.py): no snapshot it writes has more.
 MAX_ENTRIES = 250000
 #: Host names and machine names as the host reported them: the kernel keeps 64 characters
@@ -49,13 +47,8 @@ MAX_ENTRIES = 250000
 MAX_IDENTITY = 255
 #: A schema message quotes the value it rejects: a value of megabytes must not become the message.
 MAX_MESSAGE = 300
-TOO_DEEP = f"too deeply nested (arrays or objects over {MAX_NESTING} levels deep; a snapshot has 4)"
 
 _MODES = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "link": stat.S_IFLNK, "other": stat.S_IFIFO}
-
-
-class SnapshotError(Exception):
-    """A snapshot that cannot be used: unreadable, not JSON, or not what the schema describes."""
 
 
 def parse_snapshot(text: str, where: str) -> dict:
@@ -118,44 +111,6 @@ def _plainly_valid(document) -> bool:
     if _nesting_exceeds(envelope, MAX_NESTING):
         return False
     return envelope_is_plainly_valid(envelope, snapshot_schema()) or _validator().is_valid(envelope)
-
-
-def decode_bounded(text: str, where: str):
-    """The JSON value of ``text``, nested no deeper than :data:`MAX_NESTING`.
-
-    The C decoder counts its nesting against the recursion limit and stops with RecursionError
-    about a thousand levels down (no stack overflow, little time spent); what it does return is
-    then checked without recursion, so that nothing after it (the schema, an error message that
-    quotes a value) ever recurses through a hostile depth.
-    """
-    document = _decode(text, where)
-    if _nesting_exceeds(document, MAX_NESTING):
-        raise SnapshotError(f"{where}: {TOO_DEEP}")
-    return document
-
-
-def _decode(text: str, where: str):
-    """The JSON value of ``text``, of any nesting the C decoder accepts."""
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise SnapshotError(f"{where}: {TOO_DEEP}") from None
-    except ValueError as exc:
-        raise SnapshotError(f"{where}: not valid JSON: {exc}") from None
-
-
-def _nesting_exceeds(value, limit: int) -> bool:
-    """Is an array or object of ``value`` more than ``limit`` levels deep? Level by level, no recursion."""
-    level = [value] if type(value) in (dict, list) else []
-    for _ in range(limit):
-        below = []
-        for container in level:
-            children = container.values() if type(container) is dict else container
-            below += [child for child in children if type(child) is dict or type(child) is list]
-        if not below:
-            return False
-        level = below
-    return True
 
 
 def _shorten(text: str, limit: int = MAX_MESSAGE) -> str:
