@@ -41,6 +41,10 @@ NOT_COLLECTED = "not in the snapshot (the collector did not record it)"
 MAX_SNAPSHOT_BYTES = 64 << 20
 #: The collector's own MAX_ENTRIES (scanner/collector.py): no snapshot it writes has more.
 MAX_ENTRIES = 250000
+#: Names listed by all of a snapshot's directories together. The collector's 250,000 entries hold some 14,000
+#: PCI functions at most, listed in some 210,000 names (10,000 functions: 150,000); a scan makes an object of
+#: hundreds of bytes for each group or device named, so four million names of one listing cost 2 GB.
+MAX_LISTED_NAMES = 1000000
 #: Host names and machine names as the host reported them: the kernel keeps 64 characters
 #: (__NEW_UTS_LEN), a DNS name 253. Anything longer is cut here, with a note, so that no output
 #: repeats a hostile name of megabytes in every line that names the host.
@@ -77,6 +81,9 @@ def _checked(document, where: str) -> dict:
     entries = document.get("entries")
     if isinstance(entries, dict) and len(entries) > MAX_ENTRIES:
         raise SnapshotError(f"{where}: {len(entries)} entries, more than a collector records ({MAX_ENTRIES})")
+    if isinstance(entries, dict) and listed_names(entries) > MAX_LISTED_NAMES:
+        raise SnapshotError(f"{where}: {listed_names(entries)} names listed in its directories, more than a "
+                            f"collector records ({MAX_LISTED_NAMES})")
     # the bulk (entries) is checked in plain Python; jsonschema checks the rest, and everything
     # again when that finds a fault, so that the message is the schema's own
     envelope = dict(document, entries={}) if "entries" in document else document
@@ -105,12 +112,19 @@ def _plainly_valid(document) -> bool:
     if type(version) is not str or not version.startswith("1."):
         return False
     entries = document.get("entries")
-    if type(entries) is not dict or len(entries) > MAX_ENTRIES or not entries_are_valid(entries):
+    if type(entries) is not dict or len(entries) > MAX_ENTRIES or not entries_are_valid(entries) \
+            or listed_names(entries) > MAX_LISTED_NAMES:
         return False
     envelope = dict(document, entries={})
     if _nesting_exceeds(envelope, MAX_NESTING):
         return False
     return envelope_is_plainly_valid(envelope, snapshot_schema()) or _validator().is_valid(envelope)
+
+
+def listed_names(entries: dict) -> int:
+    """How many names the directory entries list, all together."""
+    return sum(len(entry["names"]) for entry in entries.values()
+               if type(entry) is dict and type(entry.get("names")) is list)
 
 
 def _shorten(text: str, limit: int = MAX_MESSAGE) -> str:
