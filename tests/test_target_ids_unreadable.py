@@ -52,3 +52,16 @@ def test_a_selector_that_matches_nothing_readable_still_fails(tmp_path):
     code, report = scan(tree, "--device", "abcd:1234")
     (present,) = [f for f in report["findings"] if f["rule_id"] == "VFIO-010"]
     assert present["status"] == "fail" and code == 1
+
+
+@pytest.mark.parametrize("link, leads", [("driver", "/etc/passwd"), ("iommu_group", "/etc")])
+def test_a_device_link_that_leads_nowhere_the_kernel_puts_it_is_no_driver_nor_group(tmp_path, link, leads):
+    """A rewritten ``driver`` link (a crafted snapshot, a tampered tree) was believed: "bound to passwd"."""
+    tree = gpu_on_vfio(workstation(tmp_path / "ws"))
+    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n")
+    tree.symlink(tree.device_dir(GPU) + f"/{link}", leads)
+    code, report = scan(tree, "--device", "01:00.0")
+    assert code == 3 and not [f for f in report["findings"] if f["status"] == "fail"], report["findings"]
+    assert any(f"/{link}: garbled: leads to {leads}, not " in note for note in report["notes"]), report["notes"]
+    said = json.dumps([f["message"] for f in report["findings"]])
+    assert "to passwd" not in said and "on passwd" not in said and "group etc" not in said

@@ -50,7 +50,20 @@ def link_target(host, path: str, where=None) -> Tuple[Optional[str], Optional[st
     if got.text == path or (where.ok and got.text == where.text.rstrip("/") + "/" + leaf):
         return None, "not a symlink"
     name = got.text.rstrip("/").rsplit("/", 1)[-1]
+    home = LINK_HOMES.get(leaf)
+    if home is not None and not _in_home(got.text, home):  # a rewritten link: "bound to passwd" is no driver
+        return None, f"garbled: leads to {got.text[:80]}, not {home[1]}"
     return (name, None) if name else (None, "not a symlink")
+
+
+#: Where the kernel's links of a device lead: (the path's parts, what the place is).
+LINK_HOMES = {"driver": (("sys", "bus", None, "drivers", None), "a driver's directory"),
+              "iommu_group": (("sys", "kernel", "iommu_groups", None), "an IOMMU group's directory")}
+
+
+def _in_home(path: str, home) -> bool:
+    parts = path.strip("/").split("/")
+    return len(parts) == len(home[0]) and all(want is None or part == want for part, want in zip(parts, home[0]))
 
 
 def read_pci_device(host, address: str, known: Optional[Dict[str, str]] = None) -> PciDevice:
