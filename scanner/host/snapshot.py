@@ -26,6 +26,7 @@ import json
 import stat
 from typing import List, Optional
 
+from scanner.base.json_text import nesting_exceeds
 from scanner.host import DEFAULT_CAP, BytesRead, Listing, Read, Stat
 from scanner.host.snapshot_entries import entries_are_valid
 from scanner.host.snapshot_envelope import envelope_is_plainly_valid, snapshot_schema
@@ -68,7 +69,7 @@ def parse_snapshot(text: str, where: str) -> dict:
     document = _decode(text, where)
     if _plainly_valid(document):
         return document
-    if _nesting_exceeds(document, MAX_NESTING):
+    if nesting_exceeds(document, MAX_NESTING):
         raise SnapshotError(f"{where}: {TOO_DEEP}")
     return _checked(document, where)
 
@@ -115,7 +116,7 @@ def _plainly_valid(document) -> bool:
     if type(entries) is not dict or len(entries) > MAX_ENTRIES or not entries_are_valid(entries):
         return False
     envelope = dict(document, entries={})
-    if _nesting_exceeds(envelope, MAX_NESTING):
+    if nesting_exceeds(envelope, MAX_NESTING):
         return False
     return envelope_is_plainly_valid(envelope, snapshot_schema()) or _validator().is_valid(envelope)
 
@@ -129,7 +130,7 @@ def decode_bounded(text: str, where: str):
     quotes a value) ever recurses through a hostile depth.
     """
     document = _decode(text, where)
-    if _nesting_exceeds(document, MAX_NESTING):
+    if nesting_exceeds(document, MAX_NESTING):
         raise SnapshotError(f"{where}: {TOO_DEEP}")
     return document
 
@@ -142,20 +143,6 @@ def _decode(text: str, where: str):
         raise SnapshotError(f"{where}: {TOO_DEEP}") from None
     except ValueError as exc:
         raise SnapshotError(f"{where}: not valid JSON: {exc}") from None
-
-
-def _nesting_exceeds(value, limit: int) -> bool:
-    """Is an array or object of ``value`` more than ``limit`` levels deep? Level by level, no recursion."""
-    level = [value] if type(value) in (dict, list) else []
-    for _ in range(limit):
-        below = []
-        for container in level:
-            children = container.values() if type(container) is dict else container
-            below += [child for child in children if type(child) is dict or type(child) is list]
-        if not below:
-            return False
-        level = below
-    return True
 
 
 def _shorten(text: str, limit: int = MAX_MESSAGE) -> str:
