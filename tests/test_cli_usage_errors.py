@@ -1,0 +1,61 @@
+"""Options that cannot work together are usage errors before anything is scanned: one line naming the
+option, exit 2, no output file written; a scan of many hosts is never run only to fail at the end."""
+
+from __future__ import annotations
+
+import pytest
+from clihelpers import make_plugin, plugin_with_rule, run_cli, stderr_lines
+from hosttree import gpu_on_vfio, workstation
+
+#: A host rule that leaves a mark: a scan that should not have started did, when the file exists.
+MARKER_PLUGIN = plugin_with_rule(
+    'id="ACME-100", name="acme-marker", scope="host", severity="low", title="ACME marker", docs=__doc__',
+    'open(__import__("os").environ["ACME_MARKER"], "w").close()\n        yield Finding.passed("scanned")')
+
+
+@pytest.fixture
+def marked(tmp_path):
+    """(run the CLI with the marker plugin, the marker file, a GPU workstation's tree)."""
+    plugins = make_plugin(tmp_path / "plugins", MARKER_PLUGIN)
+    marker = tmp_path / "scanned"
+    tree = gpu_on_vfio(workstation(tmp_path / "ws"))
+
+    def run(*args):
+        return run_cli(*args, pythonpath=plugins, ACME_MARKER=str(marker))
+    return run, marker, tree
+
+
+@pytest.fixture
+def two_snapshots(tmp_path, marked):
+    run, marker, tree = marked
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    for name in ("gpu01", "gpu02"):
+        assert run_cli("collect", "--root", tree.root, "-o", snaps / f"{name}.json").returncode == 0
+    return snaps
+
+
+@pytest.mark.parametrize("args, asked", [
+    (["fix", "--snapshot", "{a}", "{b}", "--device", "01:00.0", "-o", "{out}"], "-o {out}"),
+    (["fix", "--snapshot", "{dir}"], "--format script"),
+    (["scan", "--snapshot", "{dir}", "--script", "{out}"], "--script {out}"),
+    (["scan", "--snapshot", "{a}", "{b}", "--format", "script", "-o", "{out}"], "-o {out}"),
+])
+def test_a_script_for_several_hosts_is_refused_before_scanning(tmp_path, marked, two_snapshots, args, asked):
+    run, marker, _ = marked
+    names = {"a": two_snapshots / "gpu01.json", "b": two_snapshots / "gpu02.json", "dir": two_snapshots,
+             "out": tmp_path / "fix.sh"}
+    proc = run(*[arg.format(**names) for arg in args])
+    assert stderr_lines(proc) == [f"vfio-scan {args[0]}: error: {asked.format(**names)}: a remediation script is "
+                                  "written for one host at a time, and --snapshot gives 2 hosts; write one script "
+                                  "per host"]
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert not marker.exists(), "the hosts were scanned before the script was refused"
+    assert not (tmp_path / "fix.sh").exists()
+
+
+def test_a_script_for_one_snapshot_is_still_written(tmp_path, marked, two_snapshots):
+    run, marker, _ = marked
+    proc = run("fix", "--snapshot", two_snapshots / "gpu01.json", "-o", tmp_path / "fix.sh")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "fix.sh").read_text().startswith("#!/usr/bin/env bash") and marker.exists()
