@@ -59,3 +59,35 @@ def test_a_script_for_one_snapshot_is_still_written(tmp_path, marked, two_snapsh
     proc = run("fix", "--snapshot", two_snapshots / "gpu01.json", "-o", tmp_path / "fix.sh")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "fix.sh").read_text().startswith("#!/usr/bin/env bash") and marker.exists()
+
+
+@pytest.mark.parametrize("args, refused", [
+    (["-o", "{same}", "--json", "{same}", "--junit", "{same}"], "--json {same}: the same file as -o {same}"),
+    (["--json", "{same}", "--junit", "{link}"], "--junit {link}: the same file as --json {same}"),
+    (["--junit", "{same}", "--script", "{dotted}"], "--script {dotted}: the same file as --junit {same}"),
+    (["-o", "{hardlink}", "--json", "{existing}"], "--json {existing}: the same file as -o {hardlink}"),
+])
+def test_two_outputs_to_one_file_are_refused_before_scanning(tmp_path, marked, args, refused):
+    """Each output was written in turn over the one before: exit 0 and only the last left."""
+    run, marker, tree = marked
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "existing.txt").write_text("kept\n")
+    (tmp_path / "hardlink.txt").hardlink_to(tmp_path / "existing.txt")
+    (tmp_path / "link.out").symlink_to("same.out")
+    names = {"same": tmp_path / "same.out", "link": tmp_path / "link.out", "dotted": tmp_path / "sub" / ".." / "same.out",
+             "existing": tmp_path / "existing.txt", "hardlink": tmp_path / "hardlink.txt"}
+    proc = run("scan", "--root", tree.root, *[arg.format(**names) for arg in args])
+    assert stderr_lines(proc) == [f"vfio-scan scan: error: {refused.format(**names)}; give each output a file of "
+                                  "its own"]
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert not marker.exists() and not (tmp_path / "same.out").exists()
+    assert (tmp_path / "existing.txt").read_text() == "kept\n"
+
+
+def test_outputs_to_stdout_and_to_distinct_files_are_all_written(tmp_path, marked):
+    run, marker, tree = marked
+    report, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    proc = run("fix", "--root", tree.root, "--json", report, "--junit", junit, "--script", "-")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("#!/usr/bin/env bash") and report.read_text().startswith("{")
+    assert junit.read_text().startswith("<?xml") and marker.exists()

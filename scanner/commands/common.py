@@ -226,6 +226,24 @@ def check_writable(path: str, option: str) -> None:
         raise UsageError(f"{option} {path}: not writable")
 
 
+def check_distinct(files) -> None:
+    """Refuse before scanning two outputs (``(option, path)``) that name one file: the last written
+    would silently replace the others. Stdout (``-``) aside; paths compare resolved (links, ``..``), and
+    files that exist by what they are (a hard link)."""
+    seen = {}
+    for option, path in files:
+        if path == "-":
+            continue
+        try:
+            stat = os.stat(path)
+            key = (stat.st_dev, stat.st_ino)
+        except OSError:  # not there yet (or a dangling link): where it would be made
+            key = os.path.realpath(path)
+        if key in seen:
+            raise UsageError(f"{option} {path}: the same file as {seen[key]}; give each output a file of its own")
+        seen[key] = f"{option} {path}"
+
+
 def write_output(path: str, text) -> None:
     """Write one output -- its text, or the pieces of a streamed one (scanner/output/formats.py) -- to stdout
     (``None`` or ``-``) or to a file, whole or not at all (scanner/output/atomicwrite.py); a write that fails

@@ -7,7 +7,7 @@ import sys
 from scanner.base.errors import UsageError
 from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
                                      add_vm_user_arguments,
-                                     check_writable, host_set, load_policy, load_registry, parse_targets, write_outputs)
+                                     check_distinct, check_writable, host_set, load_policy, load_registry, parse_targets, write_outputs)
 from scanner.engine.report import FAIL_ON_CHOICES
 
 
@@ -94,9 +94,10 @@ def run(options, finished=None) -> int:
     out, command = options.outputs, options.command
     extra = (("json", "--json", out.json_file), ("junit", "--junit", out.junit_file),
              ("script", "--script", out.script_file))
-    for option, path in [("-o", out.output)] + [(opt, path) for _, opt, path in extra]:
-        if path:
-            check_writable(path, option)
+    files = [(option, path) for option, path in [("-o", out.output)] + [(opt, path) for _, opt, path in extra] if path]
+    for option, path in files:
+        check_writable(path, option)
+    check_distinct(files)
     selectors, vfs = parse_targets(options.targets)
     hosts = host_set(options.hosts)  # one host, one per --snapshot file, or vfio-scan fleet's
     one_host_per_script(out, hosts, options.hosts)
