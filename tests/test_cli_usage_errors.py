@@ -91,3 +91,36 @@ def test_outputs_to_stdout_and_to_distinct_files_are_all_written(tmp_path, marke
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("#!/usr/bin/env bash") and report.read_text().startswith("{")
     assert junit.read_text().startswith("<?xml") and marker.exists()
+
+
+EMPTY = [("-o", "a file name (or - for stdout)"), ("--json", "a file name (or - for stdout)"),
+         ("--junit", "a file name (or - for stdout)"), ("--script", "a file name (or - for stdout)"),
+         ("--policy", "a policy file (TOML or JSON), or leave --policy out"),
+         ("--as-of", "a date YYYY-MM-DD, or leave --as-of out to judge as of today")]
+
+
+@pytest.mark.parametrize("command", ["scan", "fix"])
+@pytest.mark.parametrize("option, wanted", EMPTY, ids=[e[0] for e in EMPTY])
+def test_an_empty_option_value_is_a_usage_error_naming_the_option(marked, command, option, wanted):
+    """'--json ""' (a variable that was not set) silently wrote no JSON, '--policy ""' judged without the policy."""
+    run, marker, tree = marked
+    proc = run(command, "--root", tree.root, option, "")
+    assert stderr_lines(proc) == [f"vfio-scan {command}: error: {option}: empty; give {wanted}"]
+    assert proc.returncode == 2 and proc.stdout == "" and not marker.exists()
+
+
+@pytest.mark.parametrize("args, option", [
+    (["qemu-args", "--root", "{root}", "--device", "01:00.0", "--policy", ""], "--policy"),
+    (["vm-config", "--for", "libvirt", "--root", "{root}", "--device", "01:00.0", "--as-of", ""], "--as-of"),
+    (["collect", "--root", "{root}", "-o", ""], "-o"),
+    (["collect", "--print-script", "-o", ""], "-o"),
+    (["diff", "{snap}", "{snap}", "-o", ""], "-o"),
+    (["fleet", "gpu01", "--save-snapshots", ""], "--save-snapshots"),
+    (["fleet", "gpu01", "--ssh-config", ""], "--ssh-config"),
+])
+def test_other_commands_refuse_an_empty_value_too(marked, two_snapshots, args, option):
+    run, marker, tree = marked
+    proc = run(*[arg.format(root=tree.root, snap=two_snapshots / "gpu01.json") for arg in args])
+    (line,) = stderr_lines(proc)
+    assert line.startswith(f"vfio-scan {args[0]}: error: {option}: empty; give ")
+    assert proc.returncode == 2 and proc.stdout == "" and not marker.exists()

@@ -142,6 +142,8 @@ def load_policy(choice, registry):
     from scanner.engine.model import SEVERITIES
     from scanner.policy.model import merge_cli
 
+    check_given("--policy", choice.file, "a policy file (TOML or JSON), or leave --policy out")
+    check_given("--as-of", choice.as_of, "a date YYYY-MM-DD, or leave --as-of out to judge as of today")
     to_id = {r.name: r.id for r in registry.rules.values()}
     to_id.update({r.id: r.id for r in registry.rules.values()})
     policy = None
@@ -213,8 +215,16 @@ def load_registry(strict_plugins: bool = False):
     return registry
 
 
+def check_given(option: str, value, wanted: str) -> None:
+    """An option typed with an empty value (``--json ''``: a variable that was not set) is a usage
+    error, not the option left out: that would quietly skip an output, a policy or a date."""
+    if value == "":
+        raise UsageError(f"{option}: empty; give {wanted}")
+
+
 def check_writable(path: str, option: str) -> None:
     """Refuse before scanning when an output file cannot be written (nothing gathered is lost)."""
+    check_given(option, path, "a file name (or - for stdout)")
     if path == "-":
         return
     parent = os.path.dirname(os.path.abspath(path))

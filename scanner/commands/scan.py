@@ -94,7 +94,8 @@ def run(options, finished=None) -> int:
     out, command = options.outputs, options.command
     extra = (("json", "--json", out.json_file), ("junit", "--junit", out.junit_file),
              ("script", "--script", out.script_file))
-    files = [(option, path) for option, path in [("-o", out.output)] + [(opt, path) for _, opt, path in extra] if path]
+    files = [(option, path) for option, path in [("-o", out.output)] + [(opt, path) for _, opt, path in extra]
+             if path is not None]
     for option, path in files:
         check_writable(path, option)
     check_distinct(files)
