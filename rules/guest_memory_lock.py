@@ -72,13 +72,13 @@ def check(facts, scan):
 
 def _without_size(facts, scan) -> Finding:
     """No guest size: a skip, unless ``--vm-user`` names a user whose finite limit is known (a warning)."""
-    from scanner.facts.memlock import MIB, UNLIMITED, format_size
-
     ask = ("give --guest-memory SIZE (the VM's RAM, e.g. 16G) to check that the VM's user may lock it: VFIO pins all "
            "guest memory")
     user = facts.vm_user(scan.vm_user) if scan.vm_user else None
     if user is None or user.reason or user.is_root or user.libvirt:
         return Finding.skip(ask)  # root and libvirt pass at any size: that is said when the size is given
+    from scanner.facts.memlock import MIB, UNLIMITED, format_size  # only now: a plain scan needs none of it
+
     limits = _limits(facts, user)
     if isinstance(limits, Finding):
         return limits

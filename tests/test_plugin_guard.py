@@ -400,12 +400,19 @@ def test_an_exception_whose_text_fails_is_still_described():
         Deadline().call(crash)
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf"])
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "1e10", "86400.5"])
 def test_a_bad_timeout_is_a_usage_error(value, ready):
+    """1e10 s overflowed setitimer's time_t: every rule errored (exit 3) instead of one line, exit 2."""
     proc = run_cli("scan", "--root", ready.root, **{TIMEOUT_ENV: value})
     assert proc.returncode == 2 and proc.stdout == ""
     assert stderr_lines(proc) == [f"vfio-scan scan: error: {TIMEOUT_ENV}={value}: expected a number of seconds "
-                                  "(0: no deadline)"]
+                                  "up to 86400, a day (0: no deadline)"]
+
+
+def test_a_day_is_the_longest_timeout_taken(ready):
+    proc = run_cli("scan", "--root", ready.root, "--format", "json", **{TIMEOUT_ENV: "86400"})
+    assert proc.returncode == 0, proc.stderr
+    assert '"status": "error"' not in proc.stdout
 
 
 def test_zero_turns_the_deadline_off(monkeypatch):

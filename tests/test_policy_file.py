@@ -209,7 +209,7 @@ def test_quoted_keys_and_dotted_keys_are_located(tmp_path):
     path = write_policy(tmp_path, """
         # a comment with [brackets] and "quotes"
         description = \"\"\"
-        [[waivers]] inside a string is not a table
+        [[waivers]] inside a string is not a table \\
         \"\"\"
         rules.severity."VFIO-006" = "high"
         rules.severity.'VFIO-007' = "severe"

@@ -5,6 +5,10 @@ Host text reaches JSON documents as it was read, and JSON itself can spell a lon
 with ``ensure_ascii=False``, such a character cannot be encoded, and the whole output is lost to
 a UnicodeEncodeError. Escaped as ``\\uXXXX`` inside its JSON string, it means the same character
 and the text encodes.
+
+And how deep a decoded JSON value nests (:func:`nesting_exceeds`), without recursing: a hostile
+input (a snapshot, a policy) may nest arrays thousands of levels deep, and whatever walks such a
+value recursively afterwards (a schema, a message that quotes it) would fail with RecursionError.
 """
 
 from __future__ import annotations
@@ -32,4 +36,18 @@ def indented(document, end: str = "") -> str:
     return escape_surrogates(json.dumps(document, indent=2, ensure_ascii=False) + end)
 
 
-__all__ = ["escape_surrogates", "indented"]
+def nesting_exceeds(value, limit: int) -> bool:
+    """Is an array or object of ``value`` more than ``limit`` levels deep? Level by level, no recursion."""
+    level = [value] if type(value) in (dict, list) else []
+    for _ in range(limit):
+        below = []
+        for container in level:
+            children = container.values() if type(container) is dict else container
+            below += [child for child in children if type(child) is dict or type(child) is list]
+        if not below:
+            return False
+        level = below
+    return True
+
+
+__all__ = ["escape_surrogates", "indented", "nesting_exceeds"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from scanner.commands.common import check_host_options, check_writable, write_outputs
+from scanner.commands.common import check_given, check_host_options, check_writable, write_outputs
 from scanner.engine.report import EXIT_INCOMPLETE
 
 
@@ -28,12 +28,13 @@ def run(options) -> int:
     from scanner import collector
 
     root, kernel_log, output = options.hosts.root, options.hosts.kernel_log, options.output
+    check_given("-o", output, "a file name (or - for stdout)")
     if options.print_script:
         from scanner.fleet.remote_command import collector_source
 
         written = write_outputs("collect", [(collector_source().decode("utf-8"), output or "-")])
         return 0 if written else EXIT_INCOMPLETE
-    if output:
+    if output is not None:
         check_writable(output, "-o")
     check_host_options(root, kernel_log)  # --root "" would collect this machine instead
 

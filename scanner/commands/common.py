@@ -142,6 +142,8 @@ def load_policy(choice, registry):
     from scanner.engine.model import SEVERITIES
     from scanner.policy.model import merge_cli
 
+    check_given("--policy", choice.file, "a policy file (TOML or JSON), or leave --policy out")
+    check_given("--as-of", choice.as_of, "a date YYYY-MM-DD, or leave --as-of out to judge as of today")
     to_id = {r.name: r.id for r in registry.rules.values()}
     to_id.update({r.id: r.id for r in registry.rules.values()})
     policy = None
@@ -213,8 +215,16 @@ def load_registry(strict_plugins: bool = False):
     return registry
 
 
+def check_given(option: str, value, wanted: str) -> None:
+    """An option typed with an empty value (``--json ''``: a variable that was not set) is a usage
+    error, not the option left out: that would quietly skip an output, a policy or a date."""
+    if value == "":
+        raise UsageError(f"{option}: empty; give {wanted}")
+
+
 def check_writable(path: str, option: str) -> None:
     """Refuse before scanning when an output file cannot be written (nothing gathered is lost)."""
+    check_given(option, path, "a file name (or - for stdout)")
     if path == "-":
         return
     parent = os.path.dirname(os.path.abspath(path))
@@ -224,6 +234,24 @@ def check_writable(path: str, option: str) -> None:
         raise UsageError(f"{option} {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise UsageError(f"{option} {path}: not writable")
+
+
+def check_distinct(files) -> None:
+    """Refuse before scanning two outputs (``(option, path)``) that name one file: the last written
+    would silently replace the others. Stdout (``-``) aside; paths compare resolved (links, ``..``), and
+    files that exist by what they are (a hard link)."""
+    seen = {}
+    for option, path in files:
+        if path == "-":
+            continue
+        try:
+            stat = os.stat(path)
+            key = (stat.st_dev, stat.st_ino)
+        except OSError:  # not there yet (or a dangling link): where it would be made
+            key = os.path.realpath(path)
+        if key in seen:
+            raise UsageError(f"{option} {path}: the same file as {seen[key]}; give each output a file of its own")
+        seen[key] = f"{option} {path}"
 
 
 def write_output(path: str, text) -> None:

@@ -37,7 +37,7 @@ def run(options) -> int:
     from scanner.drift.result import EXIT_INCOMPLETE, diff_document, exit_code, pair_sides
     from scanner.drift.sides import SideError, read_side
 
-    if options.output:
+    if options.output is not None:
         check_writable(options.output, "-o")
     scan = SnapshotScanner(options.targets, options.strict_plugins)
     try:

@@ -26,6 +26,7 @@ from typing import Optional
 
 from scanner.base.errors import UsageError
 from scanner.commands import scan
+from scanner.commands.common import check_given
 
 
 def add_arguments(parser) -> None:
@@ -151,6 +152,8 @@ def check_connection_arguments(connection) -> None:
     for option in connection.ssh_options:
         if "=" not in option or option.startswith("-"):
             raise UsageError(f"--ssh-option {option}: expected OPTION=VALUE, e.g. ConnectTimeout=5")
+    check_given("--ssh-config", connection.ssh_config, "an ssh configuration file, or leave --ssh-config out")
+    check_given("--save-snapshots", connection.save_snapshots, "a directory, or leave --save-snapshots out")
     if connection.ssh_config and not os.path.isfile(connection.ssh_config):
         raise UsageError(f"--ssh-config {connection.ssh_config}: no such file")
     save = connection.save_snapshots

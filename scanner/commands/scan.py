@@ -7,7 +7,7 @@ import sys
 from scanner.base.errors import UsageError
 from scanner.commands.common import (add_host_arguments, add_plugin_arguments, add_policy_arguments, add_target_arguments,
                                      add_vm_user_arguments,
-                                     check_writable, host_set, load_policy, load_registry, parse_targets, write_outputs)
+                                     check_distinct, check_writable, host_set, load_policy, load_registry, parse_targets, write_outputs)
 from scanner.engine.report import FAIL_ON_CHOICES
 
 
@@ -75,6 +75,18 @@ def guest_memory(text):
         raise UsageError(f"--guest-memory {exc}") from None
 
 
+def one_host_per_script(out, hosts, source) -> None:
+    """A remediation script is for one host: asked of many (--snapshot files, a fleet), a usage error
+    before anything is scanned, instead of a failed output after every host was."""
+    asked = [f"--script {out.script_file}"] if out.script_file else []
+    if out.format == "script":
+        asked.insert(0, f"-o {out.output}" if out.output not in (None, "-") else "--format script")
+    if asked and len(hosts.jobs) > 1:
+        given = "--snapshot gives" if source.snapshots else "the fleet has"
+        raise UsageError(f"{asked[0]}: a remediation script is written for one host at a time, and {given} "
+                         f"{len(hosts.jobs)} hosts; write one script per host")
+
+
 def run(options, finished=None) -> int:
     """Scan as ``options`` (a :class:`~scanner.commands.options.ScanOptions`) say and write every output;
     ``finished(reports, written, code)`` (``fix``'s) may then say more and decide the exit code, once
@@ -82,11 +94,14 @@ def run(options, finished=None) -> int:
     out, command = options.outputs, options.command
     extra = (("json", "--json", out.json_file), ("junit", "--junit", out.junit_file),
              ("script", "--script", out.script_file))
-    for option, path in [("-o", out.output)] + [(opt, path) for _, opt, path in extra]:
-        if path:
-            check_writable(path, option)
+    files = [(option, path) for option, path in [("-o", out.output)] + [(opt, path) for _, opt, path in extra]
+             if path is not None]
+    for option, path in files:
+        check_writable(path, option)
+    check_distinct(files)
     selectors, vfs = parse_targets(options.targets)
     hosts = host_set(options.hosts)  # one host, one per --snapshot file, or vfio-scan fleet's
+    one_host_per_script(out, hosts, options.hosts)
     registry = load_registry(options.strict_plugins)
     if out.format not in registry.formats:
         raise UsageError(f"--format {out.format}: unknown format; choose from {', '.join(sorted(registry.formats))}")

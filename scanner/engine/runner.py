@@ -73,6 +73,8 @@ class Scan:
 #: and registration, one third-party format's rendering. ``0`` turns the deadline off.
 TIMEOUT_ENV = "VFIO_SCAN_PLUGIN_TIMEOUT"
 DEFAULT_TIMEOUT = 30.0
+#: The longest deadline taken: a day (an interval timer of 1e10 s overflows the platform's time_t).
+MAX_TIMEOUT = 86400.0
 #: Once a deadline has passed the alarm repeats this often: plugin code that swallowed one gets the next.
 _REPEAT_S = 0.5
 #: How much sooner than the deadline an alarm may seem to come, timer and clock measured apart.
@@ -90,7 +92,7 @@ class DeadlineExceeded(BaseException):
 
 def plugin_timeout() -> float:
     """The deadline ``VFIO_SCAN_PLUGIN_TIMEOUT`` asks for (default 30 s; 0: none); ValueError when it is
-    not a number of seconds."""
+    not a number of seconds from 0 to :data:`MAX_TIMEOUT`."""
     text = os.environ.get(TIMEOUT_ENV, "").strip()
     if not text:
         return DEFAULT_TIMEOUT
@@ -98,8 +100,9 @@ def plugin_timeout() -> float:
         seconds = float(text)
     except ValueError:
         seconds = float("nan")
-    if not 0 <= seconds < float("inf"):  # nan and inf too
-        raise ValueError(f"{TIMEOUT_ENV}={text}: expected a number of seconds (0: no deadline)")
+    if not 0 <= seconds <= MAX_TIMEOUT:  # nan and inf too
+        raise ValueError(f"{TIMEOUT_ENV}={text}: expected a number of seconds up to {MAX_TIMEOUT:.0f}, a day "
+                         "(0: no deadline)")
     return seconds
 
 

@@ -25,11 +25,12 @@ import binascii
 import stat
 from typing import List, Optional
 
+from scanner.base.json_text import nesting_exceeds
 from scanner.host import DEFAULT_CAP, BytesRead, Listing, Read, Stat
 from scanner.host.snapshot_entries import entries_are_valid
 from scanner.host.snapshot_envelope import envelope_is_plainly_valid, snapshot_schema
 from scanner.host.snapshot_json import (  # noqa: F401  (the parse's limits, named where snapshots are read)
-    MAX_NESTING, MAX_VALUES, TOO_DEEP, SnapshotError, _decode, _nesting_exceeds, decode_bounded)
+    MAX_NESTING, MAX_VALUES, TOO_DEEP, SnapshotError, _decode, decode_bounded)
 from scanner.host.snapshot_lookup import DirectLookup
 from scanner.host.tree import MISSING, Components, TreeHost, _Unresolvable
 
@@ -65,7 +66,7 @@ def parse_snapshot(text: str, where: str) -> dict:
     document = _decode(text, where)
     if _plainly_valid(document):
         return document
-    if _nesting_exceeds(document, MAX_NESTING):
+    if nesting_exceeds(document, MAX_NESTING):
         raise SnapshotError(f"{where}: {TOO_DEEP}")
     return _checked(document, where)
 
@@ -116,7 +117,7 @@ def _plainly_valid(document) -> bool:
             or listed_names(entries) > MAX_LISTED_NAMES:
         return False
     envelope = dict(document, entries={})
-    if _nesting_exceeds(envelope, MAX_NESTING):
+    if nesting_exceeds(envelope, MAX_NESTING):
         return False
     return envelope_is_plainly_valid(envelope, snapshot_schema()) or _validator().is_valid(envelope)
 

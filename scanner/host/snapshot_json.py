@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 
+from scanner.base.json_text import nesting_exceeds
+
 #: Arrays and objects inside each other. A snapshot has four levels (the document, its entries,
 #: an entry, a listing); the margin leaves room for what a later 1.x collector may add.
 MAX_NESTING = 32
@@ -44,7 +46,7 @@ def decode_bounded(text: str, where: str):
     quotes a value) ever recurses through a hostile depth.
     """
     document = _decode(text, where)
-    if _nesting_exceeds(document, MAX_NESTING):
+    if nesting_exceeds(document, MAX_NESTING):
         raise SnapshotError(f"{where}: {TOO_DEEP}")
     return document
 
@@ -62,16 +64,3 @@ def _decode(text: str, where: str):
     except ValueError as exc:
         raise SnapshotError(f"{where}: not valid JSON: {exc}") from None
 
-
-def _nesting_exceeds(value, limit: int) -> bool:
-    """Is an array or object of ``value`` more than ``limit`` levels deep? Level by level, no recursion."""
-    level = [value] if type(value) in (dict, list) else []
-    for _ in range(limit):
-        below = []
-        for container in level:
-            children = container.values() if type(container) is dict else container
-            below += [child for child in children if type(child) is dict or type(child) is list]
-        if not below:
-            return False
-        level = below
-    return True

@@ -15,6 +15,7 @@ import sys
 from datetime import date, datetime, time
 from typing import Any, Collection, List, Optional, Sequence, Tuple
 
+from scanner.base.json_text import nesting_exceeds
 from scanner.policy.model import Policy, Waiver
 from scanner.policy.schema import validate
 from scanner.policy.toml import BARE, TomlLocator
@@ -26,6 +27,16 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 
 #: The largest policy file read: real ones are a few KB (targets, rules, waivers).
 MAX_POLICY_BYTES = 4 << 20
+#: Arrays and tables inside each other. A policy has four levels (the document, its targets, a
+#: target, its match); deeper is refused before anything walks it (the schema, a message quoting
+#: a value), as a snapshot is (scanner/host/snapshot.py).
+MAX_NESTING = 32
+
+
+def _too_deep(path: str, fmt: str) -> "PolicyError":
+    kinds = "objects" if fmt == "json" else "tables"
+    return PolicyError(f"policy {path}: too deeply nested (arrays or {kinds} over {MAX_NESTING} levels deep; "
+                       "a policy has 4)")
 
 
 class PolicyError(ValueError):
@@ -133,6 +144,8 @@ def read(path: str) -> Loaded:
     if fmt == "json":
         try:
             data = json.loads(text, object_pairs_hook=_no_duplicates)
+        except RecursionError:  # the C decoder stops about a thousand levels down
+            raise _too_deep(path, fmt) from None
         except json.JSONDecodeError as exc:
             raise PolicyError(f"policy {path}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}") from None
         except _Duplicate as exc:
@@ -140,9 +153,13 @@ def read(path: str) -> Loaded:
             where = f"line {line}" if line else "JSON"
             raise PolicyError(f"policy {path}: {where}: duplicate key {key!r} in one object "
                               "(JSON would silently keep only the last)") from None
+        if nesting_exceeds(data, MAX_NESTING):
+            raise _too_deep(path, fmt)
         return Loaded(path, fmt, data, None)
     try:
         data = tomllib.loads(text)
+    except RecursionError:  # tomllib's parser recurses once per nested array or inline table
+        raise _too_deep(path, fmt) from None
     except tomllib.TOMLDecodeError as exc:
         full = str(exc).splitlines()[0] if str(exc) else "invalid TOML"
         m = re.search(r"\(at line (\d+), column (\d+)\)", full)
@@ -152,6 +169,8 @@ def read(path: str) -> Loaded:
                          getattr(exc, "msg", None) or full)
         where = f"line {lineno}, column {colno}" if lineno else "end of document"
         raise PolicyError(f"policy {path}: {where}: invalid TOML: {message[:1].lower() + message[1:]}") from None
+    if nesting_exceeds(data, MAX_NESTING):
+        raise _too_deep(path, fmt)
     return Loaded(path, fmt, _plain(data), TomlLocator(text))
 
 

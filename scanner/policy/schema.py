@@ -78,19 +78,52 @@ def _describe(error) -> Tuple[List[Any], str]:
     return path, error.message if len(error.message) <= 200 else error.message[:197] + "..."
 
 
+#: C0 and C1 control characters, DEL: no policy value has one. Checked here and not by the schema's
+#: patterns, which Python's ``re.search`` lets end before a final newline (``^vfio-pci$``
+#: accepts ``"vfio-pci\n"``), and which free text (a justification) does not have.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _control_characters(data: Any) -> List[Tuple[List[Any], List[Any], str]]:
+    """(path, where, message) for every key and string holding a control character; a key is
+    reported at its table (``where``: its own path would print the character)."""
+    found, stack = [], [([], data)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str) and _CONTROL.search(node):
+            found.append((path, path, f"{_short(node)} holds a control character "
+                                f"(U+{ord(_CONTROL.search(node).group()):04X}); no policy value has one"))
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in children:
+            if isinstance(key, str) and _CONTROL.search(key):
+                found.append((path + [key], path, f"key {_short(key)} holds a control character "
+                                    f"(U+{ord(_CONTROL.search(key).group()):04X}); no policy key has one"))
+            else:
+                stack.append((path + [key], child))
+    return found
+
+
 def validate(loaded: "Loaded") -> None:
-    """The first schema error in document order, as a PolicyError (with how many more there are)."""
+    """The first problem in document order, as a PolicyError (with how many more there are): a schema
+    error, or a control character in a key or string (which replaces a schema error at its path)."""
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(load_schema())
+    control = _control_characters(loaded.data)
     errors = list(validator.iter_errors(loaded.data))
-    if not errors:
+    if not errors and not control:
         return
     def position(error, path):  # a missing key is reported after the keys its table has (a typo comes first)
-        return _order(loaded.data, path) + ((10 ** 6,) if error.validator == "required" else ())
+        return _order(loaded.data, path) + ((10 ** 6,) if error is not None and error.validator == "required" else ())
 
-    described = sorted(((position(e, p), p, m) for e in errors for p, m in [_describe(e)]), key=lambda x: x[0])
-    described = [(p, m) for _, p, m in described]
+    values = [p for p, w, _ in control if p == w]
+
+    def covered(path):  # by a control character: in its value, or in a key on its way
+        return path in values or any(isinstance(k, str) and _CONTROL.search(k) for k in path)
+
+    described = [(position(e, p), p, m) for e in errors for p, m in [_describe(e)] if not covered(p)]
+    described += [(position(None, p), w, m) for p, w, m in control]
+    described = [(p, m) for _, p, m in sorted(described, key=lambda x: x[0])]
     path, message = described[0]
     more = len(described) - 1
     if more:
