@@ -13,7 +13,8 @@ In the guest, in this order (each output lands in /out, see guest.py's ``step``)
    QEMU runs under TCG too), then ``qemu-system-x86_64 -S`` with those arguments, spoken to over
    QMP on stdio (``query-pci``, ``quit``);
 6. the commands VFIO-012 suggests for 04:01.0's group sibling 04:02.0 (the script leaves that
-   choice to a person), ``state3``; ``scan TARGETS`` -> ``final.json``; ``collect`` -> ``snap.json``
+   choice to a person), ``state3``; ``scan TARGETS`` -> ``final.json`` (the group viable now, lost at the
+   next boot); the persistent step VFIO-012 then gives, ``scan TARGETS`` -> ``kept.json``; ``collect`` -> ``snap.json``
    (when the command exists); ``qemu-args --device 04:01.0`` and QEMU again.
 """
 
@@ -97,6 +98,17 @@ PY
 step bind-sibling bash -ex "$OUT/sibling-commands.sh"
 state > "$OUT/state3.txt"
 vs final scan "${TARGETS[@]}" --format json -o "$OUT/final.json"
+# bound at run time only, the sibling is e1000's again at the next boot: the step VFIO-012 then gives
+# keeps it off e1000 at every boot (a udev driver_override rule, or driverctl)
+python3 -S - "$OUT/final.json" > "$OUT/keep-commands.sh" 2> "$OUT/keep-commands.err" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+finding = next(f for f in doc["findings"] if f["rule_id"] == "VFIO-012" and f["subject"] == "0000:04:01.0")
+step = next(s for s in finding["remediation"] if s.get("persistent") and any("0000:04:02.0" in c for c in s["commands"]))
+print("\n".join(step["commands"]))
+PY
+step keep-sibling bash -ex "$OUT/keep-commands.sh"
+vs kept scan "${TARGETS[@]}" --format json -o "$OUT/kept.json"
 if [ "${E2E_COLLECT:-0}" = 1 ]; then vs collect collect -o "$OUT/snap.json"; fi
 vs qemu-args-shared qemu-args --device 04:01.0 --policy "$OUT/tcg-waiver.toml"
 if [ "$(cat "$OUT/qemu-args-shared.rc")" = 0 ]; then qemu qemu-shared "$OUT/qemu-args-shared.out"; fi
