@@ -69,3 +69,20 @@ def test_a_walk_past_its_bound_is_one_line_naming_the_file(monkeypatch):
     with pytest.raises(InventoryError, match=r"^inv.yml: more than 10 group entries, aliases followed"):
         parse_yaml_inventory(text, "inv.yml")
     assert len(parse_yaml_inventory(text.replace("    g9:", "    g8:"), "inv.yml")) == 9
+
+
+def test_a_chain_of_thousands_of_children_groups_is_walked_without_recursion():
+    """3,000 ``[gN:children]`` levels: a RecursionError traceback took the audit down. The deepest group's
+    variables still win over its ancestors', as Ansible orders them."""
+    lines = ["[g0]", "h1", "[g0:vars]", "ansible_user=deep", "[g2999:vars]", "ansible_user=top", "ansible_port=2222"]
+    for level in range(1, 3000):
+        lines += [f"[g{level}:children]", f"g{level - 1}"]
+    (host,) = parse_ini_inventory("\n".join(lines) + "\n", "deep.ini")
+    assert (host.name, host.user, host.port) == ("h1", "deep", 2222)
+    assert len(host.groups) == 3000
+
+
+def test_children_that_loop_back_are_left_out_not_walked_forever():
+    text = "[a]\nh1\n[a:vars]\nansible_user=a\n[b:children]\na\n[a:children]\nb\n[b:vars]\nansible_user=b\n"
+    (host,) = parse_ini_inventory(text, "loop.ini")
+    assert host.name == "h1" and set(host.groups) == {"a", "b"}

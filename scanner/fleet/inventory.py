@@ -154,17 +154,32 @@ class _Inventory:
             self.children[parent].append(child)
 
     def _depths(self) -> Dict[str, int]:
-        """Each group's distance from ``all`` along the longest parent chain (children win over parents)."""
-        depth: Dict[str, int] = {}
+        """Each group's distance from ``all`` along the longest parent chain (children win over parents).
 
-        def visit(group: str, level: int, stack: frozenset) -> None:
-            if group in stack or depth.get(group, -1) >= level:
-                return
-            depth[group] = level
+        Without recursion: a hostile chain of thousands of ``:children`` levels took the audit down with a
+        RecursionError. A depth-first walk orders the groups (an edge back into the walk's own path, a
+        cycle, is left out), then each group's depth is relaxed from its parents', parents first."""
+        order, on_path, seen, back = [], set(), {"all"}, set()
+        walk = [("all", iter(self.children.get("all", [])))]
+        on_path.add("all")
+        while walk:
+            group, kids = walk[-1]
+            kid = next(kids, None)
+            if kid is None:
+                walk.pop()
+                on_path.discard(group)
+                order.append(group)
+            elif kid in on_path:
+                back.add((group, kid))
+            elif kid not in seen:
+                seen.add(kid)
+                on_path.add(kid)
+                walk.append((kid, iter(self.children.get(kid, []))))
+        depth: Dict[str, int] = {"all": 0}
+        for group in reversed(order):  # every parent before its children
             for kid in self.children.get(group, []):
-                visit(kid, level + 1, stack | {group})
-
-        visit("all", 0, frozenset())
+                if (group, kid) not in back:
+                    depth[kid] = max(depth.get(kid, -1), depth[group] + 1)
         return depth
 
     def _ancestors(self, group: str) -> List[str]:
