@@ -90,6 +90,9 @@ def test_a_snapshot_section_of_a_proxmox_config_is_not_the_vm(ws, tmp_path):
     ("<network><name>x</name></network>", "whose root is <network>, not <domain>"),
     (domain("<hostdev mode='subsystem' type='pci'><source><address bus='zz'/></source></hostdev>"),
      "hostdev 1: <address> is not numbers"),
+    # full-width digits: int() reads them, libvirt does not
+    (domain("<hostdev mode='subsystem' type='pci'><source><address domain='0x0000' bus='0x\uff101' slot='0x00' "
+            "function='0x0'/></source></hostdev>"), "hostdev 1: <address> is not numbers"),
     ("hostpci0: 0000:01:00.0;$(reboot)\n", "hostpci0: '$(reboot)' is not a PCI address"),
 ])
 def test_a_file_that_is_no_definition_is_one_line_and_exit_2(ws, tmp_path, text, said):

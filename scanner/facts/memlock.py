@@ -23,7 +23,7 @@ UNLIMITED = float("inf")
 #: systemd's DefaultLimitMEMLOCK when none is configured (systemd 253 and later).
 SYSTEMD_DEFAULT = 8 * MIB
 
-_SIZE = lazy_compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*\Z", re.I)
+_SIZE = lazy_compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*\Z", re.I | re.A)  # ASCII digits: "١٦G" is none
 _UNITS = {"": MIB, "K": KIB, "M": MIB, "G": GIB, "T": 1 << 40, "P": 1 << 50}
 _SYSTEMD_UNITS = {"": 1, "K": KIB, "M": MIB, "G": GIB, "T": 1 << 40, "P": 1 << 50, "E": 1 << 60}
 

@@ -244,6 +244,8 @@ def parse_all(devices: Iterable[str] = (), classes: Iterable[str] = (), vfs: Ite
     requests: Dict[str, int] = {}
     for item in vfs:
         address, count = parse_vfs(item)
+        if requests.get(address, count) != count:  # 02:00.0=2 and 0000:02:00.0=4: which one was meant?
+            raise SelectorError(f"--vfs {item!r}: {address} is asked for {requests[address]} VFs already")
         requests[address] = count
     return selectors, requests
 

@@ -105,7 +105,7 @@ def _libvirt(text: str, source: str) -> List[Requested]:
         if address is None:
             raise DefinitionError(f"{source}: {where} has no <source><address>")
         try:
-            parts = [int(address.get(k, "0" if k == "domain" else ""), 0) for k in ("domain", "bus", "slot", "function")]
+            parts = [_number(address.get(k, "0" if k == "domain" else "")) for k in ("domain", "bus", "slot", "function")]
         except ValueError:
             raise DefinitionError(f"{source}: {where}: <address> is not numbers") from None
         domain, bus, slot, function = parts
@@ -150,3 +150,10 @@ def _proxmox(text: str, source: str) -> List[Requested]:
 
 def is_address(text: str) -> bool:
     return bool(PCI_ADDRESS.match(text))
+
+
+def _number(text: str) -> int:
+    """An address attribute as libvirt reads it (``0x01``, ``1``); ASCII only: ``int()`` takes "０１" too."""
+    if not text.isascii():
+        raise ValueError(text)
+    return int(text, 0)
