@@ -76,15 +76,20 @@ def guest_memory(text):
 
 
 def one_host_per_script(out, hosts, source) -> None:
-    """A remediation script is for one host: asked of many (--snapshot files, a fleet), a usage error
-    before anything is scanned, instead of a failed output after every host was."""
+    """A remediation script is for one host, and so are NFD's labels (one node's): asked of many (--snapshot
+    files, a fleet), a usage error before anything is scanned, instead of a failed output after every host was."""
+    if len(hosts.jobs) <= 1:
+        return
+    given = f"{'--snapshot gives' if source.snapshots else 'the fleet has'} {len(hosts.jobs)} hosts"
     asked = [f"--script {out.script_file}"] if out.script_file else []
     if out.format == "script":
         asked.insert(0, f"-o {out.output}" if out.output not in (None, "-") else "--format script")
-    if asked and len(hosts.jobs) > 1:
-        given = "--snapshot gives" if source.snapshots else "the fleet has"
-        raise UsageError(f"{asked[0]}: a remediation script is written for one host at a time, and {given} "
-                         f"{len(hosts.jobs)} hosts; write one script per host")
+    if asked:
+        raise UsageError(f"{asked[0]}: a remediation script is written for one host at a time, and {given}; "
+                         "write one script per host")
+    if out.format == "nfd":
+        raise UsageError(f"--format nfd labels one node, and {given}: scan one host per run (the DaemonSet runs "
+                         "on each node)")
 
 
 def run(options, finished=None) -> int:
