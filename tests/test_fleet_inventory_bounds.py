@@ -86,3 +86,8 @@ def test_children_that_loop_back_are_left_out_not_walked_forever():
     text = "[a]\nh1\n[a:vars]\nansible_user=a\n[b:children]\na\n[a:children]\nb\n[b:vars]\nansible_user=b\n"
     (host,) = parse_ini_inventory(text, "loop.ini")
     assert host.name == "h1" and set(host.groups) == {"a", "b"}
+
+
+def test_a_host_whose_port_is_no_number_is_a_usage_error_before_any_ssh():
+    proc = run_cli("fleet", "gpu01", "h:x")
+    assert proc.returncode == 2 and len(stderr_lines(proc)) == 1 and "'h:x'" in proc.stderr, proc.stderr
