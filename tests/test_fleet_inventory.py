@@ -23,7 +23,7 @@ def test_host_specs(spec, want):
 
 
 @pytest.mark.parametrize("bad", ["-oProxyCommand=evil", "root@-x", "host:99999", "a@b@c", "",
-                                 "h:x", "[::1", "gpu01:22x", "host/path"])  # a mistyped port or address: no host
+                                 "h:x", "[::1", "gpu01:22x"])  # a mistyped port or address: no host
 def test_bad_host_specs(bad):
     with pytest.raises(ValueError):
         parse_host_spec(bad)

@@ -68,7 +68,7 @@ def parse_host_spec(text: str) -> Tuple[Optional[str], str, Optional[int]]:
         raise ValueError(f"not a [user@]host[:port]: {text!r}")
     host = match.group("v6") or match.group("host")
     # ':' '[' ']' left in a name (h:x, an unclosed [::1) are a port or an address mistyped, never a host ssh knows
-    if not host or host.startswith("-") or (not match.group("v6") and any(c in host for c in ":[]/")):
+    if not host or host.startswith("-") or (not match.group("v6") and any(c in host for c in ":[]")):
         raise ValueError(f"not a host name: {text!r}")
     port = int(match.group("port")) if match.group("port") else None
     if port is not None and not 0 < port < 65536:
