@@ -113,8 +113,7 @@ def _plainly_valid(document) -> bool:
     if type(version) is not str or not version.startswith("1."):
         return False
     entries = document.get("entries")
-    if type(entries) is not dict or len(entries) > MAX_ENTRIES or not entries_are_valid(entries) \
-            or listed_names(entries) > MAX_LISTED_NAMES:
+    if type(entries) is not dict or len(entries) > MAX_ENTRIES or not entries_are_valid(entries, MAX_LISTED_NAMES):
         return False
     envelope = dict(document, entries={})
     if nesting_exceeds(envelope, MAX_NESTING):

@@ -11,6 +11,8 @@ message is the schema's own.
 
 from __future__ import annotations
 
+from typing import Optional
+
 ENTRY_TYPES = frozenset(("file", "dir", "link", "other", "missing", "error"))
 STRING_KEYS = frozenset(("reason", "target", "link_error", "list_error", "text", "base64", "read_error"))
 #: Non-negative integers: a read's size cap; the owner, group and permission bits of a ``stat`` capture.
@@ -94,15 +96,18 @@ def entry_is_valid(entry) -> bool:
 _BARE_KINDS = _COMMON[frozenset(("type",))]
 
 
-def entries_are_valid(entries) -> bool:
-    """Do all entries match the schema (keys are absolute paths, values valid entries)?
+def entries_are_valid(entries, max_names: Optional[int] = None) -> bool:
+    """Do all entries match the schema (keys are absolute paths, values valid entries), listing no more
+    than ``max_names`` names in all when it is given?
 
     A fleet's snapshots hold a million entries between them: the common shapes are told by their
     size and type and checked inline here, without a call or a key set made for each; any other
-    entry, and any that fails inline, gets the whole of :func:`entry_is_valid`.
+    entry, and any that fails inline, gets the whole of :func:`entry_is_valid`. The names are
+    counted in the same pass.
     """
     if type(entries) is not dict:
         return False
+    listed = 0
     for key, entry in entries.items():
         if not (isinstance(key, str) and key.startswith("/")):
             return False
@@ -119,7 +124,10 @@ def entries_are_valid(entries) -> bool:
             elif size == 2 and kind == "dir":
                 names = entry.get("names")
                 if type(names) is list and all([type(name) is str for name in names]):
+                    listed += len(names)
                     continue
         if not entry_is_valid(entry):
             return False
-    return True
+        if type(entry.get("names")) is list:
+            listed += len(entry["names"])
+    return max_names is None or listed <= max_names
