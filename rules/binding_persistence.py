@@ -176,9 +176,7 @@ def _vfio_pci_loaders(facts, device) -> List[str]:
     """What loads vfio-pci at boot before a host driver could take the device."""
     if facts.modules.state("vfio_pci") == "builtin":
         return ["vfio-pci is built in"]
-    found = [f"softdep {module} pre: vfio-pci in {path}" for path, module in facts.modprobe_vfio[1]]
-    found += [f"vfio_pci in {path}" for path in facts.loads_at_boot("vfio_pci")]
-    return found
+    return facts.vfio_pci_loaders()
 
 
 def _vf_gone_at_boot(facts, device) -> Optional[Finding]:

@@ -146,15 +146,14 @@ class BootClaims:
         where = None
         if cmdline is not None and ids in cmdline.options("vfio_pci.ids"):
             where = f"vfio-pci.ids={ids} on the next boot's command line ({cmdline.source})"
-        winner, softdeps = self.modprobe_vfio
+        winner, _ = self.modprobe_vfio
         if where is None and winner and ids in winner[1] and self.modules.state("vfio_pci") != "builtin":
             where = f"vfio-pci ids={ids} in {winner[0]}"
         if where is None:
             return None
         if self.modules.state("vfio_pci") == "builtin":
             return f"{where}; vfio-pci is built in"
-        loaders = [f"softdep {module} pre: vfio-pci in {path}" for path, module in softdeps]
-        loaders += [f"vfio_pci in {path}" for path in self.loads_at_boot("vfio_pci")]
+        loaders = self.vfio_pci_loaders()
         return f"{where}; {loaders[0]}" if loaders else None
 
     def _claiming_modules(self, device) -> Tuple[str, ...]:
@@ -172,12 +171,10 @@ class BootClaims:
         kept = self.__dict__.get("_alias_index_memo")
         if kept is not None:
             return kept
-        pairs = list(self.pci_aliases())
+        from scanner.facts.variants import aliases
+
         builtin = self.host.read(f"/lib/modules/{self.release}/modules.builtin.alias", cap=LARGE_CAP)
-        for line in builtin.value().splitlines() if builtin.ok else ():
-            words = line.split()
-            if len(words) == 3 and words[0] == "alias" and words[1].startswith("pci:"):
-                pairs.append((words[1], words[2].replace("-", "_")))
+        pairs = self.pci_aliases() + (aliases(builtin.value().splitlines(), "pci:") if builtin.ok else ())
         index: Dict[str, List[Tuple[str, str]]] = {}
         for pattern, module in pairs:
             if "vfio" in module or module == "pci_stub":

@@ -236,19 +236,20 @@ class NextBoot:
         return self._module_aliases()[1]
 
     def _module_aliases(self):
-        from scanner.facts.variants import vfio_aliases
+        from scanner.facts.variants import aliases, vfio_aliases
 
         kept = self.__dict__.get("_module_aliases_memo")
         if kept is None:
             got = self.module_aliases_read
             lines = got.value().splitlines() if got is not None else []
-            pci = []
-            for line in lines:
-                words = line.split()
-                if len(words) == 3 and words[0] == "alias" and words[1].startswith("pci:"):
-                    pci.append((words[1], words[2].replace("-", "_")))
-            kept = self.__dict__["_module_aliases_memo"] = (tuple(pci), vfio_aliases(lines))
+            kept = self.__dict__["_module_aliases_memo"] = (aliases(lines, "pci:"), vfio_aliases(lines))
         return kept
+
+    def vfio_pci_loaders(self) -> List[str]:
+        """What loads vfio-pci at boot before a host driver could take a device it names in ``ids=``: a
+        ``softdep MODULE pre: vfio-pci``, a boot-time module list (empty for a built-in vfio-pci: check that first)."""
+        found = [f"softdep {module} pre: vfio-pci in {path}" for path, module in self.modprobe_vfio[1]]
+        return found + [f"vfio_pci in {path}" for path in self.loads_at_boot("vfio_pci")]
 
     def vfio_driver_for(self, device) -> VfioChoice:
         """The vfio driver a binding should use for ``device``: the variant libvirt would pick from

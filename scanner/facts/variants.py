@@ -47,10 +47,16 @@ class VfioChoice(NamedTuple):
 
 def vfio_aliases(lines: Iterable[str]) -> Tuple[Tuple[str, str], ...]:
     """(pattern, module) of each ``alias vfio_pci:... MODULE`` line, in file order; other lines ignored."""
+    return aliases(lines, PREFIX)
+
+
+def aliases(lines: Iterable[str], prefix: str) -> Tuple[Tuple[str, str], ...]:
+    """(pattern, module) of each ``alias PREFIX... MODULE`` line of a modules.alias or modules.builtin.alias
+    (``pci:`` for host drivers, ``vfio_pci:`` for vfio-pci's variants), in file order."""
     found = []
     for line in lines:
         words = line.split()
-        if len(words) == 3 and words[0] == "alias" and words[1].startswith(PREFIX):
+        if len(words) == 3 and words[0] == "alias" and words[1].startswith(prefix):
             found.append((words[1], words[2].replace("-", "_")))
     return tuple(found)
 
@@ -77,4 +83,4 @@ def driver_of(module: str) -> Optional[str]:
     return module if VARIANT.match(module) else None
 
 
-__all__ = ["PLAIN", "VfioChoice", "VARIANT", "vfio_aliases", "best_alias", "driver_of"]
+__all__ = ["PLAIN", "VfioChoice", "VARIANT", "aliases", "vfio_aliases", "best_alias", "driver_of"]

@@ -82,8 +82,9 @@ def _checked(document, where: str) -> dict:
     entries = document.get("entries")
     if isinstance(entries, dict) and len(entries) > MAX_ENTRIES:
         raise SnapshotError(f"{where}: {len(entries)} entries, more than a collector records ({MAX_ENTRIES})")
-    if isinstance(entries, dict) and listed_names(entries) > MAX_LISTED_NAMES:
-        raise SnapshotError(f"{where}: {listed_names(entries)} names listed in its directories, more than a "
+    listed = listed_names(entries) if isinstance(entries, dict) else 0
+    if listed > MAX_LISTED_NAMES:
+        raise SnapshotError(f"{where}: {listed} names listed in its directories, more than a "
                             f"collector records ({MAX_LISTED_NAMES})")
     # the bulk (entries) is checked in plain Python; jsonschema checks the rest, and everything
     # again when that finds a fault, so that the message is the schema's own
